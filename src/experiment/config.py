@@ -1,0 +1,62 @@
+"""Schemas of the experiment's config groups (``data``, ``model``, ``train``).
+
+Stored in Hydra's ConfigStore as ``<group>/schema``; the YAML files in
+``conf/<group>/`` list it first in their defaults and set values only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class DataConfig:
+    #: Training images, generated from the seed (no download).
+    train_size: int = 2048
+    #: Validation images, generated from the seed, never augmented.
+    val_size: int = 512
+    #: Side of the square canvas, in pixels.
+    image_size: int = 32
+    #: Number of shape classes (at most 4: circle, square, triangle, cross).
+    num_classes: int = 4
+    #: Std of the background noise baked into each canvas.
+    noise: float = 0.25
+    #: Std of the extra noise added by augmentation.
+    augment_noise: float = 0.1
+    #: Largest random shift (pixels) applied by augmentation.
+    max_shift: int = 2
+
+
+@dataclass
+class ModelConfig:
+    #: Channels of the two convolution blocks.
+    channels1: int = 16
+    channels2: int = 32
+    #: Dropout before the classifier (drawn from the training RNG).
+    dropout: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    #: Passes over the training set.
+    epochs: int = 3
+    #: Stop after this many optimizer steps (null: run all epochs).
+    max_steps: int | None = None
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    #: auto (CUDA when present, else CPU), cpu, cuda, cuda:N.
+    device: str = "auto"
+    #: Log the running loss every this many steps.
+    log_every: int = 10
+
+
+def register_configs() -> None:
+    """Store the schemas in Hydra's ConfigStore. Idempotent."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(group="data", name="schema", node=DataConfig)
+    cs.store(group="model", name="schema", node=ModelConfig)
+    cs.store(group="train", name="schema", node=TrainConfig)

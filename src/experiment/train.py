@@ -1,0 +1,31 @@
+"""Entry point of the example experiment: ``python -m experiment.train [hydra overrides]``.
+
+Thin on purpose: ``repro.entrypoint`` checks the command line and puts the
+process-start pins in place (re-executing once if needed) before the
+training code, and torch with it, is imported.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from experiment.config import register_configs
+from repro import entrypoint
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+register_configs()
+
+
+@entrypoint(config_dir=CONF_DIR, config_name="config")
+def main(cfg: DictConfig) -> Any:
+    from experiment.loop import train
+
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""The structured schema of the ``repro`` config group.
+
+The dataclass below is stored in Hydra's ConfigStore as ``repro/schema``;
+every profile in ``conf/repro/`` lists it first in its defaults, so a value
+of the wrong type or an unknown key fails when Hydra composes the config,
+before any run directory exists. Ranges that a type cannot express (a seed
+in [0, 2**32-1], workers >= 0) are checked by :func:`validate`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from repro.errors import ConfigValueError
+
+SEED_MAX = 2**32 - 1
+CPU_CAPABILITIES = ("default", "avx2", "avx512", "avx512_vnni", "avx512_bf16", "amx", "sve256")
+
+
+class Determinism(str, Enum):
+    """How strictly torch must use deterministic kernels."""
+
+    strict = "strict"  # torch.use_deterministic_algorithms(True): raise on a nondeterministic op
+    warn = "warn"  # (True, warn_only=True): warn on a nondeterministic op, run it anyway
+    off = "off"  # (False): torch picks the fastest kernels
+
+
+@dataclass
+class ReproConfig:
+    """Everything that decides whether a rerun gives the same bits.
+
+    Fields left ``None`` are left as the process has them, and the report
+    says so.
+    """
+
+    #: Master seed in [0, 2**32-1]; ``None`` draws one from OS entropy and records it.
+    seed: int | None = 1234
+    #: strict / warn / off, see :class:`Determinism`.
+    deterministic: Determinism = Determinism.strict
+    #: cuDNN autotuning picks kernels by timing: nondeterministic. Refused under strict.
+    cudnn_benchmark: bool = False
+    #: Allow TF32 (reduced-precision fp32) matmuls and convolutions on GPUs that have it.
+    tf32: bool = False
+    #: DataLoader worker processes. Results never depend on it.
+    num_workers: int = 0
+    #: Keep DataLoader workers alive between epochs. Results never depend on it.
+    persistent_workers: bool = False
+    #: torch intra-op threads (CPU float results depend on it); ``None``: leave as is.
+    threads: int | None = None
+    #: torch inter-op threads; ``None``: leave as is.
+    interop_threads: int | None = None
+    #: CUBLAS_WORKSPACE_CONFIG, needed for deterministic cuBLAS (":4096:8" or ":16:8").
+    cublas_workspace_config: str | None = ":4096:8"
+    #: PYTHONHASHSEED (str/bytes hash order, e.g. set iteration); takes effect at process start.
+    pythonhashseed: int | None = 0
+    #: ATEN_CPU_CAPABILITY: which SIMD kernels ATen uses on CPU (default, avx2, avx512, ...).
+    cpu_capability: str | None = None
+    #: MKL_CBWR: MKL's conditional numerical reproducibility branch (COMPATIBLE, AVX2, ...).
+    mkl_cbwr: str | None = None
+
+
+#: Config key -> environment variable, for the pins that must be in place before
+#: the process (or CUDA, or the first CPU kernel) starts.
+ENV_PINS: dict[str, str] = {
+    "pythonhashseed": "PYTHONHASHSEED",
+    "cublas_workspace_config": "CUBLAS_WORKSPACE_CONFIG",
+    "cpu_capability": "ATEN_CPU_CAPABILITY",
+    "mkl_cbwr": "MKL_CBWR",
+}
+
+
+def wanted_environment(rc: ReproConfig) -> dict[str, str]:
+    """The environment variables ``rc`` pins (those left null are absent)."""
+    env = {}
+    for key, var in ENV_PINS.items():
+        value = getattr(rc, key)
+        if value is not None:
+            env[var] = str(value).lower() if key == "cpu_capability" else str(value)
+    return env
+
+
+def register_configs() -> None:
+    """Store the schema in Hydra's ConfigStore as ``repro/schema``. Idempotent."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(group="repro", name="schema", node=ReproConfig)
+
+
+def to_repro_config(cfg: Any) -> ReproConfig:
+    """Turn the whole config, its ``repro`` node, a mapping or a ReproConfig into a ReproConfig.
+
+    Type errors raise :class:`ConfigValueError` naming the key.
+    """
+    if isinstance(cfg, ReproConfig):
+        return dataclasses.replace(cfg)
+    if isinstance(cfg, DictConfig | dict) and "repro" in cfg:
+        cfg = cfg["repro"]
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    if not isinstance(cfg, dict):
+        raise ConfigValueError("repro", cfg, "a config holding a 'repro' node, or that node")
+    known = {f.name for f in dataclasses.fields(ReproConfig)}
+    for key in cfg:
+        if key not in known:
+            raise ConfigValueError(f"repro.{key}", cfg[key], f"one of the keys {sorted(known)}")
+    try:
+        typed = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ReproConfig), cfg))
+    except Exception as exc:  # omegaconf.ValidationError and friends
+        key = getattr(exc, "full_key", "") or "repro"
+        raise ConfigValueError(
+            f"repro.{key}" if not key.startswith("repro") else key,
+            cfg.get(key.split(".")[-1]) if isinstance(cfg, dict) else cfg,
+            str(getattr(exc, "msg", exc)).splitlines()[0],
+        ) from None
+    assert isinstance(typed, ReproConfig)
+    return typed
+
+
+def validate(rc: ReproConfig) -> ReproConfig:
+    """Check ranges a type cannot express. Returns ``rc``; raises ConfigValueError."""
+    if rc.seed is not None and not (isinstance(rc.seed, int) and 0 <= rc.seed <= SEED_MAX):
+        raise ConfigValueError("repro.seed", rc.seed, f"an int in [0, {SEED_MAX}] or null")
+    if rc.num_workers < 0:
+        raise ConfigValueError("repro.num_workers", rc.num_workers, "an int >= 0")
+    for key in ("threads", "interop_threads"):
+        value = getattr(rc, key)
+        if value is not None and value < 1:
+            raise ConfigValueError(f"repro.{key}", value, "an int >= 1 or null")
+    if rc.cudnn_benchmark and rc.deterministic == Determinism.strict:
+        raise ConfigValueError(
+            "repro.cudnn_benchmark",
+            True,
+            "false under repro.deterministic=strict (benchmarking picks kernels by timing); "
+            "use repro.deterministic=warn or off to allow it",
+        )
+    if rc.pythonhashseed is not None and not (0 <= rc.pythonhashseed <= SEED_MAX):
+        raise ConfigValueError("repro.pythonhashseed", rc.pythonhashseed, f"an int in [0, {SEED_MAX}] or null")
+    if rc.cpu_capability is not None and rc.cpu_capability.lower() not in CPU_CAPABILITIES:
+        raise ConfigValueError("repro.cpu_capability", rc.cpu_capability, f"null or one of {list(CPU_CAPABILITIES)}")
+    if rc.cublas_workspace_config is not None and rc.cublas_workspace_config not in (":4096:8", ":16:8"):
+        raise ConfigValueError(
+            "repro.cublas_workspace_config", rc.cublas_workspace_config, "null, ':4096:8' or ':16:8'"
+        )
+    return rc

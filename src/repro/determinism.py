@@ -1,0 +1,170 @@
+"""Backend flags and process-environment pins, applied and read back.
+
+Every setting is applied, then read back from torch or the process, so the
+report states what actually holds rather than what was asked for.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from repro.config import ENV_PINS, Determinism, ReproConfig, wanted_environment
+from repro.errors import EnvironmentPinError
+
+@dataclass
+class Setting:
+    """One flag or variable: what was asked, what holds now, and whether it took effect."""
+
+    name: str
+    requested: Any
+    applied: Any
+    took_effect: bool
+    note: str = ""
+
+
+@dataclass
+class DeterminismReport:
+    """What :func:`apply` did, flag by flag."""
+
+    mode: str
+    settings: list[Setting] = field(default_factory=list)
+
+    def add(self, name: str, requested: Any, applied: Any, took_effect: bool | None = None, note: str = "") -> None:
+        ok = (requested == applied) if took_effect is None else took_effect
+        self.settings.append(Setting(name, requested, applied, ok, note))
+
+    @property
+    def failed(self) -> list[Setting]:
+        return [s for s in self.settings if not s.took_effect]
+
+    def get(self, name: str) -> Setting:
+        for s in self.settings:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "all_took_effect": not self.failed,
+            "settings": {s.name: {k: v for k, v in asdict(s).items() if k != "name"} for s in self.settings},
+        }
+
+
+def _hash_seed_holds(want: int) -> bool:
+    """Whether this interpreter hashes str/bytes with PYTHONHASHSEED=want."""
+    if want == 0:
+        return sys.flags.hash_randomization == 0
+    probe = "repro-hash-probe"
+    env = dict(os.environ, PYTHONHASHSEED=str(want))
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", f"print(hash({probe!r}))"],
+        env=env, capture_output=True, text=True, check=False, timeout=60,
+    )
+    return out.stdout.strip() == str(hash(probe))
+
+
+def apply_environment(rc: ReproConfig, report: DeterminismReport) -> None:
+    """Set the pinned environment variables and record whether each can still take effect."""
+    cuda_started = torch.cuda.is_available() and torch.cuda.is_initialized()
+    for key, var in ENV_PINS.items():
+        value = getattr(rc, key)
+        if value is None:
+            report.add(f"env.{var}", None, os.environ.get(var), True, "not pinned: left as is")
+            continue
+        want = wanted_environment(rc)[var]
+        before = os.environ.get(var)
+        os.environ[var] = want
+        ok, note = True, ""
+        if var == "PYTHONHASHSEED":
+            ok = _hash_seed_holds(int(want))
+            note = "" if ok else "the interpreter started with another hash seed; it is fixed at process start"
+        elif var == "CUBLAS_WORKSPACE_CONFIG":
+            if cuda_started and before != want:
+                ok, note = False, "CUDA was initialised before it was set"
+            elif not torch.cuda.is_available():
+                note = "no CUDA device: nothing to configure"
+        elif var == "ATEN_CPU_CAPABILITY":
+            in_use = torch.backends.cpu.get_cpu_capability().lower()
+            ok = in_use == want
+            note = f"ATen uses {in_use}" + ("" if ok else f" (asked {want}: unsupported here, or set after the first CPU kernel)")
+        elif var == "MKL_CBWR" and before != want:
+            ok, note = False, "MKL reads it when it starts; it was not in the environment at process start"
+        report.add(f"env.{var}", want, os.environ.get(var), ok, note)
+
+
+def apply_flags(rc: ReproConfig, report: DeterminismReport) -> None:
+    """Set torch's determinism, cuDNN, TF32 and thread settings, then read each back."""
+    mode = Determinism(rc.deterministic)
+    on = mode != Determinism.off
+    torch.use_deterministic_algorithms(on, warn_only=mode == Determinism.warn)
+    report.add("torch.use_deterministic_algorithms", on, torch.are_deterministic_algorithms_enabled())
+    report.add(
+        "torch.deterministic_warn_only",
+        mode == Determinism.warn,
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    import torch.utils.deterministic as tud
+
+    tud.fill_uninitialized_memory = True  # only acts while deterministic algorithms are on
+    report.add("torch.utils.deterministic.fill_uninitialized_memory", True, bool(tud.fill_uninitialized_memory))
+
+    torch.backends.cudnn.deterministic = on
+    torch.backends.cudnn.benchmark = rc.cudnn_benchmark
+    report.add("torch.backends.cudnn.deterministic", on, torch.backends.cudnn.deterministic)
+    report.add("torch.backends.cudnn.benchmark", rc.cudnn_benchmark, torch.backends.cudnn.benchmark)
+
+    torch.backends.cuda.matmul.allow_tf32 = rc.tf32
+    torch.backends.cudnn.allow_tf32 = rc.tf32
+    torch.set_float32_matmul_precision("high" if rc.tf32 else "highest")
+    report.add("torch.backends.cuda.matmul.allow_tf32", rc.tf32, torch.backends.cuda.matmul.allow_tf32)
+    report.add("torch.backends.cudnn.allow_tf32", rc.tf32, torch.backends.cudnn.allow_tf32)
+    report.add(
+        "torch.float32_matmul_precision", "high" if rc.tf32 else "highest", torch.get_float32_matmul_precision()
+    )
+
+    if rc.threads is not None:
+        torch.set_num_threads(rc.threads)
+    report.add("torch.num_threads", rc.threads, torch.get_num_threads(),
+               rc.threads is None or torch.get_num_threads() == rc.threads,
+               "" if rc.threads is not None else "not pinned: left as is")
+    if rc.interop_threads is not None and torch.get_num_interop_threads() != rc.interop_threads:
+        try:
+            torch.set_num_interop_threads(rc.interop_threads)
+            note = ""
+        except RuntimeError:
+            note = "inter-op threads can only be set before parallel work starts"
+    else:
+        note = "" if rc.interop_threads is not None else "not pinned: left as is"
+    report.add("torch.num_interop_threads", rc.interop_threads, torch.get_num_interop_threads(),
+               rc.interop_threads is None or torch.get_num_interop_threads() == rc.interop_threads, note)
+
+
+def apply(rc: ReproConfig) -> DeterminismReport:
+    """Apply every flag and pin in ``rc``; raise or warn about those that could not take effect.
+
+    Under ``strict`` a pin that cannot hold raises :class:`EnvironmentPinError`
+    with the way to launch correctly; under ``warn`` and ``off`` it warns and
+    the report records it.
+    """
+    report = DeterminismReport(mode=Determinism(rc.deterministic).value)
+    apply_environment(rc, report)
+    apply_flags(rc, report)
+    if report.failed:
+        lines = "; ".join(f"{s.name}={s.requested!r} did not take effect ({s.note})" for s in report.failed)
+        env = " ".join(f"{k}={v}" for k, v in wanted_environment(rc).items())
+        hint = (
+            f"launch through repro.entrypoint (python -m <your project>.train does this), or set "
+            f"the environment before Python starts: `{env} python ...`, or null the pin in the repro config"
+        )
+        if report.mode == Determinism.strict.value:
+            raise EnvironmentPinError(f"{lines}. Fix: {hint}")
+        warnings.warn(f"reproducibility pins not in effect: {lines}. Fix: {hint}", RuntimeWarning, stacklevel=3)
+    return report

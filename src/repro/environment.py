@@ -1,0 +1,130 @@
+"""The environment fingerprint: what a rerun must match to promise the same bits.
+
+Versions, devices, the CPU and its ATen capability, thread counts, the
+environment variables that change numerics, and the git state of the
+project. Variables whose names look like secrets are never recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import re
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+#: Variables recorded when set: they change numerics, kernels or hashing.
+RELEVANT_ENV = (
+    "PYTHONHASHSEED", "CUBLAS_WORKSPACE_CONFIG", "ATEN_CPU_CAPABILITY", "MKL_CBWR",
+    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE",
+    "CUDA_VISIBLE_DEVICES", "CUDA_LAUNCH_BLOCKING", "NVIDIA_TF32_OVERRIDE",
+    "CUDNN_DETERMINISTIC", "TORCH_CUDNN_V8_API_DISABLED", "PYTORCH_CUDA_ALLOC_CONF",
+    "KMP_DETERMINISTIC_REDUCTION", "WORLD_SIZE", "RANK", "LOCAL_RANK",
+)
+_SECRET = re.compile(r"TOKEN|SECRET|PASSW|PASSWD|KEY|CREDENTIAL|AUTH|COOKIE|SESSION|PRIVATE", re.I)
+_PACKAGES = ("torch", "numpy", "hydra-core", "omegaconf")
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether an environment variable's name looks like it holds a credential."""
+    return bool(_SECRET.search(name))
+
+
+def relevant_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The numerics-relevant variables that are set, secrets never included."""
+    environ = dict(os.environ) if environ is None else environ
+    return {k: environ[k] for k in RELEVANT_ENV if k in environ and not is_secret_name(k)}
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git(args: list[str], cwd: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.decode(errors="replace") if out.returncode == 0 else None
+
+
+def git_state(cwd: str | Path = ".") -> dict[str, Any] | None:
+    """Commit, dirty flag and a sha256 of the diff (tracked changes) of the checkout at ``cwd``."""
+    cwd = Path(cwd)
+    commit = _git(["rev-parse", "HEAD"], cwd)
+    if commit is None:
+        return None
+    status = _git(["status", "--porcelain", "--untracked-files=no"], cwd) or ""
+    diff = _git(["diff", "HEAD", "--binary"], cwd) or ""
+    return {
+        "commit": commit.strip(),
+        "dirty": bool(status.strip()),
+        "diff_sha256": hashlib.sha256(diff.encode()).hexdigest() if diff else None,
+    }
+
+
+def environment_fingerprint(cwd: str | Path = ".") -> dict[str, Any]:
+    """Everything about this process and machine that can change a run's bits."""
+    cuda = torch.cuda.is_available()
+    return {
+        "python": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "packages": {name: _version(name) for name in _PACKAGES},
+        "torch": {
+            "version": torch.__version__,
+            "git_version": getattr(torch.version, "git_version", None),
+            "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version() if cuda else None,
+            "debug": torch.version.debug,
+        },
+        "cpu": {
+            "model": _cpu_model(),
+            "logical_cores": os.cpu_count(),
+            "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+            "aten_capability": torch.backends.cpu.get_cpu_capability(),
+            "num_threads": torch.get_num_threads(),
+            "num_interop_threads": torch.get_num_interop_threads(),
+            "mkl": torch.backends.mkl.is_available(),
+            "mkldnn": torch.backends.mkldnn.is_available(),
+        },
+        "gpus": [
+            {
+                "name": torch.cuda.get_device_name(i),
+                "capability": ".".join(map(str, torch.cuda.get_device_capability(i))),
+            }
+            for i in range(torch.cuda.device_count())
+        ] if cuda else [],
+        "env": relevant_environment(),
+        "git": git_state(cwd),
+        "argv": redact_args(sys.argv),
+    }
+
+
+def redact_args(args: list[str]) -> list[str]:
+    """Command-line arguments with the value of any ``key=value`` whose key looks secret hidden."""
+    out = []
+    for arg in args:
+        key, sep, _ = arg.partition("=")
+        out.append(f"{key}=<redacted>" if sep and is_secret_name(key.rsplit(".", 1)[-1]) else arg)
+    return out

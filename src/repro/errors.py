@@ -1,0 +1,32 @@
+"""Exception types raised by the reproducibility kit.
+
+Every error names what to change: the config key, the value it had and what
+is allowed. Command-line entry points print ``str(error)`` as one line and
+exit non-zero, without a traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ReproError(Exception):
+    """Base class for every error the kit raises on purpose."""
+
+
+class ConfigValueError(ReproError, ValueError):
+    """A config value is outside what is allowed."""
+
+    def __init__(self, key: str, value: Any, allowed: str) -> None:
+        self.key = key
+        self.value = value
+        self.allowed = allowed
+        super().__init__(f"{key}={value!r} is not allowed: expected {allowed}")
+
+
+class EnvironmentPinError(ReproError, RuntimeError):
+    """A process-environment pin cannot take effect in this process."""
+
+
+class RunDirectoryError(ReproError, RuntimeError):
+    """A run directory is missing, is not a run, or already holds another run."""

@@ -1,0 +1,212 @@
+"""``entrypoint``: Hydra's main, with a check before anything starts.
+
+Before Hydra creates a run directory, the entry point composes the config
+from the command line once (each job of a ``-m`` sweep too) and checks it:
+
+* a bad override, an unknown key or profile, or a value out of range stops
+  the program with one line naming the key and what is allowed (exit 2),
+  and nothing is written;
+* a run directory that already holds a run is refused, so Hydra never
+  overwrites another run's ``.hydra/`` files;
+* settings that only work at process start (``PYTHONHASHSEED``, the ATen CPU
+  capability, MKL's CBWR branch, cuBLAS' workspace) are put in place by
+  re-executing the same command with the pinned environment, once, before
+  torch is imported. ``os.execve`` keeps the process id, so schedulers and
+  ``torchrun`` see one process.
+
+Errors raised by the kit inside the task (``ReproError``) are printed as
+one line too.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from repro.config import register_configs, to_repro_config, validate, wanted_environment
+from repro.errors import ReproError
+
+#: Set in the environment of a re-executed process, so it is re-executed at most once.
+RELAUNCH_GUARD = "REPRO_RELAUNCHED"
+_MAX_SWEEP_CHECKS = 64
+_SKIP_FLAGS = ("help", "hydra_help", "cfg", "info", "shell_completion", "experimental_rerun")
+
+TaskFn = Callable[[DictConfig], Any]
+#: Called with the composed config of a single run whose directory already holds a run:
+#: return True to let it proceed (a resume), False to refuse.
+ExistingRunPolicy = Callable[[DictConfig, Path], bool]
+
+
+class LaunchError(ReproError):
+    """The command line cannot start a run."""
+
+
+def _one_line(text: str) -> str:
+    lines = [ln.strip() for ln in str(text).splitlines()]
+    keep = [ln for ln in lines if ln and not ln.startswith(("full_key:", "object_type", "reference_type",
+                                                              "Config search path", "provider=", "Set the environment"))]
+    return "; ".join(keep)
+
+
+def describe_compose_error(exc: BaseException, overrides: list[str]) -> str:
+    """Hydra/OmegaConf's multi-line message, reduced to one line that names the key."""
+    from hydra.errors import MissingConfigException
+
+    if isinstance(exc, MissingConfigException) and getattr(exc, "options", None) is not None:
+        group = (exc.missing_cfg_file or "").rsplit("/", 1)[0] or "?"
+        wanted = (exc.missing_cfg_file or "").rsplit("/", 1)[-1]
+        return (f"{group}={wanted}: no such option in config group '{group}' "
+                f"(available: {', '.join(sorted(exc.options))})")
+    cause = exc.__cause__ or exc
+    key = getattr(cause, "full_key", None)
+    msg = _one_line(getattr(cause, "msg", None) or str(cause))
+    head = _one_line(str(exc)) if cause is not exc else ""
+    if key and head and key not in head:
+        head = f"{head} (key: {key})"
+    parts = [p for p in (head, msg) if p]
+    out = "; ".join(dict.fromkeys(parts))
+    if key and key not in out:
+        out = f"{key}: {out}"
+    return out
+
+
+def _sweep_jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
+    if not multirun:
+        return [overrides]
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    choices = []
+    for o in parsed:
+        if o.is_sweep_override():
+            choices.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()])
+        else:
+            choices.append([o.input_line])
+    jobs = itertools.islice(itertools.product(*choices), _MAX_SWEEP_CHECKS)
+    return [list(job) for job in jobs]
+
+
+def preflight(
+    config_dir: str | Path,
+    config_name: str,
+    overrides: list[str],
+    *,
+    multirun: bool = False,
+    existing_run_ok: ExistingRunPolicy | None = None,
+) -> dict[str, str]:
+    """Compose and check every job the command line asks for; return the environment they pin.
+
+    Raises :class:`LaunchError` with a one-line message.
+    """
+    from hydra import compose, initialize_config_dir
+
+    register_configs()
+    pins: dict[str, str] | None = None
+    for job in _sweep_jobs(overrides, multirun):
+        try:
+            with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+                cfg = compose(config_name=config_name, overrides=job, return_hydra_config=True)
+        except Exception as exc:  # Hydra and OmegaConf raise many types; all are the user's input
+            raise LaunchError(describe_compose_error(exc, job)) from None
+        job_pins = {}
+        if "repro" in cfg:
+            try:
+                job_pins = wanted_environment(validate(to_repro_config(cfg.repro)))
+            except ReproError as exc:
+                raise LaunchError(str(exc)) from None
+        if pins is not None and job_pins != pins:
+            raise LaunchError(
+                f"the jobs of this sweep pin different process environments ({pins} vs {job_pins}); "
+                "sweep them with a launcher that starts one process per job, or one pin at a time"
+            )
+        pins = job_pins
+        if not multirun:
+            _check_run_dir(cfg, existing_run_ok)
+    return pins or {}
+
+
+def _check_run_dir(cfg: DictConfig, existing_run_ok: ExistingRunPolicy | None) -> None:
+    try:
+        run_dir = Path(str(cfg.hydra.run.dir))
+    except Exception:  # an interpolation only Hydra's runtime can resolve: it checks again later
+        return
+    if (run_dir / "run.json").exists() and not (existing_run_ok and existing_run_ok(cfg, run_dir)):
+        raise LaunchError(
+            f"hydra.run.dir={run_dir} already holds a run (run.json exists) and is never overwritten; "
+            "choose another hydra.run.dir"
+        )
+
+
+def relaunch_if_needed(pins: dict[str, str]) -> None:
+    """Re-execute this command with ``pins`` in the environment, unless they already hold."""
+    missing = {k: v for k, v in pins.items() if os.environ.get(k) != v}
+    if not missing or os.environ.get(RELAUNCH_GUARD):
+        return
+    env = dict(os.environ, **pins, **{RELAUNCH_GUARD: "1"})
+    argv = [sys.executable, *sys.orig_argv[1:]]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, argv, env)
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print ``error: message`` on one line to stderr and exit."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def entrypoint(
+    config_dir: str | Path,
+    config_name: str = "config",
+    *,
+    existing_run_ok: ExistingRunPolicy | None = None,
+) -> Callable[[TaskFn], Callable[[], Any]]:
+    """Decorate a task function like ``hydra.main``, adding the checks described above."""
+    config_dir = str(Path(config_dir).resolve())
+
+    def decorate(task: TaskFn) -> Callable[[], Any]:
+        import hydra
+
+        @functools.wraps(task)
+        def guarded(cfg: DictConfig) -> Any:
+            try:
+                return task(cfg)
+            except ReproError as exc:
+                fail(str(exc))
+
+        hydra_main = hydra.main(config_path=config_dir, config_name=config_name, version_base="1.3")(guarded)
+
+        @functools.wraps(task)
+        def main() -> Any:
+            register_configs()
+            args = _parse_args(sys.argv[1:])
+            if args is not None and not any(getattr(args, f, None) for f in _SKIP_FLAGS) and not args.config_dir:
+                cdir = config_dir if args.config_path is None else str(Path(args.config_path).resolve())
+                try:
+                    pins = preflight(cdir, args.config_name or config_name, args.overrides,
+                                     multirun=args.multirun, existing_run_ok=existing_run_ok)
+                except LaunchError as exc:
+                    fail(str(exc))
+                relaunch_if_needed(pins)
+            return hydra_main()
+
+        return main
+
+    return decorate
+
+
+def _parse_args(argv: list[str]) -> Any:
+    from hydra._internal.utils import get_args_parser
+
+    try:
+        return get_args_parser().parse_args(argv)
+    except SystemExit:  # let Hydra print its own usage error
+        return None
+

@@ -1,0 +1,182 @@
+"""A DataLoader whose batches depend on (seed, epoch, sample index) only.
+
+Two pieces make that hold for any ``num_workers``, with or without
+persistent workers, and after a resume:
+
+* :class:`ReproSampler` yields ``(epoch, index)`` keys in an order drawn from
+  (seed, epoch). It can start part-way through an epoch without touching the
+  samples before that point.
+* :class:`SeededDataset` wraps the user's dataset: before each
+  ``__getitem__`` it seeds python ``random``, numpy's global RNG and torch's
+  CPU generator from (seed, epoch, index), so augmentation code written
+  against the global RNGs gives the same sample wherever it runs. In the main
+  process (``num_workers=0``) it restores the global RNG state afterwards, so
+  loading data never shifts dropout or anything else in the training loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
+
+from repro.seeding import capture_global_state, mix64, restore_global_state, seed_globals_fast
+
+
+class ReproSampler(Sampler[tuple[int, int]]):
+    """Yields ``(epoch, index)`` keys; the order is a function of (seed, epoch).
+
+    With ``world_size > 1`` the epoch's order is padded to a multiple of the
+    world size (repeating its first indices, as DistributedSampler does) and
+    rank ``r`` takes positions ``r, r + world_size, ...``.
+
+    A bare ``iter()`` moves to the next epoch, so a plain loop gets a new
+    order every epoch; :meth:`set_epoch` says which epoch (and which position
+    in it) the next ``iter()`` starts at.
+    """
+
+    def __init__(
+        self, length: int, *, seed: int, shuffle: bool, rank: int = 0, world_size: int = 1
+    ) -> None:
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
+        self.length = length
+        self.seed = seed
+        self.shuffle = shuffle
+        self.rank = rank
+        self.world_size = world_size
+        self._epoch = 0
+        self._start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Make the next ``iter()`` yield epoch ``epoch`` from this rank's position ``start``."""
+        if epoch < 0 or start < 0:
+            raise ValueError(f"epoch={epoch} and start={start} must be >= 0")
+        self._epoch, self._start = epoch, start
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the next ``iter()`` yields."""
+        return self._epoch
+
+    def order(self, epoch: int) -> np.ndarray:
+        """This rank's sample indices for ``epoch``, in order."""
+        if self.shuffle:
+            rng = np.random.Generator(np.random.PCG64(mix64(self.seed, epoch)))
+            order = rng.permutation(self.length)
+        else:
+            order = np.arange(self.length)
+        if self.world_size > 1:
+            total = -(-self.length // self.world_size) * self.world_size
+            if total > self.length:
+                order = np.concatenate([order, order[: total - self.length]])
+            order = order[self.rank :: self.world_size]
+        return order
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch, start = self._epoch, self._start
+        self._epoch, self._start = epoch + 1, 0
+        for index in self.order(epoch)[start:].tolist():
+            yield (epoch, index)
+
+    def __len__(self) -> int:
+        return -(-self.length // self.world_size)
+
+
+class SeededDataset(Dataset):
+    """Wraps a map-style dataset: ``ds[(epoch, index)]`` seeds the global RNGs, then returns ``inner[index]``."""
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset = dataset
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def _load(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        seed_globals_fast(mix64(self.seed, epoch, index))
+        return self.dataset[index]
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        return self.__getitems__([key])[0]
+
+    def __getitems__(self, keys: Sequence[tuple[int, int]]) -> list[Any]:
+        if get_worker_info() is not None:  # a worker's global RNGs belong to nobody else
+            return [self._load(k) for k in keys]
+        saved = capture_global_state()
+        try:
+            return [self._load(k) for k in keys]
+        finally:
+            restore_global_state(saved)
+
+
+class _WorkerInit:
+    """Seeds a worker's global RNGs from (seed, worker id), then runs the user's init function.
+
+    Per-sample seeding already decides what ``__getitem__`` draws; this makes
+    code that runs outside ``__getitem__`` deterministic too. A class, not a
+    closure, so it pickles under the spawn start method.
+    """
+
+    def __init__(self, seed: int, user_fn: Callable[[int], None] | None) -> None:
+        self.seed = seed
+        self.user_fn = user_fn
+
+    def __call__(self, worker_id: int) -> None:
+        seed_globals_fast(mix64(self.seed, 0x574F524B, worker_id))
+        if self.user_fn is not None:
+            self.user_fn(worker_id)
+
+
+class ReproDataLoader(DataLoader):
+    """A DataLoader built by :func:`make_dataloader`; adds :meth:`set_epoch`."""
+
+    repro_sampler: ReproSampler
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Make the next pass yield epoch ``epoch`` from batch ``start_batch`` on, without loading earlier batches."""
+        self.repro_sampler.set_epoch(epoch, start_batch * (self.batch_size or 1))
+
+
+def make_dataloader(
+    dataset: Dataset,
+    *,
+    seed: int,
+    batch_size: int = 1,
+    shuffle: bool = False,
+    num_workers: int = 0,
+    persistent_workers: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+    worker_init_fn: Callable[[int], None] | None = None,
+    **kwargs: Any,
+) -> ReproDataLoader:
+    """Build a DataLoader whose batches are a function of (seed, epoch, sample index) only.
+
+    ``kwargs`` go to :class:`torch.utils.data.DataLoader` (``collate_fn``,
+    ``drop_last``, ``pin_memory``, ...); ``sampler``, ``batch_sampler`` and
+    ``generator`` are set here and refused if given.
+    """
+    for key in ("sampler", "batch_sampler", "generator"):
+        if kwargs.get(key) is not None:
+            raise ValueError(f"dataloader({key}=...) is set by the reproducibility kit; do not pass it")
+    sampler = ReproSampler(
+        len(dataset), seed=mix64(seed, 0x4F52444552), shuffle=shuffle, rank=rank, world_size=world_size  # type: ignore[arg-type]
+    )
+    generator = torch.Generator().manual_seed(mix64(seed, 0x47454E) & ((1 << 63) - 1))
+    loader = ReproDataLoader(
+        SeededDataset(dataset, mix64(seed, 0x53414D504C45)),
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        persistent_workers=persistent_workers and num_workers > 0,
+        worker_init_fn=_WorkerInit(seed, worker_init_fn),
+        generator=generator,
+        **kwargs,
+    )
+    loader.repro_sampler = sampler
+    return loader

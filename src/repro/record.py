@@ -1,0 +1,160 @@
+"""The run record: the files every tool reads to replay and check a run.
+
+``RunRecord.start`` writes ``config.yaml`` (resolved, seed filled in) and
+``run.json`` (status ``running``) before the first step; during training
+``log_metrics`` and ``log_fingerprint`` append to ``metrics.jsonl`` and
+``fingerprints.jsonl``; ``finish`` sets the final status, wall time and
+hashes. Whole files are written atomically (temp file, fsync, rename), and
+a directory that already holds a run is refused.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from repro.environment import environment_fingerprint, redact_args
+from repro.errors import RunDirectoryError
+
+CONFIG_FILE = "config.yaml"
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.jsonl"
+FINGERPRINTS_FILE = "fingerprints.jsonl"
+RECORD_VERSION = 1
+
+
+def atomic_write(path: str | Path, data: str | bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
+    path = Path(path)
+    raw = data.encode() if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def sha256_file(path: str | Path) -> str:
+    """sha256 hex of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def resolved_config_yaml(cfg: DictConfig) -> str:
+    """The config with every interpolation resolved, as YAML (the replayable truth)."""
+    return OmegaConf.to_yaml(OmegaConf.create(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+class RunRecord:
+    """The single writer of a run directory's record files."""
+
+    def __init__(self, run_dir: Path, manifest: dict[str, Any]) -> None:
+        self.run_dir = run_dir
+        self.manifest = manifest
+        self._t0 = time.perf_counter()
+        self._metrics = open(run_dir / METRICS_FILE, "a", encoding="utf-8")  # noqa: SIM115
+        self._fingerprints = open(run_dir / FINGERPRINTS_FILE, "a", encoding="utf-8")  # noqa: SIM115
+
+    @classmethod
+    def start(
+        cls,
+        run_dir: str | Path,
+        cfg: DictConfig,
+        repro: Any,
+        *,
+        overrides: list[str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> RunRecord:
+        """Create the record in ``run_dir``; refuse a directory that already holds a run.
+
+        ``repro`` is the object returned by ``setup_reproducibility``.
+        """
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        try:  # O_EXCL: two runs can never both claim one directory
+            fd = os.open(run_dir / RUN_FILE, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            raise RunDirectoryError(
+                f"{run_dir} already holds a run ({RUN_FILE} exists); it is never overwritten. "
+                "Choose another hydra.run.dir"
+            ) from None
+        os.close(fd)
+        try:
+            atomic_write(run_dir / CONFIG_FILE, resolved_config_yaml(cfg))
+            manifest = {
+                "record_version": RECORD_VERSION,
+                "status": "running",
+                "seed": repro.seed,
+                "seed_source": repro.seed_source,
+                "started_at": _now(),
+                "finished_at": None,
+                "wall_time_s": None,
+                "weights_sha256": None,
+                "overrides": redact_args(list(overrides or [])),
+                "determinism": repro.to_dict(),
+                "environment": environment_fingerprint(),
+                **(extra or {}),
+            }
+            atomic_write(run_dir / RUN_FILE, json.dumps(manifest, indent=2, default=str) + "\n")
+        except BaseException:
+            (run_dir / RUN_FILE).unlink(missing_ok=True)
+            (run_dir / CONFIG_FILE).unlink(missing_ok=True)
+            raise
+        return cls(run_dir, manifest)
+
+    def _append(self, f: Any, row: dict[str, Any]) -> None:
+        f.write(json.dumps(row, separators=(",", ":"), default=str) + "\n")
+        f.flush()
+
+    def log_metrics(self, row: dict[str, Any]) -> None:
+        """Append one row to ``metrics.jsonl``."""
+        self._append(self._metrics, row)
+
+    def log_fingerprint(self, row: dict[str, Any]) -> None:
+        """Append one row (with at least ``step``) to ``fingerprints.jsonl``."""
+        if "step" not in row:
+            raise ValueError("a fingerprint row needs a 'step'")
+        self._append(self._fingerprints, row)
+
+    def update(self, **fields: Any) -> None:
+        """Merge fields into ``run.json`` and rewrite it atomically."""
+        self.manifest.update(fields)
+        atomic_write(self.run_dir / RUN_FILE, json.dumps(self.manifest, indent=2, default=str) + "\n")
+
+    def finish(self, status: str, *, weights_path: str | Path | None = None, error: str | None = None,
+               **fields: Any) -> None:
+        """Close the record with ``completed`` or ``failed``, the wall time and the weights' sha256."""
+        if status not in ("completed", "failed"):
+            raise ValueError(f"status={status!r}: expected 'completed' or 'failed'")
+        for f in (self._metrics, self._fingerprints):
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+        self.update(
+            status=status,
+            finished_at=_now(),
+            wall_time_s=round(time.perf_counter() - self._t0, 3),
+            weights_sha256=sha256_file(weights_path) if weights_path is not None else None,
+            error=error,
+            **fields,
+        )

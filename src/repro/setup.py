@@ -1,0 +1,154 @@
+"""``setup_reproducibility``: the one call that configures a run.
+
+It reads the ``repro`` config once, turns it into a typed :class:`ReproConfig`,
+and configures every RNG, backend flag, environment pin and the DataLoader
+factory. The returned :class:`Repro` is passed down; nothing else reads the
+``repro`` node.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import Iterator
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch.utils.data import Dataset
+
+from repro import determinism
+from repro.config import ReproConfig, to_repro_config, validate
+from repro.determinism import DeterminismReport
+from repro.loader import ReproDataLoader, make_dataloader
+from repro.seeding import (
+    Streams,
+    capture_global_state,
+    restore_global_state,
+    seed_globals,
+    seed_globals_fast,
+)
+
+
+class Repro:
+    """The configured reproducibility state of one process.
+
+    Attributes: ``seed`` (the master seed actually used), ``seed_source``
+    (``"config"`` or ``"entropy"``), ``config`` (typed), ``report`` (what was
+    applied, flag by flag).
+    """
+
+    def __init__(self, config: ReproConfig, seed: int, seed_source: str, report: DeterminismReport) -> None:
+        self.config = config
+        self.seed = seed
+        self.seed_source = seed_source
+        self.report = report
+        self.streams = Streams(seed)
+
+    def generator(self, name: str, device: str | torch.device = "cpu") -> torch.Generator:
+        """A torch Generator for the named stream; adding a stream never shifts another."""
+        return self.streams.generator(name, device)
+
+    def numpy_rng(self, name: str) -> np.random.Generator:
+        """A numpy Generator for the named stream."""
+        return self.streams.numpy_rng(name)
+
+    def seed_for(self, name: str) -> int:
+        """The 64-bit seed of the named stream."""
+        return self.streams.seed_for(name)
+
+    @contextlib.contextmanager
+    def scope(self, name: str) -> Iterator[None]:
+        """Run a block with every global RNG seeded from the named stream, then restore them.
+
+        For code that draws from the global RNGs and cannot take a generator,
+        such as ``nn.Module`` constructors: ``with repro.scope("model"): model = Net()``.
+        The block's draws depend only on (seed, name), and the code after the
+        block sees the global RNGs as they were before it.
+        """
+        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+        saved = capture_global_state()
+        with torch.random.fork_rng(devices=devices):
+            seed = self.seed_for(name) & ((1 << 63) - 1)
+            seed_globals_fast(seed)
+            if devices:
+                torch.cuda.manual_seed_all(seed)
+            try:
+                yield
+            finally:
+                restore_global_state(saved)
+
+    def dataloader(
+        self,
+        dataset: Dataset,
+        batch_size: int = 1,
+        shuffle: bool = False,
+        *,
+        stream: str = "data",
+        num_workers: int | None = None,
+        persistent_workers: bool | None = None,
+        **kwargs: Any,
+    ) -> ReproDataLoader:
+        """A DataLoader whose batches depend on (seed, stream, epoch, sample index) only.
+
+        ``num_workers`` and ``persistent_workers`` default to the repro
+        config's; they change speed, never the bits. Call
+        ``loader.set_epoch(epoch)`` before each epoch (a bare loop moves to
+        the next epoch by itself). Dataset code may use ``random``,
+        ``numpy.random`` and ``torch.rand*`` freely.
+        """
+        return make_dataloader(
+            dataset,
+            seed=self.seed_for(stream),
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.config.num_workers if num_workers is None else num_workers,
+            persistent_workers=(
+                self.config.persistent_workers if persistent_workers is None else persistent_workers
+            ),
+            **kwargs,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as applied, the seed and the report, for the run record."""
+        config = asdict(self.config)
+        config["deterministic"] = self.config.deterministic.value
+        config["seed"] = self.seed
+        return {"seed": self.seed, "seed_source": self.seed_source, "config": config, **self.report.to_dict()}
+
+
+def setup_reproducibility(cfg: Any) -> Repro:
+    """Configure every RNG, backend flag, environment pin and the DataLoader factory.
+
+    ``cfg`` is the whole config, its ``repro`` node, a mapping or a
+    :class:`ReproConfig`. With ``seed: null`` a seed is drawn from OS entropy
+    and written back into ``cfg`` (when it is a DictConfig), so the resolved
+    config and the record hold the seed actually used.
+
+    Raises :class:`repro.errors.ConfigValueError` for a bad value and, under
+    ``strict``, :class:`repro.errors.EnvironmentPinError` for a pin that can
+    no longer take effect in this process.
+    """
+    rc = validate(to_repro_config(cfg))
+    if rc.seed is None:
+        seed, source = secrets.randbits(32), "entropy"
+        _write_back_seed(cfg, seed)
+    else:
+        seed, source = rc.seed, "config"
+    rc.seed = seed
+    report = determinism.apply(rc)
+    seed_globals(seed)
+    return Repro(rc, seed, source, report)
+
+
+def _write_back_seed(cfg: Any, seed: int) -> None:
+    if not isinstance(cfg, DictConfig):
+        return
+    node = cfg.repro if "repro" in cfg else cfg
+    readonly = OmegaConf.is_readonly(node)
+    OmegaConf.set_readonly(node, False)
+    with open_dict(node):
+        node.seed = seed
+    OmegaConf.set_readonly(node, readonly)
