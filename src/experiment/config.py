@@ -20,7 +20,7 @@ class DataConfig:
     #: Number of shape classes (at most 4: circle, square, triangle, cross).
     num_classes: int = 4
     #: Std of the background noise baked into each canvas.
-    noise: float = 0.25
+    noise: float = 0.1
     #: Std of the extra noise added by augmentation.
     augment_noise: float = 0.1
     #: Largest random shift (pixels) applied by augmentation.
@@ -39,13 +39,15 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     #: Passes over the training set.
-    epochs: int = 3
+    epochs: int = 8
     #: Stop after this many optimizer steps (null: run all epochs).
     max_steps: int | None = None
     batch_size: int = 64
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    #: AdamW settings; the learning rate follows a cosine schedule to zero.
+    lr: float = 0.02
+    beta1: float = 0.9
+    beta2: float = 0.999
+    weight_decay: float = 0.01
     #: auto (CUDA when present, else CPU), cpu, cuda, cuda:N.
     device: str = "auto"
     #: Log the running loss every this many steps.

@@ -85,7 +85,7 @@ def fit(cfg: DictConfig, repro: Any, run_dir: Path, record: RunRecord) -> dict[s
     with repro.scope("model"):
         model = SmallCNN(d.num_classes, m.channels1, m.channels2, m.dropout)
     model.to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2), weight_decay=t.weight_decay)
     steps_per_epoch = len(train_loader)
     total_steps = steps_per_epoch * t.epochs if t.max_steps is None else min(t.max_steps, steps_per_epoch * t.epochs)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
