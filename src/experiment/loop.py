@@ -21,7 +21,15 @@ from omegaconf import DictConfig
 
 from experiment.data import ShapesDataset, draw_shapes
 from experiment.model import SmallCNN
-from repro import RunRecord, atomic_write, float_bits, setup_reproducibility, sha256_file, tensors_digest
+from repro import (
+    ConfigValueError,
+    RunRecord,
+    atomic_write,
+    float_bits,
+    setup_reproducibility,
+    sha256_file,
+    tensors_digest,
+)
 
 log = logging.getLogger(__name__)
 WEIGHTS_FILE = "weights.pt"
@@ -31,13 +39,15 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device={name!r} but no CUDA device is available: use 'auto' or 'cpu'")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigValueError("train.device", name, f"auto, cpu, or a CUDA device of the "
+                               f"{torch.cuda.device_count()} present")
     return device
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    repro = setup_reproducibility(cfg)  # first: before anything draws a random number
+    resolve_device(cfg.train.device)  # a bad device fails before anything is written
+    repro = setup_reproducibility(cfg)  # before anything draws a random number
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     record = RunRecord.start(run_dir, cfg, repro, overrides=list(hydra_cfg.overrides.task))

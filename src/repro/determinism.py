@@ -18,6 +18,7 @@ import torch
 from repro.config import ENV_PINS, Determinism, ReproConfig, wanted_environment
 from repro.errors import EnvironmentPinError
 
+
 @dataclass
 class Setting:
     """One flag or variable: what was asked, what holds now, and whether it took effect."""

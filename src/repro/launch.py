@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import itertools
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +43,8 @@ TaskFn = Callable[[DictConfig], Any]
 #: Called with the composed config of a single run whose directory already holds a run:
 #: return True to let it proceed (a resume), False to refuse.
 ExistingRunPolicy = Callable[[DictConfig, Path], bool]
+#: Checks a composed config (values a type cannot express); raises ReproError. Must not import torch.
+ConfigCheck = Callable[[DictConfig], None]
 
 
 class LaunchError(ReproError):
@@ -49,32 +52,29 @@ class LaunchError(ReproError):
 
 
 def _one_line(text: str) -> str:
-    lines = [ln.strip() for ln in str(text).splitlines()]
-    keep = [ln for ln in lines if ln and not ln.startswith(("full_key:", "object_type", "reference_type",
-                                                              "Config search path", "provider=", "Set the environment"))]
-    return "; ".join(keep)
+    skip = ("full_key:", "object_type", "reference_type", "Config search path", "provider=",
+            "Set the environment")
+    lines = [ln.strip().rstrip(".") for ln in str(text).splitlines()]
+    return "; ".join(ln for ln in lines if ln and not ln.startswith(skip))
 
 
-def describe_compose_error(exc: BaseException, overrides: list[str]) -> str:
-    """Hydra/OmegaConf's multi-line message, reduced to one line that names the key."""
+def describe_compose_error(exc: BaseException) -> str:
+    """Hydra/OmegaConf's multi-line message, reduced to one line that starts with the key."""
     from hydra.errors import MissingConfigException
 
     if isinstance(exc, MissingConfigException) and getattr(exc, "options", None) is not None:
-        group = (exc.missing_cfg_file or "").rsplit("/", 1)[0] or "?"
-        wanted = (exc.missing_cfg_file or "").rsplit("/", 1)[-1]
-        return (f"{group}={wanted}: no such option in config group '{group}' "
-                f"(available: {', '.join(sorted(exc.options))})")
+        group, _, wanted = (exc.missing_cfg_file or "?/?").rpartition("/")
+        options = ", ".join(o for o in sorted(exc.options) if o != "schema")
+        return f"{group}={wanted}: no such option in config group '{group}' (available: {options})"
     cause = exc.__cause__ or exc
-    key = getattr(cause, "full_key", None)
-    msg = _one_line(getattr(cause, "msg", None) or str(cause))
     head = _one_line(str(exc)) if cause is not exc else ""
-    if key and head and key not in head:
-        head = f"{head} (key: {key})"
-    parts = [p for p in (head, msg) if p]
-    out = "; ".join(dict.fromkeys(parts))
-    if key and key not in out:
-        out = f"{key}: {out}"
-    return out
+    msg = _one_line(getattr(cause, "msg", None) or str(cause))
+    prefix = "Error merging override "
+    if head.startswith(prefix):  # "Error merging override k=v" -> "k=v: <why>"
+        return f"{head[len(prefix):]}: {msg}"
+    key = getattr(cause, "full_key", None)
+    out = "; ".join(dict.fromkeys(p for p in (head, msg) if p))
+    return out if not key or key in out else f"{key}: {out}"
 
 
 def _sweep_jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
@@ -100,6 +100,7 @@ def preflight(
     *,
     multirun: bool = False,
     existing_run_ok: ExistingRunPolicy | None = None,
+    check: ConfigCheck | None = None,
 ) -> dict[str, str]:
     """Compose and check every job the command line asks for; return the environment they pin.
 
@@ -114,11 +115,16 @@ def preflight(
             with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
                 cfg = compose(config_name=config_name, overrides=job, return_hydra_config=True)
         except Exception as exc:  # Hydra and OmegaConf raise many types; all are the user's input
-            raise LaunchError(describe_compose_error(exc, job)) from None
+            raise LaunchError(describe_compose_error(exc)) from None
         job_pins = {}
         if "repro" in cfg:
             try:
                 job_pins = wanted_environment(validate(to_repro_config(cfg.repro)))
+            except ReproError as exc:
+                raise LaunchError(str(exc)) from None
+        if check is not None:
+            try:
+                check(cfg)
             except ReproError as exc:
                 raise LaunchError(str(exc)) from None
         if pins is not None and job_pins != pins:
@@ -167,8 +173,15 @@ def entrypoint(
     config_name: str = "config",
     *,
     existing_run_ok: ExistingRunPolicy | None = None,
+    check: ConfigCheck | None = None,
 ) -> Callable[[TaskFn], Callable[[], Any]]:
-    """Decorate a task function like ``hydra.main``, adding the checks described above."""
+    """Decorate a task function like ``hydra.main``, adding the checks described above.
+
+    ``check`` validates the project's own config values at preflight, before
+    any directory is made. A ``ReproError`` raised by the task before it
+    wrote ``run.json`` removes the run directory Hydra made for it, so a bad
+    input leaves nothing behind.
+    """
     config_dir = str(Path(config_dir).resolve())
 
     def decorate(task: TaskFn) -> Callable[[], Any]:
@@ -179,6 +192,7 @@ def entrypoint(
             try:
                 return task(cfg)
             except ReproError as exc:
+                _remove_unused_run_dir()
                 fail(str(exc))
 
         hydra_main = hydra.main(config_path=config_dir, config_name=config_name, version_base="1.3")(guarded)
@@ -191,7 +205,7 @@ def entrypoint(
                 cdir = config_dir if args.config_path is None else str(Path(args.config_path).resolve())
                 try:
                     pins = preflight(cdir, args.config_name or config_name, args.overrides,
-                                     multirun=args.multirun, existing_run_ok=existing_run_ok)
+                                     multirun=args.multirun, existing_run_ok=existing_run_ok, check=check)
                 except LaunchError as exc:
                     fail(str(exc))
                 relaunch_if_needed(pins)
@@ -200,6 +214,19 @@ def entrypoint(
         return main
 
     return decorate
+
+
+def _remove_unused_run_dir() -> None:
+    """Delete this job's output directory if Hydra made it and no run record was started in it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        out = Path(HydraConfig.get().runtime.output_dir)
+    except Exception:
+        return
+    made_by_hydra_only = all(p.name in (".hydra",) or p.suffix == ".log" for p in out.iterdir())
+    if out.is_dir() and not (out / "run.json").exists() and made_by_hydra_only:
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def _parse_args(argv: list[str]) -> Any:

@@ -1,0 +1,59 @@
+"""Shared helpers: run the main job in a separate process and read its record."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+#: A few seconds per run: small data, two short epochs.
+QUICK = ["experiment=quick"]
+TIME_FIELDS = {"time_s", "samples_per_s"}
+
+
+@dataclass
+class Run:
+    dir: Path
+    proc: subprocess.CompletedProcess
+
+    @property
+    def manifest(self) -> dict:
+        return json.loads((self.dir / "run.json").read_text())
+
+    @property
+    def weights(self) -> bytes:
+        return (self.dir / "weights.pt").read_bytes()
+
+    def fingerprints(self) -> list[dict]:
+        return [json.loads(line) for line in (self.dir / "fingerprints.jsonl").read_text().splitlines()]
+
+    def metrics(self, drop_time: bool = True) -> list[dict]:
+        rows = [json.loads(line) for line in (self.dir / "metrics.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in r.items() if not (drop_time and k in TIME_FIELDS)} for r in rows]
+
+
+def run_main(run_dir: Path, *overrides: str, env: dict | None = None, check: bool = True,
+             cwd: Path | None = None, args: list[str] | None = None) -> Run:
+    """``python -m experiment.train`` in a fresh process, writing into ``run_dir``."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("REPRO_", "PYTHONHASHSEED"))}
+    full_env.update(env or {})
+    cmd = [sys.executable, "-m", "experiment.train", *(args or []), f"hydra.run.dir={run_dir}", *overrides]
+    proc = subprocess.run(cmd, cwd=cwd or run_dir.parent, env=full_env, capture_output=True, text=True,
+                          timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return Run(run_dir, proc)
+
+
+@pytest.fixture
+def run_train(tmp_path: Path):
+    """Factory: ``run_train("name", *overrides)`` runs the main job into ``tmp_path/name``."""
+    def _run(name: str, *overrides: str, **kwargs) -> Run:
+        return run_main(tmp_path / name, *overrides, **kwargs)
+    return _run

@@ -1,0 +1,87 @@
+"""The run directory contract: what a run writes, and what it never overwrites."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+import pytest
+
+from conftest import QUICK
+
+pytestmark = pytest.mark.slow
+
+
+def test_run_directory_contract(run_train):
+    run = run_train("r", *QUICK, "train.max_steps=5", env={"MY_API_TOKEN": "s3cr3t-value"})
+    files = {p.name for p in run.dir.iterdir()}
+    assert {"config.yaml", "run.json", "metrics.jsonl", "fingerprints.jsonl", "train.log", ".hydra",
+            "weights.pt"} <= files
+    m = run.manifest
+    assert m["status"] == "completed"
+    assert m["seed"] == 1234
+    assert m["weights_sha256"] == hashlib.sha256(run.weights).hexdigest()
+    assert m["wall_time_s"] > 0
+    assert m["determinism"]["mode"] == "strict" and m["determinism"]["all_took_effect"] is True
+    env = m["environment"]
+    assert env["packages"]["torch"] and env["packages"]["hydra-core"] and env["packages"]["omegaconf"]
+    assert env["cpu"]["aten_capability"] and env["cpu"]["num_threads"] >= 1
+    assert env["env"]["PYTHONHASHSEED"] == "0"
+    assert "s3cr3t-value" not in (run.dir / "run.json").read_text()
+    steps = [row["step"] for row in run.fingerprints()]
+    assert steps == [1, 2, 3, 4, 5]
+    assert all(re.fullmatch(r"[0-9a-f]{16}", r["params"]) for r in run.fingerprints())
+    # The command line tells the user where the run is and what it produced.
+    assert str(run.dir) in run.proc.stdout and m["weights_sha256"] in run.proc.stdout
+    assert re.search(r"epoch 1/2 .*loss .*acc .*samples/s", run.proc.stdout)
+
+
+def test_existing_run_is_never_overwritten(run_train):
+    first = run_train("r", *QUICK, "train.max_steps=2")
+    before = {p.relative_to(first.dir): p.read_bytes() for p in first.dir.rglob("*") if p.is_file()}
+    again = run_train("r", *QUICK, "train.max_steps=3", check=False)
+    assert again.proc.returncode != 0
+    assert "already holds a run" in again.proc.stderr
+    after = {p.relative_to(first.dir): p.read_bytes() for p in first.dir.rglob("*") if p.is_file()}
+    assert before == after
+
+
+def test_interrupted_run_is_recorded_as_failed(tmp_path):
+    """Ctrl-C mid-training: run.json says failed, with the reason, and no weights hash."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run_dir = tmp_path / "r"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REPRO_")}
+    proc = subprocess.Popen([sys.executable, "-m", "experiment.train", f"hydra.run.dir={run_dir}", *QUICK,
+                             "train.epochs=200"], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    fp = run_dir / "fingerprints.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (fp.exists() and fp.read_text().count("\n") >= 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) != 0
+    m = json.loads((run_dir / "run.json").read_text())
+    assert m["status"] == "failed"
+    assert "KeyboardInterrupt" in m["error"]
+    assert m["weights_sha256"] is None
+
+
+def test_multirun_gives_independent_complete_records(tmp_path):
+    import subprocess
+    import sys
+
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiment.train", "-m", "repro.seed=0,1", *QUICK, "train.max_steps=3",
+         f"hydra.sweep.dir={sweep}"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    manifests = [json.loads((sweep / str(i) / "run.json").read_text()) for i in (0, 1)]
+    assert [m["seed"] for m in manifests] == [0, 1]
+    assert all(m["status"] == "completed" for m in manifests)
+    assert manifests[0]["weights_sha256"] != manifests[1]["weights_sha256"]
