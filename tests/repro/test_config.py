@@ -1,0 +1,50 @@
+"""The repro schema: profiles compose against it, and bad values fail at compose time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from repro.config import Determinism, ReproConfig, register_configs, to_repro_config, validate, wanted_environment
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+
+def composed(*overrides: str):
+    from experiment.config import register_configs as register_experiment
+
+    register_configs()
+    register_experiment()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+@pytest.mark.parametrize("profile", ["default", "fast", "portable"])
+def test_every_profile_is_a_valid_typed_repro_config(profile):
+    cfg = composed(f"repro={profile}")
+    rc = validate(to_repro_config(cfg))
+    assert isinstance(rc, ReproConfig) and rc.seed is not None  # every profile is seeded
+    assert OmegaConf.get_type(cfg.repro) is ReproConfig
+
+
+def test_profiles_differ_as_documented():
+    default, fast, portable = (to_repro_config(composed(f"repro={p}")) for p in ("default", "fast", "portable"))
+    assert default.deterministic == Determinism.strict and not default.tf32
+    assert fast.deterministic == Determinism.off and fast.tf32 and fast.cudnn_benchmark
+    assert portable.deterministic == Determinism.strict and portable.threads == 1
+    assert wanted_environment(portable)["ATEN_CPU_CAPABILITY"] and portable.mkl_cbwr
+
+
+@pytest.mark.parametrize("override", ["repro.seed=abc", "repro.deterministic=maybe", "repro.tf32=perhaps",
+                                      "repro.threads=x", "repro.nokey=1"])
+def test_wrong_types_fail_at_compose_time(override):
+    with pytest.raises(Exception, match=override.split("=")[0].split(".")[1]):
+        composed(override)
+
+
+def test_experiment_override_sets_several_groups():
+    cfg = composed("experiment=quick")
+    assert cfg.data.train_size == 256 and cfg.train.epochs == 2

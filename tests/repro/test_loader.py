@@ -1,0 +1,114 @@
+"""The DataLoader factory: batches depend on (seed, epoch, sample index) only."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from repro import make_dataloader
+
+
+class Augmenting(Dataset):
+    """Draws from all three global RNGs in __getitem__, as real augmentation code does."""
+
+    def __len__(self) -> int:
+        return 37
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.tensor([float(i), random.random(), float(np.random.rand()), float(torch.rand(()))],
+                            dtype=torch.float64)
+
+
+def epochs(loader, n=2):
+    out = []
+    for e in range(n):
+        loader.set_epoch(e)
+        out.append([b.clone() for b in loader])
+    return out
+
+
+def same(a, b) -> bool:
+    return len(a) == len(b) and all(len(x) == len(y) and all(torch.equal(p, q) for p, q in zip(x, y, strict=True))
+                                    for x, y in zip(a, b, strict=True))
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return epochs(make_dataloader(Augmenting(), seed=5, batch_size=4, shuffle=True))
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+@pytest.mark.parametrize("workers", [1, 2, 3, 4])
+@pytest.mark.parametrize("persistent", [False, True])
+def test_same_batches_for_any_worker_count(reference, workers, persistent):
+    loader = make_dataloader(Augmenting(), seed=5, batch_size=4, shuffle=True, num_workers=workers,
+                             persistent_workers=persistent)
+    assert same(epochs(loader), reference)
+
+
+def test_each_epoch_has_a_new_order_and_new_augmentation(reference):
+    first, second = reference
+    order = lambda batches: torch.cat(batches)[:, 0].tolist()  # noqa: E731
+    assert sorted(order(first)) == sorted(order(second)) == list(range(37))  # every sample once per epoch
+    assert order(first) != order(second)
+    by_index = lambda batches: {int(r[0]): r[1:].tolist() for r in torch.cat(batches)}  # noqa: E731
+    a, b = by_index(first), by_index(second)
+    assert all(a[i] != b[i] for i in a)
+
+
+def test_bare_loop_moves_to_the_next_epoch(reference):
+    loader = make_dataloader(Augmenting(), seed=5, batch_size=4, shuffle=True)
+    assert same([list(loader), list(loader)], reference)
+
+
+def test_other_seed_gives_other_batches(reference):
+    assert not same(epochs(make_dataloader(Augmenting(), seed=6, batch_size=4, shuffle=True)), reference)
+
+
+def test_start_batch_resumes_mid_epoch_without_loading_earlier_samples(reference):
+    loaded = []
+
+    class Counting(Augmenting):
+        def __getitem__(self, i):
+            loaded.append(i)
+            return super().__getitem__(i)
+
+    loader = make_dataloader(Counting(), seed=5, batch_size=4, shuffle=True)
+    loader.set_epoch(1, start_batch=3)
+    rest = list(loader)
+    assert same([rest], [reference[1][3:]])
+    assert len(loaded) == sum(len(b) for b in reference[1][3:])
+
+
+def test_loading_in_the_main_process_leaves_global_rngs_alone():
+    torch.manual_seed(0)
+    random.seed(0)
+    np.random.seed(0)
+    expected = (torch.rand(3), random.random(), np.random.rand())
+    torch.manual_seed(0)
+    random.seed(0)
+    np.random.seed(0)
+    list(make_dataloader(Augmenting(), seed=5, batch_size=4, shuffle=True))
+    assert torch.equal(torch.rand(3), expected[0])
+    assert random.random() == expected[1] and np.random.rand() == expected[2]
+
+
+def test_ranks_partition_the_epoch_by_global_index():
+    single = make_dataloader(Augmenting(), seed=5, batch_size=1, shuffle=True)
+    rows = {int(r[0, 0]): r for r in single}
+    shards = [list(make_dataloader(Augmenting(), seed=5, batch_size=1, shuffle=True, rank=r, world_size=2))
+              for r in (0, 1)]
+    seen = [int(b[0, 0]) for shard in shards for b in shard]
+    assert len(seen) == 38 and set(seen) == set(range(37))  # 37 padded to 38
+    for shard in shards:  # the same sample gets the same augmentation whichever rank loads it
+        for b in shard:
+            assert torch.equal(b[0], rows[int(b[0, 0])][0])
+
+
+def test_factory_refuses_what_it_owns():
+    with pytest.raises(ValueError, match="generator"):
+        make_dataloader(Augmenting(), seed=1, generator=torch.Generator())

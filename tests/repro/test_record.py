@@ -1,0 +1,64 @@
+"""The run record: atomic files, no overwrite, resolved config, no secrets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from omegaconf import OmegaConf
+
+from repro import ReproConfig, RunDirectoryError, RunRecord, atomic_write, setup_reproducibility
+from repro.environment import is_secret_name, redact_args, relevant_environment
+
+
+@pytest.fixture
+def repro():
+    return setup_reproducibility(ReproConfig(seed=3, pythonhashseed=None, cublas_workspace_config=None))
+
+
+def test_start_writes_resolved_config_and_running_manifest(tmp_path, repro):
+    cfg = OmegaConf.create({"a": 2, "b": "${a}", "repro": {"seed": 3}})
+    rec = RunRecord.start(tmp_path, cfg, repro, overrides=["a=2", "+db.password=hunter2"])
+    text = (tmp_path / "config.yaml").read_text()
+    assert "${" not in text and OmegaConf.load(tmp_path / "config.yaml").b == 2
+    m = json.loads((tmp_path / "run.json").read_text())
+    assert m["status"] == "running" and m["seed"] == 3 and m["started_at"]
+    assert m["determinism"]["mode"] == "strict" and m["environment"]["packages"]["torch"]
+    assert "hunter2" not in (tmp_path / "run.json").read_text()
+    rec.log_fingerprint({"step": 1, "loss": "00"})
+    rec.log_metrics({"step": 1, "loss": 0.5})
+    with pytest.raises(ValueError):
+        rec.log_fingerprint({"loss": "00"})
+    rec.finish("completed", weights_path=tmp_path / "config.yaml")
+    m = json.loads((tmp_path / "run.json").read_text())
+    assert m["status"] == "completed" and len(m["weights_sha256"]) == 64 and m["wall_time_s"] >= 0
+    assert (tmp_path / "fingerprints.jsonl").read_text() == '{"step":1,"loss":"00"}\n'
+
+
+def test_a_directory_holding_a_run_is_refused(tmp_path, repro):
+    cfg = OmegaConf.create({"x": 1})
+    RunRecord.start(tmp_path, cfg, repro)
+    before = (tmp_path / "run.json").read_bytes()
+    with pytest.raises(RunDirectoryError, match="already holds a run"):
+        RunRecord.start(tmp_path, OmegaConf.create({"x": 2}), repro)
+    assert (tmp_path / "run.json").read_bytes() == before
+    assert OmegaConf.load(tmp_path / "config.yaml").x == 1
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path):
+    target = tmp_path / "f.txt"
+    atomic_write(target, "old")
+
+    with pytest.raises(TypeError):
+        atomic_write(target, 12345)  # type: ignore[arg-type]
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]  # no temp file left
+
+
+def test_secrets_are_never_recorded():
+    env = {"PYTHONHASHSEED": "0", "HF_TOKEN": "x", "AWS_SECRET_ACCESS_KEY": "y", "MKL_CBWR": "AVX2"}
+    assert relevant_environment(env) == {"PYTHONHASHSEED": "0", "MKL_CBWR": "AVX2"}
+    assert all(is_secret_name(n) for n in ("WANDB_API_KEY", "DB_PASSWORD", "GITHUB_TOKEN", "my_secret"))
+    assert not any(is_secret_name(n) for n in ("PYTHONHASHSEED", "CUBLAS_WORKSPACE_CONFIG", "OMP_NUM_THREADS"))
+    assert redact_args(["train.lr=1", "+wandb.api_key=abc", "db.password=p"]) == [
+        "train.lr=1", "+wandb.api_key=<redacted>", "db.password=<redacted>"]
