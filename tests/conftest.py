@@ -31,29 +31,63 @@ class Run:
         return (self.dir / "weights.pt").read_bytes()
 
     def fingerprints(self) -> list[dict]:
-        return [json.loads(line) for line in (self.dir / "fingerprints.jsonl").read_text().splitlines()]
+        return [
+            json.loads(line) for line in (self.dir / "fingerprints.jsonl").read_text().splitlines()
+        ]
 
     def metrics(self, drop_time: bool = True) -> list[dict]:
         rows = [json.loads(line) for line in (self.dir / "metrics.jsonl").read_text().splitlines()]
         return [{k: v for k, v in r.items() if not (drop_time and k in TIME_FIELDS)} for r in rows]
 
 
-def run_main(run_dir: Path, *overrides: str, env: dict | None = None, check: bool = True,
-             cwd: Path | None = None, args: list[str] | None = None) -> Run:
+def run_main(
+    run_dir: Path,
+    *overrides: str,
+    env: dict | None = None,
+    check: bool = True,
+    cwd: Path | None = None,
+    args: list[str] | None = None,
+) -> Run:
     """``python -m experiment.train`` in a fresh process, writing into ``run_dir``."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("REPRO_", "PYTHONHASHSEED"))}
+    full_env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("REPRO_", "PYTHONHASHSEED"))
+    }
     full_env.update(env or {})
-    cmd = [sys.executable, "-m", "experiment.train", *(args or []), f"hydra.run.dir={run_dir}", *overrides]
-    proc = subprocess.run(cmd, cwd=cwd or run_dir.parent, env=full_env, capture_output=True, text=True,
-                          timeout=600)
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiment.train",
+        *(args or []),
+        f"hydra.run.dir={run_dir}",
+        *overrides,
+    ]
+    proc = subprocess.run(
+        cmd, cwd=cwd or run_dir.parent, env=full_env, capture_output=True, text=True, timeout=600
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
     return Run(run_dir, proc)
 
 
 @pytest.fixture
 def run_train(tmp_path: Path):
     """Factory: ``run_train("name", *overrides)`` runs the main job into ``tmp_path/name``."""
+
     def _run(name: str, *overrides: str, **kwargs) -> Run:
         return run_main(tmp_path / name, *overrides, **kwargs)
+
     return _run
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` skip cleanly where no CUDA device is present."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

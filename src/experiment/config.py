@@ -61,17 +61,27 @@ def check_config(cfg: Any) -> None:
     from repro import ConfigValueError
 
     d, t = cfg.data, cfg.train
-    positive = {"data.train_size": d.train_size, "data.val_size": d.val_size, "data.image_size": d.image_size,
-                "train.epochs": t.epochs, "train.batch_size": t.batch_size, "train.log_every": t.log_every}
+    positive = {
+        "data.train_size": d.train_size,
+        "data.val_size": d.val_size,
+        "data.image_size": d.image_size,
+        "train.epochs": t.epochs,
+        "train.batch_size": t.batch_size,
+        "train.log_every": t.log_every,
+    }
     for key, value in positive.items():
         if value < 1:
             raise ConfigValueError(key, value, "an int >= 1")
     if not 1 <= d.num_classes <= 4:
-        raise ConfigValueError("data.num_classes", d.num_classes, "an int in [1, 4] (circle, square, triangle, cross)")
+        raise ConfigValueError(
+            "data.num_classes", d.num_classes, "an int in [1, 4] (circle, square, triangle, cross)"
+        )
     if t.max_steps is not None and t.max_steps < 1:
         raise ConfigValueError("train.max_steps", t.max_steps, "an int >= 1 or null")
     if d.train_size < t.batch_size:
-        raise ConfigValueError("train.batch_size", t.batch_size, f"at most data.train_size={d.train_size}")
+        raise ConfigValueError(
+            "train.batch_size", t.batch_size, f"at most data.train_size={d.train_size}"
+        )
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", t.device):
         raise ConfigValueError("train.device", t.device, "auto, cpu, cuda or cuda:N")
 

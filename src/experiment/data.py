@@ -18,8 +18,9 @@ from torch.utils.data import Dataset
 SHAPES = ("circle", "square", "triangle", "cross")
 
 
-def draw_shapes(rng: np.random.Generator, n: int, size: int, num_classes: int, noise: float
-                ) -> tuple[np.ndarray, np.ndarray]:
+def draw_shapes(
+    rng: np.random.Generator, n: int, size: int, num_classes: int, noise: float
+) -> tuple[np.ndarray, np.ndarray]:
     """``n`` canvases of shape (1, size, size) float32 and their labels, all drawn from ``rng``."""
     if not 1 <= num_classes <= len(SHAPES):
         raise ValueError(f"data.num_classes={num_classes}: expected 1..{len(SHAPES)}")
@@ -30,12 +31,14 @@ def draw_shapes(rng: np.random.Generator, n: int, size: int, num_classes: int, n
     level = rng.uniform(0.6, 1.0, (n, 1, 1))
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
     dx, dy = np.abs(xx - cx), np.abs(yy - cy)
-    masks = np.stack([
-        dx**2 + dy**2 <= r**2,                                             # circle
-        np.maximum(dx, dy) <= r * 0.85,                                    # square
-        (yy <= cy + r * 0.8) & (dx <= (yy - (cy - r)) * 0.5),              # triangle
-        ((dx <= r / 3) & (dy <= r)) | ((dy <= r / 3) & (dx <= r)),         # cross
-    ])
+    masks = np.stack(
+        [
+            dx**2 + dy**2 <= r**2,  # circle
+            np.maximum(dx, dy) <= r * 0.85,  # square
+            (yy <= cy + r * 0.8) & (dx <= (yy - (cy - r)) * 0.5),  # triangle
+            ((dx <= r / 3) & (dy <= r)) | ((dy <= r / 3) & (dx <= r)),  # cross
+        ]
+    )
     shape = masks[labels, np.arange(n)]
     images = shape * level + rng.normal(0.0, noise, (n, size, size))
     return images[:, None].astype(np.float32), labels.astype(np.int64)
@@ -44,8 +47,15 @@ def draw_shapes(rng: np.random.Generator, n: int, size: int, num_classes: int, n
 class ShapesDataset(Dataset):
     """Images and labels in memory; ``augment`` adds flips, shifts and noise from the global RNGs."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, *, augment: bool,
-                 augment_noise: float = 0.1, max_shift: int = 2) -> None:
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        *,
+        augment: bool,
+        augment_noise: float = 0.1,
+        max_shift: int = 2,
+    ) -> None:
         self.images = torch.from_numpy(images)
         self.labels = torch.from_numpy(labels)
         self.augment = augment

@@ -7,8 +7,9 @@ from torch import nn
 
 
 class SmallCNN(nn.Module):
-    def __init__(self, num_classes: int, channels1: int = 16, channels2: int = 32, dropout: float = 0.1
-                 ) -> None:
+    def __init__(
+        self, num_classes: int, channels1: int = 16, channels2: int = 32, dropout: float = 0.1
+    ) -> None:
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2d(1, channels1, 3, padding=1),

@@ -139,11 +139,20 @@ def validate(rc: ReproConfig) -> ReproConfig:
             "use repro.deterministic=warn or off to allow it",
         )
     if rc.pythonhashseed is not None and not (0 <= rc.pythonhashseed <= SEED_MAX):
-        raise ConfigValueError("repro.pythonhashseed", rc.pythonhashseed, f"an int in [0, {SEED_MAX}] or null")
-    if rc.cpu_capability is not None and rc.cpu_capability.lower() not in CPU_CAPABILITIES:
-        raise ConfigValueError("repro.cpu_capability", rc.cpu_capability, f"null or one of {list(CPU_CAPABILITIES)}")
-    if rc.cublas_workspace_config is not None and rc.cublas_workspace_config not in (":4096:8", ":16:8"):
         raise ConfigValueError(
-            "repro.cublas_workspace_config", rc.cublas_workspace_config, "null, ':4096:8' or ':16:8'"
+            "repro.pythonhashseed", rc.pythonhashseed, f"an int in [0, {SEED_MAX}] or null"
+        )
+    if rc.cpu_capability is not None and rc.cpu_capability.lower() not in CPU_CAPABILITIES:
+        raise ConfigValueError(
+            "repro.cpu_capability", rc.cpu_capability, f"null or one of {list(CPU_CAPABILITIES)}"
+        )
+    if rc.cublas_workspace_config is not None and rc.cublas_workspace_config not in (
+        ":4096:8",
+        ":16:8",
+    ):
+        raise ConfigValueError(
+            "repro.cublas_workspace_config",
+            rc.cublas_workspace_config,
+            "null, ':4096:8' or ':16:8'",
         )
     return rc

@@ -37,7 +37,14 @@ class DeterminismReport:
     mode: str
     settings: list[Setting] = field(default_factory=list)
 
-    def add(self, name: str, requested: Any, applied: Any, took_effect: bool | None = None, note: str = "") -> None:
+    def add(
+        self,
+        name: str,
+        requested: Any,
+        applied: Any,
+        took_effect: bool | None = None,
+        note: str = "",
+    ) -> None:
         ok = (requested == applied) if took_effect is None else took_effect
         self.settings.append(Setting(name, requested, applied, ok, note))
 
@@ -55,7 +62,9 @@ class DeterminismReport:
         return {
             "mode": self.mode,
             "all_took_effect": not self.failed,
-            "settings": {s.name: {k: v for k, v in asdict(s).items() if k != "name"} for s in self.settings},
+            "settings": {
+                s.name: {k: v for k, v in asdict(s).items() if k != "name"} for s in self.settings
+            },
         }
 
 
@@ -67,7 +76,11 @@ def _hash_seed_holds(want: int) -> bool:
     env = dict(os.environ, PYTHONHASHSEED=str(want))
     out = subprocess.run(
         [sys.executable, "-S", "-c", f"print(hash({probe!r}))"],
-        env=env, capture_output=True, text=True, check=False, timeout=60,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
     )
     return out.stdout.strip() == str(hash(probe))
 
@@ -86,7 +99,11 @@ def apply_environment(rc: ReproConfig, report: DeterminismReport) -> None:
         ok, note = True, ""
         if var == "PYTHONHASHSEED":
             ok = _hash_seed_holds(int(want))
-            note = "" if ok else "the interpreter started with another hash seed; it is fixed at process start"
+            note = (
+                ""
+                if ok
+                else "the interpreter started with another hash seed; it is fixed at process start"
+            )
         elif var == "CUBLAS_WORKSPACE_CONFIG":
             if cuda_started and before != want:
                 ok, note = False, "CUDA was initialised before it was set"
@@ -95,9 +112,16 @@ def apply_environment(rc: ReproConfig, report: DeterminismReport) -> None:
         elif var == "ATEN_CPU_CAPABILITY":
             in_use = torch.backends.cpu.get_cpu_capability().lower()
             ok = in_use == want
-            note = f"ATen uses {in_use}" + ("" if ok else f" (asked {want}: unsupported here, or set after the first CPU kernel)")
+            note = f"ATen uses {in_use}" + (
+                ""
+                if ok
+                else f" (asked {want}: unsupported here, or set after the first CPU kernel)"
+            )
         elif var == "MKL_CBWR" and before != want:
-            ok, note = False, "MKL reads it when it starts; it was not in the environment at process start"
+            ok, note = (
+                False,
+                "MKL reads it when it starts; it was not in the environment at process start",
+            )
         report.add(f"env.{var}", want, os.environ.get(var), ok, note)
 
 
@@ -106,7 +130,9 @@ def apply_flags(rc: ReproConfig, report: DeterminismReport) -> None:
     mode = Determinism(rc.deterministic)
     on = mode != Determinism.off
     torch.use_deterministic_algorithms(on, warn_only=mode == Determinism.warn)
-    report.add("torch.use_deterministic_algorithms", on, torch.are_deterministic_algorithms_enabled())
+    report.add(
+        "torch.use_deterministic_algorithms", on, torch.are_deterministic_algorithms_enabled()
+    )
     report.add(
         "torch.deterministic_warn_only",
         mode == Determinism.warn,
@@ -115,7 +141,11 @@ def apply_flags(rc: ReproConfig, report: DeterminismReport) -> None:
     import torch.utils.deterministic as tud
 
     tud.fill_uninitialized_memory = True  # only acts while deterministic algorithms are on
-    report.add("torch.utils.deterministic.fill_uninitialized_memory", True, bool(tud.fill_uninitialized_memory))
+    report.add(
+        "torch.utils.deterministic.fill_uninitialized_memory",
+        True,
+        bool(tud.fill_uninitialized_memory),
+    )
 
     torch.backends.cudnn.deterministic = on
     torch.backends.cudnn.benchmark = rc.cudnn_benchmark
@@ -125,17 +155,25 @@ def apply_flags(rc: ReproConfig, report: DeterminismReport) -> None:
     torch.backends.cuda.matmul.allow_tf32 = rc.tf32
     torch.backends.cudnn.allow_tf32 = rc.tf32
     torch.set_float32_matmul_precision("high" if rc.tf32 else "highest")
-    report.add("torch.backends.cuda.matmul.allow_tf32", rc.tf32, torch.backends.cuda.matmul.allow_tf32)
+    report.add(
+        "torch.backends.cuda.matmul.allow_tf32", rc.tf32, torch.backends.cuda.matmul.allow_tf32
+    )
     report.add("torch.backends.cudnn.allow_tf32", rc.tf32, torch.backends.cudnn.allow_tf32)
     report.add(
-        "torch.float32_matmul_precision", "high" if rc.tf32 else "highest", torch.get_float32_matmul_precision()
+        "torch.float32_matmul_precision",
+        "high" if rc.tf32 else "highest",
+        torch.get_float32_matmul_precision(),
     )
 
     if rc.threads is not None:
         torch.set_num_threads(rc.threads)
-    report.add("torch.num_threads", rc.threads, torch.get_num_threads(),
-               rc.threads is None or torch.get_num_threads() == rc.threads,
-               "" if rc.threads is not None else "not pinned: left as is")
+    report.add(
+        "torch.num_threads",
+        rc.threads,
+        torch.get_num_threads(),
+        rc.threads is None or torch.get_num_threads() == rc.threads,
+        "" if rc.threads is not None else "not pinned: left as is",
+    )
     if rc.interop_threads is not None and torch.get_num_interop_threads() != rc.interop_threads:
         try:
             torch.set_num_interop_threads(rc.interop_threads)
@@ -144,8 +182,13 @@ def apply_flags(rc: ReproConfig, report: DeterminismReport) -> None:
             note = "inter-op threads can only be set before parallel work starts"
     else:
         note = "" if rc.interop_threads is not None else "not pinned: left as is"
-    report.add("torch.num_interop_threads", rc.interop_threads, torch.get_num_interop_threads(),
-               rc.interop_threads is None or torch.get_num_interop_threads() == rc.interop_threads, note)
+    report.add(
+        "torch.num_interop_threads",
+        rc.interop_threads,
+        torch.get_num_interop_threads(),
+        rc.interop_threads is None or torch.get_num_interop_threads() == rc.interop_threads,
+        note,
+    )
 
 
 def apply(rc: ReproConfig) -> DeterminismReport:
@@ -159,7 +202,9 @@ def apply(rc: ReproConfig) -> DeterminismReport:
     apply_environment(rc, report)
     apply_flags(rc, report)
     if report.failed:
-        lines = "; ".join(f"{s.name}={s.requested!r} did not take effect ({s.note})" for s in report.failed)
+        lines = "; ".join(
+            f"{s.name}={s.requested!r} did not take effect ({s.note})" for s in report.failed
+        )
         env = " ".join(f"{k}={v}" for k, v in wanted_environment(rc).items())
         hint = (
             f"launch through repro.entrypoint (python -m <your project>.train does this), or set "
@@ -167,5 +212,9 @@ def apply(rc: ReproConfig) -> DeterminismReport:
         )
         if report.mode == Determinism.strict.value:
             raise EnvironmentPinError(f"{lines}. Fix: {hint}")
-        warnings.warn(f"reproducibility pins not in effect: {lines}. Fix: {hint}", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"reproducibility pins not in effect: {lines}. Fix: {hint}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     return report

@@ -21,11 +21,24 @@ import torch
 
 #: Variables recorded when set: they change numerics, kernels or hashing.
 RELEVANT_ENV = (
-    "PYTHONHASHSEED", "CUBLAS_WORKSPACE_CONFIG", "ATEN_CPU_CAPABILITY", "MKL_CBWR",
-    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE",
-    "CUDA_VISIBLE_DEVICES", "CUDA_LAUNCH_BLOCKING", "NVIDIA_TF32_OVERRIDE",
-    "CUDNN_DETERMINISTIC", "TORCH_CUDNN_V8_API_DISABLED", "PYTORCH_CUDA_ALLOC_CONF",
-    "KMP_DETERMINISTIC_REDUCTION", "WORLD_SIZE", "RANK", "LOCAL_RANK",
+    "PYTHONHASHSEED",
+    "CUBLAS_WORKSPACE_CONFIG",
+    "ATEN_CPU_CAPABILITY",
+    "MKL_CBWR",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "OPENBLAS_CORETYPE",
+    "CUDA_VISIBLE_DEVICES",
+    "CUDA_LAUNCH_BLOCKING",
+    "NVIDIA_TF32_OVERRIDE",
+    "CUDNN_DETERMINISTIC",
+    "TORCH_CUDNN_V8_API_DISABLED",
+    "PYTORCH_CUDA_ALLOC_CONF",
+    "KMP_DETERMINISTIC_REDUCTION",
+    "WORLD_SIZE",
+    "RANK",
+    "LOCAL_RANK",
 )
 _SECRET = re.compile(r"TOKEN|SECRET|PASSW|PASSWD|KEY|CREDENTIAL|AUTH|COOKIE|SESSION|PRIVATE", re.I)
 _PACKAGES = ("torch", "numpy", "hydra-core", "omegaconf")
@@ -114,7 +127,9 @@ def environment_fingerprint(cwd: str | Path = ".") -> dict[str, Any]:
                 "capability": ".".join(map(str, torch.cuda.get_device_capability(i))),
             }
             for i in range(torch.cuda.device_count())
-        ] if cuda else [],
+        ]
+        if cuda
+        else [],
         "env": relevant_environment(),
         "git": git_state(cwd),
         "argv": redact_args(sys.argv),

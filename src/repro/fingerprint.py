@@ -136,7 +136,9 @@ def float_bits(x: float | torch.Tensor) -> str:
     if isinstance(x, torch.Tensor):
         t = x.detach().reshape(-1).cpu()
         if t.numel() != 1:
-            raise ValueError(f"float_bits needs one element, got a tensor of shape {tuple(x.shape)}")
+            raise ValueError(
+                f"float_bits needs one element, got a tensor of shape {tuple(x.shape)}"
+            )
         size = t.element_size()
         value = int(t.view(_BITS_VIEW[size]).item()) & ((1 << (8 * size)) - 1)
         return f"{value:0{2 * size}x}"

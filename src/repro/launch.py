@@ -52,8 +52,14 @@ class LaunchError(ReproError):
 
 
 def _one_line(text: str) -> str:
-    skip = ("full_key:", "object_type", "reference_type", "Config search path", "provider=",
-            "Set the environment")
+    skip = (
+        "full_key:",
+        "object_type",
+        "reference_type",
+        "Config search path",
+        "provider=",
+        "Set the environment",
+    )
     lines = [ln.strip().rstrip(".") for ln in str(text).splitlines()]
     return "; ".join(ln for ln in lines if ln and not ln.startswith(skip))
 
@@ -71,7 +77,7 @@ def describe_compose_error(exc: BaseException) -> str:
     msg = _one_line(getattr(cause, "msg", None) or str(cause))
     prefix = "Error merging override "
     if head.startswith(prefix):  # "Error merging override k=v" -> "k=v: <why>"
-        return f"{head[len(prefix):]}: {msg}"
+        return f"{head[len(prefix) :]}: {msg}"
     key = getattr(cause, "full_key", None)
     out = "; ".join(dict.fromkeys(p for p in (head, msg) if p))
     return out if not key or key in out else f"{key}: {out}"
@@ -195,17 +201,33 @@ def entrypoint(
                 _remove_unused_run_dir()
                 fail(str(exc))
 
-        hydra_main = hydra.main(config_path=config_dir, config_name=config_name, version_base="1.3")(guarded)
+        hydra_main = hydra.main(
+            config_path=config_dir, config_name=config_name, version_base="1.3"
+        )(guarded)
 
         @functools.wraps(task)
         def main() -> Any:
             register_configs()
             args = _parse_args(sys.argv[1:])
-            if args is not None and not any(getattr(args, f, None) for f in _SKIP_FLAGS) and not args.config_dir:
-                cdir = config_dir if args.config_path is None else str(Path(args.config_path).resolve())
+            if (
+                args is not None
+                and not any(getattr(args, f, None) for f in _SKIP_FLAGS)
+                and not args.config_dir
+            ):
+                cdir = (
+                    config_dir
+                    if args.config_path is None
+                    else str(Path(args.config_path).resolve())
+                )
                 try:
-                    pins = preflight(cdir, args.config_name or config_name, args.overrides,
-                                     multirun=args.multirun, existing_run_ok=existing_run_ok, check=check)
+                    pins = preflight(
+                        cdir,
+                        args.config_name or config_name,
+                        args.overrides,
+                        multirun=args.multirun,
+                        existing_run_ok=existing_run_ok,
+                        check=check,
+                    )
                 except LaunchError as exc:
                     fail(str(exc))
                 relaunch_if_needed(pins)
@@ -236,4 +258,3 @@ def _parse_args(argv: list[str]) -> Any:
         return get_args_parser().parse_args(argv)
     except SystemExit:  # let Hydra print its own usage error
         return None
-

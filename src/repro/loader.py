@@ -163,9 +163,15 @@ def make_dataloader(
     """
     for key in ("sampler", "batch_sampler", "generator"):
         if kwargs.get(key) is not None:
-            raise ValueError(f"dataloader({key}=...) is set by the reproducibility kit; do not pass it")
+            raise ValueError(
+                f"dataloader({key}=...) is set by the reproducibility kit; do not pass it"
+            )
     sampler = ReproSampler(
-        len(dataset), seed=mix64(seed, 0x4F52444552), shuffle=shuffle, rank=rank, world_size=world_size  # type: ignore[arg-type]
+        len(dataset),
+        seed=mix64(seed, 0x4F52444552),
+        shuffle=shuffle,
+        rank=rank,
+        world_size=world_size,  # type: ignore[arg-type]
     )
     generator = torch.Generator().manual_seed(mix64(seed, 0x47454E) & ((1 << 63) - 1))
     loader = ReproDataLoader(

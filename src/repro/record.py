@@ -58,7 +58,9 @@ def sha256_file(path: str | Path) -> str:
 
 def resolved_config_yaml(cfg: DictConfig) -> str:
     """The config with every interpolation resolved, as YAML (the replayable truth)."""
-    return OmegaConf.to_yaml(OmegaConf.create(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
+    return OmegaConf.to_yaml(
+        OmegaConf.create(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    )
 
 
 def _now() -> str:
@@ -139,10 +141,18 @@ class RunRecord:
     def update(self, **fields: Any) -> None:
         """Merge fields into ``run.json`` and rewrite it atomically."""
         self.manifest.update(fields)
-        atomic_write(self.run_dir / RUN_FILE, json.dumps(self.manifest, indent=2, default=str) + "\n")
+        atomic_write(
+            self.run_dir / RUN_FILE, json.dumps(self.manifest, indent=2, default=str) + "\n"
+        )
 
-    def finish(self, status: str, *, weights_path: str | Path | None = None, error: str | None = None,
-               **fields: Any) -> None:
+    def finish(
+        self,
+        status: str,
+        *,
+        weights_path: str | Path | None = None,
+        error: str | None = None,
+        **fields: Any,
+    ) -> None:
         """Close the record with ``completed`` or ``failed``, the wall time and the weights' sha256."""
         if status not in ("completed", "failed"):
             raise ValueError(f"status={status!r}: expected 'completed' or 'failed'")

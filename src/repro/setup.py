@@ -40,7 +40,9 @@ class Repro:
     applied, flag by flag).
     """
 
-    def __init__(self, config: ReproConfig, seed: int, seed_source: str, report: DeterminismReport) -> None:
+    def __init__(
+        self, config: ReproConfig, seed: int, seed_source: str, report: DeterminismReport
+    ) -> None:
         self.config = config
         self.seed = seed
         self.seed_source = seed_source
@@ -116,7 +118,12 @@ class Repro:
         config = asdict(self.config)
         config["deterministic"] = self.config.deterministic.value
         config["seed"] = self.seed
-        return {"seed": self.seed, "seed_source": self.seed_source, "config": config, **self.report.to_dict()}
+        return {
+            "seed": self.seed,
+            "seed_source": self.seed_source,
+            "config": config,
+            **self.report.to_dict(),
+        }
 
 
 def setup_reproducibility(cfg: Any) -> Repro:

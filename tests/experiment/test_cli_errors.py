@@ -38,8 +38,14 @@ BAD_INPUTS = [
 def test_bad_input_gives_one_line_error(tmp_path, override, key):
     run_dir = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if not k.startswith("REPRO_")}
-    proc = subprocess.run([sys.executable, "-m", "experiment.train", f"hydra.run.dir={run_dir}", override],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiment.train", f"hydra.run.dir={run_dir}", override],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode != 0
     err = proc.stderr.strip()
     assert "Traceback" not in proc.stderr + proc.stdout
@@ -52,8 +58,19 @@ def test_bad_input_gives_one_line_error(tmp_path, override, key):
 def test_a_device_missing_at_runtime_leaves_nothing_behind(tmp_path):
     """cuda:7 passes the syntax check; the task refuses it before writing a record, and cleans up."""
     run_dir = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "experiment.train", f"hydra.run.dir={run_dir}", "train.device=cuda:7"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiment.train",
+            f"hydra.run.dir={run_dir}",
+            "train.device=cuda:7",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: train.device='cuda:7'")
     assert not run_dir.exists()

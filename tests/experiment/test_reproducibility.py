@@ -19,7 +19,9 @@ def test_two_processes_give_identical_bits(run_train):
     assert a.fingerprints() == b.fingerprints()
     assert len(a.fingerprints()) == a.manifest["result"]["steps"] > 0
     assert a.metrics() == b.metrics()
-    assert a.metrics(drop_time=False) != b.metrics(drop_time=False)  # the time fields were really dropped
+    assert a.metrics(drop_time=False) != b.metrics(
+        drop_time=False
+    )  # the time fields were really dropped
 
 
 def test_different_seeds_give_different_weights(run_train):
@@ -29,7 +31,9 @@ def test_different_seeds_give_different_weights(run_train):
     assert a.fingerprints()[0]["params"] != b.fingerprints()[0]["params"]
 
 
-@pytest.mark.parametrize("workers", ["repro.num_workers=2", "repro.num_workers=2 repro.persistent_workers=true"])
+@pytest.mark.parametrize(
+    "workers", ["repro.num_workers=2", "repro.num_workers=2 repro.persistent_workers=true"]
+)
 def test_num_workers_do_not_change_the_bits(run_train, workers):
     base = run_train("w0", *QUICK, "repro.num_workers=0")
     other = run_train("w", *QUICK, *workers.split())

@@ -16,8 +16,15 @@ pytestmark = pytest.mark.slow
 def test_run_directory_contract(run_train):
     run = run_train("r", *QUICK, "train.max_steps=5", env={"MY_API_TOKEN": "s3cr3t-value"})
     files = {p.name for p in run.dir.iterdir()}
-    assert {"config.yaml", "run.json", "metrics.jsonl", "fingerprints.jsonl", "train.log", ".hydra",
-            "weights.pt"} <= files
+    assert {
+        "config.yaml",
+        "run.json",
+        "metrics.jsonl",
+        "fingerprints.jsonl",
+        "train.log",
+        ".hydra",
+        "weights.pt",
+    } <= files
     m = run.manifest
     assert m["status"] == "completed"
     assert m["seed"] == 1234
@@ -25,7 +32,9 @@ def test_run_directory_contract(run_train):
     assert m["wall_time_s"] > 0
     assert m["determinism"]["mode"] == "strict" and m["determinism"]["all_took_effect"] is True
     env = m["environment"]
-    assert env["packages"]["torch"] and env["packages"]["hydra-core"] and env["packages"]["omegaconf"]
+    assert (
+        env["packages"]["torch"] and env["packages"]["hydra-core"] and env["packages"]["omegaconf"]
+    )
     assert env["cpu"]["aten_capability"] and env["cpu"]["num_threads"] >= 1
     assert env["env"]["PYTHONHASHSEED"] == "0"
     assert "s3cr3t-value" not in (run.dir / "run.json").read_text()
@@ -57,9 +66,20 @@ def test_interrupted_run_is_recorded_as_failed(tmp_path):
 
     run_dir = tmp_path / "r"
     env = {k: v for k, v in os.environ.items() if not k.startswith("REPRO_")}
-    proc = subprocess.Popen([sys.executable, "-m", "experiment.train", f"hydra.run.dir={run_dir}", *QUICK,
-                             "train.epochs=200"], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "experiment.train",
+            f"hydra.run.dir={run_dir}",
+            *QUICK,
+            "train.epochs=200",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     fp = run_dir / "fingerprints.jsonl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (fp.exists() and fp.read_text().count("\n") >= 3):
@@ -78,8 +98,21 @@ def test_multirun_gives_independent_complete_records(tmp_path):
 
     sweep = tmp_path / "sweep"
     proc = subprocess.run(
-        [sys.executable, "-m", "experiment.train", "-m", "repro.seed=0,1", *QUICK, "train.max_steps=3",
-         f"hydra.sweep.dir={sweep}"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "experiment.train",
+            "-m",
+            "repro.seed=0,1",
+            *QUICK,
+            "train.max_steps=3",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     manifests = [json.loads((sweep / str(i) / "run.json").read_text()) for i in (0, 1)]
     assert [m["seed"] for m in manifests] == [0, 1]

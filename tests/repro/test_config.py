@@ -8,7 +8,14 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from repro.config import Determinism, ReproConfig, register_configs, to_repro_config, validate, wanted_environment
+from repro.config import (
+    Determinism,
+    ReproConfig,
+    register_configs,
+    to_repro_config,
+    validate,
+    wanted_environment,
+)
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -31,15 +38,25 @@ def test_every_profile_is_a_valid_typed_repro_config(profile):
 
 
 def test_profiles_differ_as_documented():
-    default, fast, portable = (to_repro_config(composed(f"repro={p}")) for p in ("default", "fast", "portable"))
+    default, fast, portable = (
+        to_repro_config(composed(f"repro={p}")) for p in ("default", "fast", "portable")
+    )
     assert default.deterministic == Determinism.strict and not default.tf32
     assert fast.deterministic == Determinism.off and fast.tf32 and fast.cudnn_benchmark
     assert portable.deterministic == Determinism.strict and portable.threads == 1
     assert wanted_environment(portable)["ATEN_CPU_CAPABILITY"] and portable.mkl_cbwr
 
 
-@pytest.mark.parametrize("override", ["repro.seed=abc", "repro.deterministic=maybe", "repro.tf32=perhaps",
-                                      "repro.threads=x", "repro.nokey=1"])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "repro.seed=abc",
+        "repro.deterministic=maybe",
+        "repro.tf32=perhaps",
+        "repro.threads=x",
+        "repro.nokey=1",
+    ],
+)
 def test_wrong_types_fail_at_compose_time(override):
     with pytest.raises(Exception, match=override.split("=")[0].split(".")[1]):
         composed(override)

@@ -17,14 +17,25 @@ from repro.setup import Repro
 
 @pytest.fixture(autouse=True)
 def restore_torch_flags():
-    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
-             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-             torch.get_float32_matmul_precision(), torch.get_num_threads(), tud.fill_uninitialized_memory)
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.allow_tf32,
+        torch.get_float32_matmul_precision(),
+        torch.get_num_threads(),
+        tud.fill_uninitialized_memory,
+    )
     yield
     torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
-    (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32,
-     torch.backends.cudnn.allow_tf32) = saved[2:6]
+    (
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.allow_tf32,
+    ) = saved[2:6]
     torch.set_float32_matmul_precision(saved[6])
     torch.set_num_threads(saved[7])
     tud.fill_uninitialized_memory = saved[8]
@@ -39,7 +50,9 @@ def quiet(**kw) -> ReproConfig:
 @pytest.mark.parametrize("tf32", [False, True])
 def test_report_matches_torch_global_state(mode, tf32):
     bench = mode != Determinism.strict
-    repro = setup_reproducibility(quiet(deterministic=mode, tf32=tf32, cudnn_benchmark=bench, threads=1))
+    repro = setup_reproducibility(
+        quiet(deterministic=mode, tf32=tf32, cudnn_benchmark=bench, threads=1)
+    )
     s = repro.report.to_dict()["settings"]
     assert torch.are_deterministic_algorithms_enabled() is (mode != Determinism.off)
     assert torch.is_deterministic_algorithms_warn_only_enabled() is (mode == Determinism.warn)
@@ -49,13 +62,22 @@ def test_report_matches_torch_global_state(mode, tf32):
     assert torch.get_float32_matmul_precision() == ("high" if tf32 else "highest")
     assert torch.get_num_threads() == 1
     # ... and the report says exactly that.
-    assert s["torch.use_deterministic_algorithms"]["applied"] is torch.are_deterministic_algorithms_enabled()
-    assert s["torch.deterministic_warn_only"]["applied"] is torch.is_deterministic_algorithms_warn_only_enabled()
+    assert (
+        s["torch.use_deterministic_algorithms"]["applied"]
+        is torch.are_deterministic_algorithms_enabled()
+    )
+    assert (
+        s["torch.deterministic_warn_only"]["applied"]
+        is torch.is_deterministic_algorithms_warn_only_enabled()
+    )
     assert s["torch.backends.cudnn.benchmark"]["applied"] is torch.backends.cudnn.benchmark
     assert s["torch.backends.cuda.matmul.allow_tf32"]["applied"] is tf32
     assert s["torch.float32_matmul_precision"]["applied"] == torch.get_float32_matmul_precision()
     assert s["torch.num_threads"]["applied"] == 1
-    assert s["torch.utils.deterministic.fill_uninitialized_memory"]["applied"] is tud.fill_uninitialized_memory
+    assert (
+        s["torch.utils.deterministic.fill_uninitialized_memory"]["applied"]
+        is tud.fill_uninitialized_memory
+    )
     assert repro.report.mode == mode.value and not repro.report.failed
 
 
@@ -76,26 +98,43 @@ def test_strict_raises_on_a_nondeterministic_op_and_warn_only_warns():
 def test_accepts_whole_config_node_mapping_and_dataclass():
     from omegaconf import OmegaConf
 
-    whole = OmegaConf.create({"repro": {"seed": 3, "pythonhashseed": None, "cublas_workspace_config": None},
-                              "train": {}})
+    whole = OmegaConf.create(
+        {"repro": {"seed": 3, "pythonhashseed": None, "cublas_workspace_config": None}, "train": {}}
+    )
     assert setup_reproducibility(whole).seed == 3
     assert setup_reproducibility(whole.repro).seed == 3
-    assert setup_reproducibility({"seed": 4, "pythonhashseed": None, "cublas_workspace_config": None}).seed == 4
+    assert (
+        setup_reproducibility(
+            {"seed": 4, "pythonhashseed": None, "cublas_workspace_config": None}
+        ).seed
+        == 4
+    )
     assert setup_reproducibility(quiet(seed=5)).seed == 5
 
 
 def test_null_seed_is_drawn_and_written_back():
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.create({"repro": {"seed": None, "pythonhashseed": None, "cublas_workspace_config": None}})
+    cfg = OmegaConf.create(
+        {"repro": {"seed": None, "pythonhashseed": None, "cublas_workspace_config": None}}
+    )
     repro = setup_reproducibility(cfg)
     assert repro.seed_source == "entropy" and 0 <= repro.seed < 2**32
     assert cfg.repro.seed == repro.seed
     assert repro.to_dict()["config"]["seed"] == repro.seed
 
 
-@pytest.mark.parametrize(("field", "value"), [("seed", -1), ("seed", 2**32), ("num_workers", -2), ("threads", 0),
-                                              ("interop_threads", 0), ("pythonhashseed", -1)])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("seed", -1),
+        ("seed", 2**32),
+        ("num_workers", -2),
+        ("threads", 0),
+        ("interop_threads", 0),
+        ("pythonhashseed", -1),
+    ],
+)
 def test_out_of_range_values_name_key_and_allowed(field, value):
     with pytest.raises(ConfigValueError) as info:
         setup_reproducibility(quiet(**{field: value}))
@@ -125,8 +164,16 @@ def test_streams_are_independent_and_stable(tmp_path):
     assert not torch.equal(torch.rand(3, generator=repro.generator("data")), a)
     # Stream seeds are the same in any process, whatever its hash seed.
     code = "from repro.seeding import derive_seed; print(derive_seed(9, 'model'))"
-    outs = {subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONHASHSEED=h),
-                           capture_output=True, text=True, check=True).stdout for h in ("1", "2")}
+    outs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env=dict(os.environ, PYTHONHASHSEED=h),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for h in ("1", "2")
+    }
     assert outs == {f"{repro.seed_for('model')}\n"}
 
 
@@ -160,19 +207,29 @@ PIN_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize(("shell_seed", "mode", "expected"), [
-    ("123", "strict", "error"),
-    ("123", "warn", "not_in_effect 1"),
-    ("0", "strict", "took_effect 0"),
-])
+@pytest.mark.parametrize(
+    ("shell_seed", "mode", "expected"),
+    [
+        ("123", "strict", "error"),
+        ("123", "warn", "not_in_effect 1"),
+        ("0", "strict", "took_effect 0"),
+    ],
+)
 def test_pythonhashseed_set_too_late_is_caught(shell_seed, mode, expected):
     env = {k: v for k, v in os.environ.items() if not k.startswith("REPRO_")}
     env["PYTHONHASHSEED"] = shell_seed
-    out = subprocess.run([sys.executable, "-c", PIN_SCRIPT, mode], env=env, capture_output=True, text=True,
-                         check=True).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", PIN_SCRIPT, mode],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert out.startswith(expected), out
     if expected == "error":
-        assert "env.PYTHONHASHSEED" in out and "`PYTHONHASHSEED=0 " in out  # says how to launch correctly
+        assert (
+            "env.PYTHONHASHSEED" in out and "`PYTHONHASHSEED=0 " in out
+        )  # says how to launch correctly
 
 
 @pytest.mark.slow

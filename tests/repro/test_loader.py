@@ -19,8 +19,10 @@ class Augmenting(Dataset):
         return 37
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return torch.tensor([float(i), random.random(), float(np.random.rand()), float(torch.rand(()))],
-                            dtype=torch.float64)
+        return torch.tensor(
+            [float(i), random.random(), float(np.random.rand()), float(torch.rand(()))],
+            dtype=torch.float64,
+        )
 
 
 def epochs(loader, n=2):
@@ -32,8 +34,10 @@ def epochs(loader, n=2):
 
 
 def same(a, b) -> bool:
-    return len(a) == len(b) and all(len(x) == len(y) and all(torch.equal(p, q) for p, q in zip(x, y, strict=True))
-                                    for x, y in zip(a, b, strict=True))
+    return len(a) == len(b) and all(
+        len(x) == len(y) and all(torch.equal(p, q) for p, q in zip(x, y, strict=True))
+        for x, y in zip(a, b, strict=True)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -45,15 +49,23 @@ def reference():
 @pytest.mark.parametrize("workers", [1, 2, 3, 4])
 @pytest.mark.parametrize("persistent", [False, True])
 def test_same_batches_for_any_worker_count(reference, workers, persistent):
-    loader = make_dataloader(Augmenting(), seed=5, batch_size=4, shuffle=True, num_workers=workers,
-                             persistent_workers=persistent)
+    loader = make_dataloader(
+        Augmenting(),
+        seed=5,
+        batch_size=4,
+        shuffle=True,
+        num_workers=workers,
+        persistent_workers=persistent,
+    )
     assert same(epochs(loader), reference)
 
 
 def test_each_epoch_has_a_new_order_and_new_augmentation(reference):
     first, second = reference
     order = lambda batches: torch.cat(batches)[:, 0].tolist()  # noqa: E731
-    assert sorted(order(first)) == sorted(order(second)) == list(range(37))  # every sample once per epoch
+    assert (
+        sorted(order(first)) == sorted(order(second)) == list(range(37))
+    )  # every sample once per epoch
     assert order(first) != order(second)
     by_index = lambda batches: {int(r[0]): r[1:].tolist() for r in torch.cat(batches)}  # noqa: E731
     a, b = by_index(first), by_index(second)
@@ -66,7 +78,9 @@ def test_bare_loop_moves_to_the_next_epoch(reference):
 
 
 def test_other_seed_gives_other_batches(reference):
-    assert not same(epochs(make_dataloader(Augmenting(), seed=6, batch_size=4, shuffle=True)), reference)
+    assert not same(
+        epochs(make_dataloader(Augmenting(), seed=6, batch_size=4, shuffle=True)), reference
+    )
 
 
 def test_start_batch_resumes_mid_epoch_without_loading_earlier_samples(reference):
@@ -100,8 +114,12 @@ def test_loading_in_the_main_process_leaves_global_rngs_alone():
 def test_ranks_partition_the_epoch_by_global_index():
     single = make_dataloader(Augmenting(), seed=5, batch_size=1, shuffle=True)
     rows = {int(r[0, 0]): r for r in single}
-    shards = [list(make_dataloader(Augmenting(), seed=5, batch_size=1, shuffle=True, rank=r, world_size=2))
-              for r in (0, 1)]
+    shards = [
+        list(
+            make_dataloader(Augmenting(), seed=5, batch_size=1, shuffle=True, rank=r, world_size=2)
+        )
+        for r in (0, 1)
+    ]
     seen = [int(b[0, 0]) for shard in shards for b in shard]
     assert len(seen) == 38 and set(seen) == set(range(37))  # 37 padded to 38
     for shard in shards:  # the same sample gets the same augmentation whichever rank loads it

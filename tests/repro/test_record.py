@@ -13,7 +13,9 @@ from repro.environment import is_secret_name, redact_args, relevant_environment
 
 @pytest.fixture
 def repro():
-    return setup_reproducibility(ReproConfig(seed=3, pythonhashseed=None, cublas_workspace_config=None))
+    return setup_reproducibility(
+        ReproConfig(seed=3, pythonhashseed=None, cublas_workspace_config=None)
+    )
 
 
 def test_start_writes_resolved_config_and_running_manifest(tmp_path, repro):
@@ -58,7 +60,14 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
 def test_secrets_are_never_recorded():
     env = {"PYTHONHASHSEED": "0", "HF_TOKEN": "x", "AWS_SECRET_ACCESS_KEY": "y", "MKL_CBWR": "AVX2"}
     assert relevant_environment(env) == {"PYTHONHASHSEED": "0", "MKL_CBWR": "AVX2"}
-    assert all(is_secret_name(n) for n in ("WANDB_API_KEY", "DB_PASSWORD", "GITHUB_TOKEN", "my_secret"))
-    assert not any(is_secret_name(n) for n in ("PYTHONHASHSEED", "CUBLAS_WORKSPACE_CONFIG", "OMP_NUM_THREADS"))
+    assert all(
+        is_secret_name(n) for n in ("WANDB_API_KEY", "DB_PASSWORD", "GITHUB_TOKEN", "my_secret")
+    )
+    assert not any(
+        is_secret_name(n) for n in ("PYTHONHASHSEED", "CUBLAS_WORKSPACE_CONFIG", "OMP_NUM_THREADS")
+    )
     assert redact_args(["train.lr=1", "+wandb.api_key=abc", "db.password=p"]) == [
-        "train.lr=1", "+wandb.api_key=<redacted>", "db.password=<redacted>"]
+        "train.lr=1",
+        "+wandb.api_key=<redacted>",
+        "db.password=<redacted>",
+    ]
