@@ -54,6 +54,25 @@ class TrainConfig:
     device: str = "auto"
     #: Log the running loss every this many steps.
     log_every: int = 10
+    #: Write a checkpoint every this many optimizer steps (null: only at the end of each epoch).
+    checkpoint_every: int | None = 50
+    #: Keep the newest this many checkpoints.
+    keep_checkpoints: int = 3
+    #: Continue a run: its directory, or ``auto`` (resume hydra.run.dir if it holds a checkpoint, else start).
+    resume: str | None = None
+    #: Test-only hook: SIGKILL this process right after optimizer step N is recorded (to test resume).
+    kill_at_step: int | None = None
+
+
+#: Keys that may differ when a run is resumed: they change speed or bookkeeping, never the bits.
+RESUME_SAFE_KEYS = (
+    "repro.num_workers",
+    "repro.persistent_workers",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "train.resume",
+    "train.kill_at_step",
+)
 
 
 def check_config(cfg: Any) -> None:
@@ -76,6 +95,10 @@ def check_config(cfg: Any) -> None:
         raise ConfigValueError(
             "data.num_classes", d.num_classes, "an int in [1, 4] (circle, square, triangle, cross)"
         )
+    if t.checkpoint_every is not None and t.checkpoint_every < 1:
+        raise ConfigValueError("train.checkpoint_every", t.checkpoint_every, "an int >= 1 or null")
+    if t.keep_checkpoints < 1:
+        raise ConfigValueError("train.keep_checkpoints", t.keep_checkpoints, "an int >= 1")
     if t.max_steps is not None and t.max_steps < 1:
         raise ConfigValueError("train.max_steps", t.max_steps, "an int >= 1 or null")
     if d.train_size < t.batch_size:

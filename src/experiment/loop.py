@@ -1,15 +1,19 @@
 """The training loop of the example experiment, top to bottom.
 
 setup_reproducibility -> run record -> data -> model -> epochs of
-(train steps, evaluation) -> final weights. Everything random comes from the
-``repro`` object: named streams for data and model, its DataLoader factory
-for batches and augmentation, the seeded global RNG for dropout.
+(train steps, evaluation, checkpoint) -> final weights. Everything random
+comes from the ``repro`` object: named streams for data and model, its
+DataLoader factory for batches and augmentation, the seeded global RNG for
+dropout. A checkpoint holds all of that state, so a resumed run continues
+with exactly the bits an uninterrupted run would have.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -19,13 +23,17 @@ import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from experiment.config import RESUME_SAFE_KEYS
 from experiment.data import ShapesDataset, draw_shapes
 from experiment.model import SmallCNN
 from repro import (
     ConfigValueError,
     RunRecord,
     atomic_write,
+    config_sha256,
+    find_resumption,
     float_bits,
+    save_checkpoint,
     setup_reproducibility,
     sha256_file,
     tensors_digest,
@@ -34,6 +42,10 @@ from repro import (
 log = logging.getLogger(__name__)
 WEIGHTS_FILE = "weights.pt"
 
+# Checkpoint keys, in one place.
+MODEL, OPTIMIZER, SCHEDULER, RNG = "model", "optimizer", "scheduler", "rng"
+STEP, EPOCH, BATCH, EPOCH_STATS = "step", "epoch", "batch", "epoch_stats"
+
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -41,21 +53,32 @@ def resolve_device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
         raise ConfigValueError(
-            "train.device",
-            name,
-            f"auto, cpu, or a CUDA device of the {torch.cuda.device_count()} present",
+            "train.device", name, f"auto, cpu, or a CUDA device of the {torch.cuda.device_count()} present"
         )
     return device
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     resolve_device(cfg.train.device)  # a bad device fails before anything is written
-    repro = setup_reproducibility(cfg)  # before anything draws a random number
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    record = RunRecord.start(run_dir, cfg, repro, overrides=list(hydra_cfg.overrides.task))
+    overrides = list(hydra_cfg.overrides.task)
+
+    # A resume runs on the run's own config (with the safe keys of this command line).
+    resumption = find_resumption(cfg, run_dir, key="train.resume", safe_keys=RESUME_SAFE_KEYS)
+    if resumption is not None:
+        cfg = resumption.config
+    repro = setup_reproducibility(cfg)  # before anything draws a random number
+    config_hash = config_sha256(cfg, ignore=RESUME_SAFE_KEYS)
+    if resumption is not None:
+        info, state = resumption.load_latest()
+        record = RunRecord.resume(run_dir, repro, from_step=info.step, checkpoint=info.path, overrides=overrides)
+        log.info("resuming %s from %s (step %d)", run_dir, info.path.name, info.step)
+    else:
+        state = None
+        record = RunRecord.start(run_dir, cfg, repro, overrides=overrides)
     try:
-        result = fit(cfg, repro, run_dir, record)
+        result = fit(cfg, repro, run_dir, record, config_hash, state)
     except BaseException as exc:  # KeyboardInterrupt too: the record must say the run failed
         record.finish("failed", error=f"{type(exc).__name__}: {exc}")
         raise
@@ -78,64 +101,67 @@ def evaluate(model: torch.nn.Module, loader: Any, device: torch.device) -> tuple
     return loss_sum / max(seen, 1), correct / max(seen, 1)
 
 
-def fit(cfg: DictConfig, repro: Any, run_dir: Path, record: RunRecord) -> dict[str, Any]:
+def fit(cfg: DictConfig, repro: Any, run_dir: Path, record: RunRecord, config_hash: str,
+        state: dict[str, Any] | None) -> dict[str, Any]:
     d, m, t = cfg.data, cfg.model, cfg.train
     device = resolve_device(t.device)
-    log.info(
-        "seed %d (%s), determinism %s, device %s",
-        repro.seed,
-        repro.seed_source,
-        repro.report.mode,
-        device,
-    )
+    log.info("seed %d (%s), determinism %s, device %s", repro.seed, repro.seed_source, repro.report.mode, device)
 
     # Data: canvases drawn from named streams; batches and augmentation from the loader factory.
     train_set = ShapesDataset(
-        *draw_shapes(
-            repro.numpy_rng("data.train"), d.train_size, d.image_size, d.num_classes, d.noise
-        ),
-        augment=True,
-        augment_noise=d.augment_noise,
-        max_shift=d.max_shift,
+        *draw_shapes(repro.numpy_rng("data.train"), d.train_size, d.image_size, d.num_classes, d.noise),
+        augment=True, augment_noise=d.augment_noise, max_shift=d.max_shift,
     )
     val_set = ShapesDataset(
-        *draw_shapes(repro.numpy_rng("data.val"), d.val_size, d.image_size, d.num_classes, d.noise),
-        augment=False,
+        *draw_shapes(repro.numpy_rng("data.val"), d.val_size, d.image_size, d.num_classes, d.noise), augment=False
     )
     pin = device.type == "cuda"
     train_loader = repro.dataloader(
-        train_set,
-        batch_size=t.batch_size,
-        shuffle=True,
-        stream="loader.train",
-        drop_last=True,
-        pin_memory=pin,
+        train_set, batch_size=t.batch_size, shuffle=True, stream="loader.train", drop_last=True, pin_memory=pin
     )
-    val_loader = repro.dataloader(
-        val_set, batch_size=256, shuffle=False, stream="loader.val", pin_memory=pin
-    )
+    val_loader = repro.dataloader(val_set, batch_size=256, shuffle=False, stream="loader.val", pin_memory=pin)
 
     # Model: initialised from its own stream, so nothing before it can shift its weights.
     with repro.scope("model"):
         model = SmallCNN(d.num_classes, m.channels1, m.channels2, m.dropout)
     model.to(device)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2), weight_decay=t.weight_decay
-    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2), weight_decay=t.weight_decay)
     steps_per_epoch = len(train_loader)
-    total_steps = (
-        steps_per_epoch * t.epochs
-        if t.max_steps is None
-        else min(t.max_steps, steps_per_epoch * t.epochs)
-    )
+    total_steps = steps_per_epoch * t.epochs if t.max_steps is None else min(t.max_steps, steps_per_epoch * t.epochs)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
 
-    step, val_loss, val_acc = 0, float("nan"), float("nan")
-    for epoch in range(t.epochs):
+    # Where training starts: the beginning, or exactly where the checkpoint left off.
+    step, start_epoch, start_batch = 0, 0, 0
+    stats = {"seen": 0, "loss_sum": 0.0, "correct": 0}
+    if state is not None:
+        model.load_state_dict(state[MODEL])
+        optimizer.load_state_dict(state[OPTIMIZER])
+        scheduler.load_state_dict(state[SCHEDULER])
+        repro.load_state_dict(state[RNG])
+        step, start_epoch, start_batch = state[STEP], state[EPOCH], state[BATCH]
+        stats = dict(state[EPOCH_STATS])
+
+    def checkpoint(epoch: int, batch: int) -> None:
+        """Everything needed to continue at (epoch, batch) with the same bits."""
+        save_checkpoint(run_dir, step, {
+            MODEL: model.state_dict(), OPTIMIZER: optimizer.state_dict(), SCHEDULER: scheduler.state_dict(),
+            RNG: repro.state_dict(), STEP: step, EPOCH: epoch, BATCH: batch, EPOCH_STATS: dict(stats),
+        }, config_sha256=config_hash, keep=t.keep_checkpoints, meta={"epoch": epoch, "batch": batch})
+
+    def finished() -> bool:
+        return t.max_steps is not None and step >= t.max_steps
+
+    val_loss, val_acc = float("nan"), float("nan")
+    for epoch in range(start_epoch, t.epochs):
+        if finished():
+            break
         model.train()
-        train_loader.set_epoch(epoch)
-        t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
-        for x, y in train_loader:
+        first = start_batch if epoch == start_epoch else 0
+        if first == 0:
+            stats = {"seen": 0, "loss_sum": 0.0, "correct": 0}
+        train_loader.set_epoch(epoch, start_batch=first)  # jumps to the position: no batch is replayed
+        t0, seen_before = time.perf_counter(), stats["seen"]
+        for batch, (x, y) in enumerate(train_loader, start=first):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             logits = model(x)
             loss = F.cross_entropy(logits, y)
@@ -147,64 +173,38 @@ def fit(cfg: DictConfig, repro: Any, run_dir: Path, record: RunRecord) -> dict[s
 
             # One host sync per step: the loss value, and the parameter digest computed on the device.
             loss_value = loss.item()
-            record.log_fingerprint(
-                {
-                    "step": step,
-                    "epoch": epoch,
-                    "loss": float_bits(loss),
-                    "params": tensors_digest(model.named_parameters()),
-                }
-            )
-            seen += len(y)
-            loss_sum += loss_value * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
+            record.log_fingerprint({"step": step, "epoch": epoch, "loss": float_bits(loss),
+                                    "params": tensors_digest(model.named_parameters())})
+            stats["seen"] += len(y)
+            stats["loss_sum"] += loss_value * len(y)
+            stats["correct"] += (logits.argmax(1) == y).sum().item()
             if step % t.log_every == 0:
-                record.log_metrics(
-                    {
-                        "split": "train",
-                        "epoch": epoch,
-                        "step": step,
-                        "loss": loss_value,
-                        "lr": scheduler.get_last_lr()[0],
-                    }
-                )
-            if t.max_steps is not None and step >= t.max_steps:
+                record.log_metrics({"split": "train", "epoch": epoch, "step": step, "loss": loss_value,
+                                    "lr": scheduler.get_last_lr()[0]})
+            if t.kill_at_step is not None and step == t.kill_at_step:
+                os.kill(os.getpid(), signal.SIGKILL)  # test-only: die as a preempted job would
+            end_of_epoch = batch + 1 == steps_per_epoch
+            if t.checkpoint_every and step % t.checkpoint_every == 0 and not end_of_epoch and not finished():
+                checkpoint(epoch, batch + 1)
+            if finished():
                 break
         elapsed = time.perf_counter() - t0
+        val_loader.set_epoch(epoch)
         val_loss, val_acc = evaluate(model, val_loader, device)
-        row = {
-            "split": "epoch",
-            "epoch": epoch,
-            "step": step,
-            "train_loss": loss_sum / max(seen, 1),
-            "train_acc": correct / max(seen, 1),
-            "val_loss": val_loss,
-            "val_acc": val_acc,
-            "time_s": round(elapsed, 4),
-            "samples_per_s": round(seen / max(elapsed, 1e-9), 1),
-        }
+        seen = max(stats["seen"], 1)
+        row = {"split": "epoch", "epoch": epoch, "step": step, "train_loss": stats["loss_sum"] / seen,
+               "train_acc": stats["correct"] / seen, "val_loss": val_loss, "val_acc": val_acc,
+               "time_s": round(elapsed, 4),
+               "samples_per_s": round((stats["seen"] - seen_before) / max(elapsed, 1e-9), 1)}
         record.log_metrics(row)
-        log.info(
-            "epoch %d/%d  step %d  loss %.4f  acc %.3f  val_loss %.4f  val_acc %.3f  %.0f samples/s",
-            epoch + 1,
-            t.epochs,
-            step,
-            row["train_loss"],
-            row["train_acc"],
-            val_loss,
-            val_acc,
-            row["samples_per_s"],
-        )
-        if t.max_steps is not None and step >= t.max_steps:
-            break
+        log.info("epoch %d/%d  step %d  loss %.4f  acc %.3f  val_loss %.4f  val_acc %.3f  %.0f samples/s",
+                 epoch + 1, t.epochs, step, row["train_loss"], row["train_acc"], val_loss, val_acc,
+                 row["samples_per_s"])
+        checkpoint(epoch + 1, 0)
 
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     atomic_write(run_dir / WEIGHTS_FILE, buffer.getvalue())
     log.info("final weights: %s", sha256_file(run_dir / WEIGHTS_FILE))
-    return {
-        "steps": step,
-        "val_loss": val_loss,
-        "val_acc": val_acc,
-        "params_digest": tensors_digest(model.named_parameters()),
-    }
+    return {"steps": step, "val_loss": val_loss, "val_acc": val_acc,
+            "params_digest": tensors_digest(model.named_parameters())}

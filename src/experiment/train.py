@@ -12,7 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from experiment.config import check_config, register_configs
+from experiment.config import RESUME_SAFE_KEYS, check_config, register_configs
 from repro import entrypoint
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -20,7 +20,13 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 register_configs()
 
 
-@entrypoint(config_dir=CONF_DIR, config_name="config", check=check_config)
+@entrypoint(
+    config_dir=CONF_DIR,
+    config_name="config",
+    check=check_config,
+    resume_key="train.resume",
+    resume_safe_keys=RESUME_SAFE_KEYS,
+)
 def main(cfg: DictConfig) -> Any:
     from experiment.loop import train
 

@@ -31,6 +31,14 @@ _EXPORTS = {
     "tensors_digest": "repro.fingerprint",
     "float_bits": "repro.fingerprint",
     "entrypoint": "repro.launch",
+    "CheckpointError": "repro.checkpoint",
+    "save_checkpoint": "repro.checkpoint",
+    "load_checkpoint": "repro.checkpoint",
+    "latest_valid_checkpoint": "repro.checkpoint",
+    "config_sha256": "repro.resume",
+    "find_resumption": "repro.resume",
+    "Resumption": "repro.resume",
+    "ResumeConflictError": "repro.resume",
 }
 
 __all__ = sorted(_EXPORTS)

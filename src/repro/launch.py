@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from repro.config import register_configs, to_repro_config, validate, wanted_environment
 from repro.errors import ReproError
@@ -107,11 +107,16 @@ def preflight(
     multirun: bool = False,
     existing_run_ok: ExistingRunPolicy | None = None,
     check: ConfigCheck | None = None,
-) -> dict[str, str]:
-    """Compose and check every job the command line asks for; return the environment they pin.
+    resume_key: str | None = None,
+    resume_safe_keys: tuple[str, ...] = (),
+) -> tuple[dict[str, str], list[str]]:
+    """Compose and check every job the command line asks for.
 
-    Raises :class:`LaunchError` with a one-line message.
+    Returns the environment the jobs pin and the overrides to add (a resume
+    runs in the resumed run's directory). Raises :class:`LaunchError` with a
+    one-line message, or :class:`AlreadyCompleted`.
     """
+    extra: list[str] = []
     from hydra import compose, initialize_config_dir
 
     register_configs()
@@ -139,9 +144,78 @@ def preflight(
                 "sweep them with a launcher that starts one process per job, or one pin at a time"
             )
         pins = job_pins
-        if not multirun:
+        resuming = False
+        if resume_key is not None and OmegaConf.select(cfg, resume_key, default=None) is not None:
+            if multirun:
+                raise LaunchError(f"{resume_key} applies to single runs; drop -m or the {resume_key} override")
+            try:
+                extra = _plan_resume(cfg, job, config_dir, config_name, resume_key, resume_safe_keys)
+            except ReproError as exc:
+                if isinstance(exc, AlreadyCompleted):
+                    raise
+                raise LaunchError(str(exc)) from None
+            resuming = bool(extra)
+        if not multirun and not resuming:
             _check_run_dir(cfg, existing_run_ok)
-    return pins or {}
+    return pins or {}, extra
+
+
+class AlreadyCompleted(ReproError):
+    """The run asked to be resumed has already completed: nothing to do."""
+
+
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _plan_resume(cfg: DictConfig, job: list[str], config_dir: str | Path, config_name: str, resume_key: str,
+                 safe_keys: tuple[str, ...]) -> list[str]:
+    """Check a resume request; return the overrides that point Hydra at the resumed run's directory.
+
+    An empty list means: start fresh (``auto`` found no checkpoint).
+    """
+    from hydra import compose, initialize_config_dir
+
+    from repro.resume import (
+        AUTO,
+        abandon_attempt,
+        check_overrides,
+        inspect_run_dir,
+        next_resume_subdir,
+        require_resumable,
+    )
+
+    value = str(OmegaConf.select(cfg, resume_key))
+    given_dir = next((o.split("=", 1)[1] for o in job if _override_key(o) == "hydra.run.dir"), None)
+    if value == AUTO:
+        run_dir = Path(str(cfg.hydra.run.dir)).resolve()
+        state = inspect_run_dir(run_dir)
+        if not state.checkpoints:
+            if state.status == "completed":
+                raise AlreadyCompleted(f"{run_dir} already holds a completed run; nothing to resume")
+            if state.has_record:
+                moved = abandon_attempt(run_dir)
+                print(f"{resume_key}=auto: {run_dir} holds an attempt with no checkpoint; moved it to "
+                      f"{moved} and starting fresh", file=sys.stderr)
+            return []
+        extra = []
+    else:
+        run_dir = Path(value).resolve()
+        state = require_resumable(run_dir)
+        if given_dir is not None and Path(given_dir).resolve() != run_dir:
+            raise LaunchError(f"{resume_key}={value} and hydra.run.dir={given_dir} disagree; a resumed run "
+                              f"continues in its own directory (use {resume_key}=auto with hydra.run.dir to "
+                              "name it once)")
+        extra = [] if given_dir is not None else [f"hydra.run.dir={run_dir}"]
+    if state.status == "completed":
+        raise AlreadyCompleted(f"{run_dir} already holds a completed run; nothing to resume")
+    saved = OmegaConf.load(run_dir / "config.yaml")
+    keep = (resume_key, *safe_keys)
+    base_job = [o for o in job if _override_key(o).startswith("hydra.") or _override_key(o) in keep]
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        base = compose(config_name=config_name, overrides=base_job, return_hydra_config=True)
+    check_overrides(base, cfg, saved, keep)
+    return [*extra, f"hydra.output_subdir={next_resume_subdir(run_dir)}"]
 
 
 def _check_run_dir(cfg: DictConfig, existing_run_ok: ExistingRunPolicy | None) -> None:
@@ -180,6 +254,8 @@ def entrypoint(
     *,
     existing_run_ok: ExistingRunPolicy | None = None,
     check: ConfigCheck | None = None,
+    resume_key: str | None = None,
+    resume_safe_keys: tuple[str, ...] = (),
 ) -> Callable[[TaskFn], Callable[[], Any]]:
     """Decorate a task function like ``hydra.main``, adding the checks described above.
 
@@ -187,6 +263,11 @@ def entrypoint(
     any directory is made. A ``ReproError`` raised by the task before it
     wrote ``run.json`` removes the run directory Hydra made for it, so a bad
     input leaves nothing behind.
+
+    ``resume_key`` names the config key that asks for a resume (a run
+    directory or ``auto``); ``resume_safe_keys`` the keys that may differ
+    from the resumed run's config. A resume runs in the resumed run's
+    directory, with Hydra's files for it in ``.hydra/resume-N``.
     """
     config_dir = str(Path(config_dir).resolve())
 
@@ -220,17 +301,23 @@ def entrypoint(
                     else str(Path(args.config_path).resolve())
                 )
                 try:
-                    pins = preflight(
+                    pins, extra = preflight(
                         cdir,
                         args.config_name or config_name,
                         args.overrides,
                         multirun=args.multirun,
                         existing_run_ok=existing_run_ok,
                         check=check,
+                        resume_key=resume_key,
+                        resume_safe_keys=resume_safe_keys,
                     )
+                except AlreadyCompleted as exc:
+                    print(str(exc), file=sys.stderr)
+                    sys.exit(0)
                 except LaunchError as exc:
                     fail(str(exc))
                 relaunch_if_needed(pins)
+                sys.argv = [*sys.argv, *extra]
             return hydra_main()
 
         return main

@@ -124,6 +124,46 @@ class RunRecord:
             raise
         return cls(run_dir, manifest)
 
+    @classmethod
+    def resume(
+        cls,
+        run_dir: str | Path,
+        repro: Any,
+        *,
+        from_step: int,
+        checkpoint: str | Path,
+        overrides: list[str] | None = None,
+    ) -> RunRecord:
+        """Continue the record in ``run_dir`` from ``from_step``.
+
+        Rows of ``metrics.jsonl`` and ``fingerprints.jsonl`` after that step
+        (written before the interruption, and about to be recomputed) are
+        dropped, so the files end with neither duplicated nor missing steps.
+        ``run.json`` goes back to ``running`` and gets an entry in ``resumes``.
+        """
+        run_dir = Path(run_dir)
+        manifest = json.loads((run_dir / RUN_FILE).read_text())
+        for name in (METRICS_FILE, FINGERPRINTS_FILE):
+            path = run_dir / name
+            if path.exists():
+                kept = [ln for ln in path.read_text().splitlines(keepends=True)
+                        if ln.endswith("\n") and json.loads(ln).get("step", 0) <= from_step]
+                atomic_write(path, "".join(kept))
+        entry = {
+            "at": _now(),
+            "from_step": from_step,
+            "checkpoint": str(Path(checkpoint).relative_to(run_dir)) if Path(checkpoint).is_relative_to(run_dir)
+            else str(checkpoint),
+            "previous_status": manifest.get("status"),
+            "overrides": redact_args(list(overrides or [])),
+            "determinism": repro.to_dict(),
+            "environment": environment_fingerprint(),
+        }
+        manifest.setdefault("resumes", []).append(entry)
+        manifest.update(status="running", finished_at=None, error=None)
+        atomic_write(run_dir / RUN_FILE, json.dumps(manifest, indent=2, default=str) + "\n")
+        return cls(run_dir, manifest)
+
     def _append(self, f: Any, row: dict[str, Any]) -> None:
         f.write(json.dumps(row, separators=(",", ":"), default=str) + "\n")
         f.flush()

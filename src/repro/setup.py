@@ -9,6 +9,7 @@ factory. The returned :class:`Repro` is passed down; nothing else reads the
 from __future__ import annotations
 
 import contextlib
+import json
 import secrets
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -48,14 +49,68 @@ class Repro:
         self.seed_source = seed_source
         self.report = report
         self.streams = Streams(seed)
+        self._handed_out: dict[str, torch.Generator | np.random.Generator] = {}
 
     def generator(self, name: str, device: str | torch.device = "cpu") -> torch.Generator:
-        """A torch Generator for the named stream; adding a stream never shifts another."""
-        return self.streams.generator(name, device)
+        """A torch Generator for the named stream; adding a stream never shifts another.
+
+        Its state is part of :meth:`state_dict`, so a resume continues it.
+        """
+        gen = self.streams.generator(name, device)
+        self._handed_out[f"torch:{name}:{torch.device(device)}"] = gen
+        return gen
 
     def numpy_rng(self, name: str) -> np.random.Generator:
-        """A numpy Generator for the named stream."""
-        return self.streams.numpy_rng(name)
+        """A numpy Generator for the named stream (its state is part of :meth:`state_dict`)."""
+        rng = self.streams.numpy_rng(name)
+        self._handed_out[f"numpy:{name}"] = rng
+        return rng
+
+    def state_dict(self) -> dict[str, Any]:
+        """Every RNG state: python, numpy global, torch CPU, each CUDA device, and the streams handed out.
+
+        Plain types and tensors only, so it loads with ``torch.load(weights_only=True)``.
+        """
+        g = capture_global_state()
+        version, mt, gauss = g["python"]
+        name, keys, pos, has_gauss, cached = g["numpy"]
+        streams: dict[str, Any] = {}
+        for key, gen in self._handed_out.items():
+            if isinstance(gen, torch.Generator):
+                streams[key] = gen.get_state()
+            else:
+                streams[key] = json.dumps(gen.bit_generator.state)
+        return {
+            "seed": self.seed,
+            "python": [version, list(mt), gauss],
+            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+            "torch": g["torch"],
+            "cuda": g.get("cuda", []),
+            "streams": streams,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`. Streams are matched by name: create them before loading."""
+        if state["seed"] != self.seed:
+            raise ValueError(f"RNG state of seed {state['seed']} cannot be loaded into a run with seed {self.seed}")
+        version, mt, gauss = state["python"]
+        name, keys, pos, has_gauss, cached = state["numpy"]
+        restored = {
+            "python": (version, tuple(mt), gauss),
+            "numpy": (name, keys.numpy().astype(np.uint32), pos, has_gauss, cached),
+            "torch": state["torch"],
+        }
+        if state.get("cuda") and torch.cuda.is_available():
+            restored["cuda"] = state["cuda"]
+        restore_global_state(restored)
+        for key, value in state.get("streams", {}).items():
+            gen = self._handed_out.get(key)
+            if gen is None:
+                continue
+            if isinstance(gen, torch.Generator):
+                gen.set_state(value)
+            else:
+                gen.bit_generator.state = json.loads(value)
 
     def seed_for(self, name: str) -> int:
         """The 64-bit seed of the named stream."""

@@ -1,0 +1,176 @@
+"""Checkpoint files: an envelope you can inspect without unpickling, around a weights-only payload.
+
+A checkpoint file is::
+
+    REPRO-CKPT\\n
+    {"format_version": 1, "step": ..., "payload_sha256": ..., "config_sha256": ..., ...}\\n
+    <torch.save payload>
+
+The header is read and checked first (magic, format version, size, sha256 of
+the payload, config hash), so a truncated file, a flipped byte or a checkpoint
+from another config is refused before any byte is unpickled. The payload is
+then loaded with ``torch.load(weights_only=True)``, which refuses pickles
+that would run code. Files are written atomically (temp file, fsync, rename,
+fsync of the directory) and only the newest ``keep`` are kept.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from repro.errors import ReproError
+from repro.record import atomic_write
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"REPRO-CKPT\n"
+FORMAT_VERSION = 1
+CHECKPOINT_DIR = "checkpoints"
+_NAME = re.compile(r"^step-(\d{9})\.ckpt$")
+
+
+class CheckpointError(ReproError):
+    """A checkpoint cannot be used: missing, truncated, corrupt, foreign or from another config."""
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What a checkpoint's header says; reading it unpickles nothing."""
+
+    path: Path
+    step: int
+    header: dict[str, Any]
+
+
+def checkpoint_path(run_dir: str | Path, step: int) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR / f"step-{step:09d}.ckpt"
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Checkpoint files in ``run_dir``, oldest step first (by name; nothing is read)."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if _NAME.match(p.name))
+
+
+def save_checkpoint(run_dir: str | Path, step: int, state: dict[str, Any], *, config_sha256: str,
+                    keep: int | None = None, meta: dict[str, Any] | None = None) -> Path:
+    """Write ``state`` as the checkpoint of ``step``, atomically; then keep only the newest ``keep``."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getvalue()
+    header = {
+        "format_version": FORMAT_VERSION,
+        "step": step,
+        "payload_size": len(payload),
+        "payload_sha256": hashlib.sha256(payload).hexdigest(),
+        "config_sha256": config_sha256,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
+        "torch": torch.__version__,
+        **(meta or {}),
+    }
+    path = checkpoint_path(run_dir, step)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + payload)
+    _fsync_dir(path.parent)
+    if keep is not None:
+        for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _split(path: Path) -> tuple[dict[str, Any], bytes]:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror}") from None
+    if not raw.startswith(MAGIC):
+        raise CheckpointError(f"{path} is not a checkpoint written by this kit (no {MAGIC.strip().decode()} header)")
+    end = raw.find(b"\n", len(MAGIC))
+    try:
+        header = json.loads(raw[len(MAGIC):end]) if end > 0 else None
+    except (ValueError, UnicodeDecodeError):
+        header = None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"checkpoint {path} has a corrupt header")
+    version = header.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} has format version {version!r}; this version of the kit reads "
+            f"version {FORMAT_VERSION} only"
+        )
+    payload = raw[end + 1:]
+    if len(payload) != header.get("payload_size"):
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or padded: payload has {len(payload)} bytes, "
+            f"header says {header.get('payload_size')}"
+        )
+    if hashlib.sha256(payload).hexdigest() != header.get("payload_sha256"):
+        raise CheckpointError(f"checkpoint {path} is corrupt: its payload does not match its sha256")
+    return header, payload
+
+
+def read_header(path: str | Path) -> CheckpointInfo:
+    """Check a checkpoint's envelope (magic, version, size, sha256) and return its header."""
+    header, _ = _split(Path(path))
+    return CheckpointInfo(Path(path), int(header["step"]), header)
+
+
+def load_checkpoint(path: str | Path, *, config_sha256: str | None = None,
+                    map_location: str | torch.device | None = "cpu") -> tuple[CheckpointInfo, dict[str, Any]]:
+    """Verify and load a checkpoint with ``torch.load(weights_only=True)``.
+
+    Raises :class:`CheckpointError` for anything short of an intact checkpoint
+    of this format written under the same config (when ``config_sha256`` is given).
+    """
+    path = Path(path)
+    header, payload = _split(path)
+    if config_sha256 is not None and header.get("config_sha256") != config_sha256:
+        raise CheckpointError(
+            f"checkpoint {path} was written under another config (config hash "
+            f"{str(header.get('config_sha256'))[:12]}..., this run's is {config_sha256[:12]}...)"
+        )
+    try:
+        state = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
+    except Exception as exc:  # UnpicklingError for a payload that would run code, and friends
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"checkpoint {path} was refused by the weights-only loader: {first}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} does not hold a state dict")
+    return CheckpointInfo(path, int(header["step"]), header), state
+
+
+def latest_valid_checkpoint(run_dir: str | Path, *, config_sha256: str | None = None
+                            ) -> tuple[CheckpointInfo, dict[str, Any]] | None:
+    """The newest checkpoint in ``run_dir`` that loads; each one skipped is named in a warning."""
+    for path in reversed(list_checkpoints(run_dir)):
+        try:
+            return load_checkpoint(path, config_sha256=config_sha256)
+        except CheckpointError as exc:
+            log.warning("skipping checkpoint %s: %s", path.name, exc)
+    return None

@@ -1,0 +1,202 @@
+"""Resuming a run in its own directory: which config, which checkpoint, which overrides are safe.
+
+A resumed run uses the run's own ``config.yaml``. Command-line overrides that
+would change the result are refused; keys listed as safe (loader workers, how
+many checkpoints to keep, ...) may change. ``auto`` resumes when the run
+directory holds a checkpoint and starts fresh when it holds none, so one
+command line serves a cluster job's first start and every restart.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from repro.errors import ReproError, RunDirectoryError
+
+AUTO = "auto"
+ABANDONED_DIR = ".abandoned"
+
+
+class ResumeConflictError(ReproError):
+    """An override would change the result of the run being resumed."""
+
+
+def _container(cfg: Any) -> Any:
+    """Plain, resolved data without the ``hydra`` node (which only Hydra's runtime can resolve)."""
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+        return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    return cfg
+
+
+def _drop(tree: dict[str, Any], dotted: str) -> None:
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        tree = tree.get(p) if isinstance(tree, dict) else None  # type: ignore[assignment]
+        if not isinstance(tree, dict):
+            return
+    tree.pop(leaf, None)
+
+
+def config_sha256(cfg: Any, ignore: Iterable[str] = ()) -> str:
+    """sha256 of the resolved config without the ``hydra`` node and the ``ignore`` keys."""
+    tree = _container(cfg)
+    tree = json.loads(json.dumps(tree, default=str))  # a deep copy with plain types
+    tree.pop("hydra", None)
+    for key in ignore:
+        _drop(tree, key)
+    return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()
+
+
+def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for k, v in tree.items():
+            out.update(_leaves(v, f"{prefix}{k}."))
+        return out or {prefix.rstrip("."): {}}
+    return {prefix.rstrip("."): tree}
+
+
+def changed_keys(base: Any, full: Any) -> dict[str, Any]:
+    """Leaf keys whose value differs between two configs (the ``hydra`` node ignored), with ``full``'s value."""
+    b = _leaves({k: v for k, v in _container(base).items() if k != "hydra"})
+    f = _leaves({k: v for k, v in _container(full).items() if k != "hydra"})
+    return {k: f.get(k, "<deleted>") for k in sorted(set(b) | set(f)) if b.get(k, "<absent>") != f.get(k, "<absent>")}
+
+
+def check_overrides(base: Any, full: Any, saved: Any, safe_keys: Iterable[str]) -> None:
+    """Refuse overrides (``full`` vs ``base``) that give a value other than the saved run's.
+
+    A ``seed: null`` override is compatible with any recorded seed: the run
+    drew its seed once and the record holds it.
+    """
+    safe = set(safe_keys)
+    saved_leaves = _leaves({k: v for k, v in _container(saved).items() if k != "hydra"})
+    for key, value in changed_keys(base, full).items():
+        if key in safe or any(key.startswith(f"{s}.") for s in safe):
+            continue
+        recorded = saved_leaves.get(key, "<absent>")
+        if value == recorded or (key.endswith("seed") and value is None and isinstance(recorded, int)):
+            continue
+        raise ResumeConflictError(
+            f"{key}={value!r} would change the result of the run being resumed (it has {key}={recorded!r}); "
+            f"drop the override, or start a new run. Allowed to change on resume: {', '.join(sorted(safe))}"
+        )
+
+
+def merged_config(saved: DictConfig, current: DictConfig, safe_keys: Iterable[str]) -> DictConfig:
+    """The run's own config, with the safe keys taken from the current command line."""
+    out = OmegaConf.create(_container(saved))
+    for key in safe_keys:
+        value = OmegaConf.select(current, key, default=None)
+        if OmegaConf.select(current, key, default="<absent>") == "<absent>":
+            continue
+        OmegaConf.update(out, key, _container(value) if isinstance(value, DictConfig) else value, force_add=True)
+    return out
+
+
+@dataclass
+class RunDirectoryState:
+    """What a run directory holds, read without unpickling anything."""
+
+    run_dir: Path
+    has_record: bool
+    status: str | None
+    checkpoints: list[Path]
+
+
+def inspect_run_dir(run_dir: str | Path) -> RunDirectoryState:
+    from repro.checkpoint import list_checkpoints
+
+    run_dir = Path(run_dir)
+    run_json = run_dir / "run.json"
+    status = None
+    if run_json.is_file():
+        try:
+            status = json.loads(run_json.read_text()).get("status")
+        except (OSError, ValueError):
+            status = "unreadable"
+    return RunDirectoryState(run_dir, run_json.is_file(), status, list_checkpoints(run_dir))
+
+
+def require_resumable(run_dir: str | Path) -> RunDirectoryState:
+    """The state of ``run_dir``, or an error saying why it cannot be resumed."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunDirectoryError(f"train.resume={run_dir}: no such directory")
+    state = inspect_run_dir(run_dir)
+    if not state.has_record or not (run_dir / "config.yaml").is_file():
+        raise RunDirectoryError(f"train.resume={run_dir}: not a run directory (no run.json and config.yaml)")
+    if not state.checkpoints:
+        raise RunDirectoryError(f"train.resume={run_dir}: the run holds no checkpoint to resume from")
+    return state
+
+
+def abandon_attempt(run_dir: Path) -> Path:
+    """Move a started-but-never-checkpointed attempt aside (nothing is deleted); return where it went."""
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    target = run_dir / ABANDONED_DIR / stamp
+    target.mkdir(parents=True)
+    for entry in run_dir.iterdir():
+        if entry.name != ABANDONED_DIR:
+            shutil.move(str(entry), target / entry.name)
+    return target
+
+
+def next_resume_subdir(run_dir: Path) -> str:
+    """A fresh ``.hydra/resume-N`` for Hydra's files of this resume (the original's stay untouched)."""
+    n = 1
+    while (run_dir / ".hydra" / f"resume-{n}").exists():
+        n += 1
+    return f".hydra/resume-{n}"
+
+
+@dataclass
+class Resumption:
+    """A resume the task is about to perform: the run's directory and its own config (safe keys updated)."""
+
+    run_dir: Path
+    config: DictConfig
+    ignore: tuple[str, ...]
+
+    def config_sha256(self) -> str:
+        return config_sha256(self.config, self.ignore)
+
+    def load_latest(self) -> tuple[Any, dict[str, Any]]:
+        """The newest intact checkpoint written under this config; older ones are tried, with a warning, if
+        the newest is corrupt. Raises CheckpointError when none can be used."""
+        from repro.checkpoint import CheckpointError, latest_valid_checkpoint
+
+        found = latest_valid_checkpoint(self.run_dir, config_sha256=self.config_sha256())
+        if found is None:
+            raise CheckpointError(
+                f"no usable checkpoint in {self.run_dir / 'checkpoints'} (each one skipped is named in a warning "
+                "above); the run cannot be resumed"
+            )
+        return found
+
+
+def find_resumption(cfg: DictConfig, run_dir: str | Path, *, key: str, safe_keys: Iterable[str]
+                    ) -> Resumption | None:
+    """What ``cfg[key]`` asks for in ``run_dir``: a :class:`Resumption`, or None to start fresh."""
+    value = OmegaConf.select(cfg, key, default=None)
+    if value is None:
+        return None
+    run_dir = Path(run_dir)
+    state = inspect_run_dir(run_dir)
+    if not state.checkpoints:
+        if str(value) == AUTO:
+            return None
+        raise RunDirectoryError(f"{key}={value}: the run holds no checkpoint to resume from")
+    ignore = (key, *safe_keys)
+    saved = OmegaConf.load(run_dir / "config.yaml")
+    return Resumption(run_dir, merged_config(saved, cfg, ignore), ignore)
