@@ -79,8 +79,10 @@ class ReproSampler(Sampler[tuple[int, int]]):
     def __iter__(self) -> Iterator[tuple[int, int]]:
         epoch, start = self._epoch, self._start
         self._epoch, self._start = epoch + 1, 0
-        for index in self.order(epoch)[start:].tolist():
-            yield (epoch, index)
+        order = self.order(epoch)
+        for lo in range(start, len(order), 4096):  # in chunks: no per-epoch list of every index
+            for index in order[lo : lo + 4096].tolist():
+                yield (epoch, index)
 
     def __len__(self) -> int:
         return -(-self.length // self.world_size)
