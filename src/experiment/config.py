@@ -62,6 +62,12 @@ class TrainConfig:
     resume: str | None = None
     #: Test-only hook: SIGKILL this process right after optimizer step N is recorded (to test resume).
     kill_at_step: int | None = None
+    #: Test-only hook: after the update of step ``perturb_step``, add noise drawn from OS entropy (not
+    #: from the seed) to the parameter named ``perturb_param``: a stand-in for a nondeterministic kernel,
+    #: so that ``repro verify`` and ``repro diff`` have a divergence to find.
+    perturb_step: int | None = None
+    perturb_param: str | None = None
+    perturb_scale: float = 1e-3
 
 
 #: Keys that may differ when a run is resumed: they change speed or bookkeeping, never the bits.

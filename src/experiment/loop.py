@@ -89,6 +89,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 @torch.no_grad()
+def perturb(model: torch.nn.Module, name: str, scale: float) -> None:
+    """Test-only: add noise from OS entropy (never the same twice) to one parameter."""
+    param = dict(model.named_parameters())[name]
+    gen = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little") >> 1)
+    param.add_(torch.randn(param.shape, generator=gen).to(param.device) * scale)
+
+
+@torch.no_grad()
 def evaluate(model: torch.nn.Module, loader: Any, device: torch.device) -> tuple[float, float]:
     model.eval()
     loss_sum, correct, seen = 0.0, 0, 0
@@ -125,6 +133,10 @@ def fit(cfg: DictConfig, repro: Any, run_dir: Path, record: RunRecord, config_ha
     with repro.scope("model"):
         model = SmallCNN(d.num_classes, m.channels1, m.channels2, m.dropout)
     model.to(device)
+    record.watch(model)  # lets `repro diff` capture one step's tensors; nothing happens in a normal run
+    if t.perturb_param is not None and t.perturb_param not in dict(model.named_parameters()):
+        raise ConfigValueError("train.perturb_param", t.perturb_param,
+                               f"one of {[n for n, _ in model.named_parameters()]}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2), weight_decay=t.weight_decay)
     steps_per_epoch = len(train_loader)
     total_steps = steps_per_epoch * t.epochs if t.max_steps is None else min(t.max_steps, steps_per_epoch * t.epochs)
@@ -170,6 +182,8 @@ def fit(cfg: DictConfig, repro: Any, run_dir: Path, record: RunRecord, config_ha
             optimizer.step()
             scheduler.step()
             step += 1
+            if t.perturb_step == step and t.perturb_param is not None:
+                perturb(model, t.perturb_param, t.perturb_scale)  # test-only
 
             # One host sync per step: the loss value, and the parameter digest computed on the device.
             loss_value = loss.item()

@@ -95,8 +95,19 @@ def git_state(cwd: str | Path = ".") -> dict[str, Any] | None:
     }
 
 
-def environment_fingerprint(cwd: str | Path = ".") -> dict[str, Any]:
-    """Everything about this process and machine that can change a run's bits."""
+def _code_dir() -> Path:
+    """Where the running program's code lives (its git checkout is the one that matters), else the cwd."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    return Path(path).resolve().parent if path else Path.cwd()
+
+
+def environment_fingerprint(cwd: str | Path | None = None) -> dict[str, Any]:
+    """Everything about this process and machine that can change a run's bits.
+
+    The git state is read from ``cwd``, by default the directory of the running program's code.
+    """
+    cwd = _code_dir() if cwd is None else cwd
     cuda = torch.cuda.is_available()
     return {
         "python": platform.python_version(),

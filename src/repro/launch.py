@@ -47,6 +47,18 @@ ExistingRunPolicy = Callable[[DictConfig, Path], bool]
 ConfigCheck = Callable[[DictConfig], None]
 
 
+_ENTRY: dict[str, Any] = {}
+
+
+def current_entry() -> dict[str, Any]:
+    """How this process was launched: the entry module and the resume key (for the ``repro`` tools)."""
+    entry = dict(_ENTRY)
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    entry.setdefault("module", getattr(spec, "name", None))
+    return entry
+
+
 class LaunchError(ReproError):
     """The command line cannot start a run."""
 
@@ -289,6 +301,8 @@ def entrypoint(
         @functools.wraps(task)
         def main() -> Any:
             register_configs()
+            _ENTRY.update(module=getattr(getattr(sys.modules.get("__main__"), "__spec__", None), "name", None),
+                          config_name=config_name, resume_key=resume_key)
             args = _parse_args(sys.argv[1:])
             if (
                 args is not None

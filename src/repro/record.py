@@ -21,8 +21,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from repro.capture import StepCapture, stop_after_step
 from repro.environment import environment_fingerprint, redact_args
 from repro.errors import RunDirectoryError
+from repro.launch import current_entry
 
 CONFIG_FILE = "config.yaml"
 RUN_FILE = "run.json"
@@ -70,9 +72,12 @@ def _now() -> str:
 class RunRecord:
     """The single writer of a run directory's record files."""
 
-    def __init__(self, run_dir: Path, manifest: dict[str, Any]) -> None:
+    def __init__(self, run_dir: Path, manifest: dict[str, Any], last_step: int = 0) -> None:
         self.run_dir = run_dir
         self.manifest = manifest
+        self.last_step = last_step
+        self._stop_after = stop_after_step()
+        self._capture: StepCapture | None = None
         self._t0 = time.perf_counter()
         self._metrics = open(run_dir / METRICS_FILE, "a", encoding="utf-8")  # noqa: SIM115
         self._fingerprints = open(run_dir / FINGERPRINTS_FILE, "a", encoding="utf-8")  # noqa: SIM115
@@ -113,6 +118,7 @@ class RunRecord:
                 "wall_time_s": None,
                 "weights_sha256": None,
                 "overrides": redact_args(list(overrides or [])),
+                "entry": current_entry(),
                 "determinism": repro.to_dict(),
                 "environment": environment_fingerprint(),
                 **(extra or {}),
@@ -162,7 +168,13 @@ class RunRecord:
         manifest.setdefault("resumes", []).append(entry)
         manifest.update(status="running", finished_at=None, error=None)
         atomic_write(run_dir / RUN_FILE, json.dumps(manifest, indent=2, default=str) + "\n")
-        return cls(run_dir, manifest)
+        return cls(run_dir, manifest, last_step=from_step)
+
+    def watch(self, model: Any) -> None:
+        """Let ``repro diff`` capture this model's tensors during one step (a no-op in a normal run)."""
+        self._capture = StepCapture.from_environment(model)
+        if self._capture is not None:
+            self._capture.next_step = self.last_step + 1
 
     def _append(self, f: Any, row: dict[str, Any]) -> None:
         f.write(json.dumps(row, separators=(",", ":"), default=str) + "\n")
@@ -177,6 +189,13 @@ class RunRecord:
         if "step" not in row:
             raise ValueError("a fingerprint row needs a 'step'")
         self._append(self._fingerprints, row)
+        self.last_step = row["step"]
+        if self._capture is not None:
+            self._capture.step_recorded(row["step"])
+        if self._stop_after is not None and row["step"] >= self._stop_after:
+            for f in (self._metrics, self._fingerprints):
+                f.flush()
+            os._exit(0)  # a replay asked to stop here: nothing after this step matters
 
     def update(self, **fields: Any) -> None:
         """Merge fields into ``run.json`` and rewrite it atomically."""

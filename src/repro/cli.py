@@ -1,0 +1,176 @@
+"""The ``repro`` command: check that runs reproduce, and find where two runs part.
+
+    repro verify RUN_DIR [--steps N | --spot K] [--out DIR] [--json]
+    repro diff RUN_A RUN_B [--no-localise] [--json]
+    repro env [RUN_DIR] [--json]
+
+Exit status: 0 when the check passes (IDENTICAL, or no difference), 1 when
+it finds a difference, 2 for bad arguments (one line on stderr, nothing
+written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from repro.errors import ReproError
+from repro.table import paint, render
+
+EXIT_OK, EXIT_DIFFERENT, EXIT_USAGE = 0, 1, 2
+
+
+def _print_diff(title: str, rows: list[tuple[str, Any, Any]], left: str, right: str) -> None:
+    if not rows:
+        print(f"{title}: no differences")
+        return
+    print(f"{title}: {len(rows)} difference{'s' if len(rows) != 1 else ''}")
+    print(render(["key", left, right], rows))
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from repro.verify import verify
+
+    log = None if args.quiet else sys.stderr
+    if log:
+        what = f"the first {args.steps} steps" if args.steps else (f"{args.spot} segments" if args.spot else "the run")
+        print(f"replaying {what} of {args.run_dir} ...", file=log)
+    verdict = verify(args.run_dir, out_dir=args.out, steps=args.steps, spot=args.spot, segment=args.segment, log=log)
+    if args.json:
+        print(json.dumps(verdict.to_dict(), indent=2, default=str))
+        return EXIT_OK if verdict.identical else EXIT_DIFFERENT
+    print(f"run:     {verdict.run_dir}")
+    print(f"replay:  {verdict.replay_dir}  ({verdict.mode}, {verdict.replay_seconds:.1f} s)")
+    if verdict.pinned:
+        print("pinned from the record: " + ", ".join(f"{k}={v}" for k, v in sorted(verdict.pinned.items())))
+    _print_diff("environment (recorded vs replay)", verdict.environment_diff, "recorded", "replay")
+    _print_diff("determinism flags (recorded vs replay)", verdict.flags_diff, "recorded", "replay")
+    if verdict.segments:
+        print(render(["checkpoint", "steps", "result", "seconds"],
+                     [(s["checkpoint"], f"{s['from_step'] + 1}..{s['to_step']}",
+                       "identical" if s["identical"] else "DIVERGED", s["seconds"]) for s in verdict.segments]))
+    print(f"fingerprints compared: {verdict.steps_compared} steps")
+    if verdict.weights:
+        print(f"weights sha256: recorded {verdict.weights['recorded']}")
+        print(f"                replay   {verdict.weights['replayed']}")
+    colour = "green" if verdict.identical else "red"
+    print(paint(verdict.headline, colour))
+    return EXIT_OK if verdict.identical else EXIT_DIFFERENT
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from repro.diff import diff_runs
+
+    report = diff_runs(args.run_a, args.run_b, localise=not args.no_localise, log=None if args.quiet else sys.stderr)
+    same = report.divergence is None and not report.config_diff
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+        return EXIT_OK if same else EXIT_DIFFERENT
+    print(f"A: {report.run_a}\nB: {report.run_b}")
+    _print_diff("config", report.config_diff, "A", "B")
+    _print_diff("environment", report.environment_diff, "A", "B")
+    if report.divergence is None:
+        print(paint(f"fingerprints: identical over {report.steps_compared} steps", "green"))
+        return EXIT_OK if same else EXIT_DIFFERENT
+    d = report.divergence
+    print(paint(f"fingerprints part at step {d['step']}: {d['quantity']} (A {d['a']}, B {d['b']})", "red"))
+    loc = report.localisation
+    if loc is not None:
+        print(f"re-ran step {loc['step']} of A from {loc['replayed_from']['a']} and of B from "
+              f"{loc['replayed_from']['b']}, capturing {loc['tensors_compared']} tensors")
+        if loc["first"] is None:
+            print(paint("every captured tensor is identical when both re-run here: the difference comes from "
+                        "where they ran (see the environment above) or from outside the watched model", "yellow"))
+        else:
+            print(paint(f"first tensor that differs: {loc['first']['description']}", "red"))
+            if len(loc["differing"]) > 1:
+                print(f"({len(loc['differing']) - 1} later tensors differ too)")
+    return EXIT_DIFFERENT
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    from repro.environment import environment_fingerprint
+    from repro.runs import VOLATILE_ENV_KEYS, diff_trees, flatten, load_run
+
+    if args.run_dir is None:
+        env = environment_fingerprint()
+        if args.json:
+            print(json.dumps(env, indent=2, default=str))
+        else:
+            print(render(["key", "value"], sorted(flatten(env).items())))
+        return EXIT_OK
+    run = load_run(args.run_dir, require_completed=False)
+    now = _environment_under_pins(run)
+    rows = diff_trees(run.manifest.get("environment") or {}, now, ignore=VOLATILE_ENV_KEYS)
+    if args.json:
+        print(json.dumps({"run_dir": str(run.dir), "differences": [{"key": k, "recorded": a, "now": b}
+                                                                   for k, a, b in rows]}, indent=2, default=str))
+    else:
+        print(f"run: {run.dir} (the current environment is read under the run's pins)")
+        _print_diff("environment (recorded vs now)", rows, "recorded", "now")
+    return EXIT_OK if not rows else EXIT_DIFFERENT
+
+
+def _environment_under_pins(run: Any) -> dict[str, Any]:
+    """This machine's fingerprint, read in a process started with the pins a replay of ``run`` would use."""
+    import subprocess
+
+    from repro.replay import replay_environment
+
+    env, _ = replay_environment(run)
+    threads = (run.config.get("repro") or {}).get("threads")
+    code = ("import json, torch; from repro.environment import environment_fingerprint; "
+            + (f"torch.set_num_threads({int(threads)}); " if threads else "")
+            + "print(json.dumps(environment_fingerprint(), default=str))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="repro", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("verify", help="replay a run and check it gives the same bits")
+    p.add_argument("run_dir")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--steps", type=int, help="replay only the first N steps")
+    group.add_argument("--spot", type=int, metavar="K", help="replay K short segments from saved checkpoints")
+    p.add_argument("--segment", type=int, default=3, help="steps per --spot segment (default 3)")
+    p.add_argument("--out", help="directory for the replay (default outputs/verify/<run>-<time>)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--quiet", action="store_true", help="do not show the replay's own output")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("diff", help="compare two runs and find the first tensor that differs")
+    p.add_argument("run_a")
+    p.add_argument("run_b")
+    p.add_argument("--no-localise", action="store_true", help="skip re-running the first differing step")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_diff)
+
+    p = sub.add_parser("env", help="print this environment's fingerprint, or compare it with a run's")
+    p.add_argument("run_dir", nargs="?")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_env)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ReproError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""``repro diff``: where two runs part, and the first tensor that differs.
+
+Compares the resolved configs key by key, the environment fingerprints and
+the per-step fingerprints. Then it localises: from each run's nearest
+checkpoint before the first differing step (or from the start), it re-runs
+that step with hooks that capture the parameters, the inputs, every module's
+output and every parameter's gradient, and the updated parameters, and names
+the first tensor that differs. Everything comes from the two run
+directories; the re-runs happen on this machine.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+
+from repro.checkpoint import list_checkpoints, read_header
+from repro.errors import ReproError, RunDirectoryError
+from repro.replay import replay_fresh, replay_from_checkpoint
+from repro.runs import VOLATILE_ENV_KEYS, Run, diff_trees, first_divergence, load_run
+
+PHASE_WORDS = {"param": "parameter before the step", "input": "input", "forward": "forward output",
+               "backward": "gradient (backward)", "update": "parameter after the update"}
+
+
+@dataclass
+class TensorDifference:
+    key: str
+    phase: str
+    name: str
+    max_abs: float | None
+    max_rel: float | None
+    note: str = ""
+
+    def describe(self) -> str:
+        if self.max_abs is None:
+            return f"{self.name} ({PHASE_WORDS.get(self.phase, self.phase)}): {self.note}"
+        return (f"{self.name} ({PHASE_WORDS.get(self.phase, self.phase)}): max abs diff {self.max_abs:.3e}, "
+                f"max rel diff {self.max_rel:.3e}")
+
+
+@dataclass
+class DiffReport:
+    run_a: str
+    run_b: str
+    config_diff: list[tuple[str, Any, Any]] = field(default_factory=list)
+    environment_diff: list[tuple[str, Any, Any]] = field(default_factory=list)
+    divergence: dict[str, Any] | None = None
+    steps_compared: int = 0
+    localisation: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_a": self.run_a,
+            "run_b": self.run_b,
+            "config_diff": [{"key": k, "a": a, "b": b} for k, a, b in self.config_diff],
+            "environment_diff": [{"key": k, "a": a, "b": b} for k, a, b in self.environment_diff],
+            "steps_compared": self.steps_compared,
+            "divergence": self.divergence,
+            "localisation": self.localisation,
+        }
+
+
+def compare_captures(a: dict[str, Any], b: dict[str, Any]) -> list[TensorDifference]:
+    """Every captured tensor that differs, in the order run A computed them."""
+    out = []
+    keys_b = set(b["keys"])
+    for key in a["keys"]:
+        phase, _, name = key.partition(":")
+        if key not in keys_b:
+            out.append(TensorDifference(key, phase, name, None, None, "computed in run A only"))
+            continue
+        x, y = a["tensors"][key], b["tensors"][key]
+        if x.shape != y.shape or x.dtype != y.dtype:
+            out.append(TensorDifference(key, phase, name, None, None,
+                                        f"shape/dtype {tuple(x.shape)} {x.dtype} vs {tuple(y.shape)} {y.dtype}"))
+        elif not torch.equal(x, y):
+            if x.is_floating_point() or x.is_complex():
+                d = (x.double() - y.double()).abs()
+                scale = torch.maximum(x.double().abs(), y.double().abs()).max().item()
+                max_abs = d.max().item()
+                out.append(TensorDifference(key, phase, name, max_abs, max_abs / scale if scale else float("inf")))
+            else:
+                out.append(TensorDifference(key, phase, name, None, None,
+                                            f"{int((x != y).sum())} of {x.numel()} elements differ"))
+    for key in b["keys"]:
+        if key not in a["tensors"]:
+            phase, _, name = key.partition(":")
+            out.append(TensorDifference(key, phase, name, None, None, "computed in run B only"))
+    return out
+
+
+def _capture_step(run: Run, step: int, scratch: Path, label: str, log: TextIO | None) -> tuple[dict[str, Any], str]:
+    """Re-run ``step`` of ``run`` with capture hooks; return the capture and where it started from."""
+    before = [c for c in list_checkpoints(run.dir) if read_header(c).step < step]
+    target = scratch / f"capture-{label}.pt"
+    if before:
+        result = replay_from_checkpoint(run, before[-1], scratch / f"run-{label}", capture=(step, target), log=log)
+        origin = f"checkpoint {before[-1].name}"
+    else:
+        result = replay_fresh(run, scratch / f"run-{label}", capture=(step, target), log=log)
+        origin = "the start (no earlier checkpoint)"
+    if not target.exists():
+        raise ReproError(f"re-running step {step} of run {label} ({run.dir}) captured nothing "
+                         f"(exit status {result.returncode}); see its output above")
+    return torch.load(target, weights_only=True), origin
+
+
+def diff_runs(path_a: str | Path, path_b: str | Path, *, localise: bool = True, keep: str | Path | None = None,
+              log: TextIO | None = None) -> DiffReport:
+    """Compare two runs; raise RunDirectoryError/ReproError for bad input."""
+    a, b = load_run(path_a), load_run(path_b)
+    if a.dir.resolve() == b.dir.resolve():
+        raise RunDirectoryError(f"{path_a} and {path_b} are the same run")
+    mod_a, mod_b = a.entry.get("module"), b.entry.get("module")
+    if mod_a != mod_b:
+        raise RunDirectoryError(f"{path_a} and {path_b} are runs of different experiments ({mod_a} vs {mod_b})")
+    report = DiffReport(str(a.dir), str(b.dir))
+    report.config_diff = diff_trees(a.config, b.config)
+    report.environment_diff = diff_trees(a.manifest.get("environment") or {}, b.manifest.get("environment") or {},
+                                         ignore=VOLATILE_ENV_KEYS)
+    fa, fb = a.fingerprints(), b.fingerprints()
+    found = first_divergence(fa, fb)
+    report.steps_compared = min(len(fa), len(fb))
+    if found is None:
+        return report
+    step, quantity, va, vb = found
+    report.divergence = {"step": step, "quantity": quantity, "a": va, "b": vb}
+    if not localise or quantity == "step missing":
+        return report
+    with tempfile.TemporaryDirectory(prefix="repro-diff-") as tmp:
+        scratch = Path(keep) if keep is not None else Path(tmp)
+        scratch.mkdir(parents=True, exist_ok=True)
+        cap_a, origin_a = _capture_step(a, step, scratch, "a", log)
+        cap_b, origin_b = _capture_step(b, step, scratch, "b", log)
+    differences = compare_captures(cap_a, cap_b)
+    report.localisation = {
+        "step": step,
+        "replayed_from": {"a": origin_a, "b": origin_b},
+        "tensors_compared": len(cap_a["keys"]),
+        "first": differences[0].__dict__ | {"description": differences[0].describe()} if differences else None,
+        "differing": [d.key for d in differences],
+    }
+    return report
