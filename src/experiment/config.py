@@ -7,7 +7,7 @@ Stored in Hydra's ConfigStore as ``<group>/schema``; the YAML files in
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -81,38 +81,53 @@ RESUME_SAFE_KEYS = (
 )
 
 
+@dataclass
+class ExperimentConfig:
+    """The whole config's schema: a replayed ``config.yaml`` is checked against it too."""
+
+    repro: Any = None  # checked by the kit (repro.ReproConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
 def check_config(cfg: Any) -> None:
-    """Check values a type cannot express; runs before any run directory exists (no torch here)."""
+    """Check types and ranges before any run directory exists (no torch here)."""
+    from omegaconf import OmegaConf
+
     from repro import ConfigValueError
 
-    d, t = cfg.data, cfg.train
-    positive = {
-        "data.train_size": d.train_size,
-        "data.val_size": d.val_size,
-        "data.image_size": d.image_size,
-        "train.epochs": t.epochs,
-        "train.batch_size": t.batch_size,
-        "train.log_every": t.log_every,
-    }
-    for key, value in positive.items():
-        if value < 1:
-            raise ConfigValueError(key, value, "an int >= 1")
-    if not 1 <= d.num_classes <= 4:
-        raise ConfigValueError(
-            "data.num_classes", d.num_classes, "an int in [1, 4] (circle, square, triangle, cross)"
-        )
-    if t.checkpoint_every is not None and t.checkpoint_every < 1:
-        raise ConfigValueError("train.checkpoint_every", t.checkpoint_every, "an int >= 1 or null")
-    if t.keep_checkpoints < 1:
-        raise ConfigValueError("train.keep_checkpoints", t.keep_checkpoints, "an int >= 1")
-    if t.max_steps is not None and t.max_steps < 1:
-        raise ConfigValueError("train.max_steps", t.max_steps, "an int >= 1 or null")
-    if d.train_size < t.batch_size:
-        raise ConfigValueError(
-            "train.batch_size", t.batch_size, f"at most data.train_size={d.train_size}"
-        )
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", t.device):
-        raise ConfigValueError("train.device", t.device, "auto, cpu, cuda or cuda:N")
+    plain = OmegaConf.masked_copy(cfg, [k for k in ("data", "model", "train") if k in cfg])
+    try:  # a config.yaml replayed with --config-path has no schema of its own: apply ours
+        typed = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), plain)
+    except Exception as exc:
+        key = str(getattr(exc, "full_key", "") or "config")
+        why = str(getattr(exc, "msg", exc)).splitlines()[0]
+        raise ConfigValueError(key, OmegaConf.select(plain, key, default=None), f"a valid value ({why})") from None
+    d, m, t = typed.data, typed.model, typed.train
+    ranges = [
+        ("data.train_size", d.train_size >= 1, "an int >= 1"), ("data.val_size", d.val_size >= 1, "an int >= 1"),
+        ("data.image_size", d.image_size >= 4, "an int >= 4 (two 2x2 poolings)"),
+        ("data.num_classes", 1 <= d.num_classes <= 4, "an int in [1, 4] (circle, square, triangle, cross)"),
+        ("data.noise", d.noise >= 0, "a float >= 0"), ("data.augment_noise", d.augment_noise >= 0, "a float >= 0"),
+        ("data.max_shift", d.max_shift >= 0, "an int >= 0"),
+        ("model.channels1", m.channels1 >= 1, "an int >= 1"), ("model.channels2", m.channels2 >= 1, "an int >= 1"),
+        ("model.dropout", 0 <= m.dropout < 1, "a float in [0, 1)"),
+        ("train.epochs", t.epochs >= 1, "an int >= 1"), ("train.batch_size", t.batch_size >= 1, "an int >= 1"),
+        ("train.max_steps", t.max_steps is None or t.max_steps >= 1, "an int >= 1 or null"),
+        ("train.lr", t.lr > 0, "a float > 0"), ("train.beta1", 0 <= t.beta1 < 1, "a float in [0, 1)"),
+        ("train.beta2", 0 <= t.beta2 < 1, "a float in [0, 1)"),
+        ("train.weight_decay", t.weight_decay >= 0, "a float >= 0"),
+        ("train.log_every", t.log_every >= 1, "an int >= 1"),
+        ("train.checkpoint_every", t.checkpoint_every is None or t.checkpoint_every >= 1, "an int >= 1 or null"),
+        ("train.keep_checkpoints", t.keep_checkpoints >= 1, "an int >= 1"),
+        ("train.batch_size", t.batch_size <= d.train_size, f"at most data.train_size={d.train_size}"),
+        ("train.device", re.fullmatch(r"auto|cpu|cuda(:\d+)?", t.device) is not None, "auto, cpu, cuda or cuda:N"),
+        ("train.perturb_scale", t.perturb_scale >= 0, "a float >= 0"),
+    ]
+    for key, ok, allowed in ranges:
+        if not ok:
+            raise ConfigValueError(key, OmegaConf.select(typed, key), allowed)
 
 
 def register_configs() -> None:

@@ -79,10 +79,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         record = RunRecord.start(run_dir, cfg, repro, overrides=overrides)
     try:
         result = fit(cfg, repro, run_dir, record, config_hash, state)
-    except BaseException as exc:  # KeyboardInterrupt too: the record must say the run failed
+        record.finish("completed", weights_path=run_dir / WEIGHTS_FILE, result=result)
+    except BaseException as exc:  # KeyboardInterrupt and SIGTERM too: the record must say the run failed
         record.finish("failed", error=f"{type(exc).__name__}: {exc}")
         raise
-    record.finish("completed", weights_path=run_dir / WEIGHTS_FILE, result=result)
     print(f"run directory:  {run_dir}")
     print(f"weights sha256: {record.manifest['weights_sha256']}")
     return result

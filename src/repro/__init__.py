@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from repro import startup as _startup  # noqa: F401  (snapshot the environment before anything changes it)
+
 _EXPORTS = {
     "ReproConfig": "repro.config",
     "Determinism": "repro.config",

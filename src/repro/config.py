@@ -96,8 +96,10 @@ def to_repro_config(cfg: Any) -> ReproConfig:
 
     Type errors raise :class:`ConfigValueError` naming the key.
     """
-    if isinstance(cfg, ReproConfig):
-        return dataclasses.replace(cfg)
+    if isinstance(cfg, ReproConfig):  # re-check the types a dataclass does not enforce
+        cfg = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(ReproConfig)}
+        if isinstance(cfg["deterministic"], Determinism):
+            cfg["deterministic"] = cfg["deterministic"].value
     if isinstance(cfg, DictConfig | dict) and "repro" in cfg:
         cfg = cfg["repro"]
     if isinstance(cfg, DictConfig):
@@ -111,11 +113,13 @@ def to_repro_config(cfg: Any) -> ReproConfig:
     try:
         typed = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ReproConfig), cfg))
     except Exception as exc:  # omegaconf.ValidationError and friends
-        key = getattr(exc, "full_key", "") or "repro"
+        key = str(getattr(exc, "full_key", "") or "").split(".")[-1]
+        field = next((f for f in dataclasses.fields(ReproConfig) if f.name == key), None)
+        why = str(getattr(exc, "msg", exc)).splitlines()[0]
         raise ConfigValueError(
-            f"repro.{key}" if not key.startswith("repro") else key,
-            cfg.get(key.split(".")[-1]) if isinstance(cfg, dict) else cfg,
-            str(getattr(exc, "msg", exc)).splitlines()[0],
+            f"repro.{key}" if key else "repro",
+            cfg.get(key) if key else cfg,
+            f"{field.type}" + f" ({why})" if field is not None else why,
         ) from None
     assert isinstance(typed, ReproConfig)
     return typed

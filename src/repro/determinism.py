@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from repro.config import ENV_PINS, Determinism, ReproConfig, wanted_environment
+from repro import startup
 from repro.errors import EnvironmentPinError
 
 
@@ -86,43 +87,82 @@ def _hash_seed_holds(want: int) -> bool:
 
 
 def apply_environment(rc: ReproConfig, report: DeterminismReport) -> None:
-    """Set the pinned environment variables and record whether each can still take effect."""
+    """Set the pinned environment variables and record what is actually in effect for each."""
     cuda_started = torch.cuda.is_available() and torch.cuda.is_initialized()
     for key, var in ENV_PINS.items():
         value = getattr(rc, key)
+        at_start = startup.ENVIRON.get(var)
         if value is None:
-            report.add(f"env.{var}", None, os.environ.get(var), True, "not pinned: left as is")
+            report.add(f"env.{var}", None, at_start, True, "not pinned: left as the process started")
             continue
         want = wanted_environment(rc)[var]
         before = os.environ.get(var)
         os.environ[var] = want
-        ok, note = True, ""
         if var == "PYTHONHASHSEED":
             ok = _hash_seed_holds(int(want))
-            note = (
-                ""
-                if ok
-                else "the interpreter started with another hash seed; it is fixed at process start"
-            )
+            applied = want if ok else (at_start if at_start is not None else "random")
+            note = "" if ok else "the interpreter started with another hash seed; it is fixed at process start"
         elif var == "CUBLAS_WORKSPACE_CONFIG":
-            if cuda_started and before != want:
-                ok, note = False, "CUDA was initialised before it was set"
-            elif not torch.cuda.is_available():
-                note = "no CUDA device: nothing to configure"
+            ok = not (cuda_started and before != want)
+            applied = want if ok else before
+            note = ("CUDA was initialised before it was set" if not ok
+                    else "" if torch.cuda.is_available() else "no CUDA device: nothing to configure")
         elif var == "ATEN_CPU_CAPABILITY":
-            in_use = torch.backends.cpu.get_cpu_capability().lower()
-            ok = in_use == want
-            note = f"ATen uses {in_use}" + (
-                ""
-                if ok
-                else f" (asked {want}: unsupported here, or set after the first CPU kernel)"
-            )
-        elif var == "MKL_CBWR" and before != want:
-            ok, note = (
-                False,
-                "MKL reads it when it starts; it was not in the environment at process start",
-            )
-        report.add(f"env.{var}", want, os.environ.get(var), ok, note)
+            applied = torch.backends.cpu.get_cpu_capability().lower()
+            ok = applied == want
+            note = "" if ok else f"asked {want}: this CPU lacks it, or a CPU kernel ran before it was set"
+        else:  # MKL_CBWR: MKL reads it once, when it starts
+            ok = at_start == want
+            applied = at_start
+            note = "" if ok else "MKL reads it when it starts; it was not in the environment at process start"
+        report.add(f"env.{var}", want, applied, ok, note)
+
+
+_INITIAL_THREADS = torch.get_num_threads()
+
+#: The reduced-precision fp32 switches of torch >= 2.9, by backend and operation.
+_FP32_PRECISION = ("cuda.matmul", "cudnn.conv", "cudnn.rnn", "mkldnn.matmul", "mkldnn.conv", "mkldnn.rnn")
+
+
+def _effective_precision(backend: str, op: str) -> str:
+    """A new-API precision switch with "none" resolved through its backend and the global default."""
+    value = getattr(getattr(getattr(torch.backends, backend), op), "fp32_precision")
+    for parent in (getattr(torch.backends, backend), torch.backends):
+        if value != "none":
+            break
+        value = getattr(parent, "fp32_precision", "none")
+    return "ieee" if value == "none" else value
+
+
+def _apply_fp32_precision(tf32: bool, report: DeterminismReport) -> None:
+    """Allow or forbid TF32-style fp32 math, and read back every backend's switch.
+
+    The legacy switches keep torch's getters consistent (mixing the old and new
+    APIs makes ``torch.get_float32_matmul_precision()`` raise); the new
+    per-backend switches (torch >= 2.9) are read back, and one that something
+    else set to a reduced precision is forced to ``ieee`` when TF32 is off.
+    """
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    report.add("torch.float32_matmul_precision", "high" if tf32 else "highest", torch.get_float32_matmul_precision())
+    if not hasattr(torch.backends.cuda.matmul, "fp32_precision"):  # torch < 2.9
+        report.add("torch.backends.cuda.matmul.allow_tf32", tf32, torch.backends.cuda.matmul.allow_tf32)
+        report.add("torch.backends.cudnn.allow_tf32", tf32, torch.backends.cudnn.allow_tf32)
+        return
+    for path in _FP32_PRECISION:
+        backend, op = path.split(".")
+        if not hasattr(getattr(getattr(torch.backends, backend), op, None), "fp32_precision"):
+            continue
+        value, note = _effective_precision(backend, op), ""
+        if not tf32 and value != "ieee":
+            getattr(getattr(torch.backends, backend), op).fp32_precision = "ieee"
+            note = f"was {value} (set elsewhere); forced to ieee"
+            value = _effective_precision(backend, op)
+        if tf32:
+            report.add(f"torch.backends.{path}.fp32_precision", None, value, True, "reduced precision allowed")
+        else:
+            report.add(f"torch.backends.{path}.fp32_precision", "ieee", value, note=note)
 
 
 def apply_flags(rc: ReproConfig, report: DeterminismReport) -> None:
@@ -140,33 +180,18 @@ def apply_flags(rc: ReproConfig, report: DeterminismReport) -> None:
     )
     import torch.utils.deterministic as tud
 
-    tud.fill_uninitialized_memory = True  # only acts while deterministic algorithms are on
-    report.add(
-        "torch.utils.deterministic.fill_uninitialized_memory",
-        True,
-        bool(tud.fill_uninitialized_memory),
-    )
+    tud.fill_uninitialized_memory = True
+    report.add("torch.utils.deterministic.fill_uninitialized_memory", True, bool(tud.fill_uninitialized_memory),
+               note="" if on else "inactive: it only acts while deterministic algorithms are on")
 
     torch.backends.cudnn.deterministic = on
     torch.backends.cudnn.benchmark = rc.cudnn_benchmark
     report.add("torch.backends.cudnn.deterministic", on, torch.backends.cudnn.deterministic)
     report.add("torch.backends.cudnn.benchmark", rc.cudnn_benchmark, torch.backends.cudnn.benchmark)
+    _apply_fp32_precision(rc.tf32, report)
 
-    torch.backends.cuda.matmul.allow_tf32 = rc.tf32
-    torch.backends.cudnn.allow_tf32 = rc.tf32
-    torch.set_float32_matmul_precision("high" if rc.tf32 else "highest")
-    report.add(
-        "torch.backends.cuda.matmul.allow_tf32", rc.tf32, torch.backends.cuda.matmul.allow_tf32
-    )
-    report.add("torch.backends.cudnn.allow_tf32", rc.tf32, torch.backends.cudnn.allow_tf32)
-    report.add(
-        "torch.float32_matmul_precision",
-        "high" if rc.tf32 else "highest",
-        torch.get_float32_matmul_precision(),
-    )
-
-    if rc.threads is not None:
-        torch.set_num_threads(rc.threads)
+    # null means "as the process started": a previous job of a sweep must not leak its pin.
+    torch.set_num_threads(rc.threads if rc.threads is not None else _INITIAL_THREADS)
     report.add(
         "torch.num_threads",
         rc.threads,

@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from repro import startup
+
 #: Variables recorded when set: they change numerics, kernels or hashing.
 RELEVANT_ENV = (
     "PYTHONHASHSEED",
@@ -41,12 +43,31 @@ RELEVANT_ENV = (
     "LOCAL_RANK",
 )
 _SECRET = re.compile(r"TOKEN|SECRET|PASSW|PASSWD|KEY|CREDENTIAL|AUTH|COOKIE|SESSION|PRIVATE", re.I)
+# Config keys are named by people ("key_dim" is no secret): match whole words only.
+_SECRET_KEY = re.compile(
+    r"(^|[_.-])(token|secret|password|passwd|api[_-]?key|access[_-]?key|secret[_-]?key|private[_-]?key|"
+    r"credentials?|auth[_-]?token)s?$", re.I)
 _PACKAGES = ("torch", "numpy", "hydra-core", "omegaconf")
 
 
 def is_secret_name(name: str) -> bool:
     """Whether an environment variable's name looks like it holds a credential."""
     return bool(_SECRET.search(name))
+
+
+def is_secret_key(name: str) -> bool:
+    """Whether a config key's name says it holds a credential (``api_key``, ``db_password``, ``token``)."""
+    return bool(_SECRET_KEY.search(name))
+
+
+def redact_config(tree: Any) -> Any:
+    """A copy of a plain config tree with the values of secret-looking keys replaced by ``<redacted>``."""
+    if isinstance(tree, dict):
+        return {k: "<redacted>" if is_secret_key(str(k)) and v is not None and not isinstance(v, dict)
+                else redact_config(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [redact_config(v) for v in tree]
+    return tree
 
 
 def relevant_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -86,12 +107,21 @@ def git_state(cwd: str | Path = ".") -> dict[str, Any] | None:
     commit = _git(["rev-parse", "HEAD"], cwd)
     if commit is None:
         return None
-    status = _git(["status", "--porcelain", "--untracked-files=no"], cwd) or ""
+    status = _git(["status", "--porcelain", "--untracked-files=normal"], cwd) or ""
     diff = _git(["diff", "HEAD", "--binary"], cwd) or ""
+    untracked = sorted(line[3:] for line in status.splitlines() if line.startswith("??"))
+    h = hashlib.sha256(diff.encode())
+    for name in untracked:  # a new module the run imports changes the code as much as an edit
+        h.update(name.encode())
+        try:
+            h.update((Path(cwd) / name).read_bytes() if (Path(cwd) / name).is_file() else b"")
+        except OSError:
+            pass
     return {
         "commit": commit.strip(),
         "dirty": bool(status.strip()),
-        "diff_sha256": hashlib.sha256(diff.encode()).hexdigest() if diff else None,
+        "untracked_files": len(untracked),
+        "diff_sha256": h.hexdigest() if diff or untracked else None,
     }
 
 
@@ -142,6 +172,7 @@ def environment_fingerprint(cwd: str | Path | None = None) -> dict[str, Any]:
         if cuda
         else [],
         "env": relevant_environment(),
+        "env_at_start": relevant_environment(startup.ENVIRON),
         "git": git_state(cwd),
         "argv": redact_args(sys.argv),
     }
@@ -152,5 +183,5 @@ def redact_args(args: list[str]) -> list[str]:
     out = []
     for arg in args:
         key, sep, _ = arg.partition("=")
-        out.append(f"{key}=<redacted>" if sep and is_secret_name(key.rsplit(".", 1)[-1]) else arg)
+        out.append(f"{key}=<redacted>" if sep and is_secret_key(key.rsplit(".", 1)[-1]) else arg)
     return out

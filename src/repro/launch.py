@@ -48,6 +48,8 @@ ConfigCheck = Callable[[DictConfig], None]
 
 
 _ENTRY: dict[str, Any] = {}
+#: What preflight saw of the run directory, so a failed start removes only what it made.
+_STATE: dict[str, Any] = {}
 
 
 def current_entry() -> dict[str, Any]:
@@ -96,19 +98,31 @@ def describe_compose_error(exc: BaseException) -> str:
 
 
 def _sweep_jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
+    """The jobs to check: every value of every swept key once (not the whole product)."""
     if not multirun:
         return [overrides]
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    choices = []
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as exc:  # OverrideParseException and friends: the user's input
+        raise LaunchError(_one_line(str(exc))) from None
+    options: list[list[str]] = []
     for o in parsed:
-        if o.is_sweep_override():
-            choices.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()])
-        else:
-            choices.append([o.input_line])
-    jobs = itertools.islice(itertools.product(*choices), _MAX_SWEEP_CHECKS)
-    return [list(job) for job in jobs]
+        if not o.is_sweep_override():
+            options.append([o.input_line])
+            continue
+        try:
+            options.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()])
+        except Exception:  # a sweep a sweeper plugin samples (interval(...)): nothing to enumerate here
+            options.append([])
+    firsts = [opts[0] for opts in options if opts]
+    jobs = [firsts]
+    for i, opts in enumerate(options):
+        for value in opts[1:]:
+            job = [value if j == i else (o[0] if o else None) for j, o in enumerate(options)]
+            jobs.append([x for x in job if x is not None])
+    return jobs[:_MAX_SWEEP_CHECKS]
 
 
 def preflight(
@@ -150,12 +164,13 @@ def preflight(
                 check(cfg)
             except ReproError as exc:
                 raise LaunchError(str(exc)) from None
-        if pins is not None and job_pins != pins:
-            raise LaunchError(
-                f"the jobs of this sweep pin different process environments ({pins} vs {job_pins}); "
-                "sweep them with a launcher that starts one process per job, or one pin at a time"
-            )
-        pins = job_pins
+        pins = {} if pins is None else pins
+        for var, value in job_pins.items():  # a null pin ("leave as is") agrees with any value
+            if pins.setdefault(var, value) != value:
+                raise LaunchError(
+                    f"the jobs of this sweep pin {var} to different values ({pins[var]} and {value}); "
+                    "it is fixed when the process starts, so run them as separate sweeps"
+                )
         resuming = False
         if resume_key is not None and OmegaConf.select(cfg, resume_key, default=None) is not None:
             if multirun:
@@ -169,6 +184,8 @@ def preflight(
             resuming = bool(extra)
         if not multirun and not resuming:
             _check_run_dir(cfg, existing_run_ok)
+    if multirun:
+        _check_sweep_dir(cfg)
     return pins or {}, extra
 
 
@@ -230,11 +247,19 @@ def _plan_resume(cfg: DictConfig, job: list[str], config_dir: str | Path, config
     return [*extra, f"hydra.output_subdir={next_resume_subdir(run_dir)}"]
 
 
+def _check_path_is_usable(key: str, path: Path) -> None:
+    for p in (path, *path.parents):
+        if p.exists() and not p.is_dir():
+            raise LaunchError(f"{key}={path}: {p} is a file, not a directory")
+
+
 def _check_run_dir(cfg: DictConfig, existing_run_ok: ExistingRunPolicy | None) -> None:
     try:
         run_dir = Path(str(cfg.hydra.run.dir))
     except Exception:  # an interpolation only Hydra's runtime can resolve: it checks again later
         return
+    _check_path_is_usable("hydra.run.dir", run_dir)
+    _STATE["run_dir"], _STATE["run_dir_existed"] = run_dir.resolve(), run_dir.exists()
     if (run_dir / "run.json").exists() and not (existing_run_ok and existing_run_ok(cfg, run_dir)):
         raise LaunchError(
             f"hydra.run.dir={run_dir} already holds a run (run.json exists) and is never overwritten; "
@@ -242,10 +267,23 @@ def _check_run_dir(cfg: DictConfig, existing_run_ok: ExistingRunPolicy | None) -
         )
 
 
+def _check_sweep_dir(cfg: DictConfig) -> None:
+    try:
+        sweep_dir = Path(str(cfg.hydra.sweep.dir))
+    except Exception:
+        return
+    _check_path_is_usable("hydra.sweep.dir", sweep_dir)
+    if sweep_dir.is_dir() and any(sweep_dir.glob("*/run.json")):
+        raise LaunchError(
+            f"hydra.sweep.dir={sweep_dir} already holds runs and they are never overwritten; "
+            "choose another hydra.sweep.dir"
+        )
+
+
 def relaunch_if_needed(pins: dict[str, str]) -> None:
     """Re-execute this command with ``pins`` in the environment, unless they already hold."""
     missing = {k: v for k, v in pins.items() if os.environ.get(k) != v}
-    if not missing or os.environ.get(RELAUNCH_GUARD):
+    if os.environ.pop(RELAUNCH_GUARD, None) or not missing:  # children of this process may relaunch again
         return
     env = dict(os.environ, **pins, **{RELAUNCH_GUARD: "1"})
     argv = [sys.executable, *sys.orig_argv[1:]]
@@ -303,6 +341,7 @@ def entrypoint(
             register_configs()
             _ENTRY.update(module=getattr(getattr(sys.modules.get("__main__"), "__spec__", None), "name", None),
                           config_name=config_name, resume_key=resume_key)
+            sys.argv = _absolute_config_path(sys.argv)
             args = _parse_args(sys.argv[1:])
             if (
                 args is not None
@@ -340,16 +379,31 @@ def entrypoint(
 
 
 def _remove_unused_run_dir() -> None:
-    """Delete this job's output directory if Hydra made it and no run record was started in it."""
+    """Delete this job's output directory if Hydra made it just now and no run record was started in it."""
     from hydra.core.hydra_config import HydraConfig
 
     try:
-        out = Path(HydraConfig.get().runtime.output_dir)
+        out = Path(HydraConfig.get().runtime.output_dir).resolve()
     except Exception:
         return
-    made_by_hydra_only = all(p.name in (".hydra",) or p.suffix == ".log" for p in out.iterdir())
-    if out.is_dir() and not (out / "run.json").exists() and made_by_hydra_only:
+    made_now = _STATE.get("run_dir") == out and _STATE.get("run_dir_existed") is False
+    if not made_now or not out.is_dir() or (out / "run.json").exists():
+        return
+    if all(p.name == ".hydra" or p.suffix == ".log" for p in out.iterdir()):
         shutil.rmtree(out, ignore_errors=True)
+
+
+def _absolute_config_path(argv: list[str]) -> list[str]:
+    """Make ``--config-path``/``-cp`` absolute: Hydra reads a relative one against the entry module's file,
+    which surprises everyone; here it means the current directory."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        for flag in ("--config-path", "-cp"):
+            if arg == flag and i + 1 < len(out):
+                out[i + 1] = str(Path(out[i + 1]).resolve())
+            elif arg.startswith(flag + "="):
+                out[i] = f"{flag}={Path(arg.split('=', 1)[1]).resolve()}"
+    return out
 
 
 def _parse_args(argv: list[str]) -> Any:

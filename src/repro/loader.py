@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, get_worker_info
 
 from repro.seeding import capture_global_state, mix64, restore_global_state, seed_globals_fast
 
@@ -109,11 +109,21 @@ class SeededDataset(Dataset):
     def __getitems__(self, keys: Sequence[tuple[int, int]]) -> list[Any]:
         if get_worker_info() is not None:  # a worker's global RNGs belong to nobody else
             return [self._load(k) for k in keys]
-        saved = capture_global_state()
+        # In the main process: load as a worker would. Workers run torch on one thread, and a
+        # large reduction (a per-image mean) can round differently with more threads.
+        saved, threads = capture_global_state(), torch.get_num_threads()
+        torch.set_num_threads(1)
         try:
             return [self._load(k) for k in keys]
         finally:
+            torch.set_num_threads(threads)
             restore_global_state(saved)
+
+    def __getattr__(self, name: str) -> Any:
+        # Attributes of the user's dataset (classes, transforms, ...) stay reachable via loader.dataset.
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
 
 
 class _WorkerInit:
@@ -163,11 +173,14 @@ def make_dataloader(
     ``drop_last``, ``pin_memory``, ...); ``sampler``, ``batch_sampler`` and
     ``generator`` are set here and refused if given.
     """
+    if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
+        raise TypeError(
+            f"dataloader(dataset={type(dataset).__name__}): needs a map-style dataset (__getitem__ and "
+            "__len__); an IterableDataset decides its own order, so the kit cannot make it worker-invariant"
+        )
     for key in ("sampler", "batch_sampler", "generator"):
-        if kwargs.get(key) is not None:
-            raise ValueError(
-                f"dataloader({key}=...) is set by the reproducibility kit; do not pass it"
-            )
+        if kwargs.pop(key, None) is not None:
+            raise ValueError(f"dataloader({key}=...) is set by the reproducibility kit; do not pass it")
     sampler = ReproSampler(
         len(dataset),
         seed=mix64(seed, 0x4F52444552),

@@ -14,7 +14,9 @@ import datetime as dt
 import hashlib
 import json
 import os
+import signal
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from repro.capture import StepCapture, stop_after_step
-from repro.environment import environment_fingerprint, redact_args
+from repro.environment import environment_fingerprint, redact_args, redact_config
 from repro.errors import RunDirectoryError
 from repro.launch import current_entry
 
@@ -59,20 +61,45 @@ def sha256_file(path: str | Path) -> str:
 
 
 def resolved_config_yaml(cfg: DictConfig) -> str:
-    """The config with every interpolation resolved, as YAML (the replayable truth)."""
-    return OmegaConf.to_yaml(
-        OmegaConf.create(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
-    )
+    """The config with every interpolation resolved, as YAML (the replayable truth).
+
+    Values of keys that name credentials (``api_key``, ``password``, ``token``) are redacted.
+    """
+    tree = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    return OmegaConf.to_yaml(OmegaConf.create(redact_config(tree)))
 
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
+class Terminated(Exception):
+    """SIGTERM arrived (a scheduler preempting the job): raised so the run is recorded as failed."""
+
+
+def _raise_on_sigterm() -> Any:
+    """While a record is open, SIGTERM raises Terminated instead of ending the process silently."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated("SIGTERM received")
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _restore_sigterm(record: Any) -> None:
+    previous = getattr(record, "_previous_sigterm", None)
+    if previous is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, previous)
+        record._previous_sigterm = None
+
+
 class RunRecord:
     """The single writer of a run directory's record files."""
 
     def __init__(self, run_dir: Path, manifest: dict[str, Any], last_step: int = 0) -> None:
+        self._previous_sigterm = _raise_on_sigterm()
         self.run_dir = run_dir
         self.manifest = manifest
         self.last_step = last_step
@@ -216,9 +243,11 @@ class RunRecord:
         if status not in ("completed", "failed"):
             raise ValueError(f"status={status!r}: expected 'completed' or 'failed'")
         for f in (self._metrics, self._fingerprints):
-            f.flush()
-            os.fsync(f.fileno())
-            f.close()
+            if not f.closed:
+                f.flush()
+                os.fsync(f.fileno())
+                f.close()
+        _restore_sigterm(self)
         self.update(
             status=status,
             finished_at=_now(),

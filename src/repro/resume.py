@@ -49,7 +49,9 @@ def _drop(tree: dict[str, Any], dotted: str) -> None:
 
 def config_sha256(cfg: Any, ignore: Iterable[str] = ()) -> str:
     """sha256 of the resolved config without the ``hydra`` node and the ``ignore`` keys."""
-    tree = _container(cfg)
+    from repro.environment import redact_config
+
+    tree = redact_config(_container(cfg))  # as config.yaml holds it
     tree = json.loads(json.dumps(tree, default=str))  # a deep copy with plain types
     tree.pop("hydra", None)
     for key in ignore:

@@ -63,7 +63,7 @@ def seed_globals_fast(seed: int) -> None:
     ``torch.manual_seed`` (which touches every device).
     """
     random.seed(seed)
-    np.random.seed(seed & 0xFFFFFFFF)
+    np.random.seed([seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF])  # all 64 bits, not just 32
     torch.default_generator.manual_seed(seed)
 
 

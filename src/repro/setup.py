@@ -125,7 +125,8 @@ class Repro:
         The block's draws depend only on (seed, name), and the code after the
         block sees the global RNGs as they were before it.
         """
-        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+        # Every CUDA device, so a model built directly on the GPU draws from the stream too.
+        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
         saved = capture_global_state()
         with torch.random.fork_rng(devices=devices):
             seed = self.seed_for(name) & ((1 << 63) - 1)

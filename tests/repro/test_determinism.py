@@ -71,14 +71,39 @@ def test_report_matches_torch_global_state(mode, tf32):
         is torch.is_deterministic_algorithms_warn_only_enabled()
     )
     assert s["torch.backends.cudnn.benchmark"]["applied"] is torch.backends.cudnn.benchmark
-    assert s["torch.backends.cuda.matmul.allow_tf32"]["applied"] is tf32
     assert s["torch.float32_matmul_precision"]["applied"] == torch.get_float32_matmul_precision()
+    leaves = {k: v for k, v in s.items() if k.endswith(".fp32_precision")}
+    assert leaves, "torch >= 2.9 has per-backend precision switches; the report must read them back"
+    assert leaves["torch.backends.cuda.matmul.fp32_precision"]["applied"] == (
+        "tf32" if tf32 else "ieee") == torch.backends.cuda.matmul.fp32_precision
+    if not tf32:
+        assert all(v["applied"] == "ieee" for v in leaves.values())
     assert s["torch.num_threads"]["applied"] == 1
     assert (
         s["torch.utils.deterministic.fill_uninitialized_memory"]["applied"]
         is tud.fill_uninitialized_memory
     )
     assert repro.report.mode == mode.value and not repro.report.failed
+
+
+def test_tf32_off_also_overrides_a_backend_switched_on_elsewhere():
+    torch.backends.mkldnn.conv.fp32_precision = "tf32"  # as some library might do
+    try:
+        repro = setup_reproducibility(quiet(tf32=False))
+        setting = repro.report.get("torch.backends.mkldnn.conv.fp32_precision")
+        assert torch.backends.mkldnn.conv.fp32_precision == "ieee" == setting.applied
+        assert "forced" in setting.note
+    finally:
+        torch.backends.mkldnn.conv.fp32_precision = "none"
+
+
+def test_null_threads_restore_the_process_default_after_a_pinned_job():
+    from repro.determinism import _INITIAL_THREADS
+
+    setup_reproducibility(quiet(threads=1))
+    assert torch.get_num_threads() == 1
+    repro = setup_reproducibility(quiet(threads=None))  # the next job of a sweep
+    assert torch.get_num_threads() == _INITIAL_THREADS == repro.report.get("torch.num_threads").applied
 
 
 def test_strict_raises_on_a_nondeterministic_op_and_warn_only_warns():
@@ -201,7 +226,7 @@ PIN_SCRIPT = textwrap.dedent("""
             warnings.simplefilter("always")
             r = setup_reproducibility(ReproConfig(deterministic=mode, pythonhashseed=0))
         s = r.report.get("env.PYTHONHASHSEED")
-        print("took_effect" if s.took_effect else "not_in_effect", len([x for x in w if "PYTHONHASHSEED" in str(x.message)]))
+        print("took_effect" if s.took_effect else "not_in_effect", len([x for x in w if "PYTHONHASHSEED" in str(x.message)]), s.applied)
     except EnvironmentPinError as e:
         print("error", e)
 """)
