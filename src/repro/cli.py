@@ -34,9 +34,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from repro.verify import verify
 
     log = None if args.quiet else sys.stderr
-    if log:
-        what = f"the first {args.steps} steps" if args.steps else (f"{args.spot} segments" if args.spot else "the run")
-        print(f"replaying {what} of {args.run_dir} ...", file=log)
     verdict = verify(args.run_dir, out_dir=args.out, steps=args.steps, spot=args.spot, segment=args.segment, log=log)
     if args.json:
         print(json.dumps(verdict.to_dict(), indent=2, default=str))

@@ -331,6 +331,11 @@ def entrypoint(
             except ReproError as exc:
                 _remove_unused_run_dir()
                 fail(str(exc))
+            except BaseException as exc:
+                if type(exc).__name__ == "Terminated":  # repro.record.Terminated, without importing torch here
+                    fail("terminated by SIGTERM; the run is recorded as failed (resume it from its checkpoint)",
+                         code=143)
+                raise
 
         hydra_main = hydra.main(
             config_path=config_dir, config_name=config_name, version_base="1.3"

@@ -73,8 +73,12 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
-class Terminated(Exception):
-    """SIGTERM arrived (a scheduler preempting the job): raised so the run is recorded as failed."""
+class Terminated(BaseException):
+    """SIGTERM arrived (a scheduler preempting the job): raised so the run is recorded as failed.
+
+    A BaseException, like KeyboardInterrupt, so that ``except Exception`` blocks (logging handlers
+    among them) cannot swallow it.
+    """
 
 
 def _raise_on_sigterm() -> Any:

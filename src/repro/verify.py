@@ -106,6 +106,9 @@ def verify(run_path: str | Path, *, out_dir: str | Path | None = None, steps: in
     if spot and not checkpoints:
         raise RunDirectoryError(f"{run_path}: the run kept no checkpoint; --spot needs some (use a full verify)")
     _, pinned = replay_environment(run)
+    if log is not None:  # only now: bad arguments must print nothing but their error
+        what = f"the first {steps} steps" if steps else (f"{spot} segments" if spot else f"{len(recorded)} steps")
+        log.write(f"replaying {what} of {run.dir} into {out} ...\n")
     verdict = Verdict(str(run.dir), str(out), "spot" if spot else ("steps" if steps else "full"), pinned=pinned,
                       recorded_seconds=run.manifest.get("wall_time_s"))
     if spot:

@@ -31,7 +31,36 @@ BAD_INPUTS = [
     ("train.device=gpu", "train.device"),
     ("data.num_classes=9", "data.num_classes"),
     ("nosuchgroup.key=1", "nosuchgroup.key"),
+    ("model.dropout=1.5", "model.dropout"),
+    ("train.lr=-1", "train.lr"),
+    ("data.image_size=2", "data.image_size"),
+    ("train.keep_checkpoints=0", "train.keep_checkpoints"),
 ]
+
+
+@pytest.mark.parametrize(("args", "text"), [
+    (["-m", "repro.seed=[1,2"], "[1,2"),                        # a sweep that does not parse
+    (["-m", "repro.seed=0,1", "repro.num_workers=0,-1"], "repro.num_workers"),  # a bad value in any job
+    (["hydra.run.dir=/dev/null/x"], "is a file"),               # a run directory under a file
+])
+def test_bad_command_lines_give_one_line_errors(tmp_path, args, text):
+    proc = subprocess.run([sys.executable, "-m", "experiment.train", *args], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and text in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_replayed_config_with_a_bad_value_is_refused(tmp_path):
+    """A hand-edited config.yaml replayed with --config-path is checked against the schema too."""
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "config.yaml").write_text(
+        "repro: {seed: 1}\ndata: {train_size: 64}\nmodel: {dropout: 0.1}\ntrain: {epochs: abc}\n")
+    proc = subprocess.run([sys.executable, "-m", "experiment.train", "--config-path", "cfg", "--config-name", "config",
+                           "hydra.run.dir=run"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "train.epochs" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize(("override", "key"), BAD_INPUTS)

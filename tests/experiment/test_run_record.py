@@ -84,6 +84,7 @@ def test_interrupted_run_is_recorded_as_failed(tmp_path):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (fp.exists() and fp.read_text().count("\n") >= 3):
         time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before the signal was sent"
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=120) != 0
     m = json.loads((run_dir / "run.json").read_text())
@@ -118,3 +119,58 @@ def test_multirun_gives_independent_complete_records(tmp_path):
     assert [m["seed"] for m in manifests] == [0, 1]
     assert all(m["status"] == "completed" for m in manifests)
     assert manifests[0]["weights_sha256"] != manifests[1]["weights_sha256"]
+
+
+def test_sigterm_is_recorded_as_failed(tmp_path):
+    """A scheduler's SIGTERM (preemption) must not leave the run 'running' forever."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run_dir = tmp_path / "r"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REPRO_")}
+    proc = subprocess.Popen([sys.executable, "-m", "experiment.train", f"hydra.run.dir={run_dir}", *QUICK,
+                             "train.epochs=200"], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    fp = run_dir / "fingerprints.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (fp.exists() and fp.read_text().count("\n") >= 3):
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before the signal was sent"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 143
+    m = json.loads((run_dir / "run.json").read_text())
+    assert m["status"] == "failed" and "SIGTERM" in m["error"]
+
+
+def test_secrets_never_reach_config_yaml_or_run_json(run_train):
+    run = run_train("r", *QUICK, "train.max_steps=2", "+logger.api_key=${oc.env:MY_API_TOKEN}",
+                    env={"MY_API_TOKEN": "s3cr3t-value"})
+    for name in ("config.yaml", "run.json"):
+        assert "s3cr3t-value" not in (run.dir / name).read_text(), name
+    assert "api_key: <redacted>" in (run.dir / "config.yaml").read_text()
+
+
+def test_git_state_of_the_code_is_recorded(run_train):
+    """Recorded even when the run is launched from outside the checkout (the tests run from a temp dir)."""
+    git = run_train("r", *QUICK, "train.max_steps=1").manifest["environment"]["git"]
+    assert re.fullmatch(r"[0-9a-f]{40}", git["commit"]) and isinstance(git["dirty"], bool)
+
+
+def test_sweep_job_equals_the_same_run_alone(tmp_path):
+    """Jobs of one -m sweep share a process: a pinned thread count must not leak into the next job."""
+    import subprocess
+    import sys
+
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiment.train", "-m", "repro.threads=1,null", *QUICK, "train.max_steps=6",
+         f"hydra.sweep.dir={sweep}"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    alone = run_main(tmp_path / "alone", *QUICK, "train.max_steps=6", "repro.threads=null")
+    second = json.loads((sweep / "1" / "run.json").read_text())
+    assert second["weights_sha256"] == alone.manifest["weights_sha256"]
+    assert second["determinism"]["settings"]["torch.num_threads"]["applied"] == \
+        alone.manifest["determinism"]["settings"]["torch.num_threads"]["applied"]

@@ -130,3 +130,41 @@ def test_ranks_partition_the_epoch_by_global_index():
 def test_factory_refuses_what_it_owns():
     with pytest.raises(ValueError, match="generator"):
         make_dataloader(Augmenting(), seed=1, generator=torch.Generator())
+
+
+class Normalising(Dataset):
+    """A per-image normalisation: a large reduction whose rounding depends on torch's thread count."""
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        x = torch.rand(3, 224, 224)
+        return (x - x.mean()) / x.std()
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+def test_large_reductions_in_getitem_do_not_depend_on_workers():
+    torch.set_num_threads(2)
+    ref = epochs(make_dataloader(Normalising(), seed=1, batch_size=4), 1)
+    other = epochs(make_dataloader(Normalising(), seed=1, batch_size=4, num_workers=2), 1)
+    assert same(ref, other)
+    assert torch.get_num_threads() == 2  # the main process got its threads back
+
+
+def test_iterable_datasets_are_refused_clearly():
+    from torch.utils.data import IterableDataset
+
+    class Stream(IterableDataset):
+        def __iter__(self):
+            yield from range(3)
+
+    with pytest.raises(TypeError, match="map-style dataset"):
+        make_dataloader(Stream(), seed=1)
+
+
+def test_user_dataset_attributes_stay_reachable():
+    ds = Augmenting()
+    ds.classes = ["a", "b"]
+    loader = make_dataloader(ds, seed=1, sampler=None)  # sampler=None is harmless
+    assert loader.dataset.classes == ["a", "b"]

@@ -1,0 +1,139 @@
+"""The `repro` command on real runs: verify, diff, env, and bad arguments."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import QUICK, run_main
+
+pytestmark = pytest.mark.slow
+RUN = [*QUICK, "train.epochs=3", "train.checkpoint_every=5", "train.keep_checkpoints=20"]
+PERTURB = ["train.perturb_step=12", "train.perturb_param=classifier.weight"]
+
+
+def repro(*args, cwd):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REPRO_")}
+    return subprocess.run([sys.executable, "-m", "repro", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("runs")
+    clean = run_main(base / "clean", *RUN)
+    noisy = run_main(base / "noisy", *RUN, *PERTURB)
+    return clean, noisy
+
+
+def test_verify_of_a_normal_run_is_identical(runs, tmp_path):
+    clean, _ = runs
+    out = repro("verify", clean.dir, "--out", tmp_path / "replay", "--quiet", cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "IDENTICAL"
+    assert "fingerprints compared: 24 steps" in out.stdout
+    assert (tmp_path / "replay" / "run.json").exists()
+
+
+def test_verify_json_and_steps(runs, tmp_path):
+    clean, _ = runs
+    before = {p.name: p.stat().st_mtime_ns for p in clean.dir.iterdir()}
+    out = repro("verify", clean.dir, "--steps", "4", "--json", "--out", tmp_path / "r", "--quiet", cwd=tmp_path)
+    data = json.loads(out.stdout)
+    assert out.returncode == 0 and data["verdict"] == "IDENTICAL" and data["steps_compared"] == 4
+    assert {p.name: p.stat().st_mtime_ns for p in clean.dir.iterdir()} == before  # the original is untouched
+
+
+def test_verify_spot_checks_segments_from_checkpoints(runs, tmp_path):
+    clean, _ = runs
+    out = repro("verify", clean.dir, "--spot", "2", "--json", "--out", tmp_path / "spot", "--quiet", cwd=tmp_path)
+    data = json.loads(out.stdout)
+    assert out.returncode == 0, out.stderr
+    assert data["verdict"] == "IDENTICAL" and len(data["segments"]) == 2
+    assert all(s["identical"] for s in data["segments"]) and data["steps_compared"] >= 2
+
+
+def test_verify_finds_the_step_where_a_run_diverges(runs, tmp_path):
+    _, noisy = runs
+    out = repro("verify", noisy.dir, "--out", tmp_path / "r", "--quiet", cwd=tmp_path)
+    assert out.returncode == 1
+    assert "DIVERGED at step 12: params differs" in out.stdout
+
+
+def test_diff_names_the_perturbed_parameter_and_no_earlier_tensor(runs, tmp_path):
+    clean, noisy = runs
+    out = repro("diff", clean.dir, noisy.dir, "--json", "--quiet", cwd=tmp_path)
+    assert out.returncode == 1, out.stderr
+    data = json.loads(out.stdout)
+    config_keys = {row["key"] for row in data["config_diff"]}
+    assert config_keys == {"train.perturb_step", "train.perturb_param"}
+    assert data["divergence"]["step"] == 12 and data["divergence"]["quantity"] == "params"
+    loc = data["localisation"]
+    assert loc["replayed_from"] == {"a": "checkpoint step-000000010.ckpt", "b": "checkpoint step-000000010.ckpt"}
+    assert loc["first"]["phase"] == "update" and loc["first"]["name"] == "classifier.weight"
+    assert loc["differing"] == ["update:classifier.weight"]  # nothing before it, nothing else
+    assert 0 < loc["first"]["max_abs"] < 0.1
+    text = repro("diff", clean.dir, noisy.dir, "--quiet", cwd=tmp_path).stdout
+    assert "first tensor that differs: classifier.weight (parameter after the update)" in text
+    assert list(tmp_path.iterdir()) == []  # diff's re-runs left nothing behind
+
+
+def crafted(src, dest, *, config=None, environment=None, manifest=None):
+    shutil.copytree(src.dir, dest)
+    if config:
+        text = (dest / "config.yaml").read_text()
+        for old, new in config.items():
+            text = text.replace(old, new)
+        (dest / "config.yaml").write_text(text)
+    m = json.loads((dest / "run.json").read_text())
+    for key, value in (environment or {}).items():
+        section, leaf = key.split(".")
+        m["environment"][section][leaf] = value
+    m.update(manifest or {})
+    (dest / "run.json").write_text(json.dumps(m))
+    return dest
+
+
+def test_config_and_environment_diffs_on_crafted_runs(runs, tmp_path):
+    clean, _ = runs
+    other = crafted(clean, tmp_path / "other", config={"lr: 0.02": "lr: 0.03"},
+                    environment={"torch.version": "9.9.9", "cpu.aten_capability": "AVX2"})
+    out = repro("diff", clean.dir, other, "--no-localise", "--json", cwd=tmp_path)
+    data = json.loads(out.stdout)
+    assert out.returncode == 1
+    assert [(r["key"], r["a"], r["b"]) for r in data["config_diff"]] == [("train.lr", 0.02, 0.03)]
+    env_keys = {r["key"] for r in data["environment_diff"]}
+    assert {"torch.version", "cpu.aten_capability"} <= env_keys
+    assert data["divergence"] is None
+    env = repro("env", other, "--json", cwd=tmp_path)
+    diff = {r["key"]: (r["recorded"], r["now"]) for r in json.loads(env.stdout)["differences"]}
+    assert env.returncode == 1 and diff["torch.version"][0] == "9.9.9"
+    plain = repro("env", cwd=tmp_path)
+    assert plain.returncode == 0 and "torch.version" in plain.stdout
+
+
+@pytest.mark.parametrize("case", ["missing", "not_a_run", "running", "failed", "other_experiment"])
+def test_bad_arguments_give_one_line_errors_and_write_nothing(runs, tmp_path, case):
+    clean, _ = runs
+    work = tmp_path / "work"
+    work.mkdir()
+    target = tmp_path / case
+    if case == "not_a_run":
+        target.mkdir()
+    elif case in ("running", "failed"):
+        crafted(clean, target, manifest={"status": case, "error": "boom" if case == "failed" else None})
+    elif case == "other_experiment":
+        crafted(clean, target, manifest={"entry": {"module": "someone_else.train"}})
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    commands = [("verify", target, "--out", work / "replay"), ("diff", clean.dir, target)]
+    for args in commands if case != "other_experiment" else commands[1:]:
+        out = repro(*args, cwd=work)
+        assert out.returncode == 2, (args, out.stdout, out.stderr)
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in out.stderr
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
