@@ -116,11 +116,15 @@ def _environment_under_pins(run: Any) -> dict[str, Any]:
 
     from repro.replay import replay_environment
 
+    from pathlib import Path
+
     env, _ = replay_environment(run)
     threads = (run.config.get("repro") or {}).get("threads")
+    code_dir = (run.manifest.get("environment") or {}).get("code_dir")
+    where = repr(code_dir) if code_dir and Path(code_dir).is_dir() else "None"  # git state of the same checkout
     code = ("import json, torch; from repro.environment import environment_fingerprint; "
             + (f"torch.set_num_threads({int(threads)}); " if threads else "")
-            + "print(json.dumps(environment_fingerprint(), default=str))")
+            + f"print(json.dumps(environment_fingerprint({where}), default=str))")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
 

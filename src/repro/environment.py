@@ -173,6 +173,7 @@ def environment_fingerprint(cwd: str | Path | None = None) -> dict[str, Any]:
         else [],
         "env": relevant_environment(),
         "env_at_start": relevant_environment(startup.ENVIRON),
+        "code_dir": str(Path(cwd).resolve()),
         "git": git_state(cwd),
         "argv": redact_args(sys.argv),
     }

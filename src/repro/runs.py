@@ -17,7 +17,7 @@ import yaml
 from repro.errors import RunDirectoryError
 
 #: Environment keys that always differ between two processes and say nothing about the bits.
-VOLATILE_ENV_KEYS = ("argv",)
+VOLATILE_ENV_KEYS = ("argv", "code_dir")
 
 
 @dataclass
