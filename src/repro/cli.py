@@ -113,10 +113,9 @@ def cmd_env(args: argparse.Namespace) -> int:
 def _environment_under_pins(run: Any) -> dict[str, Any]:
     """This machine's fingerprint, read in a process started with the pins a replay of ``run`` would use."""
     import subprocess
+    from pathlib import Path
 
     from repro.replay import replay_environment
-
-    from pathlib import Path
 
     env, _ = replay_environment(run)
     threads = (run.config.get("repro") or {}).get("threads")

@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from repro.config import ENV_PINS, Determinism, ReproConfig, wanted_environment
 from repro import startup
+from repro.config import ENV_PINS, Determinism, ReproConfig, wanted_environment
 from repro.errors import EnvironmentPinError
 
 
@@ -126,7 +126,7 @@ _FP32_PRECISION = ("cuda.matmul", "cudnn.conv", "cudnn.rnn", "mkldnn.matmul", "m
 
 def _effective_precision(backend: str, op: str) -> str:
     """A new-API precision switch with "none" resolved through its backend and the global default."""
-    value = getattr(getattr(getattr(torch.backends, backend), op), "fp32_precision")
+    value = getattr(getattr(torch.backends, backend), op).fp32_precision
     for parent in (getattr(torch.backends, backend), torch.backends):
         if value != "none":
             break

@@ -7,6 +7,7 @@ project. Variables whose names look like secrets are never recorded.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import platform
@@ -113,10 +114,8 @@ def git_state(cwd: str | Path = ".") -> dict[str, Any] | None:
     h = hashlib.sha256(diff.encode())
     for name in untracked:  # a new module the run imports changes the code as much as an edit
         h.update(name.encode())
-        try:
+        with contextlib.suppress(OSError):
             h.update((Path(cwd) / name).read_bytes() if (Path(cwd) / name).is_file() else b"")
-        except OSError:
-            pass
     return {
         "commit": commit.strip(),
         "dirty": bool(status.strip()),

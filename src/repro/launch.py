@@ -21,7 +21,6 @@ one line too.
 from __future__ import annotations
 
 import functools
-import itertools
 import os
 import shutil
 import sys

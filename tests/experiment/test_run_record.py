@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from conftest import QUICK
+from conftest import QUICK, run_main
 
 pytestmark = pytest.mark.slow
 
