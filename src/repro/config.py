@@ -19,7 +19,15 @@ from omegaconf import DictConfig, OmegaConf
 from repro.errors import ConfigValueError
 
 SEED_MAX = 2**32 - 1
-CPU_CAPABILITIES = ("default", "avx2", "avx512", "avx512_vnni", "avx512_bf16", "amx", "sve256")
+#: Values ATen reads from ATEN_CPU_CAPABILITY (x86: default/avx2/avx512; arm: sve256; power: vsx; s390: zvector).
+CPU_CAPABILITIES = ("default", "avx2", "avx512", "sve256", "vsx", "zvector")
+#: MKL's conditional numerical reproducibility branches (MKL_CBWR), each optionally with ",STRICT".
+MKL_CBWR_BRANCHES = ("AUTO", "COMPATIBLE", "SSE2", "SSSE3", "SSE4_1", "SSE4_2", "AVX", "AVX2", "AVX512",
+                     "AVX512_E1", "AVX512_MIC", "AVX512_MIC_E1")
+#: oneDNN's instruction-set caps (ONEDNN_MAX_CPU_ISA), oldest first.
+ONEDNN_ISAS = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI",
+               "AVX512_CORE_BF16", "AVX10_1_512", "AVX512_CORE_FP16", "AVX10_1_512_AMX", "AVX512_CORE_AMX",
+               "AVX10_1_512_AMX_FP16", "AVX512_CORE_AMX_FP16", "DEFAULT")
 
 
 class Determinism(str, Enum):
@@ -62,6 +70,8 @@ class ReproConfig:
     cpu_capability: str | None = None
     #: MKL_CBWR: MKL's conditional numerical reproducibility branch (COMPATIBLE, AVX2, ...).
     mkl_cbwr: str | None = None
+    #: ONEDNN_MAX_CPU_ISA: the newest instruction set oneDNN (CPU convolutions) may use (AVX2, ...).
+    onednn_max_cpu_isa: str | None = None
 
 
 #: Config key -> environment variable, for the pins that must be in place before
@@ -71,6 +81,7 @@ ENV_PINS: dict[str, str] = {
     "cublas_workspace_config": "CUBLAS_WORKSPACE_CONFIG",
     "cpu_capability": "ATEN_CPU_CAPABILITY",
     "mkl_cbwr": "MKL_CBWR",
+    "onednn_max_cpu_isa": "ONEDNN_MAX_CPU_ISA",
 }
 
 
@@ -80,7 +91,12 @@ def wanted_environment(rc: ReproConfig) -> dict[str, str]:
     for key, var in ENV_PINS.items():
         value = getattr(rc, key)
         if value is not None:
-            env[var] = str(value).lower() if key == "cpu_capability" else str(value)
+            text = str(value)
+            if key == "cpu_capability":
+                text = text.lower()  # ATen compares lower case
+            elif key in ("mkl_cbwr", "onednn_max_cpu_isa"):
+                text = text.upper()
+            env[var] = text
     return env
 
 
@@ -147,9 +163,12 @@ def validate(rc: ReproConfig) -> ReproConfig:
             "repro.pythonhashseed", rc.pythonhashseed, f"an int in [0, {SEED_MAX}] or null"
         )
     if rc.cpu_capability is not None and rc.cpu_capability.lower() not in CPU_CAPABILITIES:
-        raise ConfigValueError(
-            "repro.cpu_capability", rc.cpu_capability, f"null or one of {list(CPU_CAPABILITIES)}"
-        )
+        raise ConfigValueError("repro.cpu_capability", rc.cpu_capability, f"null or one of {list(CPU_CAPABILITIES)}")
+    if rc.mkl_cbwr is not None and rc.mkl_cbwr.upper().removesuffix(",STRICT") not in MKL_CBWR_BRANCHES:
+        raise ConfigValueError("repro.mkl_cbwr", rc.mkl_cbwr,
+                               f"null or one of {list(MKL_CBWR_BRANCHES)}, optionally with ',STRICT'")
+    if rc.onednn_max_cpu_isa is not None and rc.onednn_max_cpu_isa.upper() not in ONEDNN_ISAS:
+        raise ConfigValueError("repro.onednn_max_cpu_isa", rc.onednn_max_cpu_isa, f"null or one of {list(ONEDNN_ISAS)}")
     if rc.cublas_workspace_config is not None and rc.cublas_workspace_config not in (
         ":4096:8",
         ":16:8",

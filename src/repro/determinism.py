@@ -108,13 +108,22 @@ def apply_environment(rc: ReproConfig, report: DeterminismReport) -> None:
             note = ("CUDA was initialised before it was set" if not ok
                     else "" if torch.cuda.is_available() else "no CUDA device: nothing to configure")
         elif var == "ATEN_CPU_CAPABILITY":
-            applied = torch.backends.cpu.get_cpu_capability().lower()
+            with warnings.catch_warnings():  # torch warns about a value it ignores; the report says more
+                warnings.simplefilter("ignore")
+                applied = torch.backends.cpu.get_cpu_capability().lower()
             ok = applied == want
-            note = "" if ok else f"asked {want}: this CPU lacks it, or a CPU kernel ran before it was set"
-        else:  # MKL_CBWR: MKL reads it once, when it starts
+            if ok:
+                note = ""
+            elif at_start == want:  # it was there from the start: the CPU (or this build) cannot do it
+                note = (f"this CPU or torch build cannot run {want} kernels (ATen uses {applied}); "
+                        f"pin a capability it has, e.g. repro.cpu_capability={applied}")
+            else:
+                note = "a CPU kernel ran before it was set; it is read once"
+        else:  # MKL_CBWR, ONEDNN_MAX_CPU_ISA: read once, when the library starts
             ok = at_start == want
             applied = at_start
-            note = "" if ok else "MKL reads it when it starts; it was not in the environment at process start"
+            lib = "MKL" if var == "MKL_CBWR" else "oneDNN"
+            note = "" if ok else f"{lib} reads it when it starts; it was not in the environment at process start"
         report.add(f"env.{var}", want, applied, ok, note)
 
 
@@ -231,15 +240,13 @@ def apply(rc: ReproConfig) -> DeterminismReport:
             f"{s.name}={s.requested!r} did not take effect ({s.note})" for s in report.failed
         )
         env = " ".join(f"{k}={v}" for k, v in wanted_environment(rc).items())
+        late = [s for s in report.failed if s.name.startswith("env.")
+                and startup.ENVIRON.get(s.name[4:]) != s.requested]
         hint = (
-            f"launch through repro.entrypoint (python -m <your project>.train does this), or set "
+            f". Fix: launch through repro.entrypoint (python -m <your project>.train does this), or set "
             f"the environment before Python starts: `{env} python ...`, or null the pin in the repro config"
-        )
+        ) if late else ""
         if report.mode == Determinism.strict.value:
-            raise EnvironmentPinError(f"{lines}. Fix: {hint}")
-        warnings.warn(
-            f"reproducibility pins not in effect: {lines}. Fix: {hint}",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+            raise EnvironmentPinError(f"{lines}{hint}")
+        warnings.warn(f"reproducibility pins not in effect: {lines}{hint}", RuntimeWarning, stacklevel=3)
     return report

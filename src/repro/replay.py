@@ -26,7 +26,7 @@ from repro.runs import Run
 #: Recorded variables a replay re-applies: they change numerics, not where things run.
 REPLAYED_ENV = ("PYTHONHASHSEED", "CUBLAS_WORKSPACE_CONFIG", "ATEN_CPU_CAPABILITY", "MKL_CBWR",
                 "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "KMP_DETERMINISTIC_REDUCTION",
-                "NVIDIA_TF32_OVERRIDE")
+                "NVIDIA_TF32_OVERRIDE", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ONEDNN_DEFAULT_FPMATH_MODE")
 
 
 @dataclass
