@@ -156,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", nargs="?")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_env)
+
+    from repro.scaffold import add_parser as add_new_parser
+
+    add_new_parser(sub)
     return parser
 
 
