@@ -29,14 +29,19 @@ from experiment.model import SmallCNN
 from repro import (
     ConfigValueError,
     RunRecord,
+    all_reduce_sum,
     atomic_write,
     config_sha256,
     find_resumption,
     float_bits,
+    gather_objects,
+    make_deterministic,
     save_checkpoint,
     setup_reproducibility,
     sha256_file,
+    shutdown_distributed,
     tensors_digest,
+    wrap_model,
 )
 
 log = logging.getLogger(__name__)
@@ -45,11 +50,14 @@ WEIGHTS_FILE = "weights.pt"
 # Checkpoint keys, in one place.
 MODEL, OPTIMIZER, SCHEDULER, RNG = "model", "optimizer", "scheduler", "rng"
 STEP, EPOCH, BATCH, EPOCH_STATS = "step", "epoch", "batch", "epoch_stats"
+RANKS = "ranks"  # one entry per rank: its RNG state and its share of the epoch's running sums
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and local_rank:
+        name = f"cuda:{local_rank}"  # under torchrun: one GPU per rank
     device = torch.device(name)
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
         raise ConfigValueError(
@@ -83,8 +91,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     except BaseException as exc:  # KeyboardInterrupt and SIGTERM too: the record must say the run failed
         record.finish("failed", error=f"{type(exc).__name__}: {exc}")
         raise
-    print(f"run directory:  {run_dir}")
-    print(f"weights sha256: {record.manifest['weights_sha256']}")
+    finally:
+        shutdown_distributed(repro.dist)
+    if repro.dist.is_main:
+        print(f"run directory:  {run_dir}")
+        print(f"weights sha256: {record.manifest['weights_sha256']}")
     return result
 
 
@@ -112,10 +123,17 @@ def evaluate(model: torch.nn.Module, loader: Any, device: torch.device) -> tuple
 def fit(cfg: DictConfig, repro: Any, run_dir: Path, record: RunRecord, config_hash: str,
         state: dict[str, Any] | None) -> dict[str, Any]:
     d, m, t = cfg.data, cfg.model, cfg.train
-    device = resolve_device(t.device)
-    log.info("seed %d (%s), determinism %s, device %s", repro.seed, repro.seed_source, repro.report.mode, device)
+    dist = repro.dist  # one process, or one rank of a torchrun job
+    device = resolve_device(t.device, dist.local_rank)
+    if t.batch_size % dist.world_size:
+        raise ConfigValueError("train.batch_size", t.batch_size,
+                               f"a multiple of the number of ranks ({dist.world_size}): it is the global batch")
+    say = log.info if dist.is_main else (lambda *a, **k: None)
+    say("seed %d (%s), determinism %s, device %s, %d rank(s)", repro.seed, repro.seed_source,
+        repro.report.mode, device, dist.world_size)
 
-    # Data: canvases drawn from named streams; batches and augmentation from the loader factory.
+    # Data: canvases drawn from named streams; batches and augmentation from the loader factory,
+    # each rank taking its share of every epoch by global sample index.
     train_set = ShapesDataset(
         *draw_shapes(repro.numpy_rng("data.train"), d.train_size, d.image_size, d.num_classes, d.noise),
         augment=True, augment_noise=d.augment_noise, max_shift=d.max_shift,
@@ -124,19 +142,22 @@ def fit(cfg: DictConfig, repro: Any, run_dir: Path, record: RunRecord, config_ha
         *draw_shapes(repro.numpy_rng("data.val"), d.val_size, d.image_size, d.num_classes, d.noise), augment=False
     )
     pin = device.type == "cuda"
-    train_loader = repro.dataloader(
-        train_set, batch_size=t.batch_size, shuffle=True, stream="loader.train", drop_last=True, pin_memory=pin
-    )
-    val_loader = repro.dataloader(val_set, batch_size=256, shuffle=False, stream="loader.val", pin_memory=pin)
+    train_loader = repro.dataloader(train_set, batch_size=t.batch_size // dist.world_size, shuffle=True,
+                                    stream="loader.train", drop_last=True, pin_memory=pin)
+    val_loader = repro.dataloader(val_set, batch_size=256, shuffle=False, stream="loader.val", pin_memory=pin,
+                                  shard=False)
 
-    # Model: initialised from its own stream, so nothing before it can shift its weights.
+    # Model: initialised from its own stream (the same on every rank), so nothing can shift its weights.
     with repro.scope("model"):
         model = SmallCNN(d.num_classes, m.channels1, m.channels2, m.dropout)
     model.to(device)
+    if device.type == "cuda" and repro.report.mode != "off":
+        make_deterministic(model)  # deterministic CUDA replacements for the layers that have none
     record.watch(model)  # lets `repro diff` capture one step's tensors; nothing happens in a normal run
     if t.perturb_param is not None and t.perturb_param not in dict(model.named_parameters()):
         raise ConfigValueError("train.perturb_param", t.perturb_param,
                                f"one of {[n for n, _ in model.named_parameters()]}")
+    net = wrap_model(model, dist)  # DistributedDataParallel under torchrun
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2), weight_decay=t.weight_decay)
     steps_per_epoch = len(train_loader)
     total_steps = steps_per_epoch * t.epochs if t.max_steps is None else min(t.max_steps, steps_per_epoch * t.epochs)
@@ -146,19 +167,26 @@ def fit(cfg: DictConfig, repro: Any, run_dir: Path, record: RunRecord, config_ha
     step, start_epoch, start_batch = 0, 0, 0
     stats = {"seen": 0, "loss_sum": 0.0, "correct": 0}
     if state is not None:
+        if len(state[RANKS]) != dist.world_size:
+            raise ConfigValueError("world size", dist.world_size,
+                                   f"{len(state[RANKS])} ranks, as the checkpoint was written with")
         model.load_state_dict(state[MODEL])
         optimizer.load_state_dict(state[OPTIMIZER])
         scheduler.load_state_dict(state[SCHEDULER])
-        repro.load_state_dict(state[RNG])
+        mine = state[RANKS][dist.rank]
+        repro.load_state_dict(mine[RNG])
+        stats = dict(mine[EPOCH_STATS])
         step, start_epoch, start_batch = state[STEP], state[EPOCH], state[BATCH]
-        stats = dict(state[EPOCH_STATS])
 
     def checkpoint(epoch: int, batch: int) -> None:
-        """Everything needed to continue at (epoch, batch) with the same bits."""
-        save_checkpoint(run_dir, step, {
-            MODEL: model.state_dict(), OPTIMIZER: optimizer.state_dict(), SCHEDULER: scheduler.state_dict(),
-            RNG: repro.state_dict(), STEP: step, EPOCH: epoch, BATCH: batch, EPOCH_STATS: dict(stats),
-        }, config_sha256=config_hash, keep=t.keep_checkpoints, meta={"epoch": epoch, "batch": batch})
+        """Everything needed to continue at (epoch, batch) with the same bits; every rank takes part."""
+        ranks = gather_objects({RNG: repro.state_dict(), EPOCH_STATS: dict(stats)}, dist)
+        if dist.is_main:
+            save_checkpoint(run_dir, step, {
+                MODEL: model.state_dict(), OPTIMIZER: optimizer.state_dict(), SCHEDULER: scheduler.state_dict(),
+                STEP: step, EPOCH: epoch, BATCH: batch, RANKS: ranks,
+            }, config_sha256=config_hash, keep=t.keep_checkpoints,
+                meta={"epoch": epoch, "batch": batch, "world_size": dist.world_size})
 
     def finished() -> bool:
         return t.max_steps is not None and step >= t.max_steps
@@ -167,7 +195,7 @@ def fit(cfg: DictConfig, repro: Any, run_dir: Path, record: RunRecord, config_ha
     for epoch in range(start_epoch, t.epochs):
         if finished():
             break
-        model.train()
+        net.train()
         first = start_batch if epoch == start_epoch else 0
         if first == 0:
             stats = {"seen": 0, "loss_sum": 0.0, "correct": 0}
@@ -175,7 +203,7 @@ def fit(cfg: DictConfig, repro: Any, run_dir: Path, record: RunRecord, config_ha
         t0, seen_before = time.perf_counter(), stats["seen"]
         for batch, (x, y) in enumerate(train_loader, start=first):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            logits = model(x)
+            logits = net(x)
             loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -185,10 +213,11 @@ def fit(cfg: DictConfig, repro: Any, run_dir: Path, record: RunRecord, config_ha
             if t.perturb_step == step and t.perturb_param is not None:
                 perturb(model, t.perturb_param, t.perturb_scale)  # test-only
 
-            # One host sync per step: the loss value, and the parameter digest computed on the device.
+            # One host sync per step: the loss, and digests computed on the device (every rank checks
+            # that its parameters agree with the others').
             loss_value = loss.item()
             record.log_fingerprint({"step": step, "epoch": epoch, "loss": float_bits(loss),
-                                    "params": tensors_digest(model.named_parameters())})
+                                    "params": tensors_digest(model.named_parameters())}, batch=(x, y))
             stats["seen"] += len(y)
             stats["loss_sum"] += loss_value * len(y)
             stats["correct"] += (logits.argmax(1) == y).sum().item()
@@ -203,22 +232,24 @@ def fit(cfg: DictConfig, repro: Any, run_dir: Path, record: RunRecord, config_ha
             if finished():
                 break
         elapsed = time.perf_counter() - t0
-        val_loader.set_epoch(epoch)
-        val_loss, val_acc = evaluate(model, val_loader, device)
-        seen = max(stats["seen"], 1)
-        row = {"split": "epoch", "epoch": epoch, "step": step, "train_loss": stats["loss_sum"] / seen,
-               "train_acc": stats["correct"] / seen, "val_loss": val_loss, "val_acc": val_acc,
-               "time_s": round(elapsed, 4),
-               "samples_per_s": round((stats["seen"] - seen_before) / max(elapsed, 1e-9), 1)}
-        record.log_metrics(row)
-        log.info("epoch %d/%d  step %d  loss %.4f  acc %.3f  val_loss %.4f  val_acc %.3f  %.0f samples/s",
-                 epoch + 1, t.epochs, step, row["train_loss"], row["train_acc"], val_loss, val_acc,
-                 row["samples_per_s"])
+        seen, loss_sum, correct = all_reduce_sum([stats["seen"], stats["loss_sum"], stats["correct"]], dist)
+        if dist.is_main:  # evaluation on one rank, over the whole validation set
+            val_loader.set_epoch(epoch)
+            val_loss, val_acc = evaluate(model, val_loader, device)
+            row = {"split": "epoch", "epoch": epoch, "step": step, "train_loss": loss_sum / max(seen, 1),
+                   "train_acc": correct / max(seen, 1), "val_loss": val_loss, "val_acc": val_acc,
+                   "time_s": round(elapsed, 4),
+                   "samples_per_s": round((stats["seen"] - seen_before) * dist.world_size / max(elapsed, 1e-9), 1)}
+            record.log_metrics(row)
+            say("epoch %d/%d  step %d  loss %.4f  acc %.3f  val_loss %.4f  val_acc %.3f  %.0f samples/s",
+                epoch + 1, t.epochs, step, row["train_loss"], row["train_acc"], val_loss, val_acc,
+                row["samples_per_s"])
         checkpoint(epoch + 1, 0)
 
-    buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
-    atomic_write(run_dir / WEIGHTS_FILE, buffer.getvalue())
-    log.info("final weights: %s", sha256_file(run_dir / WEIGHTS_FILE))
+    if dist.is_main:
+        buffer = io.BytesIO()
+        torch.save(model.state_dict(), buffer)
+        atomic_write(run_dir / WEIGHTS_FILE, buffer.getvalue())
+        say("final weights: %s", sha256_file(run_dir / WEIGHTS_FILE))
     return {"steps": step, "val_loss": val_loss, "val_acc": val_acc,
             "params_digest": tensors_digest(model.named_parameters())}

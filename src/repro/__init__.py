@@ -41,6 +41,14 @@ _EXPORTS = {
     "find_resumption": "repro.resume",
     "Resumption": "repro.resume",
     "ResumeConflictError": "repro.resume",
+    "DistInfo": "repro.distributed",
+    "RankMismatchError": "repro.distributed",
+    "wrap_model": "repro.distributed",
+    "all_reduce_sum": "repro.distributed",
+    "gather_objects": "repro.distributed",
+    "shutdown_distributed": "repro.distributed",
+    "make_deterministic": "repro.ops",
+    "audit": "repro.ops",
 }
 
 __all__ = sorted(_EXPORTS)

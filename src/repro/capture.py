@@ -53,8 +53,9 @@ def _tensors(value: Any, prefix: str) -> list[tuple[str, torch.Tensor]]:
 class StepCapture:
     """Hooks on a model that record every tensor of one training step."""
 
-    def __init__(self, model: torch.nn.Module, step: int, path: str) -> None:
+    def __init__(self, model: torch.nn.Module, step: int, path: str, save: bool = True) -> None:
         self.model = model
+        self.save = save
         self.target = step
         self.path = path
         self.next_step = 1
@@ -70,9 +71,9 @@ class StepCapture:
                 param.register_hook(self._on_grad(name))
 
     @classmethod
-    def from_environment(cls, model: torch.nn.Module) -> StepCapture | None:
+    def from_environment(cls, model: torch.nn.Module, save: bool = True) -> StepCapture | None:
         step, path = os.environ.get(CAPTURE_STEP_ENV), os.environ.get(CAPTURE_FILE_ENV)
-        return cls(model, int(step), path) if step and path else None
+        return cls(model, int(step), path, save) if step and path else None
 
     def _active(self) -> bool:
         return self.next_step == self.target and self.model.training
@@ -111,8 +112,9 @@ class StepCapture:
     def step_recorded(self, step: int) -> None:
         """Called by the run record after each step; saves and exits after the target step."""
         if step == self.target:
-            for name, param in self.model.named_parameters():
-                self._add("update", name, param)
-            torch.save({"step": step, "keys": self.keys, "tensors": self.tensors}, self.path)
+            if self.save:  # rank 0; the other ranks of a distributed run only stop with it
+                for name, param in self.model.named_parameters():
+                    self._add("update", name, param)
+                torch.save({"step": step, "keys": self.keys, "tensors": self.tensors}, self.path)
             os._exit(0)
         self.next_step = step + 1

@@ -72,6 +72,8 @@ class ReproConfig:
     mkl_cbwr: str | None = None
     #: ONEDNN_MAX_CPU_ISA: the newest instruction set oneDNN (CPU convolutions) may use (AVX2, ...).
     onednn_max_cpu_isa: str | None = None
+    #: Process-group backend under torchrun: auto (nccl with CUDA, else gloo), gloo or nccl.
+    dist_backend: str = "auto"
 
 
 #: Config key -> environment variable, for the pins that must be in place before
@@ -169,6 +171,8 @@ def validate(rc: ReproConfig) -> ReproConfig:
                                f"null or one of {list(MKL_CBWR_BRANCHES)}, optionally with ',STRICT'")
     if rc.onednn_max_cpu_isa is not None and rc.onednn_max_cpu_isa.upper() not in ONEDNN_ISAS:
         raise ConfigValueError("repro.onednn_max_cpu_isa", rc.onednn_max_cpu_isa, f"null or one of {list(ONEDNN_ISAS)}")
+    if rc.dist_backend not in ("auto", "gloo", "nccl"):
+        raise ConfigValueError("repro.dist_backend", rc.dist_backend, "auto, gloo or nccl")
     if rc.cublas_workspace_config is not None and rc.cublas_workspace_config not in (
         ":4096:8",
         ":16:8",

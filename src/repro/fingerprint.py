@@ -143,3 +143,33 @@ def float_bits(x: float | torch.Tensor) -> str:
         value = int(t.view(_BITS_VIEW[size]).item()) & ((1 << (8 * size)) - 1)
         return f"{value:0{2 * size}x}"
     return struct.pack(">d", float(x)).hex()
+
+
+def sample_digests(*tensors: torch.Tensor) -> list[int]:
+    """One exact digest per sample (row 0 of every tensor is sample 0, ...), in one host transfer.
+
+    Used to fingerprint a batch as the *set* of samples it holds, so the
+    batches of one process and the shards of several ranks can be compared.
+    """
+    if not tensors:
+        return []
+    n = tensors[0].shape[0]
+    device = tensors[0].device
+    w = _chunk_weights(device)
+    total = torch.zeros(n, dtype=torch.int64, device=device)
+    for k, t in enumerate(tensors):
+        if t.shape[0] != n:
+            raise ValueError(f"sample_digests: tensor {k} has {t.shape[0]} rows, expected {n}")
+        rows = _raw(t.to(device)).to(torch.int64).view(n, -1)
+        acc = torch.zeros(n, dtype=torch.int64, device=device)
+        for lo in range(0, rows.shape[1], _CHUNK):
+            part = rows[:, lo : lo + _CHUNK]
+            acc = acc + (part * w[: part.shape[1]]).sum(1) + 2 * lo * part.sum(1)
+        total = total * 0x100000001B3 + acc  # combine tensors in order (wrapping int64 arithmetic)
+    return total.cpu().tolist()
+
+
+def set_digest(values: Iterable[int]) -> str:
+    """A digest of a multiset of ints, independent of their order."""
+    items = sorted(values)
+    return hashlib.blake2b(struct.pack(f"<{len(items)}q", *items), digest_size=8).hexdigest()

@@ -134,6 +134,7 @@ def preflight(
     check: ConfigCheck | None = None,
     resume_key: str | None = None,
     resume_safe_keys: tuple[str, ...] = (),
+    is_main: bool = True,
 ) -> tuple[dict[str, str], list[str]]:
     """Compose and check every job the command line asks for.
 
@@ -175,13 +176,13 @@ def preflight(
             if multirun:
                 raise LaunchError(f"{resume_key} applies to single runs; drop -m or the {resume_key} override")
             try:
-                extra = _plan_resume(cfg, job, config_dir, config_name, resume_key, resume_safe_keys)
+                extra = _plan_resume(cfg, job, config_dir, config_name, resume_key, resume_safe_keys, is_main)
             except ReproError as exc:
                 if isinstance(exc, AlreadyCompleted):
                     raise
                 raise LaunchError(str(exc)) from None
             resuming = bool(extra)
-        if not multirun and not resuming:
+        if not multirun and not resuming and is_main:  # other ranks of a torchrun job share rank 0's directory
             _check_run_dir(cfg, existing_run_ok)
     if multirun:
         _check_sweep_dir(cfg)
@@ -197,7 +198,7 @@ def _override_key(override: str) -> str:
 
 
 def _plan_resume(cfg: DictConfig, job: list[str], config_dir: str | Path, config_name: str, resume_key: str,
-                 safe_keys: tuple[str, ...]) -> list[str]:
+                 safe_keys: tuple[str, ...], is_main: bool = True) -> list[str]:
     """Check a resume request; return the overrides that point Hydra at the resumed run's directory.
 
     An empty list means: start fresh (``auto`` found no checkpoint).
@@ -221,7 +222,7 @@ def _plan_resume(cfg: DictConfig, job: list[str], config_dir: str | Path, config
         if not state.checkpoints:
             if state.status == "completed":
                 raise AlreadyCompleted(f"{run_dir} already holds a completed run; nothing to resume")
-            if state.has_record:
+            if state.has_record and is_main:  # rank 0 alone moves files
                 moved = abandon_attempt(run_dir)
                 print(f"{resume_key}=auto: {run_dir} holds an attempt with no checkpoint; moved it to "
                       f"{moved} and starting fresh", file=sys.stderr)
@@ -243,7 +244,7 @@ def _plan_resume(cfg: DictConfig, job: list[str], config_dir: str | Path, config
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
         base = compose(config_name=config_name, overrides=base_job, return_hydra_config=True)
     check_overrides(base, cfg, saved, keep)
-    return [*extra, f"hydra.output_subdir={next_resume_subdir(run_dir)}"]
+    return [*extra, f"hydra.output_subdir={next_resume_subdir(run_dir) if is_main else 'null'}"]
 
 
 def _check_path_is_usable(key: str, path: Path) -> None:
@@ -347,11 +348,14 @@ def entrypoint(
                           config_name=config_name, resume_key=resume_key)
             sys.argv = _absolute_config_path(sys.argv)
             args = _parse_args(sys.argv[1:])
+            rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
             if (
                 args is not None
                 and not any(getattr(args, f, None) for f in _SKIP_FLAGS)
                 and not args.config_dir
             ):
+                ranks_extra = _torchrun_overrides(args, rank, world, resume_key)
+                args.overrides = [*args.overrides, *ranks_extra]
                 cdir = (
                     config_dir
                     if args.config_path is None
@@ -367,6 +371,7 @@ def entrypoint(
                         check=check,
                         resume_key=resume_key,
                         resume_safe_keys=resume_safe_keys,
+                        is_main=rank == 0,
                     )
                 except AlreadyCompleted as exc:
                     print(str(exc), file=sys.stderr)
@@ -374,12 +379,28 @@ def entrypoint(
                 except LaunchError as exc:
                     fail(str(exc))
                 relaunch_if_needed(pins)
-                sys.argv = [*sys.argv, *extra]
+                if rank > 0:  # Hydra's own files and log belong to rank 0
+                    extra = [e for e in extra if not e.startswith("hydra.output_subdir=")]
+                    extra += ["hydra.output_subdir=null", "hydra/job_logging=stdout"]
+                sys.argv = [*sys.argv, *ranks_extra, *extra]
             return hydra_main()
 
         return main
 
     return decorate
+
+
+def _torchrun_overrides(args: Any, rank: int, world: int, resume_key: str | None) -> list[str]:
+    """Under torchrun every rank must use one run directory: name it after the job, not the clock."""
+    if world <= 1:
+        return []
+    if args.multirun:
+        fail("-m sweeps and torchrun do not mix: launch one torchrun per job of the sweep")
+    keys = {o.split("=", 1)[0].lstrip("+"): o.split("=", 1)[-1] for o in args.overrides}
+    if "hydra.run.dir" in keys or (resume_key in keys and keys[resume_key] not in ("auto", "null")):
+        return []  # named by the user, or the resumed run's own directory
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID") or f"port{os.environ.get('MASTER_PORT', '0')}"
+    return [f"hydra.run.dir=outputs/torchrun/{run_id}"]
 
 
 def _remove_unused_run_dir() -> None:

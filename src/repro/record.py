@@ -24,8 +24,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from repro.capture import StepCapture, stop_after_step
+from repro.distributed import DistInfo, check_same, gather_objects
 from repro.environment import environment_fingerprint, redact_args, redact_config
 from repro.errors import RunDirectoryError
+from repro.fingerprint import sample_digests, set_digest
 from repro.launch import current_entry
 
 CONFIG_FILE = "config.yaml"
@@ -102,16 +104,21 @@ def _restore_sigterm(record: Any) -> None:
 class RunRecord:
     """The single writer of a run directory's record files."""
 
-    def __init__(self, run_dir: Path, manifest: dict[str, Any], last_step: int = 0) -> None:
+    def __init__(self, run_dir: Path, manifest: dict[str, Any], last_step: int = 0, *,
+                 dist: DistInfo | None = None) -> None:
         self._previous_sigterm = _raise_on_sigterm()
         self.run_dir = run_dir
         self.manifest = manifest
         self.last_step = last_step
+        self.dist = dist or DistInfo()
+        self.writer = self.dist.is_main  # one run directory, one writer: rank 0
         self._stop_after = stop_after_step()
         self._capture: StepCapture | None = None
         self._t0 = time.perf_counter()
-        self._metrics = open(run_dir / METRICS_FILE, "a", encoding="utf-8")  # noqa: SIM115
-        self._fingerprints = open(run_dir / FINGERPRINTS_FILE, "a", encoding="utf-8")  # noqa: SIM115
+        self._metrics = open(run_dir / METRICS_FILE, "a", encoding="utf-8") if self.writer else None  # noqa: SIM115
+        self._fingerprints = (
+            open(run_dir / FINGERPRINTS_FILE, "a", encoding="utf-8") if self.writer else None  # noqa: SIM115
+        )
 
     @classmethod
     def start(
@@ -128,6 +135,9 @@ class RunRecord:
         ``repro`` is the object returned by ``setup_reproducibility``.
         """
         run_dir = Path(run_dir)
+        dist = getattr(repro, "dist", None) or DistInfo()
+        if not dist.is_main:  # other ranks write nothing
+            return cls(run_dir, {}, dist=dist)
         run_dir.mkdir(parents=True, exist_ok=True)
         try:  # O_EXCL: two runs can never both claim one directory
             fd = os.open(run_dir / RUN_FILE, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -150,6 +160,7 @@ class RunRecord:
                 "weights_sha256": None,
                 "overrides": redact_args(list(overrides or [])),
                 "entry": current_entry(),
+                "distributed": {"world_size": dist.world_size, "backend": dist.backend},
                 "determinism": repro.to_dict(),
                 "environment": environment_fingerprint(),
                 **(extra or {}),
@@ -159,7 +170,7 @@ class RunRecord:
             (run_dir / RUN_FILE).unlink(missing_ok=True)
             (run_dir / CONFIG_FILE).unlink(missing_ok=True)
             raise
-        return cls(run_dir, manifest)
+        return cls(run_dir, manifest, dist=dist)
 
     @classmethod
     def resume(
@@ -179,6 +190,9 @@ class RunRecord:
         ``run.json`` goes back to ``running`` and gets an entry in ``resumes``.
         """
         run_dir = Path(run_dir)
+        dist = getattr(repro, "dist", None) or DistInfo()
+        if not dist.is_main:
+            return cls(run_dir, {}, last_step=from_step, dist=dist)
         manifest = json.loads((run_dir / RUN_FILE).read_text())
         for name in (METRICS_FILE, FINGERPRINTS_FILE):
             path = run_dir / name
@@ -199,37 +213,53 @@ class RunRecord:
         manifest.setdefault("resumes", []).append(entry)
         manifest.update(status="running", finished_at=None, error=None)
         atomic_write(run_dir / RUN_FILE, json.dumps(manifest, indent=2, default=str) + "\n")
-        return cls(run_dir, manifest, last_step=from_step)
+        return cls(run_dir, manifest, last_step=from_step, dist=dist)
 
     def watch(self, model: Any) -> None:
         """Let ``repro diff`` capture this model's tensors during one step (a no-op in a normal run)."""
-        self._capture = StepCapture.from_environment(model)
+        self._capture = StepCapture.from_environment(model, save=self.writer)
         if self._capture is not None:
             self._capture.next_step = self.last_step + 1
 
     def _append(self, f: Any, row: dict[str, Any]) -> None:
+        if f is None:
+            return
         f.write(json.dumps(row, separators=(",", ":"), default=str) + "\n")
         f.flush()
 
     def log_metrics(self, row: dict[str, Any]) -> None:
-        """Append one row to ``metrics.jsonl``."""
+        """Append one row to ``metrics.jsonl`` (rank 0 only)."""
         self._append(self._metrics, row)
 
-    def log_fingerprint(self, row: dict[str, Any]) -> None:
-        """Append one row (with at least ``step``) to ``fingerprints.jsonl``."""
+    def log_fingerprint(self, row: dict[str, Any], *, batch: tuple[Any, ...] | None = None) -> None:
+        """Append one row (with at least ``step``) to ``fingerprints.jsonl``. Every rank must call it.
+
+        ``batch`` (the step's input tensors, sample-major) adds ``batch``: a digest of the set of
+        samples the step used, over all ranks. With several ranks, a ``params`` digest that is not
+        the same on every rank fails the run (RankMismatchError naming the step).
+        """
         if "step" not in row:
             raise ValueError("a fingerprint row needs a 'step'")
+        if batch is not None:
+            mine = sample_digests(*batch)
+            everyone = gather_objects(mine, self.dist)
+            row = {**row, "batch": set_digest(v for rank in everyone for v in rank)}  # type: ignore[union-attr]
+        if "params" in row:
+            check_same(row["step"], "params", row["params"], self.dist)
         self._append(self._fingerprints, row)
         self.last_step = row["step"]
         if self._capture is not None:
             self._capture.step_recorded(row["step"])
         if self._stop_after is not None and row["step"] >= self._stop_after:
             for f in (self._metrics, self._fingerprints):
-                f.flush()
+                if f is not None:
+                    f.flush()
             os._exit(0)  # a replay asked to stop here: nothing after this step matters
 
     def update(self, **fields: Any) -> None:
-        """Merge fields into ``run.json`` and rewrite it atomically."""
+        """Merge fields into ``run.json`` and rewrite it atomically (rank 0 only)."""
+        if not self.writer:
+            return
         self.manifest.update(fields)
         atomic_write(
             self.run_dir / RUN_FILE, json.dumps(self.manifest, indent=2, default=str) + "\n"
@@ -247,11 +277,13 @@ class RunRecord:
         if status not in ("completed", "failed"):
             raise ValueError(f"status={status!r}: expected 'completed' or 'failed'")
         for f in (self._metrics, self._fingerprints):
-            if not f.closed:
+            if f is not None and not f.closed:
                 f.flush()
                 os.fsync(f.fileno())
                 f.close()
         _restore_sigterm(self)
+        if not self.writer:
+            return
         self.update(
             status=status,
             finished_at=_now(),

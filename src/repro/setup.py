@@ -20,13 +20,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.utils.data import Dataset
 
-from repro import determinism
+from repro import determinism, distributed
 from repro.config import ReproConfig, to_repro_config, validate
 from repro.determinism import DeterminismReport
+from repro.distributed import DistInfo
 from repro.loader import ReproDataLoader, make_dataloader
 from repro.seeding import (
     Streams,
     capture_global_state,
+    derive_seed,
     restore_global_state,
     seed_globals,
     seed_globals_fast,
@@ -42,9 +44,11 @@ class Repro:
     """
 
     def __init__(
-        self, config: ReproConfig, seed: int, seed_source: str, report: DeterminismReport
+        self, config: ReproConfig, seed: int, seed_source: str, report: DeterminismReport,
+        dist: DistInfo | None = None,
     ) -> None:
         self.config = config
+        self.dist = dist or DistInfo()
         self.seed = seed
         self.seed_source = seed_source
         self.report = report
@@ -147,6 +151,7 @@ class Repro:
         stream: str = "data",
         num_workers: int | None = None,
         persistent_workers: bool | None = None,
+        shard: bool = True,
         **kwargs: Any,
     ) -> ReproDataLoader:
         """A DataLoader whose batches depend on (seed, stream, epoch, sample index) only.
@@ -156,7 +161,13 @@ class Repro:
         ``loader.set_epoch(epoch)`` before each epoch (a bare loop moves to
         the next epoch by itself). Dataset code may use ``random``,
         ``numpy.random`` and ``torch.rand*`` freely.
+
+        Under torchrun each rank gets its share of every epoch, by global
+        sample index (``shard=False``: every sample, e.g. for evaluation on one rank).
         """
+        if shard:
+            kwargs.setdefault("rank", self.dist.rank)
+            kwargs.setdefault("world_size", self.dist.world_size)
         return make_dataloader(
             dataset,
             seed=self.seed_for(stream),
@@ -178,6 +189,7 @@ class Repro:
             "seed": self.seed,
             "seed_source": self.seed_source,
             "config": config,
+            "distributed": {"world_size": self.dist.world_size, "backend": self.dist.backend},
             **self.report.to_dict(),
         }
 
@@ -195,15 +207,18 @@ def setup_reproducibility(cfg: Any) -> Repro:
     no longer take effect in this process.
     """
     rc = validate(to_repro_config(cfg))
+    dist = distributed.init(rc.dist_backend)  # under torchrun: join the process group first
     if rc.seed is None:
-        seed, source = secrets.randbits(32), "entropy"
+        seed, source = distributed.broadcast_int(secrets.randbits(32), dist), "entropy"  # rank 0's draw
         _write_back_seed(cfg, seed)
     else:
         seed, source = rc.seed, "config"
     rc.seed = seed
     report = determinism.apply(rc)
-    seed_globals(seed)
-    return Repro(rc, seed, source, report)
+    # One process: the master seed. Several ranks: one global stream per rank (dropout masks differ
+    # across ranks), while model init and data come from named streams that are the same on all.
+    seed_globals(seed if not dist.enabled else derive_seed(seed, f"globals.rank{dist.rank}"))
+    return Repro(rc, seed, source, report, dist)
 
 
 def _write_back_seed(cfg: Any, seed: int) -> None:

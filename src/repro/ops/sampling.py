@@ -1,0 +1,165 @@
+"""``grid_sample`` (bilinear and nearest) with a deterministic backward.
+
+The stock CUDA backward scatters ``weight * grad`` into the input's corners
+with atomics. Here the corner values are gathered through
+:func:`repro.ops.indexing.index_select` (backward: a sort-based segment sum),
+and the sampling weights are plain differentiable tensor math, so autograd
+gives the gradient for ``grid`` with elementwise ops only. Coordinate handling
+(unnormalize, border clipping, reflection, out-of-range guards) follows
+PyTorch's ``GridSampler.h`` formulas and gradient conventions.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import warnings
+
+import torch
+
+from repro.ops.indexing import index_select
+
+_MODES = ("bilinear", "nearest")
+_PADDING = ("zeros", "border", "reflection")
+_INT_MAX = 2**31 - 1
+
+
+def _clip(c: torch.Tensor, size: int) -> torch.Tensor:
+    # Value clamped to [0, size-1] (NaN to 0, as fmax/fmin do in the CUDA kernel);
+    # gradient 1 strictly inside, 0 on or past the borders.
+    inside = (c > 0) & (c < size - 1)
+    return torch.where(inside, c, c.detach().nan_to_num(0.0).clamp(0, size - 1))
+
+
+def _reflect(c: torch.Tensor, twice_low: int, twice_high: int) -> torch.Tensor:
+    if twice_low == twice_high:
+        return torch.zeros_like(c.detach())
+    low = twice_low / 2
+    span = (twice_high - twice_low) / 2
+    shifted = c - low
+    sign = torch.where(shifted.detach() < 0, -1.0, 1.0).to(c.dtype)
+    shifted = shifted * sign
+    extra = torch.fmod(shifted, span)
+    flips = torch.floor(shifted.detach() / span)
+    return torch.where(flips % 2 == 0, extra + low, (span - extra) + low)
+
+
+def _source(c: torch.Tensor, size: int, padding_mode: str, align_corners: bool) -> torch.Tensor:
+    """PyTorch's ``grid_sampler_compute_source_index`` (with its gradient rules)."""
+    c = (c + 1) / 2 * (size - 1) if align_corners else ((c + 1) * size - 1) / 2
+    if padding_mode == "border":
+        c = _clip(c, size)
+    elif padding_mode == "reflection":
+        c = _reflect(c, 0, 2 * (size - 1)) if align_corners else _reflect(c, -1, 2 * size - 1)
+        c = _clip(c, size)
+    d = c.detach()
+    ok = torch.isfinite(d) & (d <= _INT_MAX - 1) & (d >= -_INT_MAX - 1)
+    return torch.where(ok, c, -100.0)
+
+
+class _ZeroGradTo(torch.autograd.Function):
+    """Pass ``out`` through; give ``anchor`` a zero gradient (the stock nearest-mode grid gradient)."""
+
+    @staticmethod
+    def forward(ctx, out: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+        ctx.anchor_shape, ctx.anchor_dtype = anchor.shape, anchor.dtype
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, grad.new_zeros(ctx.anchor_shape, dtype=ctx.anchor_dtype)
+
+
+def grid_sample(
+    input: torch.Tensor,
+    grid: torch.Tensor,
+    mode: str = "bilinear",
+    padding_mode: str = "zeros",
+    align_corners: bool | None = None,
+) -> torch.Tensor:
+    """``F.grid_sample`` for 4-D and 5-D inputs, deterministic in forward and backward.
+
+    Modes "bilinear" (trilinear for 5-D) and "nearest"; padding "zeros",
+    "border", "reflection"; ``align_corners`` both ways. Algorithm: source
+    coordinates per axis as in PyTorch, then 2**d corner rows gathered from a
+    channels-last view of ``input`` and summed with bilinear weights in the
+    stock corner order. Backward to ``input``: a sort of the corner positions
+    and a segment sum; to ``grid``: autograd through the weights (elementwise),
+    zeros for "nearest". NaN or infinite grid values follow the CUDA kernel (the
+    stock CPU 2-D kernel differs): with "zeros" padding they sample 0, with
+    "border"/"reflection" they are clipped (NaN to 0). Time O(2**d * N * P * C) for P output points, plus a
+    sort of 2**d * N * P keys in backward; transient memory 2**d times the
+    output. Equal to the stock op up to float rounding. ``mode="bicubic"``
+    raises ``ValueError``.
+    """
+    if mode not in _MODES:
+        raise ValueError(
+            f"mode={mode!r} is not supported by repro.ops.grid_sample: expected 'bilinear' or 'nearest'"
+        )
+    if padding_mode not in _PADDING:
+        raise ValueError(
+            f"padding_mode={padding_mode!r} is not allowed: expected 'zeros', 'border' or 'reflection'"
+        )
+    if align_corners is None:
+        warnings.warn(
+            "Default grid_sample and affine_grid behavior has changed to align_corners=False "
+            "since 1.3.0. Please specify align_corners=True if the old behavior is desired. "
+            "See the documentation of grid_sample for details.",
+            stacklevel=2,
+        )
+        align_corners = False
+    nd = input.dim() - 2
+    if nd not in (2, 3) or grid.dim() != input.dim() or grid.shape[-1] != nd or grid.shape[0] != input.shape[0]:
+        raise ValueError(
+            f"input of shape {tuple(input.shape)} and grid of shape {tuple(grid.shape)} do not fit: "
+            "expected (N, C, H, W) with (N, Ho, Wo, 2), or (N, C, D, H, W) with (N, Do, Ho, Wo, 3)"
+        )
+    if input.dtype != grid.dtype:
+        raise ValueError(f"grid has dtype {grid.dtype}: expected the input's dtype {input.dtype}")
+    if 0 in input.shape[2:]:
+        raise ValueError(f"input has sizes {list(input.shape)}: spatial sizes must be non-zero")
+    out_shape = (*input.shape[:2], *grid.shape[1:-1])
+    low = input.dtype in (torch.float16, torch.bfloat16)
+    x = input.float() if low else input
+    g = grid.to(x.dtype)
+    n, channels = x.shape[:2]
+    sizes = tuple(x.shape[2:])
+    points = math.prod(out_shape[2:])
+    # Axis a (0 = first spatial dim) reads grid component nd-1-a (x is the last axis).
+    coords = [
+        _source(g[..., nd - 1 - a].reshape(n, points), sizes[a], padding_mode, align_corners)
+        for a in range(nd)
+    ]
+    rows = x.movedim(1, -1).reshape(n * math.prod(sizes), channels)
+    base = (torch.arange(n, device=x.device) * math.prod(sizes))[:, None]
+
+    def position(idx: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        inside = torch.ones_like(idx[0], dtype=torch.bool)
+        flat = base
+        for a, i in enumerate(idx):
+            inside = inside & (i >= 0) & (i < sizes[a])
+            flat = flat + torch.clamp(i, 0, sizes[a] - 1) * math.prod(sizes[a + 1 :])
+        return flat, inside
+
+    if mode == "nearest":
+        flat, inside = position([torch.round(c.detach()).to(torch.int64) for c in coords])
+        values = index_select(rows, 0, flat.reshape(-1)).view(n, points, channels)
+        out = torch.where(inside[..., None], values, 0)
+    else:
+        lower = [torch.floor(c.detach()) for c in coords]
+        weights = [((lo + 1) - c, c - lo) for lo, c in zip(lower, coords, strict=True)]
+        corners = list(itertools.product((0, 1), repeat=nd))
+        positions = [position([lo.to(torch.int64) + b for lo, b in zip(lower, bits, strict=True)]) for bits in corners]
+        flat = torch.stack([p for p, _ in positions])
+        values = index_select(rows, 0, flat.reshape(-1)).view(len(corners), n, points, channels).unbind(0)
+        out = None
+        for k, bits in enumerate(corners):
+            w = weights[nd - 1][bits[nd - 1]]
+            for a in range(nd - 2, -1, -1):  # x-term first, as the stock kernels multiply
+                w = w * weights[a][bits[a]]
+            term = torch.where(positions[k][1][..., None], values[k] * w[..., None], 0)
+            out = term if out is None else out + term
+    out = out.view((n,) + tuple(out_shape[2:]) + (channels,)).movedim(-1, 1).contiguous()
+    if mode == "nearest" and grid.requires_grad:
+        out = _ZeroGradTo.apply(out, grid)
+    return out.to(input.dtype)

@@ -1,0 +1,92 @@
+"""``median`` and ``kthvalue`` along a dim with reproducible indices.
+
+On CUDA the stock ops pick *which* of several equal elements to report by a
+parallel selection whose outcome may vary, so they refuse strict mode. Here a
+stable sort fixes the choice: among equal values, the one that comes first in
+the input wins the first sorted slot. Values are gathered through
+:func:`repro.ops.indexing.take_along`, whose backward has no atomics.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from repro.ops import _stock
+from repro.ops.indexing import take_along
+
+
+def _select(input: torch.Tensor, dim: int, keepdim: bool, rank: torch.Tensor | int):
+    x = input.unsqueeze(0) if input.dim() == 0 else input
+    d = dim % x.dim()
+    with torch.no_grad():
+        order = torch.sort(x.detach(), dim=d, stable=True).indices
+        pos = rank if isinstance(rank, torch.Tensor) else torch.full_like(order.narrow(d, 0, 1), rank)
+        index = torch.gather(order, d, pos)
+    values = take_along(x, d, index)
+    if not keepdim or input.dim() == 0:
+        values, index = values.squeeze(d), index.squeeze(d)
+    return values, index
+
+
+def _check_dim(input: torch.Tensor, dim: int) -> None:
+    ndim = max(input.dim(), 1)
+    if not -ndim <= dim < ndim:
+        raise IndexError(f"dim={dim} is out of range for a tensor with {input.dim()} dimensions")
+
+
+Pair = tuple[torch.Tensor, torch.Tensor]
+
+
+def median(
+    input: torch.Tensor, dim: int | None = None, keepdim: bool = False, *, out: Pair | torch.Tensor | None = None
+) -> torch.Tensor | torch.return_types.median:
+    """``torch.median``; with ``dim``, values and indices deterministic on any device.
+
+    Algorithm: a stable sort along ``dim``, then the lower median's slot
+    ``(n - 1) // 2``, or the first NaN if the slice holds one (as the stock op);
+    values are gathered at the chosen index. Time O(numel log n), memory
+    O(numel) for the sort. Values equal the stock op exactly; indices equal it
+    where the median value occurs once (with ties, this op picks the earliest
+    equal element in stable order, the stock op an unspecified one). Without
+    ``dim`` this is the stock op (no indices, deterministic).
+    """
+    if dim is None:
+        return _stock.median(input) if out is None else _stock.median(input, out=out)
+    _check_dim(input, dim)
+    x = input.unsqueeze(0) if input.dim() == 0 else input
+    if x.shape[dim] == 0 or x.numel() == 0:
+        return _stock.median(input, dim, keepdim)
+    d = dim % x.dim()
+    n = x.shape[d]
+    with torch.no_grad():
+        nans = x.detach().isnan().sum(d, keepdim=True)
+        rank = torch.where(nans > 0, n - nans, (n - 1) // 2)
+    values, indices = _select(input, dim, keepdim, rank)
+    return _result(torch.return_types.median, values, indices, out)
+
+
+def kthvalue(
+    input: torch.Tensor, k: int, dim: int = -1, keepdim: bool = False, *, out: Pair | None = None
+) -> torch.return_types.kthvalue:
+    """``torch.kthvalue``, values and indices deterministic on any device.
+
+    Algorithm: a stable sort along ``dim`` and the slot ``k - 1`` (NaN sorts
+    last). Time O(numel log n), memory O(numel). Values equal the stock op
+    exactly; indices equal it where the k-th value occurs once (with ties or
+    NaN, this op picks in stable order, the stock op an unspecified one).
+    """
+    _check_dim(input, dim)
+    n = input.shape[dim] if input.dim() else 1
+    if not 1 <= k <= n:
+        raise ValueError(f"k={k} is out of range: expected 1 <= k <= {n} (the size of dim {dim})")
+    values, indices = _select(input, dim, keepdim, k - 1)
+    return _result(torch.return_types.kthvalue, values, indices, out)
+
+
+def _result(kind, values: torch.Tensor, indices: torch.Tensor, out: Pair | None):
+    if out is not None:
+        out_values, out_indices = out
+        out_values.resize_(values.shape).copy_(values)
+        out_indices.resize_(indices.shape).copy_(indices)
+        return kind((out_values, out_indices))
+    return kind((values, indices))
