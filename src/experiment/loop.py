@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
@@ -97,6 +98,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         print(f"run directory:  {run_dir}")
         print(f"weights sha256: {record.manifest['weights_sha256']}")
     return result
+
+
+def audit_target(cfg: DictConfig) -> tuple[torch.nn.Module, torch.Tensor, Any]:
+    """The example's model, one training batch and its loss, for ``repro audit`` (no run is started)."""
+    d, m, t = cfg.data, cfg.model, cfg.train
+    device = resolve_device(t.device)
+    rng = np.random.default_rng(0)
+    images, labels = draw_shapes(rng, t.batch_size, d.image_size, d.num_classes, d.noise)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = SmallCNN(d.num_classes, m.channels1, m.channels2, m.dropout)
+    x, y = torch.from_numpy(images).to(device), torch.from_numpy(labels).to(device)
+    return model.to(device), x, (lambda out: F.cross_entropy(out, y))
 
 
 @torch.no_grad()

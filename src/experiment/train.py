@@ -33,5 +33,12 @@ def main(cfg: DictConfig) -> Any:
     return train(cfg)
 
 
+def audit_target(cfg: DictConfig) -> Any:
+    """For ``repro audit``: the model, a batch and a loss built from ``cfg``."""
+    from experiment.loop import audit_target as build
+
+    return build(cfg)
+
+
 if __name__ == "__main__":
     main()

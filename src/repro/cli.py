@@ -3,6 +3,7 @@
     repro verify RUN_DIR [--steps N | --spot K] [--out DIR] [--json]
     repro diff RUN_A RUN_B [--no-localise] [--json]
     repro env [RUN_DIR] [--json]
+    repro audit [OVERRIDES ...] [--entry MODULE] [--json]
 
 Exit status: 0 when the check passes (IDENTICAL, or no difference), 1 when
 it finds a difference, 2 for bad arguments (one line on stderr, nothing
@@ -110,6 +111,51 @@ def cmd_env(args: argparse.Namespace) -> int:
     return EXIT_OK if not rows else EXIT_DIFFERENT
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Build the project's model and a batch from its config, and audit one strict step."""
+    import importlib
+
+    from hydra import compose, initialize_config_dir
+
+    from repro.config import register_configs
+    from repro.ops import audit
+
+    register_configs()
+    module = importlib.import_module(args.entry)
+    build = getattr(module, "audit_target", None)
+    conf_dir = getattr(module, "CONF_DIR", None)
+    if build is None or conf_dir is None:
+        raise ReproError(f"--entry {args.entry}: the module needs CONF_DIR and audit_target(cfg) to be audited")
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=args.overrides)
+    except Exception as exc:  # a bad override: the user's input
+        from repro.launch import describe_compose_error
+
+        raise ReproError(describe_compose_error(exc)) from None
+    model, batch, loss_fn = build(cfg)
+    report = audit(model, batch, loss_fn)
+    print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else report.format())
+    return EXIT_OK if report.clean else EXIT_DIFFERENT
+
+
+def _default_entry() -> str:
+    """The project's entry module: [tool.repro] entry in ./pyproject.toml, else experiment.train."""
+    from pathlib import Path
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        return "experiment.train"
+    path = Path("pyproject.toml")
+    if path.is_file():
+        try:
+            return tomllib.loads(path.read_text()).get("tool", {}).get("repro", {}).get("entry", "experiment.train")
+        except (OSError, ValueError):
+            pass
+    return "experiment.train"
+
+
 def _environment_under_pins(run: Any) -> dict[str, Any]:
     """This machine's fingerprint, read in a process started with the pins a replay of ``run`` would use."""
     import subprocess
@@ -157,6 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_env)
 
+    p = sub.add_parser("audit", help="run one strict step of the project's model and list ops that refuse it")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides for the project's config")
+    p.add_argument("--entry", default=None, help="the project's entry module (default: [tool.repro] entry in "
+                   "pyproject.toml, else experiment.train)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_audit)
+
     from repro.scaffold import add_parser as add_new_parser
 
     add_new_parser(sub)
@@ -166,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "command", None) == "audit" and args.entry is None:
+        args.entry = _default_entry()
     try:
         return args.func(args)
     except ReproError as exc:
