@@ -11,6 +11,7 @@ with exactly the bits an uninterrupted run would have.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import signal
@@ -29,6 +30,7 @@ from experiment.data import ShapesDataset, draw_shapes
 from experiment.model import SmallCNN
 from repro import (
     ConfigValueError,
+    RunCompleted,
     RunRecord,
     all_reduce_sum,
     atomic_write,
@@ -74,7 +76,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     overrides = list(hydra_cfg.overrides.task)
 
     # A resume runs on the run's own config (with the safe keys of this command line).
-    resumption = find_resumption(cfg, run_dir, key="train.resume", safe_keys=RESUME_SAFE_KEYS)
+    try:
+        resumption = find_resumption(cfg, run_dir, key="train.resume", safe_keys=RESUME_SAFE_KEYS)
+    except RunCompleted as done:  # a requeued sweep job that had already finished
+        log.info("%s", done)
+        return json.loads((run_dir / "run.json").read_text()).get("result") or {}
     if resumption is not None:
         cfg = resumption.config
     repro = setup_reproducibility(cfg)  # before anything draws a random number

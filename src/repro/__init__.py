@@ -41,6 +41,7 @@ _EXPORTS = {
     "find_resumption": "repro.resume",
     "Resumption": "repro.resume",
     "ResumeConflictError": "repro.resume",
+    "RunCompleted": "repro.resume",
     "DistInfo": "repro.distributed",
     "RankMismatchError": "repro.distributed",
     "wrap_model": "repro.distributed",

@@ -21,6 +21,7 @@ one line too.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import sys
@@ -35,6 +36,8 @@ from repro.errors import ReproError
 
 #: Set in the environment of a re-executed process, so it is re-executed at most once.
 RELAUNCH_GUARD = "REPRO_RELAUNCHED"
+#: How the entry point was launched, for jobs that launcher plugins run in worker processes.
+ENTRY_ENV = "REPRO_ENTRY"
 _MAX_SWEEP_CHECKS = 64
 _SKIP_FLAGS = ("help", "hydra_help", "cfg", "info", "shell_completion", "experimental_rerun")
 
@@ -54,6 +57,11 @@ _STATE: dict[str, Any] = {}
 def current_entry() -> dict[str, Any]:
     """How this process was launched: the entry module and the resume key (for the ``repro`` tools)."""
     entry = dict(_ENTRY)
+    if not entry and os.environ.get(ENTRY_ENV):  # a job that a launcher (joblib, submitit) started for us
+        try:
+            entry = json.loads(os.environ[ENTRY_ENV])
+        except ValueError:
+            entry = {}
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
     entry.setdefault("module", getattr(spec, "name", None))
@@ -173,8 +181,11 @@ def preflight(
                 )
         resuming = False
         if resume_key is not None and OmegaConf.select(cfg, resume_key, default=None) is not None:
-            if multirun:
-                raise LaunchError(f"{resume_key} applies to single runs; drop -m or the {resume_key} override")
+            if multirun:  # each job resumes in its own directory, decided when it runs
+                if str(OmegaConf.select(cfg, resume_key)) != "auto":
+                    raise LaunchError(f"{resume_key}=RUN_DIR resumes a single run; a -m sweep takes "
+                                      f"{resume_key}=auto (each job resumes its own directory)")
+                continue
             try:
                 extra = _plan_resume(cfg, job, config_dir, config_name, resume_key, resume_safe_keys, is_main)
             except ReproError as exc:
@@ -330,6 +341,9 @@ def entrypoint(
                 return task(cfg)
             except ReproError as exc:
                 _remove_unused_run_dir()
+                if _in_multirun():  # let Hydra record this job as failed and go on with the others
+                    print(f"error: {exc}", file=sys.stderr)
+                    raise
                 fail(str(exc))
             except BaseException as exc:
                 if type(exc).__name__ == "Terminated":  # repro.record.Terminated, without importing torch here
@@ -346,6 +360,7 @@ def entrypoint(
             register_configs()
             _ENTRY.update(module=getattr(getattr(sys.modules.get("__main__"), "__spec__", None), "name", None),
                           config_name=config_name, resume_key=resume_key)
+            os.environ[ENTRY_ENV] = json.dumps(_ENTRY)  # for jobs a launcher plugin runs in other processes
             sys.argv = _absolute_config_path(sys.argv)
             args = _parse_args(sys.argv[1:])
             rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
@@ -388,6 +403,16 @@ def entrypoint(
         return main
 
     return decorate
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    try:
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except Exception:
+        return False
 
 
 def _torchrun_overrides(args: Any, rank: int, world: int, resume_key: str | None) -> list[str]:

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -161,6 +162,7 @@ class RunRecord:
                 "overrides": redact_args(list(overrides or [])),
                 "entry": current_entry(),
                 "distributed": {"world_size": dist.world_size, "backend": dist.backend},
+                "process": {"pid": os.getpid(), "host": socket.gethostname()},
                 "determinism": repro.to_dict(),
                 "environment": environment_fingerprint(),
                 **(extra or {}),

@@ -187,16 +187,29 @@ class Resumption:
         return found
 
 
-def find_resumption(cfg: DictConfig, run_dir: str | Path, *, key: str, safe_keys: Iterable[str]
-                    ) -> Resumption | None:
-    """What ``cfg[key]`` asks for in ``run_dir``: a :class:`Resumption`, or None to start fresh."""
+class RunCompleted(ReproError):
+    """``auto`` found a completed run in its directory: nothing to do."""
+
+
+def find_resumption(cfg: DictConfig, run_dir: str | Path, *, key: str, safe_keys: Iterable[str],
+                    is_main: bool = True) -> Resumption | None:
+    """What ``cfg[key]`` asks for in ``run_dir``: a :class:`Resumption`, or None to start fresh.
+
+    With ``auto`` (also for each job of a sweep, which a cluster may requeue): a directory with a
+    checkpoint resumes, one with a started attempt and no checkpoint has it moved aside, and a
+    completed run raises :class:`RunCompleted`.
+    """
     value = OmegaConf.select(cfg, key, default=None)
     if value is None:
         return None
     run_dir = Path(run_dir)
     state = inspect_run_dir(run_dir)
+    if state.status == "completed" and str(value) == AUTO:
+        raise RunCompleted(f"{run_dir} already holds a completed run; nothing to resume")
     if not state.checkpoints:
         if str(value) == AUTO:
+            if state.has_record and is_main:
+                abandon_attempt(run_dir)
             return None
         raise RunDirectoryError(f"{key}={value}: the run holds no checkpoint to resume from")
     ignore = (key, *safe_keys)
