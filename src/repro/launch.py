@@ -345,6 +345,8 @@ def entrypoint(
                     print(f"error: {exc}", file=sys.stderr)
                     raise
                 fail(str(exc))
+            except KeyboardInterrupt:
+                fail("interrupted; a started run is recorded as failed (resume it from its checkpoint)", code=130)
             except BaseException as exc:
                 if type(exc).__name__ == "Terminated":  # repro.record.Terminated, without importing torch here
                     fail("terminated by SIGTERM; the run is recorded as failed (resume it from its checkpoint)",
