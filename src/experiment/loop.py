@@ -98,8 +98,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     except BaseException as exc:  # KeyboardInterrupt and SIGTERM too: the record must say the run failed
         record.finish("failed", error=f"{type(exc).__name__}: {exc}")
         raise
-    finally:
-        shutdown_distributed(repro.dist)
+    shutdown_distributed(repro.dist)  # every rank done: leave the process group together
     if repro.dist.is_main:
         print(f"run directory:  {run_dir}")
         print(f"weights sha256: {record.manifest['weights_sha256']}")

@@ -132,9 +132,14 @@ def wrap_model(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
 
 
 def shutdown_distributed(info: DistInfo) -> None:
-    """Leave the process group (a no-op for one process)."""
+    """Wait for every rank, then leave the process group (a no-op for one process).
+
+    Call it when a run ends well: the barrier keeps a rank from tearing down its
+    communication threads while another still uses them (gloo aborts the process then).
+    """
     if info.enabled:
         import torch.distributed as dist
 
         if dist.is_initialized():
+            dist.barrier()
             dist.destroy_process_group()
