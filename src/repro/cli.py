@@ -5,6 +5,7 @@
     repro env [RUN_DIR] [--json]
     repro audit [OVERRIDES ...] [--entry MODULE] [--json]
     repro report SWEEP_DIR [--json] [--no-plot]
+    repro new DEST --name NAME
 
 Exit status: 0 when the check passes (IDENTICAL, or no difference), 1 when
 it finds a difference, 2 for bad arguments (one line on stderr, nothing
