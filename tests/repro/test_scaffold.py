@@ -454,7 +454,7 @@ def test_copier_update_brings_template_changes(made_by, template_origin, tmp_pat
     assert "_commit: 0.2.0" in (project / ".copier-answers.yml").read_text()
     status = git(project, "status", "--porcelain", "--untracked-files=all").splitlines()
     assert not any(line.endswith(".rej") for line in status), status
-    assert not [r for r, d in project_files(project).items() if b"<<<<<<< " in d]
+    assert not [r for r, d in project_files(project).items() if re.search(rb"(?m)^<<<<<<< ", d)]  # markers
     assert leftovers(project) == []
 
     git(project, "add", "-A")
