@@ -70,6 +70,10 @@ class TrainConfig:
     perturb_scale: float = 1e-3
 
 
+#: One-shot test hooks: written as null in config.yaml (a replay must not repeat them) and reset to
+#: null on resume unless given again.
+ONE_SHOT_KEYS = ("train.kill_at_step",)
+
 #: Keys that may differ when a run is resumed: they change speed or bookkeeping, never the bits.
 RESUME_SAFE_KEYS = (
     "repro.num_workers",

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from experiment.config import RESUME_SAFE_KEYS
+from experiment.config import ONE_SHOT_KEYS, RESUME_SAFE_KEYS
 from experiment.data import ShapesDataset, draw_shapes
 from experiment.model import SmallCNN
 from repro import (
@@ -77,7 +77,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     # A resume runs on the run's own config (with the safe keys of this command line).
     try:
-        resumption = find_resumption(cfg, run_dir, key="train.resume", safe_keys=RESUME_SAFE_KEYS)
+        given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+        resumption = find_resumption(cfg, run_dir, key="train.resume", safe_keys=RESUME_SAFE_KEYS,
+                                     is_main=int(os.environ.get("RANK", "0")) == 0, given=given,
+                                     reset=ONE_SHOT_KEYS)
     except RunCompleted as done:  # a requeued sweep job that had already finished
         log.info("%s", done)
         return json.loads((run_dir / "run.json").read_text()).get("result") or {}
@@ -88,10 +91,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if resumption is not None:
         info, state = resumption.load_latest()
         record = RunRecord.resume(run_dir, repro, from_step=info.step, checkpoint=info.path, overrides=overrides)
-        log.info("resuming %s from %s (step %d)", run_dir, info.path.name, info.step)
+        if repro.dist.is_main:
+            log.info("resuming %s from %s (step %d)", run_dir, info.path.name, info.step)
     else:
         state = None
-        record = RunRecord.start(run_dir, cfg, repro, overrides=overrides)
+        record = RunRecord.start(run_dir, cfg, repro, overrides=overrides, null_keys=ONE_SHOT_KEYS)
     try:
         result = fit(cfg, repro, run_dir, record, config_hash, state)
         record.finish("completed", weights_path=run_dir / WEIGHTS_FILE, result=result)

@@ -62,7 +62,7 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     folder = Path(run_dir) / CHECKPOINT_DIR
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if _NAME.match(p.name))
+    return sorted(p for p in folder.iterdir() if _NAME.match(p.name) and p.is_file())
 
 
 def save_checkpoint(run_dir: str | Path, step: int, state: dict[str, Any], *, config_sha256: str,
@@ -85,8 +85,11 @@ def save_checkpoint(run_dir: str | Path, step: int, state: dict[str, Any], *, co
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + payload)
     _fsync_dir(path.parent)
-    if keep is not None:
-        for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+    if keep is not None and keep > 0:
+        # Only older steps count: a file with a later step is a leftover of an attempt this run resumed
+        # past (often the corrupt one it skipped); it must not push out the checkpoints that work.
+        older = [p for p in list_checkpoints(run_dir) if int(_NAME.match(p.name).group(1)) <= step]
+        for old in older[:-keep]:
             old.unlink(missing_ok=True)
     return path
 

@@ -77,7 +77,9 @@ def cmd_diff(args: argparse.Namespace) -> int:
     d = report.divergence
     print(paint(f"fingerprints part at step {d['step']}: {d['quantity']} (A {d['a']}, B {d['b']})", "red"))
     loc = report.localisation
-    if loc is not None:
+    if loc is not None and "skipped" in loc:
+        print(paint(f"not localised: {loc['skipped']}", "yellow"))
+    elif loc is not None:
         print(f"re-ran step {loc['step']} of A from {loc['replayed_from']['a']} and of B from "
               f"{loc['replayed_from']['b']}, capturing {loc['tensors_compared']} tensors")
         if loc["first"] is None:
@@ -205,10 +207,12 @@ def _environment_under_pins(run: Any) -> dict[str, Any]:
 
     env, _ = replay_environment(run)
     threads = (run.config.get("repro") or {}).get("threads")
+    interop = (run.config.get("repro") or {}).get("interop_threads")
     code_dir = (run.manifest.get("environment") or {}).get("code_dir")
     where = repr(code_dir) if code_dir and Path(code_dir).is_dir() else "None"  # git state of the same checkout
     code = ("import json, torch; from repro.environment import environment_fingerprint; "
             + (f"torch.set_num_threads({int(threads)}); " if threads else "")
+            + (f"torch.set_num_interop_threads({int(interop)}); " if interop else "")
             + f"print(json.dumps(environment_fingerprint({where}), default=str))")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout)

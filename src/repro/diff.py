@@ -123,6 +123,9 @@ def diff_runs(path_a: str | Path, path_b: str | Path, *, localise: bool = True, 
     report.config_diff = diff_trees(a.config, b.config)
     report.environment_diff = diff_trees(a.manifest.get("environment") or {}, b.manifest.get("environment") or {},
                                          ignore=VOLATILE_ENV_KEYS)
+    ws_a, ws_b = (int((r.manifest.get("distributed") or {}).get("world_size") or 1) for r in (a, b))
+    if ws_a != ws_b:
+        report.environment_diff.insert(0, ("distributed.world_size", ws_a, ws_b))
     fa, fb = a.fingerprints(), b.fingerprints()
     found = first_divergence(fa, fb)
     report.steps_compared = min(len(fa), len(fb))
@@ -131,6 +134,10 @@ def diff_runs(path_a: str | Path, path_b: str | Path, *, localise: bool = True, 
     step, quantity, va, vb = found
     report.divergence = {"step": step, "quantity": quantity, "a": va, "b": vb}
     if not localise or quantity == "step missing":
+        return report
+    if ws_a != ws_b:
+        report.localisation = {"step": step, "skipped": f"the runs used {ws_a} and {ws_b} ranks: gradients are "
+                               "averaged differently, so re-running one step cannot compare them tensor by tensor"}
         return report
     with tempfile.TemporaryDirectory(prefix="repro-diff-") as tmp:
         scratch = Path(keep) if keep is not None else Path(tmp)

@@ -52,6 +52,8 @@ ConfigCheck = Callable[[DictConfig], None]
 _ENTRY: dict[str, Any] = {}
 #: What preflight saw of the run directory, so a failed start removes only what it made.
 _STATE: dict[str, Any] = {}
+#: What preflight learnt from a resumed run (its own environment pins).
+_RESUME: dict[str, Any] = {}
 
 
 def current_entry() -> dict[str, Any]:
@@ -172,13 +174,14 @@ def preflight(
                 check(cfg)
             except ReproError as exc:
                 raise LaunchError(str(exc)) from None
-        pins = {} if pins is None else pins
-        for var, value in job_pins.items():  # a null pin ("leave as is") agrees with any value
-            if pins.setdefault(var, value) != value:
-                raise LaunchError(
-                    f"the jobs of this sweep pin {var} to different values ({pins[var]} and {value}); "
-                    "it is fixed when the process starts, so run them as separate sweeps"
-                )
+        if pins is not None and pins != job_pins:  # a null pin means "as the process started": not the same
+            var = next(v for v in sorted(set(pins) | set(job_pins)) if pins.get(v) != job_pins.get(v))
+            raise LaunchError(
+                f"the jobs of this sweep pin {var} differently ({pins.get(var) or 'unset'} and "
+                f"{job_pins.get(var) or 'unset'}); it is fixed when the process starts, so run them as "
+                "separate sweeps"
+            )
+        pins = job_pins
         resuming = False
         if resume_key is not None and OmegaConf.select(cfg, resume_key, default=None) is not None:
             if multirun:  # each job resumes in its own directory, decided when it runs
@@ -187,7 +190,9 @@ def preflight(
                                       f"{resume_key}=auto (each job resumes its own directory)")
                 continue
             try:
+                _RESUME.clear()
                 extra = _plan_resume(cfg, job, config_dir, config_name, resume_key, resume_safe_keys, is_main)
+                pins = _RESUME.get("pins", pins)
             except ReproError as exc:
                 if isinstance(exc, AlreadyCompleted):
                     raise
@@ -255,7 +260,25 @@ def _plan_resume(cfg: DictConfig, job: list[str], config_dir: str | Path, config
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
         base = compose(config_name=config_name, overrides=base_job, return_hydra_config=True)
     check_overrides(base, cfg, saved, keep)
+    _check_world_size(state.checkpoints[-1], resume_key, value)
+    if "repro" in saved:  # the resumed run's own pins, not the command line's profile
+        _RESUME["pins"] = wanted_environment(validate(to_repro_config(saved.repro)))
     return [*extra, f"hydra.output_subdir={next_resume_subdir(run_dir) if is_main else 'null'}"]
+
+
+def _check_world_size(checkpoint: Path, resume_key: str, value: str) -> None:
+    """Refuse, before anything is written, to resume a checkpoint of N ranks with another number."""
+    from repro.checkpoint import CheckpointError, read_header
+
+    try:
+        written = int(read_header(checkpoint).header.get("world_size", 1))
+    except (CheckpointError, ValueError, TypeError):
+        return  # the task picks the newest intact checkpoint and reports on it
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if written != world:
+        how = f"torchrun --nproc_per_node={written} -m ..." if written > 1 else "one process (no torchrun)"
+        raise LaunchError(f"{resume_key}={value}: its checkpoints were written by {written} rank(s), this "
+                          f"launch has {world}; resume with {how}")
 
 
 def _check_path_is_usable(key: str, path: Path) -> None:
@@ -347,6 +370,12 @@ def entrypoint(
                 fail(str(exc))
             except KeyboardInterrupt:
                 fail("interrupted; a started run is recorded as failed (resume it from its checkpoint)", code=130)
+            except RuntimeError as exc:
+                if int(os.environ.get("WORLD_SIZE", "1")) > 1 and type(exc).__name__ in (
+                        "DistBackendError", "DistNetworkError", "RuntimeError") and _looks_like_peer_loss(exc):
+                    fail(f"lost contact with another rank ({_one_line(str(exc))[:160]}); it probably failed: see "
+                         "its output. The run is recorded as failed; resume it from its checkpoint", code=1)
+                raise
             except BaseException as exc:
                 if type(exc).__name__ == "Terminated":  # repro.record.Terminated, without importing torch here
                     fail("terminated by SIGTERM; the run is recorded as failed (resume it from its checkpoint)",
@@ -407,6 +436,12 @@ def entrypoint(
     return decorate
 
 
+def _looks_like_peer_loss(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return any(w in text for w in ("connection reset", "connection closed", "broken pipe", "gloo", "nccl",
+                                   "peer", "timed out"))
+
+
 def _in_multirun() -> bool:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -426,7 +461,10 @@ def _torchrun_overrides(args: Any, rank: int, world: int, resume_key: str | None
     keys = {o.split("=", 1)[0].lstrip("+"): o.split("=", 1)[-1] for o in args.overrides}
     if "hydra.run.dir" in keys or (resume_key in keys and keys[resume_key] not in ("auto", "null")):
         return []  # named by the user, or the resumed run's own directory
-    run_id = os.environ.get("TORCHELASTIC_RUN_ID") or f"port{os.environ.get('MASTER_PORT', '0')}"
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "")
+    if run_id in ("", "none"):
+        fail("under torchrun without --standalone, name the run: hydra.run.dir=DIR (the same on every node), "
+             "or torchrun --rdzv-id=JOB_ID")
     return [f"hydra.run.dir=outputs/torchrun/{run_id}"]
 
 

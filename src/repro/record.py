@@ -63,13 +63,17 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def resolved_config_yaml(cfg: DictConfig) -> str:
+def resolved_config_yaml(cfg: DictConfig, null_keys: tuple[str, ...] = ()) -> str:
     """The config with every interpolation resolved, as YAML (the replayable truth).
 
-    Values of keys that name credentials (``api_key``, ``password``, ``token``) are redacted.
+    Values of keys that name credentials (``api_key``, ``password``, ``token``) are redacted;
+    ``null_keys`` (one-shot hooks that must not replay) are written as null.
     """
-    tree = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    return OmegaConf.to_yaml(OmegaConf.create(redact_config(tree)))
+    out = OmegaConf.create(redact_config(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
+    for key in null_keys:
+        if OmegaConf.select(out, key, default="<absent>") != "<absent>":
+            OmegaConf.update(out, key, None)
+    return OmegaConf.to_yaml(out)
 
 
 def _now() -> str:
@@ -130,6 +134,7 @@ class RunRecord:
         *,
         overrides: list[str] | None = None,
         extra: dict[str, Any] | None = None,
+        null_keys: tuple[str, ...] = (),
     ) -> RunRecord:
         """Create the record in ``run_dir``; refuse a directory that already holds a run.
 
@@ -149,7 +154,7 @@ class RunRecord:
             ) from None
         os.close(fd)
         try:
-            atomic_write(run_dir / CONFIG_FILE, resolved_config_yaml(cfg))
+            atomic_write(run_dir / CONFIG_FILE, resolved_config_yaml(cfg, null_keys))
             manifest = {
                 "record_version": RECORD_VERSION,
                 "status": "running",

@@ -59,6 +59,20 @@ def entry_module(run: Run) -> str:
     return module
 
 
+def world_size(run: Run) -> int:
+    return int((run.manifest.get("distributed") or {}).get("world_size") or 1)
+
+
+def entry_command(run: Run) -> list[str]:
+    """How to start the run's entry module: one process, or torchrun with the run's number of ranks."""
+    module = entry_module(run)
+    ranks = world_size(run)
+    if ranks > 1:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
+                "-m", module]
+    return [sys.executable, "-m", module]
+
+
 def _launch(cmd: list[str], env: dict[str, str], log: TextIO | None, cwd: Path) -> tuple[int, float]:
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -79,7 +93,7 @@ def replay_fresh(run: Run, out_dir: Path, *, stop_after: int | None = None, capt
         env[STOP_ENV] = str(stop_after)
     if capture is not None:
         env[CAPTURE_STEP_ENV], env[CAPTURE_FILE_ENV] = str(capture[0]), str(capture[1])
-    cmd = [sys.executable, "-m", entry_module(run), "--config-path", str(run.dir.resolve()),
+    cmd = [*entry_command(run), "--config-path", str(run.dir.resolve()),
            "--config-name", "config", f"hydra.run.dir={out_dir.resolve()}"]
     code, seconds = _launch(cmd, env, log, cwd=Path.cwd())
     return ReplayResult(out_dir, code, seconds)
@@ -110,6 +124,6 @@ def replay_from_checkpoint(run: Run, checkpoint: Path, scratch: Path, *, stop_af
         env[STOP_ENV] = str(stop_after)
     if capture is not None:
         env[CAPTURE_STEP_ENV], env[CAPTURE_FILE_ENV] = str(capture[0]), str(capture[1])
-    cmd = [sys.executable, "-m", entry_module(run), f"{resume_key}={scratch.resolve()}"]
+    cmd = [*entry_command(run), f"{resume_key}={scratch.resolve()}"]
     code, seconds = _launch(cmd, env, log, cwd=Path.cwd())
     return ReplayResult(scratch, code, seconds)

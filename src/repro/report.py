@@ -76,8 +76,10 @@ class SweepReport:
 
 
 def _numbers(tree: Any) -> dict[str, float]:
-    out = {}
-    for key, value in (tree or {}).items():
+    out: dict[str, float] = {}
+    if not isinstance(tree, dict):
+        return out
+    for key, value in tree.items():
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             continue
         out[key] = float(value)
@@ -112,12 +114,16 @@ def collect(sweep_dir: str | Path) -> SweepReport:
         try:
             m = json.loads((d / "run.json").read_text())
         except (OSError, ValueError):
-            jobs.append(Job(d.name, d, "unreadable", None, "?", {}, "run.json could not be read"))
+            m = None
+        if not isinstance(m, dict):
+            jobs.append(Job(d.name, d, "unreadable", None, "?", {}, "run.json could not be read as a run record"))
             continue
         status = m.get("status", "?")
         if status == "running":
             status = "running or killed"
-        jobs.append(Job(d.name, d, status, m.get("seed"), _group(m.get("overrides") or []),
+        overrides = m.get("overrides") if isinstance(m.get("overrides"), list) else []
+        seed = m.get("seed") if isinstance(m.get("seed"), int) else None
+        jobs.append(Job(d.name, d, str(status), seed, _group([str(o) for o in overrides]),
                         _numbers(m.get("result")), m.get("error")))
     report = SweepReport(root, jobs)
     for group in dict.fromkeys(j.group for j in jobs):
@@ -138,10 +144,12 @@ def _curves(job: Job) -> dict[str, dict[int, float]]:
             row = json.loads(line)
         except ValueError:
             continue
-        split = row.get("split", "")
+        if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+            continue  # not a metrics row this report understands
+        split = str(row.get("split", ""))
         for key, value in _numbers(row).items():
-            if key not in _NOT_CURVES and "step" in row:
-                out.setdefault(f"{split}/{key}" if split else key, {})[int(row["step"])] = value
+            if key not in _NOT_CURVES:
+                out.setdefault(f"{split}/{key}" if split else key, {})[row["step"]] = value
     return out
 
 

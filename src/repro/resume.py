@@ -95,10 +95,20 @@ def check_overrides(base: Any, full: Any, saved: Any, safe_keys: Iterable[str]) 
         )
 
 
-def merged_config(saved: DictConfig, current: DictConfig, safe_keys: Iterable[str]) -> DictConfig:
-    """The run's own config, with the safe keys taken from the current command line."""
+def merged_config(saved: DictConfig, current: DictConfig, safe_keys: Iterable[str],
+                  given: set[str] | None = None, reset: Iterable[str] = ()) -> DictConfig:
+    """The run's own config; a safe key changes only when this command line gives it.
+
+    ``given`` holds the keys the command line overrides (None: take every safe key from
+    ``current``); ``reset`` keys (one-shot test hooks) go back to null unless given.
+    """
     out = OmegaConf.create(_container(saved))
+    reset = set(reset)
     for key in safe_keys:
+        if given is not None and key not in given:
+            if key in reset and OmegaConf.select(out, key, default="<absent>") != "<absent>":
+                OmegaConf.update(out, key, None, force_add=True)
+            continue
         value = OmegaConf.select(current, key, default=None)
         if OmegaConf.select(current, key, default="<absent>") == "<absent>":
             continue
@@ -192,7 +202,8 @@ class RunCompleted(ReproError):
 
 
 def find_resumption(cfg: DictConfig, run_dir: str | Path, *, key: str, safe_keys: Iterable[str],
-                    is_main: bool = True) -> Resumption | None:
+                    is_main: bool = True, given: set[str] | None = None, reset: Iterable[str] = ()
+                    ) -> Resumption | None:
     """What ``cfg[key]`` asks for in ``run_dir``: a :class:`Resumption`, or None to start fresh.
 
     With ``auto`` (also for each job of a sweep, which a cluster may requeue): a directory with a
@@ -214,4 +225,5 @@ def find_resumption(cfg: DictConfig, run_dir: str | Path, *, key: str, safe_keys
         raise RunDirectoryError(f"{key}={value}: the run holds no checkpoint to resume from")
     ignore = (key, *safe_keys)
     saved = OmegaConf.load(run_dir / "config.yaml")
-    return Resumption(run_dir, merged_config(saved, cfg, ignore), ignore)
+    return Resumption(run_dir, merged_config(saved, cfg, ignore, None if given is None else {*given, key}, reset),
+                      ignore)

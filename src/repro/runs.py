@@ -17,7 +17,8 @@ import yaml
 from repro.errors import RunDirectoryError
 
 #: Environment keys that always differ between two processes and say nothing about the bits.
-VOLATILE_ENV_KEYS = ("argv", "code_dir")
+VOLATILE_ENV_KEYS = ("argv", "code_dir", "env.RANK", "env.LOCAL_RANK", "env.WORLD_SIZE",
+                     "env_at_start.RANK", "env_at_start.LOCAL_RANK", "env_at_start.WORLD_SIZE")
 
 
 @dataclass

@@ -42,6 +42,7 @@ BAD_INPUTS = [
     (["-m", "repro.seed=[1,2"], "[1,2"),                        # a sweep that does not parse
     (["-m", "repro.seed=0,1", "repro.num_workers=0,-1"], "repro.num_workers"),  # a bad value in any job
     (["hydra.run.dir=/dev/null/x"], "is a file"),               # a run directory under a file
+    (["-m", "repro=default,portable"], "run them as separate sweeps"),  # pins fixed at process start differ
 ])
 def test_bad_command_lines_give_one_line_errors(tmp_path, args, text):
     proc = subprocess.run([sys.executable, "-m", "experiment.train", *args], cwd=tmp_path,

@@ -65,6 +65,11 @@ def test_sigkill_then_resume_under_torchrun_gives_identical_bits(two_ranks, tmp_
     run_dir = tmp_path / "run"
     killed = torchrun(run_dir, *RUN, "train.kill_at_step=7", check=False)
     assert killed.proc.returncode != 0 and killed.manifest["status"] == "running"
+    before = (run_dir / "run.json").read_bytes()
+    alone = subprocess.run([sys.executable, "-m", "experiment.train", f"train.resume={run_dir}"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300)  # one process for a 2-rank run
+    assert alone.returncode == 2 and "written by 2 rank(s)" in alone.stderr
+    assert (run_dir / "run.json").read_bytes() == before  # refused before anything was written
     resumed = torchrun(run_dir, f"train.resume={run_dir}")
     assert resumed.weights == two_ranks.weights
     assert resumed.fingerprints() == two_ranks.fingerprints()
@@ -79,3 +84,13 @@ def test_ranks_that_drift_apart_fail_the_run_naming_the_step(tmp_path):
     assert run.manifest["status"] == "failed"
     assert "step 4: the params digest differs across ranks" in run.manifest["error"]
     assert [r["step"] for r in run.fingerprints()] == [1, 2, 3]
+
+
+def test_repro_verify_replays_a_torchrun_run_with_its_ranks(two_ranks, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REPRO_", "PYTHONHASHSEED"))}
+    out = subprocess.run([sys.executable, "-m", "repro", "verify", str(two_ranks.dir), "--steps", "6", "--quiet",
+                          "--out", str(tmp_path / "replay")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "IDENTICAL"
+    assert "environment (recorded vs replay): no differences" in out.stdout

@@ -123,3 +123,16 @@ def test_resume_of_something_that_is_not_a_run(tmp_path, target, message):
         path.mkdir()
     run = resume(path)
     assert run.proc.returncode == 2 and message in run.proc.stderr
+
+
+def test_a_portable_run_resumes_with_its_own_pins(tmp_path):
+    """The resumed run's profile decides the process pins, not the command line's default profile."""
+    ref = run_main(tmp_path / "ref", *RUN, "repro=portable", "train.checkpoint_every=2")
+    run_dir = tmp_path / "run"
+    killed(run_dir, 5, "repro=portable", "train.checkpoint_every=2")
+    run = resume(run_dir)  # no profile on the command line
+    assert run.proc.returncode == 0, run.proc.stderr
+    assert_same_bits(run, ref)
+    assert [r["from_step"] for r in run.manifest["resumes"]] == [4]
+    steps = sorted(int(p.name[5:14]) for p in (run_dir / "checkpoints").iterdir())
+    assert steps == [20, 22, 24]  # the run's own checkpoint_every=2 and keep 3, not the defaults

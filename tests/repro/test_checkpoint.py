@@ -142,3 +142,17 @@ def test_rng_state_roundtrips_through_a_weights_only_checkpoint(tmp_path):
     got = (torch.rand(3), random.random(), np.random.rand(), torch.rand(2, generator=gen2), rng2.random())
     assert torch.equal(got[0], expected[0]) and got[1:3] == expected[1:3]
     assert torch.equal(got[3], expected[3]) and got[4] == expected[4]
+
+
+def test_retention_ignores_leftovers_from_later_steps(tmp_path):
+    """A junk or corrupt checkpoint with a later step must not push out the ones that work."""
+    junk = tmp_path / "checkpoints" / "step-000000099.ckpt"
+    junk.parent.mkdir()
+    junk.write_bytes(b"junk")
+    (tmp_path / "checkpoints" / "step-000000098.ckpt").mkdir()  # a directory is not a checkpoint
+    for step in (10, 12):
+        save_checkpoint(tmp_path, step, state(), config_sha256="a" * 64, keep=1)
+    names = [p.name for p in list_checkpoints(tmp_path)]
+    assert names == ["step-000000012.ckpt", "step-000000099.ckpt"]
+    info, _ = latest_valid_checkpoint(tmp_path, config_sha256="a" * 64)
+    assert info.step == 12

@@ -93,3 +93,20 @@ def test_joblib_sweep_runs_jobs_in_parallel_processes_with_the_same_bits(sweep, 
     for i, run in enumerate(runs):  # the same bits as the same seed run one after the other
         basic = json.loads((sweep / str(i) / "run.json").read_text())
         assert run["weights_sha256"] == basic["weights_sha256"]
+
+
+def test_report_survives_odd_sweep_content(tmp_path):
+    import shutil
+
+    sweep = tmp_path / "sw"
+    (sweep / "junk").mkdir(parents=True)
+    (sweep / "junk" / "run.json").write_text("[]")
+    (sweep / "odd").mkdir()
+    (sweep / "odd" / "run.json").write_text(json.dumps({"status": "completed", "seed": 1, "result": 5}))
+    (sweep / "odd" / "metrics.jsonl").write_text('7\n{"step": "x", "loss": 1}\n{"step": 2, "loss": 0.5}\n')
+    out = report(sweep, "--json", cwd=tmp_path)
+    assert "Traceback" not in out.stderr, out.stderr
+    data = json.loads(out.stdout)
+    assert {j["name"]: j["status"] for j in data["jobs"]} == {"junk": "unreadable", "odd": "completed"}
+    assert out.returncode == 1  # an unreadable job counts as not completed
+    shutil.rmtree(sweep)
