@@ -398,7 +398,6 @@ def entrypoint(
             if (
                 args is not None
                 and not any(getattr(args, f, None) for f in _SKIP_FLAGS)
-                and not args.config_dir
             ):
                 ranks_extra = _torchrun_overrides(args, rank, world, resume_key)
                 args.overrides = [*args.overrides, *ranks_extra]
@@ -407,11 +406,14 @@ def entrypoint(
                     if args.config_path is None
                     else str(Path(args.config_path).resolve())
                 )
+                checked = list(args.overrides)
+                if args.config_dir:  # --config-dir adds a directory to the search path: compose with it too
+                    checked.append(f"hydra.searchpath=[file://{Path(args.config_dir).resolve()}]")
                 try:
                     pins, extra = preflight(
                         cdir,
                         args.config_name or config_name,
-                        args.overrides,
+                        checked,
                         multirun=args.multirun,
                         existing_run_ok=existing_run_ok,
                         check=check,

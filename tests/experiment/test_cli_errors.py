@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -104,3 +105,21 @@ def test_a_device_missing_at_runtime_leaves_nothing_behind(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: train.device='cuda:7'")
     assert not run_dir.exists()
+
+
+@pytest.mark.slow
+def test_config_dir_profiles_are_checked_and_pinned_too(tmp_path):
+    """A profile from --config-dir goes through the same preflight: checks, one-line errors, pins."""
+    (tmp_path / "mine" / "repro").mkdir(parents=True)
+    (tmp_path / "mine" / "repro" / "mine.yaml").write_text("defaults:\n  - schema\n  - _self_\nseed: 77\n")
+    base = [sys.executable, "-m", "experiment.train", "--config-dir", str(tmp_path / "mine"), "repro=mine"]
+    bad = subprocess.run([*base, "repro.seed=-3", "hydra.run.dir=bad"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error: repro.seed=-3")
+    assert not (tmp_path / "bad").exists()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REPRO_", "PYTHONHASHSEED"))}
+    good = subprocess.run([*base, "experiment=quick", "train.max_steps=2", "hydra.run.dir=good"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert good.returncode == 0, good.stderr
+    manifest = json.loads((tmp_path / "good" / "run.json").read_text())
+    assert manifest["seed"] == 77 and manifest["determinism"]["all_took_effect"] is True
