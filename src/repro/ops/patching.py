@@ -70,15 +70,8 @@ _TORCH_NAMES = {
     "median": selection.median,
     "scatter_reduce": indexing.scatter_reduce,
 }
-_TENSOR_NAMES = {
-    "bincount": counting.bincount,
-    "cumsum": scan.cumsum,
-    "histc": counting.histc,
-    "index_select": indexing.index_select,
-    "kthvalue": selection.kthvalue,
-    "median": selection.median,
-    "scatter_reduce": indexing.scatter_reduce,
-}
+# Tensor methods: the same functions as torch.*, minus the pooling ones (no Tensor method of that name).
+_TENSOR_NAMES = {name: fn for name, fn in _TORCH_NAMES.items() if not name.startswith("adaptive_")}
 
 #: (owner, attribute, replacement) for every name the patch swaps.
 TARGETS: list[tuple[object, str, object]] = (
