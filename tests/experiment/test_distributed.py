@@ -94,3 +94,11 @@ def test_repro_verify_replays_a_torchrun_run_with_its_ranks(two_ranks, tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.strip().splitlines()[-1] == "IDENTICAL"
     assert "environment (recorded vs replay): no differences" in out.stdout
+
+
+def test_a_null_seed_is_drawn_once_and_shared_by_every_rank(tmp_path):
+    """Each rank drawing its own seed would build different models: the per-step rank check would fail."""
+    run = torchrun(tmp_path / "run", *QUICK, "train.max_steps=3", "repro.seed=null")
+    m = run.manifest
+    assert m["status"] == "completed" and m["seed_source"] == "entropy" and isinstance(m["seed"], int)
+    assert [r["step"] for r in run.fingerprints()] == [1, 2, 3]  # every step passed the cross-rank check
