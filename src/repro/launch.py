@@ -366,7 +366,10 @@ def entrypoint(
                 _remove_unused_run_dir()
                 if _in_multirun():  # let Hydra record this job as failed and go on with the others
                     print(f"error: {exc}", file=sys.stderr)
-                    raise
+                    from hydra.errors import CompactHydraException
+
+                    # A compact exception: at the end of the sweep Hydra prints its message, not a traceback.
+                    raise CompactHydraException(f"error: {exc}") from None
                 fail(str(exc))
             except KeyboardInterrupt:
                 fail("interrupted; a started run is recorded as failed (resume it from its checkpoint)", code=130)
