@@ -364,6 +364,7 @@ def entrypoint(
                 return task(cfg)
             except ReproError as exc:
                 _remove_unused_run_dir()
+                _remove_unused_resume_subdir()
                 if _in_multirun():  # let Hydra record this job as failed and go on with the others
                     print(f"error: {exc}", file=sys.stderr)
                     from hydra.errors import CompactHydraException
@@ -486,6 +487,28 @@ def _remove_unused_run_dir() -> None:
         return
     if all(p.name == ".hydra" or p.suffix == ".log" for p in out.iterdir()):
         shutil.rmtree(out, ignore_errors=True)
+
+
+def _remove_unused_resume_subdir() -> None:
+    """Delete the ``.hydra/resume-N`` Hydra made for a resume that was refused before it was recorded."""
+    import re
+
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        hc = HydraConfig.get()
+        out, sub = Path(hc.runtime.output_dir), str(hc.output_subdir or "")
+    except Exception:
+        return
+    match = re.fullmatch(r"\.hydra/resume-(\d+)", sub)
+    if match is None or not (out / sub).is_dir():
+        return
+    try:
+        resumes = len(json.loads((out / "run.json").read_text()).get("resumes") or [])
+    except (OSError, ValueError, AttributeError):
+        return
+    if resumes < int(match.group(1)):  # this attempt never reached the record
+        shutil.rmtree(out / sub, ignore_errors=True)
 
 
 def _absolute_config_path(argv: list[str]) -> list[str]:
