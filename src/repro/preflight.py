@@ -1,0 +1,277 @@
+"""The check before a run starts: compose every job the command line asks for, and refuse bad ones.
+
+Used by :func:`repro.launch.entrypoint` before Hydra creates anything. A bad
+override, an unknown key or profile, a value out of range, a run directory
+that already holds a run, or a resume that would change the result stops the
+program with one line naming the key; nothing is written. It also works out
+the environment pins the jobs need (from the resumed run's own config when
+resuming), for the entry point to put in place.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from repro.config import register_configs, to_repro_config, validate, wanted_environment
+from repro.errors import ReproError
+
+_MAX_SWEEP_CHECKS = 64
+#: Called with the composed config of a single run whose directory already holds a run:
+#: return True to let it proceed (a resume), False to refuse.
+ExistingRunPolicy = Callable[[DictConfig, Path], bool]
+#: Checks a composed config (values a type cannot express); raises ReproError. Must not import torch.
+ConfigCheck = Callable[[DictConfig], None]
+#: What preflight saw of the run directory, so a failed start removes only what it made.
+STATE: dict[str, Any] = {}
+#: What preflight learnt from a resumed run (its own environment pins).
+_RESUME: dict[str, Any] = {}
+
+
+class LaunchError(ReproError):
+    """The command line cannot start a run."""
+
+
+def _one_line(text: str) -> str:
+    skip = (
+        "full_key:",
+        "object_type",
+        "reference_type",
+        "Config search path",
+        "provider=",
+        "Set the environment",
+    )
+    lines = [ln.strip().rstrip(".") for ln in str(text).splitlines()]
+    return "; ".join(ln for ln in lines if ln and not ln.startswith(skip))
+
+
+def describe_compose_error(exc: BaseException) -> str:
+    """Hydra/OmegaConf's multi-line message, reduced to one line that starts with the key."""
+    from hydra.errors import MissingConfigException
+
+    if isinstance(exc, MissingConfigException) and getattr(exc, "options", None) is not None:
+        group, _, wanted = (exc.missing_cfg_file or "?/?").rpartition("/")
+        options = ", ".join(o for o in sorted(exc.options) if o != "schema")
+        return f"{group}={wanted}: no such option in config group '{group}' (available: {options})"
+    cause = exc.__cause__ or exc
+    head = _one_line(str(exc)) if cause is not exc else ""
+    msg = _one_line(getattr(cause, "msg", None) or str(cause))
+    prefix = "Error merging override "
+    if head.startswith(prefix):  # "Error merging override k=v" -> "k=v: <why>"
+        return f"{head[len(prefix) :]}: {msg}"
+    key = getattr(cause, "full_key", None)
+    out = "; ".join(dict.fromkeys(p for p in (head, msg) if p))
+    return out if not key or key in out else f"{key}: {out}"
+
+
+def _sweep_jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
+    """The jobs to check: every value of every swept key once (not the whole product)."""
+    if not multirun:
+        return [overrides]
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as exc:  # OverrideParseException and friends: the user's input
+        raise LaunchError(_one_line(str(exc))) from None
+    options: list[list[str]] = []
+    for o in parsed:
+        if not o.is_sweep_override():
+            options.append([o.input_line])
+            continue
+        try:
+            options.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()])
+        except Exception:  # a sweep a sweeper plugin samples (interval(...)): nothing to enumerate here
+            options.append([])
+    firsts = [opts[0] for opts in options if opts]
+    jobs = [firsts]
+    for i, opts in enumerate(options):
+        for value in opts[1:]:
+            job = [value if j == i else (o[0] if o else None) for j, o in enumerate(options)]
+            jobs.append([x for x in job if x is not None])
+    return jobs[:_MAX_SWEEP_CHECKS]
+
+
+def preflight(
+    config_dir: str | Path,
+    config_name: str,
+    overrides: list[str],
+    *,
+    multirun: bool = False,
+    existing_run_ok: ExistingRunPolicy | None = None,
+    check: ConfigCheck | None = None,
+    resume_key: str | None = None,
+    resume_safe_keys: tuple[str, ...] = (),
+    is_main: bool = True,
+) -> tuple[dict[str, str], list[str]]:
+    """Compose and check every job the command line asks for.
+
+    Returns the environment the jobs pin and the overrides to add (a resume
+    runs in the resumed run's directory). Raises :class:`LaunchError` with a
+    one-line message, or :class:`AlreadyCompleted`.
+    """
+    extra: list[str] = []
+    from hydra import compose, initialize_config_dir
+
+    register_configs()
+    pins: dict[str, str] | None = None
+    for job in _sweep_jobs(overrides, multirun):
+        try:
+            with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+                cfg = compose(config_name=config_name, overrides=job, return_hydra_config=True)
+        except Exception as exc:  # Hydra and OmegaConf raise many types; all are the user's input
+            raise LaunchError(describe_compose_error(exc)) from None
+        job_pins = {}
+        if "repro" in cfg:
+            try:
+                job_pins = wanted_environment(validate(to_repro_config(cfg.repro)))
+            except ReproError as exc:
+                raise LaunchError(str(exc)) from None
+        if check is not None:
+            try:
+                check(cfg)
+            except ReproError as exc:
+                raise LaunchError(str(exc)) from None
+        if pins is not None and pins != job_pins:  # a null pin means "as the process started": not the same
+            var = next(v for v in sorted(set(pins) | set(job_pins)) if pins.get(v) != job_pins.get(v))
+            raise LaunchError(
+                f"the jobs of this sweep pin {var} differently ({pins.get(var) or 'unset'} and "
+                f"{job_pins.get(var) or 'unset'}); it is fixed when the process starts, so run them as "
+                "separate sweeps"
+            )
+        pins = job_pins
+        resuming = False
+        if resume_key is not None and OmegaConf.select(cfg, resume_key, default=None) is not None:
+            if multirun:  # each job resumes in its own directory, decided when it runs
+                if str(OmegaConf.select(cfg, resume_key)) != "auto":
+                    raise LaunchError(f"{resume_key}=RUN_DIR resumes a single run; a -m sweep takes "
+                                      f"{resume_key}=auto (each job resumes its own directory)")
+                continue
+            try:
+                _RESUME.clear()
+                extra = _plan_resume(cfg, job, config_dir, config_name, resume_key, resume_safe_keys, is_main)
+                pins = _RESUME.get("pins", pins)
+            except ReproError as exc:
+                if isinstance(exc, AlreadyCompleted):
+                    raise
+                raise LaunchError(str(exc)) from None
+            resuming = bool(extra)
+        if not multirun and not resuming and is_main:  # other ranks of a torchrun job share rank 0's directory
+            _check_run_dir(cfg, existing_run_ok)
+    if multirun:
+        _check_sweep_dir(cfg)
+    return pins or {}, extra
+
+
+class AlreadyCompleted(ReproError):
+    """The run asked to be resumed has already completed: nothing to do."""
+
+
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _plan_resume(cfg: DictConfig, job: list[str], config_dir: str | Path, config_name: str, resume_key: str,
+                 safe_keys: tuple[str, ...], is_main: bool = True) -> list[str]:
+    """Check a resume request; return the overrides that point Hydra at the resumed run's directory.
+
+    An empty list means: start fresh (``auto`` found no checkpoint).
+    """
+    from hydra import compose, initialize_config_dir
+
+    from repro.resume import (
+        AUTO,
+        abandon_attempt,
+        check_overrides,
+        inspect_run_dir,
+        next_resume_subdir,
+        require_resumable,
+    )
+
+    value = str(OmegaConf.select(cfg, resume_key))
+    given_dir = next((o.split("=", 1)[1] for o in job if _override_key(o) == "hydra.run.dir"), None)
+    if value == AUTO:
+        run_dir = Path(str(cfg.hydra.run.dir)).resolve()
+        state = inspect_run_dir(run_dir)
+        if not state.checkpoints:
+            if state.status == "completed":
+                raise AlreadyCompleted(f"{run_dir} already holds a completed run; nothing to resume")
+            if state.has_record and is_main:  # rank 0 alone moves files
+                moved = abandon_attempt(run_dir)
+                print(f"{resume_key}=auto: {run_dir} holds an attempt with no checkpoint; moved it to "
+                      f"{moved} and starting fresh", file=sys.stderr)
+            return []
+        extra = []
+    else:
+        run_dir = Path(value).resolve()
+        state = require_resumable(run_dir)
+        if given_dir is not None and Path(given_dir).resolve() != run_dir:
+            raise LaunchError(f"{resume_key}={value} and hydra.run.dir={given_dir} disagree; a resumed run "
+                              f"continues in its own directory (use {resume_key}=auto with hydra.run.dir to "
+                              "name it once)")
+        extra = [] if given_dir is not None else [f"hydra.run.dir={run_dir}"]
+    if state.status == "completed":
+        raise AlreadyCompleted(f"{run_dir} already holds a completed run; nothing to resume")
+    saved = OmegaConf.load(run_dir / "config.yaml")
+    keep = (resume_key, *safe_keys)
+    base_job = [o for o in job if _override_key(o).startswith("hydra.") or _override_key(o) in keep]
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        base = compose(config_name=config_name, overrides=base_job, return_hydra_config=True)
+    check_overrides(base, cfg, saved, keep)
+    _check_world_size(state.checkpoints[-1], resume_key, value)
+    if "repro" in saved:  # the resumed run's own pins, not the command line's profile
+        _RESUME["pins"] = wanted_environment(validate(to_repro_config(saved.repro)))
+    return [*extra, f"hydra.output_subdir={next_resume_subdir(run_dir) if is_main else 'null'}"]
+
+
+def _check_world_size(checkpoint: Path, resume_key: str, value: str) -> None:
+    """Refuse, before anything is written, to resume a checkpoint of N ranks with another number."""
+    from repro.checkpoint import CheckpointError, read_header
+
+    try:
+        written = int(read_header(checkpoint).header.get("world_size", 1))
+    except (CheckpointError, ValueError, TypeError):
+        return  # the task picks the newest intact checkpoint and reports on it
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if written != world:
+        how = f"torchrun --nproc_per_node={written} -m ..." if written > 1 else "one process (no torchrun)"
+        raise LaunchError(f"{resume_key}={value}: its checkpoints were written by {written} rank(s), this "
+                          f"launch has {world}; resume with {how}")
+
+
+def _check_path_is_usable(key: str, path: Path) -> None:
+    for p in (path, *path.parents):
+        if p.exists() and not p.is_dir():
+            raise LaunchError(f"{key}={path}: {p} is a file, not a directory")
+
+
+def _check_run_dir(cfg: DictConfig, existing_run_ok: ExistingRunPolicy | None) -> None:
+    try:
+        run_dir = Path(str(cfg.hydra.run.dir))
+    except Exception:  # an interpolation only Hydra's runtime can resolve: it checks again later
+        return
+    _check_path_is_usable("hydra.run.dir", run_dir)
+    STATE["run_dir"], STATE["run_dir_existed"] = run_dir.resolve(), run_dir.exists()
+    if (run_dir / "run.json").exists() and not (existing_run_ok and existing_run_ok(cfg, run_dir)):
+        raise LaunchError(
+            f"hydra.run.dir={run_dir} already holds a run (run.json exists) and is never overwritten; "
+            "choose another hydra.run.dir"
+        )
+
+
+def _check_sweep_dir(cfg: DictConfig) -> None:
+    try:
+        sweep_dir = Path(str(cfg.hydra.sweep.dir))
+    except Exception:
+        return
+    _check_path_is_usable("hydra.sweep.dir", sweep_dir)
+    if sweep_dir.is_dir() and any(sweep_dir.glob("*/run.json")):
+        raise LaunchError(
+            f"hydra.sweep.dir={sweep_dir} already holds runs and they are never overwritten; "
+            "choose another hydra.sweep.dir"
+        )
