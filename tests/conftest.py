@@ -40,6 +40,13 @@ class Run:
         return [{k: v for k, v in r.items() if not (drop_time and k in TIME_FIELDS)} for r in rows]
 
 
+def clean_env(*also_drop: str, **extra: str) -> dict[str, str]:
+    """This process's environment without the kit's own variables and the hash seed (the process under
+    test must get there by itself), nor variables starting with ``also_drop``; plus ``extra``."""
+    drop = ("REPRO_", "PYTHONHASHSEED", *also_drop)
+    return {**{k: v for k, v in os.environ.items() if not k.startswith(drop)}, **extra}
+
+
 def run_main(
     run_dir: Path,
     *overrides: str,
@@ -49,9 +56,7 @@ def run_main(
     args: list[str] | None = None,
 ) -> Run:
     """``python -m experiment.train`` in a fresh process, writing into ``run_dir``."""
-    full_env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("REPRO_", "PYTHONHASHSEED"))
-    }
+    full_env = clean_env()
     full_env.update(env or {})
     cmd = [
         sys.executable,

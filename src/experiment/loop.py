@@ -238,8 +238,9 @@ def fit(cfg: DictConfig, repro: Any, run_dir: Path, record: RunRecord, config_ha
 
             # One host sync per step: the loss, and digests computed on the device (every rank checks
             # that its parameters agree with the others').
-            loss_value = loss.item()
-            record.log_fingerprint({"step": step, "epoch": epoch, "loss": float_bits(loss),
+            loss_host = loss.detach().cpu()
+            loss_value = loss_host.item()
+            record.log_fingerprint({"step": step, "epoch": epoch, "loss": float_bits(loss_host),
                                     "params": tensors_digest(model.named_parameters())}, batch=(x, y))
             stats["seen"] += len(y)
             stats["loss_sum"] += loss_value * len(y)

@@ -25,9 +25,6 @@ STOP_ENV = "REPRO_STOP_AFTER_STEP"
 CAPTURE_STEP_ENV = "REPRO_CAPTURE_STEP"
 CAPTURE_FILE_ENV = "REPRO_CAPTURE_FILE"
 
-#: Capture phases, in the order a training step computes them.
-PHASES = ("param", "input", "forward", "backward", "update")
-
 
 def stop_after_step() -> int | None:
     value = os.environ.get(STOP_ENV)

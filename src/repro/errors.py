@@ -28,5 +28,13 @@ class EnvironmentPinError(ReproError, RuntimeError):
     """A process-environment pin cannot take effect in this process."""
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived (a scheduler preempting the job): raised so the run is recorded as failed.
+
+    A BaseException, like KeyboardInterrupt, so that ``except Exception`` blocks (logging handlers
+    among them) cannot swallow it.
+    """
+
+
 class RunDirectoryError(ReproError, RuntimeError):
     """A run directory is missing, is not a run, or already holds another run."""

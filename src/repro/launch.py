@@ -33,7 +33,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from repro.config import register_configs
-from repro.errors import ReproError
+from repro.errors import ReproError, Terminated
 from repro.preflight import (
     STATE,
     AlreadyCompleted,
@@ -139,11 +139,8 @@ def entrypoint(
                     fail(f"lost contact with another rank ({_one_line(str(exc))[:160]}); it probably failed: see "
                          "its output. The run is recorded as failed; resume it from its checkpoint", code=1)
                 raise
-            except BaseException as exc:
-                if type(exc).__name__ == "Terminated":  # repro.record.Terminated, without importing torch here
-                    fail("terminated by SIGTERM; the run is recorded as failed (resume it from its checkpoint)",
-                         code=143)
-                raise
+            except Terminated:
+                fail("terminated by SIGTERM; the run is recorded as failed (resume it from its checkpoint)", code=143)
 
         hydra_main = hydra.main(
             config_path=config_dir, config_name=config_name, version_base="1.3"

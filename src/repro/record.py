@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from repro.capture import StepCapture, stop_after_step
 from repro.distributed import DistInfo, check_same, gather_objects
 from repro.environment import environment_fingerprint, redact_args, redact_config
-from repro.errors import RunDirectoryError
+from repro.errors import RunDirectoryError, Terminated
 from repro.fingerprint import sample_digests, set_digest
 from repro.launch import current_entry
 
@@ -54,6 +54,23 @@ def atomic_write(path: str | Path, data: str | bytes) -> None:
         raise
 
 
+def read_jsonl(path: str | Path, *, up_to_step: int | None = None) -> list[dict[str, Any]]:
+    """The complete rows of a ``.jsonl`` record file (a line cut short by a kill is dropped).
+
+    ``up_to_step`` keeps only rows whose ``step`` is at most that.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = [json.loads(ln) for ln in path.read_text().splitlines(keepends=True) if ln.endswith("\n") and ln.strip()]
+    return rows if up_to_step is None else [r for r in rows if r.get("step", 0) <= up_to_step]
+
+
+def jsonl_text(rows: list[dict[str, Any]]) -> str:
+    """Rows in the record's own line format."""
+    return "".join(json.dumps(row, separators=(",", ":"), default=str) + "\n" for row in rows)
+
+
 def sha256_file(path: str | Path) -> str:
     """sha256 hex of a file's bytes."""
     h = hashlib.sha256()
@@ -78,14 +95,6 @@ def resolved_config_yaml(cfg: DictConfig, null_keys: tuple[str, ...] = ()) -> st
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
-
-
-class Terminated(BaseException):
-    """SIGTERM arrived (a scheduler preempting the job): raised so the run is recorded as failed.
-
-    A BaseException, like KeyboardInterrupt, so that ``except Exception`` blocks (logging handlers
-    among them) cannot swallow it.
-    """
 
 
 def _raise_on_sigterm() -> Any:
@@ -204,9 +213,7 @@ class RunRecord:
         for name in (METRICS_FILE, FINGERPRINTS_FILE):
             path = run_dir / name
             if path.exists():
-                kept = [ln for ln in path.read_text().splitlines(keepends=True)
-                        if ln.endswith("\n") and json.loads(ln).get("step", 0) <= from_step]
-                atomic_write(path, "".join(kept))
+                atomic_write(path, jsonl_text(read_jsonl(path, up_to_step=from_step)))
         entry = {
             "at": _now(),
             "from_step": from_step,
@@ -231,7 +238,7 @@ class RunRecord:
     def _append(self, f: Any, row: dict[str, Any]) -> None:
         if f is None:
             return
-        f.write(json.dumps(row, separators=(",", ":"), default=str) + "\n")
+        f.write(jsonl_text([row]))
         f.flush()
 
     def log_metrics(self, row: dict[str, Any]) -> None:

@@ -21,6 +21,7 @@ from typing import TextIO
 from repro.capture import CAPTURE_FILE_ENV, CAPTURE_STEP_ENV, STOP_ENV
 from repro.checkpoint import CHECKPOINT_DIR
 from repro.errors import RunDirectoryError
+from repro.record import FINGERPRINTS_FILE, METRICS_FILE, jsonl_text, read_jsonl
 from repro.runs import Run
 
 #: Recorded variables a replay re-applies: they change numerics, not where things run.
@@ -112,11 +113,8 @@ def replay_from_checkpoint(run: Run, checkpoint: Path, scratch: Path, *, stop_af
     shutil.copy2(run.dir / "config.yaml", scratch / "config.yaml")
     manifest = dict(run.manifest, status="running")
     (scratch / "run.json").write_text(json.dumps(manifest, indent=2))
-    for name in ("fingerprints.jsonl", "metrics.jsonl"):
-        src = run.dir / name
-        rows = [ln for ln in src.read_text().splitlines(keepends=True)
-                if ln.strip() and json.loads(ln).get("step", 0) <= step] if src.exists() else []
-        (scratch / name).write_text("".join(rows))
+    for name in (FINGERPRINTS_FILE, METRICS_FILE):
+        (scratch / name).write_text(jsonl_text(read_jsonl(run.dir / name, up_to_step=step)))
     (scratch / CHECKPOINT_DIR).mkdir()
     shutil.copy2(checkpoint, scratch / CHECKPOINT_DIR / checkpoint.name)
     env, _ = replay_environment(run)

@@ -38,10 +38,9 @@ class Run:
         return self.manifest.get("entry") or {}
 
     def fingerprints(self) -> list[dict[str, Any]]:
-        path = self.dir / "fingerprints.jsonl"
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        from repro.record import FINGERPRINTS_FILE, read_jsonl
+
+        return read_jsonl(self.dir / FINGERPRINTS_FILE)
 
 
 def load_run(path: str | Path, *, require_completed: bool = True) -> Run:

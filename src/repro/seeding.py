@@ -114,7 +114,3 @@ class Streams:
         return np.random.Generator(
             np.random.PCG64(np.random.SeedSequence(self.seed, spawn_key=(_name_key(name),)))
         )
-
-    def python_rng(self, name: str) -> random.Random:
-        """A ``random.Random`` for stream ``name``."""
-        return random.Random(self.seed_for(name))

@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 from repro.checkpoint import list_checkpoints
 from repro.errors import ReproError, RunDirectoryError
+from repro.record import FINGERPRINTS_FILE, read_jsonl
 from repro.replay import replay_environment, replay_fresh, replay_from_checkpoint
 from repro.runs import VOLATILE_ENV_KEYS, Run, diff_trees, first_divergence, load_run
 
@@ -119,8 +120,7 @@ def verify(run_path: str | Path, *, out_dir: str | Path | None = None, steps: in
     verdict.replay_seconds = result.seconds
     replay_manifest = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
     _compare_records(run, replay_manifest, verdict)
-    replayed = [json.loads(ln) for ln in (out / "fingerprints.jsonl").read_text().splitlines() if ln.strip()] \
-        if (out / "fingerprints.jsonl").exists() else []
+    replayed = read_jsonl(out / FINGERPRINTS_FILE)
     expected = recorded[:steps] if steps else recorded
     verdict.steps_compared = min(len(expected), len(replayed))
     found = first_divergence(expected, replayed)
@@ -156,7 +156,7 @@ def _spot(run: Run, recorded: list[dict[str, Any]], checkpoints: list[Path], k: 
         result = replay_from_checkpoint(run, ckpt, out / f"from-step-{start}", stop_after=stop, log=log)
         verdict.replay_seconds += result.seconds
         path = out / f"from-step-{start}" / "fingerprints.jsonl"
-        replayed = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
+        replayed = read_jsonl(path)
         replayed = [r for r in replayed if start < r["step"] <= stop]
         expected = [by_step[s] for s in range(start + 1, stop + 1) if s in by_step]
         found = first_divergence(expected, replayed)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
+
+from conftest import clean_env
 
 BAD_INPUTS = [
     # (override, text the one-line message must contain)
@@ -68,7 +69,7 @@ def test_replayed_config_with_a_bad_value_is_refused(tmp_path):
 @pytest.mark.parametrize(("override", "key"), BAD_INPUTS)
 def test_bad_input_gives_one_line_error(tmp_path, override, key):
     run_dir = tmp_path / "run"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REPRO_")}
+    env = clean_env()
     proc = subprocess.run(
         [sys.executable, "-m", "experiment.train", f"hydra.run.dir={run_dir}", override],
         cwd=tmp_path,
@@ -117,7 +118,7 @@ def test_config_dir_profiles_are_checked_and_pinned_too(tmp_path):
                          text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error: repro.seed=-3")
     assert not (tmp_path / "bad").exists()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REPRO_", "PYTHONHASHSEED"))}
+    env = clean_env()
     good = subprocess.run([*base, "experiment=quick", "train.max_steps=2", "hydra.run.dir=good"], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=300)
     assert good.returncode == 0, good.stderr

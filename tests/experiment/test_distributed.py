@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import pytest
 
-from conftest import QUICK, Run, run_main
+from conftest import QUICK, Run, clean_env, run_main
 
 pytestmark = pytest.mark.slow
 RUN = [*QUICK, "train.epochs=3", "train.checkpoint_every=5"]
 
 
 def torchrun(run_dir, *overrides, nproc=2, check=True):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REPRO_", "PYTHONHASHSEED"))}
+    env = clean_env()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "experiment.train", *overrides]
     if not any(o.startswith("train.resume=") and o != "train.resume=auto" for o in overrides):
@@ -87,7 +86,7 @@ def test_ranks_that_drift_apart_fail_the_run_naming_the_step(tmp_path):
 
 
 def test_repro_verify_replays_a_torchrun_run_with_its_ranks(two_ranks, tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REPRO_", "PYTHONHASHSEED"))}
+    env = clean_env()
     out = subprocess.run([sys.executable, "-m", "repro", "verify", str(two_ranks.dir), "--steps", "6", "--quiet",
                           "--out", str(tmp_path / "replay")], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=600)

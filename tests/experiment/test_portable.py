@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import QUICK, run_main
+from conftest import QUICK, clean_env, run_main
 
 pytestmark = pytest.mark.slow
 SHORT = [*QUICK, "train.max_steps=12"]
@@ -61,7 +61,7 @@ def launch_cases() -> list[tuple[str, dict, tuple, list]]:
 
 
 def launch(run_dir, overrides, env=None, prefix=()):
-    full = {k: v for k, v in os.environ.items() if not k.startswith(("REPRO_", "PYTHONHASHSEED", "OMP_", "ATEN_"))}
+    full = clean_env("OMP_", "ATEN_")
     full.update(env or {})
     cmd = [*prefix, sys.executable, "-m", "experiment.train", f"hydra.run.dir={run_dir}", *overrides]
     proc = subprocess.run(cmd, cwd=run_dir.parent, env=full, capture_output=True, text=True, timeout=600)

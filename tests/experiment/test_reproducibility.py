@@ -64,3 +64,12 @@ def test_saved_config_is_resolved_and_replays_bit_for_bit(run_train, tmp_path):
     assert b.manifest["seed"] == 7
     assert a.weights == b.weights
     assert a.fingerprints() == b.fingerprints()
+
+
+def test_fast_profile_sees_the_same_data_as_default(run_train):
+    """The README's promise for repro=fast: same data order and augmentation (the per-step batch digest)
+    as default, while nondeterministic kernels are allowed."""
+    default = run_train("default", *QUICK, "train.max_steps=6")
+    fast = run_train("fast", *QUICK, "train.max_steps=6", "repro=fast")
+    assert fast.manifest["determinism"]["mode"] == "off"
+    assert [r["batch"] for r in fast.fingerprints()] == [r["batch"] for r in default.fingerprints()]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import QUICK, run_main
+from conftest import QUICK, clean_env, run_main
 
 pytestmark = pytest.mark.slow
 RUN = [*QUICK, "train.epochs=3", "train.checkpoint_every=5"]
@@ -37,13 +37,12 @@ def killed(run_dir, kill_at, *extra):
 
 def resume(run_dir, *extra, args=None):
     """``train.resume=RUN_DIR``: no hydra.run.dir; the run continues in its own directory."""
-    import os
     import subprocess
     import sys
 
     from conftest import Run
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REPRO_", "PYTHONHASHSEED"))}
+    env = clean_env()
     proc = subprocess.run([sys.executable, "-m", "experiment.train", f"train.resume={run_dir}", *extra],
                           cwd=run_dir.parent, env=env, capture_output=True, text=True, timeout=600)
     return Run(run_dir, proc)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import signal
 import subprocess
@@ -13,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import QUICK, run_main
+from conftest import QUICK, clean_env, run_main
 
 pytestmark = pytest.mark.slow
 
@@ -93,7 +92,7 @@ def test_multirun_gives_independent_complete_records(tmp_path):
 def test_interrupted_run_is_recorded_as_failed(tmp_path, signum, exit_code, reason):
     """Mid-training: run.json says failed, with the reason, and no weights hash; never 'running' forever."""
     run_dir = tmp_path / "r"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REPRO_")}
+    env = clean_env()
     proc = subprocess.Popen([sys.executable, "-m", "experiment.train", f"hydra.run.dir={run_dir}", *QUICK,
                              "train.epochs=200"], cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

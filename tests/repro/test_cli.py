@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
 
 import pytest
 
-from conftest import QUICK, run_main
+from conftest import QUICK, clean_env, run_main
 
 pytestmark = pytest.mark.slow
 RUN = [*QUICK, "train.epochs=3", "train.checkpoint_every=5", "train.keep_checkpoints=20"]
@@ -18,7 +17,7 @@ PERTURB = ["train.perturb_step=12", "train.perturb_param=classifier.weight"]
 
 
 def repro(*args, cwd):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REPRO_")}
+    env = clean_env()
     return subprocess.run([sys.executable, "-m", "repro", *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
 

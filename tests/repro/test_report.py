@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
 
 import pytest
 
-from conftest import QUICK
+from conftest import QUICK, clean_env
 from repro.report import summarize, t975
 
 # Threads pinned: a joblib worker gets cpu_count / n_jobs threads, and the default profile follows
 # the thread count it is given (see the README), so both sweeps pin the same count.
 SHORT = [*QUICK, "train.max_steps=6", "repro.threads=1"]
-
-
-def clean_env():
-    return {k: v for k, v in os.environ.items() if not k.startswith(("REPRO_", "PYTHONHASHSEED"))}
 
 
 def train(*args, cwd):
