@@ -2,7 +2,8 @@
 
 Thin on purpose: ``repro.entrypoint`` checks the command line and puts the
 process-start pins in place (re-executing once if needed) before the
-training code, and torch with it, is imported.
+training code, and torch with it, is imported; then it hands the task a
+run object (``repro.Run``).
 """
 
 from __future__ import annotations
@@ -10,9 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
-
-from experiment.config import RESUME_SAFE_KEYS, check_config, register_configs
+from experiment.config import check_config, register_configs
 from repro import entrypoint
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -20,20 +19,14 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 register_configs()
 
 
-@entrypoint(
-    config_dir=CONF_DIR,
-    config_name="config",
-    check=check_config,
-    resume_key="train.resume",
-    resume_safe_keys=RESUME_SAFE_KEYS,
-)
-def main(cfg: DictConfig) -> Any:
+@entrypoint(config_dir=CONF_DIR, config_name="config", check=check_config)
+def main(run: Any) -> Any:
     from experiment.loop import train
 
-    return train(cfg)
+    return train(run)
 
 
-def audit_target(cfg: DictConfig) -> Any:
+def audit_target(cfg: Any) -> Any:
     """For ``repro audit``: the model, a batch and a loss built from ``cfg``."""
     from experiment.loop import audit_target as build
 

@@ -13,6 +13,11 @@ from typing import Any
 from repro import startup as _startup  # noqa: F401  (snapshot the environment before anything changes it)
 
 _EXPORTS = {
+    "Run": "repro.run",
+    "StateError": "repro.run",
+    "resolve_device": "repro.run",
+    "start_run": "repro.start",
+    "RunConfig": "repro.config",
     "ReproConfig": "repro.config",
     "Determinism": "repro.config",
     "register_configs": "repro.config",

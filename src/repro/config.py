@@ -76,6 +76,70 @@ class ReproConfig:
     dist_backend: str = "auto"
 
 
+@dataclass
+class RunConfig:
+    """The settings the kit's run object reads (the ``train`` node by default).
+
+    A project's own training schema extends it (``class TrainConfig(RunConfig)``)
+    and adds its own keys (batch size, ...). Every field keeps its meaning for
+    any experiment.
+    """
+
+    #: Passes over the training data.
+    epochs: int = 1
+    #: Stop after this many optimizer steps (null: run all epochs).
+    max_steps: int | None = None
+    #: auto (CUDA when present, else CPU), cpu, cuda, cuda:N.
+    device: str = "auto"
+    #: Write a metrics row of the step metrics every this many steps.
+    log_every: int = 10
+    #: Write a checkpoint every this many optimizer steps (null: only at the end of each epoch).
+    checkpoint_every: int | None = 50
+    #: Keep the newest this many checkpoints.
+    keep_checkpoints: int = 3
+    #: Continue a run: its directory, or ``auto`` (resume hydra.run.dir if it holds a checkpoint, else start).
+    resume: str | None = None
+
+
+#: RunConfig keys that may differ when a run is resumed: they change speed or bookkeeping, never the bits.
+RUN_RESUME_SAFE_KEYS = ("checkpoint_every", "keep_checkpoints", "resume")
+#: repro keys that may differ on resume.
+REPRO_RESUME_SAFE_KEYS = ("repro.num_workers", "repro.persistent_workers")
+
+
+def resume_safe_keys(node: str = "train", extra: Any = ()) -> tuple[str, ...]:
+    """Keys that may differ when a run is resumed: the kit's own plus a project's ``extra``."""
+    return (*REPRO_RESUME_SAFE_KEYS, *(f"{node}.{k}" for k in RUN_RESUME_SAFE_KEYS), *extra)
+
+
+def validate_run_config(node: Any, prefix: str = "train") -> RunConfig:
+    """The kit's run settings from ``node`` (typed), with ranges checked; raises ConfigValueError."""
+    import re
+
+    known = {f.name for f in dataclasses.fields(RunConfig)}
+    plain = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node or {})
+    values = {k: v for k, v in plain.items() if k in known}
+    try:
+        rc = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), values))
+    except Exception as exc:
+        key = str(getattr(exc, "full_key", "") or "").split(".")[-1]
+        why = str(getattr(exc, "msg", exc)).splitlines()[0]
+        raise ConfigValueError(f"{prefix}.{key}" if key else prefix, values.get(key), f"a valid value ({why})") from None
+    assert isinstance(rc, RunConfig)
+    checks = [
+        ("epochs", rc.epochs >= 1, "an int >= 1"),
+        ("max_steps", rc.max_steps is None or rc.max_steps >= 1, "an int >= 1 or null"),
+        ("log_every", rc.log_every >= 1, "an int >= 1"),
+        ("checkpoint_every", rc.checkpoint_every is None or rc.checkpoint_every >= 1, "an int >= 1 or null"),
+        ("keep_checkpoints", rc.keep_checkpoints >= 1, "an int >= 1"),
+        ("device", re.fullmatch(r"auto|cpu|cuda(:\d+)?", rc.device) is not None, "auto, cpu, cuda or cuda:N"),
+    ]
+    for key, ok, allowed in checks:
+        if not ok:
+            raise ConfigValueError(f"{prefix}.{key}", getattr(rc, key), allowed)
+    return rc
+
+
 #: Config key -> environment variable, for the pins that must be in place before
 #: the process (or CUDA, or the first CPU kernel) starts.
 ENV_PINS: dict[str, str] = {

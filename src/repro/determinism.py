@@ -37,6 +37,8 @@ class DeterminismReport:
 
     mode: str
     settings: list[Setting] = field(default_factory=list)
+    #: Started in a running interpreter (notebook, script) without the entry point's relaunch.
+    in_process: bool = False
 
     def add(
         self,
@@ -63,6 +65,7 @@ class DeterminismReport:
         return {
             "mode": self.mode,
             "all_took_effect": not self.failed,
+            "in_process": self.in_process,
             "settings": {
                 s.name: {k: v for k, v in asdict(s).items() if k != "name"} for s in self.settings
             },
@@ -225,7 +228,7 @@ def apply_flags(rc: ReproConfig, report: DeterminismReport) -> None:
     )
 
 
-def apply(rc: ReproConfig) -> DeterminismReport:
+def apply(rc: ReproConfig, *, in_process: bool = False) -> DeterminismReport:
     """Apply every flag and pin in ``rc``; raise or warn about those that could not take effect.
 
     Under ``strict`` a pin that cannot hold raises :class:`EnvironmentPinError`
@@ -246,6 +249,12 @@ def apply(rc: ReproConfig) -> DeterminismReport:
             f". Fix: launch through repro.entrypoint (python -m <your project>.train does this), or set "
             f"the environment before Python starts: `{env} python ...`, or null the pin in the repro config"
         ) if late else ""
+        if in_process:  # a notebook or script: nothing can relaunch it; the record says what did not hold
+            for s in report.failed:
+                s.note = f"in-process run (no relaunch): {s.note}"
+            report.in_process = True
+            warnings.warn(f"in-process run: these pins are not in effect: {lines}", RuntimeWarning, stacklevel=3)
+            return report
         if report.mode == Determinism.strict.value:
             raise EnvironmentPinError(f"{lines}{hint}")
         warnings.warn(f"reproducibility pins not in effect: {lines}{hint}", RuntimeWarning, stacklevel=3)

@@ -53,7 +53,8 @@ RELAUNCH_GUARD = "REPRO_RELAUNCHED"
 ENTRY_ENV = "REPRO_ENTRY"
 _SKIP_FLAGS = ("help", "hydra_help", "cfg", "info", "shell_completion", "experimental_rerun")
 
-TaskFn = Callable[[DictConfig], Any]
+#: The experiment: takes the run object (``repro.Run``), returns its result (a dict) or None.
+TaskFn = Callable[[Any], Any]
 
 
 _ENTRY: dict[str, Any] = {}
@@ -95,24 +96,34 @@ def entrypoint(
     config_dir: str | Path,
     config_name: str = "config",
     *,
-    existing_run_ok: ExistingRunPolicy | None = None,
+    node: str = "train",
+    safe_keys: tuple[str, ...] = (),
     check: ConfigCheck | None = None,
-    resume_key: str | None = None,
-    resume_safe_keys: tuple[str, ...] = (),
+    existing_run_ok: ExistingRunPolicy | None = None,
 ) -> Callable[[TaskFn], Callable[[], Any]]:
-    """Decorate a task function like ``hydra.main``, adding the checks described above.
+    """Decorate an experiment ``task(run)`` like ``hydra.main``: it receives a :class:`repro.Run`.
 
-    ``check`` validates the project's own config values at preflight, before
-    any directory is made. A ``ReproError`` raised by the task before it
-    wrote ``run.json`` removes the run directory Hydra made for it, so a bad
-    input leaves nothing behind.
+    The run owns the record, ``setup_reproducibility``, the process group,
+    checkpoints and resume; the task holds the experiment's own logic and
+    returns its result (a dict, merged into ``run.json``'s ``result``).
 
-    ``resume_key`` names the config key that asks for a resume (a run
-    directory or ``auto``); ``resume_safe_keys`` the keys that may differ
-    from the resumed run's config. A resume runs in the resumed run's
-    directory, with Hydra's files for it in ``.hydra/resume-N``.
+    ``node`` is the config node holding the kit's run settings
+    (:class:`repro.RunConfig`: ``epochs``, ``max_steps``, ``checkpoint_every``,
+    ``keep_checkpoints``, ``resume``, ...); ``<node>.resume`` asks for a resume
+    (a run directory or ``auto``), which runs in the resumed run's directory on
+    its own config, with Hydra's files for it in ``.hydra/resume-N``.
+    ``safe_keys`` adds the project's keys that may differ on resume (speed and
+    bookkeeping only). ``check`` validates the project's own config values at
+    preflight, before any directory is made. A ``ReproError`` raised before
+    ``run.json`` was written removes the run directory Hydra made for it, so a
+    bad input leaves nothing behind.
     """
+    from repro.config import resume_safe_keys as _safe
+
     config_dir = str(Path(config_dir).resolve())
+    resume_key = f"{node}.resume"
+    resume_safe_keys = _safe(node, safe_keys)
+    check = _with_run_check(check, node)
 
     def decorate(task: TaskFn) -> Callable[[], Any]:
         import hydra
@@ -120,7 +131,7 @@ def entrypoint(
         @functools.wraps(task)
         def guarded(cfg: DictConfig) -> Any:
             try:
-                return task(cfg)
+                return _run_task(task, cfg, node, safe_keys)
             except ReproError as exc:
                 _remove_unused_run_dir()
                 _remove_unused_resume_subdir()
@@ -196,6 +207,45 @@ def entrypoint(
         return main
 
     return decorate
+
+
+def _with_run_check(check: ConfigCheck | None, node: str) -> ConfigCheck:
+    """The project's check, after the kit's own check of its run settings at ``node``."""
+
+    def checked(cfg: DictConfig) -> None:
+        from omegaconf import OmegaConf
+
+        from repro.config import validate_run_config
+
+        validate_run_config(OmegaConf.select(cfg, node, default=None) or {}, prefix=node)
+        if check is not None:
+            check(cfg)
+
+    return checked
+
+
+def _run_task(task: TaskFn, cfg: DictConfig, node: str, safe_keys: tuple[str, ...]) -> Any:
+    """Open the run (fresh or resumed), hand it to the task, and close it whatever happens."""
+    import logging
+
+    from hydra.core.hydra_config import HydraConfig
+
+    from repro.resume import RunCompleted
+    from repro.start import open_run
+
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    try:
+        run = open_run(cfg, run_dir, overrides=list(hc.overrides.task), node=node, safe_keys=safe_keys)
+    except RunCompleted as done:  # a requeued sweep job that had already finished
+        logging.getLogger("repro.run").info("%s", done)
+        return json.loads((run_dir / "run.json").read_text()).get("result") or {}
+    try:
+        result = task(run)
+    except BaseException as exc:  # KeyboardInterrupt and SIGTERM too: the record must say the run failed
+        run.close(error=exc)
+        raise
+    return run.close(result=result)
 
 
 def _looks_like_peer_loss(exc: BaseException) -> bool:

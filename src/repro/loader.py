@@ -145,13 +145,76 @@ class _WorkerInit:
 
 
 class ReproDataLoader(DataLoader):
-    """A DataLoader built by :func:`make_dataloader`; adds :meth:`set_epoch`."""
+    """A DataLoader built by :func:`make_dataloader`: it knows its position.
+
+    It speaks the ``state_dict()``/``load_state_dict()`` protocol of torchdata's
+    ``StatefulDataLoader``: the state is ``{"epoch", "batch"}`` (the epoch being
+    or about to be read, and how many of its batches were handed out), and
+    after ``load_state_dict`` the next pass continues from there without loading
+    the batches before it. A bare ``for batch in loader`` moves to the next
+    epoch by itself.
+    """
 
     repro_sampler: ReproSampler
+    _position: list[int] | None = None
+    _hooks: Any = None
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Make the next pass yield epoch ``epoch`` from batch ``start_batch`` on, without loading earlier batches."""
         self.repro_sampler.set_epoch(epoch, start_batch * (self.batch_size or 1))
+
+    def state_dict(self) -> dict[str, int]:
+        """Where the next batch comes from: ``{"epoch": e, "batch": b}`` (plain ints)."""
+        if self._position is not None:
+            epoch, batch = self._position
+        else:
+            epoch, batch = self.repro_sampler.epoch, self.repro_sampler._start // (self.batch_size or 1)
+        if batch >= len(self):  # the epoch is used up: the next pass starts the next one
+            epoch, batch = epoch + 1, 0
+        return {"epoch": int(epoch), "batch": int(batch)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`state_dict`: the next pass starts exactly there."""
+        try:
+            epoch, batch = int(state["epoch"]), int(state["batch"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"loader state {state!r}: expected {{'epoch': int, 'batch': int}}") from None
+        self.set_epoch(epoch, start_batch=batch)
+
+    def bind(self, hooks: Any) -> None:
+        """Let a run object follow this loader: ``hooks.loader_started(loader)``,
+        ``hooks.loader_stopped(loader)`` and ``hooks.should_stop(steps_at_start) -> bool``
+        (a pass that drove optimizer steps ends once the run has reached its last step)."""
+        self._hooks = hooks
+
+    @property
+    def position(self) -> tuple[int, int] | None:
+        """``(epoch, batches handed out)`` while a pass is under way, else None."""
+        return None if self._position is None else (self._position[0], self._position[1])
+
+    def __iter__(self) -> Iterator[Any]:
+        sampler = self.repro_sampler
+        epoch, start = sampler.epoch, sampler._start // (self.batch_size or 1)
+        return self._follow(super().__iter__(), epoch, start)
+
+    def _follow(self, inner: Iterator[Any], epoch: int, start: int) -> Iterator[Any]:
+        hooks = self._hooks
+        self._position = [epoch, start]
+        steps_at_start = hooks.loader_started(self) if hooks is not None else 0
+        try:
+            while True:
+                if hooks is not None and hooks.should_stop(steps_at_start):
+                    return
+                try:
+                    item = next(inner)
+                except StopIteration:
+                    return
+                self._position[1] += 1  # counted when handed out: a checkpoint taken during this step
+                yield item  # resumes after it
+        finally:
+            self._position = None
+            if hooks is not None:
+                hooks.loader_stopped(self)
 
 
 def make_dataloader(

@@ -127,6 +127,10 @@ class RunRecord:
         self.dist = dist or DistInfo()
         self.writer = self.dist.is_main  # one run directory, one writer: rank 0
         self._stop_after = stop_after_step()
+        #: The last fingerprint row written (with its batch digest).
+        self.last_row: dict[str, Any] | None = None
+        #: On a resume: the fingerprint rows the interrupted process recorded after the checkpoint.
+        self.interrupted_rows: list[dict[str, Any]] = []
         self._capture: StepCapture | None = None
         self._t0 = time.perf_counter()
         self._metrics = open(run_dir / METRICS_FILE, "a", encoding="utf-8") if self.writer else None  # noqa: SIM115
@@ -207,8 +211,14 @@ class RunRecord:
         """
         run_dir = Path(run_dir)
         dist = getattr(repro, "dist", None) or DistInfo()
+        # Every rank reads what the interrupted process recorded after the checkpoint (to check itself
+        # against it); rank 0 alone rewrites the files.
+        later = [r for r in read_jsonl(run_dir / FINGERPRINTS_FILE) if isinstance(r, dict)
+                 and isinstance(r.get("step"), int) and r["step"] > from_step]
         if not dist.is_main:
-            return cls(run_dir, {}, last_step=from_step, dist=dist)
+            record = cls(run_dir, {}, last_step=from_step, dist=dist)
+            record.interrupted_rows = later
+            return record
         manifest = json.loads((run_dir / RUN_FILE).read_text())
         for name in (METRICS_FILE, FINGERPRINTS_FILE):
             path = run_dir / name
@@ -227,7 +237,9 @@ class RunRecord:
         manifest.setdefault("resumes", []).append(entry)
         manifest.update(status="running", finished_at=None, error=None)
         atomic_write(run_dir / RUN_FILE, json.dumps(manifest, indent=2, default=str) + "\n")
-        return cls(run_dir, manifest, last_step=from_step, dist=dist)
+        record = cls(run_dir, manifest, last_step=from_step, dist=dist)
+        record.interrupted_rows = later
+        return record
 
     def watch(self, model: Any) -> None:
         """Let ``repro diff`` capture this model's tensors during one step (a no-op in a normal run)."""
@@ -262,6 +274,7 @@ class RunRecord:
             check_same(row["step"], "params", row["params"], self.dist)
         self._append(self._fingerprints, row)
         self.last_step = row["step"]
+        self.last_row = row
         if self._capture is not None:
             self._capture.step_recorded(row["step"])
         if self._stop_after is not None and row["step"] >= self._stop_after:

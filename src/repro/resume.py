@@ -159,7 +159,7 @@ def abandon_attempt(run_dir: Path) -> Path:
     target = run_dir / ABANDONED_DIR / stamp
     target.mkdir(parents=True)
     for entry in run_dir.iterdir():
-        if entry.name != ABANDONED_DIR:
+        if entry.name not in (ABANDONED_DIR, ".lock"):
             shutil.move(str(entry), target / entry.name)
     return target
 

@@ -194,7 +194,7 @@ class Repro:
         }
 
 
-def setup_reproducibility(cfg: Any) -> Repro:
+def setup_reproducibility(cfg: Any, *, in_process: bool = False) -> Repro:
     """Configure every RNG, backend flag, environment pin and the DataLoader factory.
 
     ``cfg`` is the whole config, its ``repro`` node, a mapping or a
@@ -204,7 +204,9 @@ def setup_reproducibility(cfg: Any) -> Repro:
 
     Raises :class:`repro.errors.ConfigValueError` for a bad value and, under
     ``strict``, :class:`repro.errors.EnvironmentPinError` for a pin that can
-    no longer take effect in this process.
+    no longer take effect in this process. ``in_process=True`` (a run started
+    from a notebook or script, with no relaunch) records such a pin as not in
+    effect, with the reason, instead of raising.
     """
     rc = validate(to_repro_config(cfg))
     dist = distributed.init(rc.dist_backend)  # under torchrun: join the process group first
@@ -214,7 +216,7 @@ def setup_reproducibility(cfg: Any) -> Repro:
     else:
         seed, source = rc.seed, "config"
     rc.seed = seed
-    report = determinism.apply(rc)
+    report = determinism.apply(rc, in_process=in_process)
     # One process: the master seed. Several ranks: one global stream per rank (dropout masks differ
     # across ranks), while model init and data come from named streams that are the same on all.
     seed_globals(seed if not dist.enabled else derive_seed(seed, f"globals.rank{dist.rank}"))

@@ -1,0 +1,466 @@
+"""The run object: what the entry point hands to an experiment.
+
+One :class:`Run` per process owns everything a guarantee depends on, so an
+experiment's loop holds only its own logic::
+
+    def train(run: Run) -> dict:
+        train_loader = run.dataloader(train_set, batch_size=64, shuffle=True, stream="train")
+        with run.scope("model"):
+            model = Net()
+        net = run.prepare(model)                   # device, deterministic layers, DDP; tracked
+        optimizer = torch.optim.AdamW(model.parameters())
+        run.track(optimizer=optimizer)             # everything else that has state
+        for epoch in run.epochs():                 # resumes at the right epoch
+            for x, y in train_loader:              # ... and the right batch, with no replay
+                loss = ...; loss.backward(); optimizer.step()
+                run.step(loss, batch=(x, y), acc=...)  # fingerprint, metrics, checkpoint, max_steps
+            run.log(val_loss=...)                  # epoch metrics
+
+What the run does for you: ``setup_reproducibility`` (RNGs, flags, pins,
+loader factory), the record (``config.yaml``, ``run.json`` before the first
+step; completed or failed, whatever ends it), the process group under
+torchrun, checkpoints of every tracked object with every RNG state (per rank)
+and every loader's position, restored before the first step of a resume,
+and a self-check of a resume against the steps the interrupted process had
+already recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import Dataset
+
+from repro.checkpoint import save_checkpoint
+from repro.config import RunConfig, validate_run_config
+from repro.distributed import all_reduce_sum, gather_objects, shutdown_distributed, wrap_model
+from repro.errors import ConfigValueError, ReproError
+from repro.faults import Faults
+from repro.fingerprint import float_bits, tensors_digest
+from repro.loader import ReproDataLoader
+from repro.record import RunRecord, atomic_write, sha256_file
+from repro.setup import Repro
+
+log = logging.getLogger("repro.run")
+
+WEIGHTS_FILE = "weights.pt"
+# Checkpoint keys, in one place.
+KIT, OBJECTS, RANKS = "kit", "objects", "ranks"
+STEP, EPOCH = "step", "epoch"
+RNG, SUMS, LOADERS = "rng", "sums", "loaders"
+#: Timing fields of metric rows: they differ run to run and are never compared.
+TIME_FIELDS = ("time_s", "samples_per_s")
+
+
+class StateError(ReproError):
+    """What the run tracks does not match what its checkpoint holds."""
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto``/``cpu``/``cuda``/``cuda:N`` as a device; under torchrun ``cuda`` means this rank's GPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and local_rank:
+        name = f"cuda:{local_rank}"
+    device = torch.device(name)
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigValueError(
+            "train.device", name, f"auto, cpu, or a CUDA device of the {torch.cuda.device_count()} present"
+        )
+    return device
+
+
+def _state_of(obj: Any) -> Any:
+    if hasattr(obj, "state_dict"):
+        return obj.state_dict()
+    return {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in obj.items()}
+
+
+def _load_into(name: str, obj: Any, state: Any) -> None:
+    if hasattr(obj, "load_state_dict"):
+        obj.load_state_dict(state)
+    else:
+        obj.clear()
+        obj.update(state)
+
+
+class Run:
+    """One run of an experiment, in one process (one rank of a torchrun job).
+
+    Attributes: ``cfg`` (the run's config: its own on a resume), ``dir``,
+    ``settings`` (typed :class:`RunConfig`), ``repro`` (seed, streams, report),
+    ``dist``, ``device``, ``global_step`` (optimizer steps done), ``epoch``.
+    """
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, settings: RunConfig, repro: Repro, record: RunRecord,
+                 *, config_hash: str, resume_state: dict[str, Any] | None = None,
+                 pending_check: list[dict[str, Any]] | None = None, node: str = "train") -> None:
+        self.cfg = cfg
+        self.dir = run_dir
+        self.settings = settings
+        self.repro = repro
+        self.dist = repro.dist
+        self.record = record
+        self.node = node
+        self.device = resolve_device(settings.device, self.dist.local_rank)
+        self.global_step = 0
+        self.epoch = 0
+        self.faults = Faults.from_environment()
+        self._config_hash = config_hash
+        self._resume_state = resume_state
+        self._pending = {int(r["step"]): r for r in (pending_check or []) if isinstance(r.get("step"), int)}
+        self._self_check: dict[str, Any] | None = (
+            {"exact": True, "steps_checked": 0, "steps_pending": len(self._pending)} if resume_state else None
+        )
+        self._tracked: dict[str, Any] = {}
+        self._loaders: dict[str, ReproDataLoader] = {}
+        self._active: list[ReproDataLoader] = []
+        self._sums: dict[str, float] = {"n": 0.0}
+        self._logged: dict[str, Any] = {}
+        self._last_epoch_row: dict[str, Any] = {}
+        self._begun = False
+        self._closed = False
+        #: The run directory's lock (rank 0), released by close().
+        self.lock: Any = None
+        self._resumed_mid_epoch = False
+        if self.dist.is_main:
+            log.info("seed %d (%s), determinism %s, device %s, %d rank(s)", repro.seed, repro.seed_source,
+                     repro.report.mode, self.device, self.dist.world_size)
+
+    # -- randomness and data -------------------------------------------------------------------
+
+    @property
+    def seed(self) -> int:
+        return self.repro.seed
+
+    def numpy_rng(self, name: str) -> np.random.Generator:
+        """A numpy Generator for the named stream (saved in checkpoints)."""
+        return self.repro.numpy_rng(name)
+
+    def generator(self, name: str, device: str | torch.device = "cpu") -> torch.Generator:
+        """A torch Generator for the named stream (saved in checkpoints)."""
+        return self.repro.generator(name, device)
+
+    def scope(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """Run a block with the global RNGs seeded from the named stream (``with run.scope("model"):``)."""
+        return self.repro.scope(name)
+
+    def dataloader(self, dataset: Dataset, batch_size: int = 1, shuffle: bool = False, *, stream: str,
+                   shard: bool = True, **kwargs: Any) -> ReproDataLoader:
+        """A loader whose batches depend on (seed, stream, epoch, sample index) only; its position is
+        saved in checkpoints under ``stream``, so a resumed run continues mid-epoch without replay.
+
+        A pass over it ends early once the run reaches ``max_steps``. Under torchrun each rank takes
+        its share of every epoch (``shard=False``: every sample, e.g. for evaluation)."""
+        if stream in self._loaders:
+            raise ValueError(f"dataloader(stream={stream!r}): this run already has a loader on that stream")
+        kwargs.setdefault("pin_memory", self.device.type == "cuda")
+        loader = self.repro.dataloader(dataset, batch_size, shuffle, stream=f"loader.{stream}", shard=shard,
+                                       **kwargs)
+        loader.bind(self)
+        self._loaders[stream] = loader
+        return loader
+
+    # -- what has state ------------------------------------------------------------------------
+
+    def prepare(self, model: torch.nn.Module, name: str = "model") -> torch.nn.Module:
+        """Move ``model`` to the run's device, swap in deterministic CUDA layers where needed, let
+        ``repro diff`` watch it, track it as ``name``, and return what to call (DDP under torchrun)."""
+        model.to(self.device)
+        if self.device.type == "cuda" and self.repro.report.mode != "off":
+            from repro.ops import make_deterministic
+
+            make_deterministic(model)
+        self.faults.check_model(model)
+        self.record.watch(model)
+        self.track(**{name: model})
+        return wrap_model(model, self.dist)
+
+    def track(self, **objects: Any) -> None:
+        """Register what has state (anything with ``state_dict``/``load_state_dict``, or a dict of plain
+        values such as counters and running sums). Checkpoints save it; a resume restores it before the
+        first step. Call before :meth:`epochs`."""
+        if self._begun:
+            raise StateError(f"run.track({', '.join(objects)}) after training started: track everything "
+                             "before the first run.epochs()")
+        for name, obj in objects.items():
+            if name in self._tracked:
+                raise StateError(f"run.track({name}=...): already tracked")
+            if not (hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict")) and not isinstance(obj, dict):
+                raise TypeError(f"run.track({name}=...): a {type(obj).__name__} has no state_dict/load_state_dict; "
+                                "track an object that has them, or a dict of plain values")
+            self._tracked[name] = obj
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {k: v for k, v in self._tracked.items() if isinstance(v, torch.nn.Module)}
+
+    def _named_parameters(self) -> list[tuple[str, torch.Tensor]]:
+        mods = self.modules()
+        if len(mods) == 1:
+            return list(next(iter(mods.values())).named_parameters())
+        return [(f"{m}.{n}", p) for m, mod in mods.items() for n, p in mod.named_parameters()]
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        """True once ``max_steps`` optimizer steps are done."""
+        return self.settings.max_steps is not None and self.global_step >= self.settings.max_steps
+
+    def total_steps(self, loader: Any) -> int:
+        """Optimizer steps this run will take with one step per batch of ``loader`` (for schedules)."""
+        total = len(loader) * self.settings.epochs
+        return max(1, total if self.settings.max_steps is None else min(total, self.settings.max_steps))
+
+    def epochs(self) -> Iterator[int]:
+        """The epochs still to run: all of them, or from where a resumed run stopped.
+
+        The first call restores a resume's state. After each epoch's body the epoch's metrics row is
+        written and a checkpoint is taken.
+        """
+        self._begin()
+        for epoch in range(self.epoch, self.settings.epochs):
+            if self.finished:
+                break
+            self.epoch = epoch
+            if not self._resumed_mid_epoch:
+                self._sums = {"n": 0.0}
+            self._resumed_mid_epoch = False
+            self._logged = {}
+            t0, seen_before = time.perf_counter(), self._sums["n"]
+            yield epoch
+            self._end_epoch(epoch, time.perf_counter() - t0, self._sums["n"] - seen_before)
+
+    def step(self, loss: torch.Tensor, *, batch: tuple[Any, ...] | None = None, n: int | None = None,
+             **metrics: Any) -> None:
+        """Record one optimizer step: fingerprint (loss bits, parameter digest, batch digest), the step's
+        metrics (averaged over the epoch, a row every ``log_every`` steps), a checkpoint every
+        ``checkpoint_every`` steps. Every rank calls it. ``batch``: the step's input tensors (sample-major);
+        ``n``: samples in the step (default: the batch's first dimension)."""
+        if not self._begun:
+            raise StateError("run.step() outside run.epochs(): iterate `for epoch in run.epochs():` first")
+        self.global_step += 1
+        model = next(iter(self.modules().values()), None)
+        self.faults.after_update(self.global_step, model)
+        names = [k for k, v in metrics.items() if isinstance(v, torch.Tensor)]
+        values = [loss.detach().reshape(()).to(torch.float64)]
+        values += [metrics[k].detach().reshape(()).to(device=values[0].device, dtype=torch.float64) for k in names]
+        host = torch.stack(values).cpu()  # the one host transfer of the step
+        scalars = {k: float(v) for k, v in metrics.items() if k not in names}
+        scalars.update({k: float(host[i + 1]) for i, k in enumerate(names)})
+        loss_value = float(host[0])
+        row: dict[str, Any] = {"step": self.global_step, "epoch": self.epoch, "loss": float_bits(host[0])}
+        if model is not None:
+            row["params"] = tensors_digest(self._named_parameters())
+        tensors = tuple(t for t in (batch or ()) if isinstance(t, torch.Tensor))
+        self.record.log_fingerprint(row, batch=tensors or None)
+        self._check_against_interrupted(self.record.last_row or row)
+        if n is None:
+            n = int(tensors[0].shape[0]) if tensors else 1
+        self._sums["n"] += n
+        for key, value in {"loss": loss_value, **scalars}.items():
+            self._sums[key] = self._sums.get(key, 0.0) + value * n
+        if self.global_step % self.settings.log_every == 0:
+            lr = self._learning_rate()
+            self.record.log_metrics({"split": "train", "epoch": self.epoch, "step": self.global_step, "loss": loss_value,
+                                     **scalars, **({"lr": lr} if lr is not None else {})})
+        self.faults.after_record(self.global_step)
+        every = self.settings.checkpoint_every
+        if every and self.global_step % every == 0 and not self.finished and not self._end_of_epoch():
+            self._checkpoint()
+
+    def log(self, **metrics: Any) -> None:
+        """Metrics of the current epoch (evaluation results, ...): written in the epoch's row and line."""
+        for key, value in metrics.items():
+            self._logged[key] = float(value.item()) if isinstance(value, torch.Tensor) else value
+
+    # -- loader hooks (see ReproDataLoader.bind) ---------------------------------------------------
+
+    def loader_started(self, loader: ReproDataLoader) -> int:
+        self._active.append(loader)
+        return self.global_step
+
+    def loader_stopped(self, loader: ReproDataLoader) -> None:
+        if loader in self._active:
+            self._active.remove(loader)
+
+    def should_stop(self, steps_at_start: int) -> bool:
+        return self.finished and self.global_step > steps_at_start
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    def _learning_rate(self) -> float | None:
+        for obj in self._tracked.values():
+            groups = getattr(obj, "param_groups", None)
+            if groups and "lr" in groups[0]:
+                lr = groups[0]["lr"]
+                return float(lr.item()) if isinstance(lr, torch.Tensor) else float(lr)
+        return None
+
+    def _end_of_epoch(self) -> bool:
+        if not self._active:
+            return False
+        position = self._active[-1].position
+        return position is not None and position[1] >= len(self._active[-1])
+
+    def _end_epoch(self, epoch: int, elapsed: float, seen: float) -> None:
+        keys = [k for k in self._sums if k != "n"]  # insertion order: the same on every rank
+        totals = all_reduce_sum([self._sums["n"], *(self._sums[k] for k in keys), seen], self.dist)
+        count = max(totals[0], 1.0)
+        row: dict[str, Any] = {"split": "epoch", "epoch": epoch, "step": self.global_step}
+        row.update({f"train_{k}": totals[i + 1] / count for i, k in enumerate(keys)})
+        row.update(self._logged)
+        row.update(time_s=round(elapsed, 4), samples_per_s=round(totals[-1] / max(elapsed, 1e-9), 1))
+        self._last_epoch_row = row
+        if self.dist.is_main:
+            self.record.log_metrics(row)
+            shown = "  ".join(_fmt(k, v) for k, v in row.items() if k not in ("split", "epoch", "step", *TIME_FIELDS))
+            log.info("epoch %d/%d  step %d  %s  %.0f samples/s", epoch + 1, self.settings.epochs, self.global_step, shown,
+                     row["samples_per_s"])
+        self.epoch = epoch + 1
+        self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        """Everything needed to continue from here with the same bits; every rank takes part."""
+        mine = {RNG: self.repro.state_dict(), SUMS: dict(self._sums),
+                LOADERS: {name: loader.state_dict() for name, loader in self._loaders.items()}}
+        ranks = gather_objects(mine, self.dist)
+        if not self.dist.is_main:
+            return
+        state = {KIT: {STEP: self.global_step, EPOCH: self.epoch},
+                 OBJECTS: {name: _state_of(obj) for name, obj in self._tracked.items()}, RANKS: ranks}
+        save_checkpoint(self.dir, self.global_step, state, config_sha256=self._config_hash,
+                        keep=self.settings.keep_checkpoints,
+                        meta={"epoch": self.epoch, "world_size": self.dist.world_size,
+                              "tracked": sorted(self._tracked)})
+
+    def _begin(self) -> None:
+        if self._begun:
+            return
+        self._begun = True
+        state = self._resume_state
+        if state is None:
+            return
+        self._resume_state = None
+        ranks = state.get(RANKS) or []
+        if len(ranks) != self.dist.world_size:
+            raise ConfigValueError("world size", self.dist.world_size,
+                                   f"{len(ranks)} ranks, as the checkpoint was written with")
+        saved, tracked = set(state.get(OBJECTS) or {}), set(self._tracked)
+        if saved != tracked:
+            raise StateError(
+                f"the checkpoint holds state for {sorted(saved)}, this run tracks {sorted(tracked)}: resume "
+                "with the same run.track(...) calls as the run that wrote it"
+            )
+        for name, obj in self._tracked.items():  # in the order they were tracked
+            _load_into(name, obj, state[OBJECTS][name])
+        mine = ranks[self.dist.rank]
+        self.repro.load_state_dict(mine[RNG])
+        for name, loader_state in (mine.get(LOADERS) or {}).items():
+            if name not in self._loaders:
+                raise StateError(f"the checkpoint holds the position of loader stream {name!r}, which this run "
+                                 f"did not create (it has {sorted(self._loaders)}); create it before run.epochs()")
+            self._loaders[name].load_state_dict(loader_state)
+        self._sums = dict(mine.get(SUMS) or {"n": 0.0})
+        self.global_step, self.epoch = int(state[KIT][STEP]), int(state[KIT][EPOCH])
+        self._resumed_mid_epoch = any(ld.repro_sampler._start > 0 for ld in self._loaders.values())
+
+    def _check_against_interrupted(self, row: dict[str, Any]) -> None:
+        """Compare a step with what the interrupted process recorded for it before it died."""
+        expected = self._pending.pop(row["step"], None)
+        if expected is None or self._self_check is None:
+            return
+        self._self_check["steps_checked"] += 1
+        if not self._self_check["exact"]:
+            return
+        for key in ("loss", "params", "batch"):
+            if key in expected and expected.get(key) != row.get(key):
+                self._self_check.update(exact=False, step=row["step"], quantity=key, recorded=expected[key],
+                                        now=row.get(key))
+                log.error(
+                    "RESUME IS NOT EXACT: at step %d the %s fingerprint differs from what the interrupted run "
+                    "recorded (%s, now %s). Some state was probably not registered with run.track(...) or not "
+                    "restored; results after this resume differ from an uninterrupted run.",
+                    row["step"], key, expected[key], row.get(key))
+                self._record_self_check()
+                return
+        if not self._pending:
+            self._record_self_check()
+
+    def _record_self_check(self) -> None:
+        if self._self_check is None or not self.dist.is_main:
+            return
+        resumes = self.record.manifest.get("resumes") or []
+        if resumes:
+            resumes[-1]["self_check"] = dict(self._self_check)
+            self.record.update(resumes=resumes)
+
+    # -- the end -----------------------------------------------------------------------------------
+
+    def close(self, result: dict[str, Any] | None = None, error: BaseException | None = None) -> dict[str, Any]:
+        """Finish the record: ``completed`` with the final weights and result, or ``failed``."""
+        if self._closed:
+            return {}
+        self._closed = True
+        try:
+            return self._close(result, error)
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+
+    def _close(self, result: dict[str, Any] | None, error: BaseException | None) -> dict[str, Any]:
+        if error is not None:
+            self._record_self_check()
+            self.record.finish("failed", error=f"{type(error).__name__}: {error}")
+            return {}
+        out: dict[str, Any] = {"steps": self.global_step}
+        out.update({k: v for k, v in self._last_epoch_row.items()
+                    if k not in ("split", "epoch", "step", *TIME_FIELDS)})
+        weights = None
+        if self.modules():
+            out["params_digest"] = tensors_digest(self._named_parameters())
+            if self.dist.is_main:
+                mods = self.modules()
+                state = next(iter(mods.values())).state_dict() if len(mods) == 1 else {
+                    k: m.state_dict() for k, m in mods.items()}
+                buffer = io.BytesIO()
+                torch.save(state, buffer)
+                weights = self.dir / WEIGHTS_FILE
+                atomic_write(weights, buffer.getvalue())
+                log.info("final weights: %s", sha256_file(weights))
+        out.update(result or {})
+        self._record_self_check()
+        extra = {"resume_exact": self._self_check["exact"]} if self._self_check is not None else {}
+        self.record.finish("completed", weights_path=weights, result=out, **extra)
+        shutdown_distributed(self.dist)  # every rank done: leave the process group together
+        if self.dist.is_main:
+            print(f"run directory:  {self.dir}")
+            if self.record.manifest.get("weights_sha256"):
+                print(f"weights sha256: {self.record.manifest['weights_sha256']}")
+        return out
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        self.close(error=exc) if exc is not None else self.close()
+
+
+def _fmt(key: str, value: Any) -> str:
+    if isinstance(value, float):
+        return f"{key} {value:.4f}"
+    return f"{key} {value}"
+
+
+def settings_of(cfg: DictConfig, node: str) -> RunConfig:
+    """The typed run settings at ``cfg[node]`` (ranges checked)."""
+    return validate_run_config(OmegaConf.select(cfg, node, default=None) or {}, prefix=node)
