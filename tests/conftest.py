@@ -12,6 +12,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+#: The kit's own fixture experiment (``python -m repro_fixture.train``), importable from here.
+FIXTURE_PATH = REPO / "tests" / "fixture"
+FIXTURE = "repro_fixture.train"
+
 #: A few seconds per run: small data, two short epochs.
 QUICK = ["experiment=quick"]
 TIME_FIELDS = {"time_s", "samples_per_s"}
@@ -42,9 +46,13 @@ class Run:
 
 def clean_env(*also_drop: str, **extra: str) -> dict[str, str]:
     """This process's environment without the kit's own variables and the hash seed (the process under
-    test must get there by itself), nor variables starting with ``also_drop``; plus ``extra``."""
+    test must get there by itself), nor variables starting with ``also_drop``; plus ``extra``.
+    The fixture experiment is importable (``PYTHONPATH``)."""
     drop = ("REPRO_", "PYTHONHASHSEED", *also_drop)
-    return {**{k: v for k, v in os.environ.items() if not k.startswith(drop)}, **extra}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    paths = [str(FIXTURE_PATH), *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return {**env, **extra}
 
 
 def run_main(
@@ -54,14 +62,15 @@ def run_main(
     check: bool = True,
     cwd: Path | None = None,
     args: list[str] | None = None,
+    module: str = "experiment.train",
 ) -> Run:
-    """``python -m experiment.train`` in a fresh process, writing into ``run_dir``."""
+    """``python -m experiment.train`` (or ``module``) in a fresh process, writing into ``run_dir``."""
     full_env = clean_env()
     full_env.update(env or {})
     cmd = [
         sys.executable,
         "-m",
-        "experiment.train",
+        module,
         *(args or []),
         f"hydra.run.dir={run_dir}",
         *overrides,
@@ -82,6 +91,21 @@ def run_train(tmp_path: Path):
 
     def _run(name: str, *overrides: str, **kwargs) -> Run:
         return run_main(tmp_path / name, *overrides, **kwargs)
+
+    return _run
+
+
+def run_fixture(run_dir: Path, *overrides: str, **kwargs) -> Run:
+    """The kit's fixture experiment in a fresh process, writing into ``run_dir``."""
+    return run_main(run_dir, *overrides, module=FIXTURE, **kwargs)
+
+
+@pytest.fixture
+def fixture_run(tmp_path: Path):
+    """Factory: ``fixture_run("name", *overrides)`` runs the fixture experiment into ``tmp_path/name``."""
+
+    def _run(name: str, *overrides: str, **kwargs) -> Run:
+        return run_fixture(tmp_path / name, *overrides, **kwargs)
 
     return _run
 
