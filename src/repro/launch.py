@@ -291,7 +291,7 @@ def _remove_unused_run_dir() -> None:
     made_now = STATE.get("run_dir") == out and STATE.get("run_dir_existed") is False
     if not made_now or not out.is_dir() or (out / "run.json").exists():
         return
-    if all(p.name == ".hydra" or p.suffix == ".log" for p in out.iterdir()):
+    if all(p.name in (".hydra", ".lock") or p.suffix == ".log" for p in out.iterdir()):
         shutil.rmtree(out, ignore_errors=True)
 
 

@@ -65,7 +65,7 @@ class StateError(ReproError):
     """What the run tracks does not match what its checkpoint holds."""
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0, *, key: str = "train.device") -> torch.device:
     """``auto``/``cpu``/``cuda``/``cuda:N`` as a device; under torchrun ``cuda`` means this rank's GPU."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -74,7 +74,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
         raise ConfigValueError(
-            "train.device", name, f"auto, cpu, or a CUDA device of the {torch.cuda.device_count()} present"
+            key, name, f"auto, cpu, or a CUDA device of the {torch.cuda.device_count()} present"
         )
     return device
 
@@ -103,7 +103,8 @@ class Run:
 
     def __init__(self, cfg: DictConfig, run_dir: Path, settings: RunConfig, repro: Repro, record: RunRecord,
                  *, config_hash: str, resume_state: dict[str, Any] | None = None,
-                 pending_check: list[dict[str, Any]] | None = None, node: str = "train") -> None:
+                 pending_check: list[dict[str, Any]] | None = None, node: str = "train",
+                 device: torch.device | None = None) -> None:
         self.cfg = cfg
         self.dir = run_dir
         self.settings = settings
@@ -111,7 +112,7 @@ class Run:
         self.dist = repro.dist
         self.record = record
         self.node = node
-        self.device = resolve_device(settings.device, self.dist.local_rank)
+        self.device = device or resolve_device(settings.device, self.dist.local_rank, key=f"{node}.device")
         self.global_step = 0
         self.epoch = 0
         self.faults = Faults.from_environment()

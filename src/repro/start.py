@@ -23,7 +23,7 @@ from repro.errors import ReproError, RunDirectoryError
 from repro.lock import RunLock
 from repro.record import RunRecord
 from repro.resume import config_sha256, find_resumption
-from repro.run import Run, settings_of
+from repro.run import Run, resolve_device, settings_of
 from repro.setup import setup_reproducibility
 
 
@@ -49,6 +49,7 @@ def open_run(cfg: DictConfig, run_dir: str | Path, *, overrides: Iterable[str] =
         if resumption is not None:
             cfg = resumption.config
         settings = settings_of(cfg, node)
+        device = resolve_device(settings.device, int(os.environ.get("LOCAL_RANK", "0")), key=f"{node}.device")
         repro = setup_reproducibility(cfg, in_process=in_process)  # before anything draws a random number
         config_hash = config_sha256(cfg, ignore=(resume_key, *safe))
         state, pending = None, []
@@ -65,8 +66,12 @@ def open_run(cfg: DictConfig, run_dir: str | Path, *, overrides: Iterable[str] =
         else:
             record = RunRecord.start(run_dir, cfg, repro, overrides=overrides,
                                      extra={"launch": "in-process"} if in_process else None)
-        run = Run(cfg, run_dir, settings, repro, record, config_hash=config_hash, resume_state=state,
-                  pending_check=pending, node=node)
+        try:
+            run = Run(cfg, run_dir, settings, repro, record, config_hash=config_hash, resume_state=state,
+                      pending_check=pending, node=node, device=device)
+        except BaseException as exc:  # the record is started: it must say how this attempt ended
+            record.finish("failed", error=f"{type(exc).__name__}: {exc}")
+            raise
     except BaseException:
         if lock is not None:
             lock.release()

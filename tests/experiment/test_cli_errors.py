@@ -34,7 +34,7 @@ BAD_INPUTS = [
     ("data.num_classes=9", "data.num_classes"),
     ("nosuchgroup.key=1", "nosuchgroup.key"),
     ("model.dropout=1.5", "model.dropout"),
-    ("train.lr=-1", "train.lr"),
+    ("optimizer.lr=-1", "optimizer.lr"),
     ("data.image_size=2", "data.image_size"),
     ("train.keep_checkpoints=0", "train.keep_checkpoints"),
 ]

@@ -13,8 +13,8 @@ pytestmark = pytest.mark.slow
 RUN = [*QUICK, "train.epochs=3", "train.checkpoint_every=5"]
 
 
-def torchrun(run_dir, *overrides, nproc=2, check=True):
-    env = clean_env()
+def torchrun(run_dir, *overrides, nproc=2, check=True, env=None):
+    env = {**clean_env(), **(env or {})}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "experiment.train", *overrides]
     if not any(o.startswith("train.resume=") and o != "train.resume=auto" for o in overrides):
@@ -41,7 +41,7 @@ def test_two_process_run_reproduces_itself(two_ranks, tmp_path):
 def test_one_run_directory_written_by_rank_zero_only(two_ranks):
     run_dir = two_ranks.dir
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        ".hydra", "checkpoints", "config.yaml", "fingerprints.jsonl", "metrics.jsonl", "run.json", "train.log",
+        ".hydra", ".lock", "checkpoints", "config.yaml", "fingerprints.jsonl", "metrics.jsonl", "run.json", "train.log",
         "weights.pt"]
     assert sorted(p.name for p in (run_dir / ".hydra").iterdir()) == ["config.yaml", "hydra.yaml", "overrides.yaml"]
     assert sorted(p.name for p in run_dir.parent.iterdir()) == ["run"]  # no stray outputs/ from other ranks
@@ -62,7 +62,7 @@ def test_each_global_step_sees_the_same_samples_as_one_process(two_ranks, tmp_pa
 
 def test_sigkill_then_resume_under_torchrun_gives_identical_bits(two_ranks, tmp_path):
     run_dir = tmp_path / "run"
-    killed = torchrun(run_dir, *RUN, "train.kill_at_step=7", check=False)
+    killed = torchrun(run_dir, *RUN, check=False, env={"REPRO_FAULT_KILL_AT_STEP": "7"})
     assert killed.proc.returncode != 0 and killed.manifest["status"] == "running"
     before = (run_dir / "run.json").read_bytes()
     alone = subprocess.run([sys.executable, "-m", "experiment.train", f"train.resume={run_dir}"], cwd=tmp_path,
@@ -73,12 +73,19 @@ def test_sigkill_then_resume_under_torchrun_gives_identical_bits(two_ranks, tmp_
     assert resumed.weights == two_ranks.weights
     assert resumed.fingerprints() == two_ranks.fingerprints()
     assert [r["from_step"] for r in resumed.manifest["resumes"]] == [5]
+    assert resumed.manifest["resume_exact"] is True  # every rank checked the steps the dead job had recorded
+
+
+def test_the_regression_example_under_torchrun_reproduces_itself(tmp_path):
+    a = torchrun(tmp_path / "a", "experiment=regress", "train.epochs=2", "data.train_size=512")
+    b = torchrun(tmp_path / "b", "experiment=regress", "train.epochs=2", "data.train_size=512")
+    assert a.weights == b.weights and a.fingerprints() == b.fingerprints()
+    assert {"val_mse", "val_r2"} <= set(a.manifest["result"])
 
 
 def test_ranks_that_drift_apart_fail_the_run_naming_the_step(tmp_path):
     """perturb adds OS-entropy noise on each rank: different on each, so the replicas disagree."""
-    run = torchrun(tmp_path / "run", *RUN, "train.perturb_step=4", "train.perturb_param=classifier.weight",
-                   check=False)
+    run = torchrun(tmp_path / "run", *RUN, check=False, env={"REPRO_FAULT_PERTURB": "classifier.weight@4"})
     assert run.proc.returncode != 0
     assert run.manifest["status"] == "failed"
     assert "step 4: the params digest differs across ranks" in run.manifest["error"]

@@ -1,6 +1,6 @@
 """Kill the main job with SIGKILL, resume it, and get the bits of an uninterrupted run.
 
-The test-only override ``train.kill_at_step=N`` makes the process SIGKILL
+The kit's fault injection ``REPRO_FAULT_KILL_AT_STEP=N`` makes the process SIGKILL
 itself right after step N is recorded (before any checkpoint of that step),
 as a preempted job dies. With the quick config an epoch is 8 steps and
 checkpoints are written every 5 steps and at each epoch end.
@@ -28,21 +28,24 @@ def assert_same_bits(run, reference):
     assert run.metrics() == reference.metrics()
 
 
+KILL = "REPRO_FAULT_KILL_AT_STEP"
+
+
 def killed(run_dir, kill_at, *extra):
-    run = run_main(run_dir, *RUN, f"train.kill_at_step={kill_at}", *extra, check=False)
+    run = run_main(run_dir, *RUN, *extra, check=False, env={KILL: str(kill_at)})
     assert run.proc.returncode == -9, run.proc.stderr  # SIGKILL
     assert run.manifest["status"] == "running"
     return run
 
 
-def resume(run_dir, *extra, args=None):
+def resume(run_dir, *extra, args=None, env=None):
     """``train.resume=RUN_DIR``: no hydra.run.dir; the run continues in its own directory."""
     import subprocess
     import sys
 
     from conftest import Run
 
-    env = clean_env()
+    env = {**clean_env(), **(env or {})}
     proc = subprocess.run([sys.executable, "-m", "experiment.train", f"train.resume={run_dir}", *extra],
                           cwd=run_dir.parent, env=env, capture_output=True, text=True, timeout=600)
     return Run(run_dir, proc)
@@ -60,6 +63,7 @@ def test_sigkill_then_resume_gives_identical_bits(tmp_path, reference, kill_at, 
     run = resume(run_dir, *workers)
     assert run.proc.returncode == 0, run.proc.stderr
     assert_same_bits(run, reference)
+    assert run.manifest["resume_exact"] is True and run.manifest["resumes"][-1]["self_check"]["exact"]
     assert {p.name: p.read_bytes() for p in (run_dir / ".hydra").iterdir() if p.is_file()} == hydra_files
     (entry,) = run.manifest["resumes"]
     assert entry["from_step"] == max(s for s in (5, 10, 15, 20, 8, 16, 24) if s < kill_at) and entry["at"]
@@ -68,7 +72,7 @@ def test_sigkill_then_resume_gives_identical_bits(tmp_path, reference, kill_at, 
 def test_killed_twice_and_resumed_with_other_workers(tmp_path, reference):
     run_dir = tmp_path / "run"
     killed(run_dir, 6)
-    second = resume(run_dir, "train.kill_at_step=17", "repro.num_workers=2")
+    second = resume(run_dir, "repro.num_workers=2", env={KILL: "17"})
     assert second.proc.returncode == -9
     run = resume(run_dir, "repro.num_workers=1")
     assert run.proc.returncode == 0, run.proc.stderr
@@ -106,7 +110,7 @@ def test_overrides_that_change_the_result_are_refused(tmp_path):
     run_dir = tmp_path / "run"
     killed(run_dir, 7)
     before = (run_dir / "run.json").read_bytes()
-    for override in ("train.lr=0.5", "repro.seed=9", "repro=fast", "data.train_size=512"):
+    for override in ("optimizer.lr=0.5", "repro.seed=9", "repro=fast", "data.train_size=512"):
         run = resume(run_dir, override)
         assert run.proc.returncode == 2
         line = run.proc.stderr.strip()

@@ -7,15 +7,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import FIXTURE, clean_env
+
 REPO = Path(__file__).resolve().parents[2]
 
 
 def repro(*args):
-    return subprocess.run([sys.executable, "-m", "repro", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run([sys.executable, "-m", "repro", *args, "--entry", FIXTURE], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env=clean_env())
 
 
-def test_audit_of_the_example_on_cpu_says_what_it_cannot_know():
+def test_audit_of_the_fixture_on_cpu_says_what_it_cannot_know():
     out = repro("audit", "train.batch_size=8", "train.device=cpu")
     assert out.returncode == 0, out.stderr
     assert "checked on CPU: this says nothing about CUDA" in out.stdout

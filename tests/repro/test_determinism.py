@@ -259,8 +259,8 @@ def test_pythonhashseed_set_too_late_is_caught(shell_seed, mode, expected):
 
 
 @pytest.mark.slow
-def test_main_job_relaunches_with_its_pins(run_train):
+def test_main_job_relaunches_with_its_pins(fixture_run):
     """The shell's PYTHONHASHSEED differs from the profile's: the entry point re-executes with the pin."""
-    run = run_train("r", "experiment=quick", "train.max_steps=2", env={"PYTHONHASHSEED": "123"})
+    run = fixture_run("r", "train.max_steps=2", env={"PYTHONHASHSEED": "123"})
     setting = run.manifest["determinism"]["settings"]["env.PYTHONHASHSEED"]
     assert setting == {"requested": "0", "applied": "0", "took_effect": True, "note": ""}

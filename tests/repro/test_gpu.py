@@ -12,9 +12,9 @@ import pytest
 pytestmark = pytest.mark.gpu
 
 
-def test_strict_training_on_cuda_reproduces_itself(run_train):
-    a = run_train("a", "experiment=quick", "train.device=cuda")
-    b = run_train("b", "experiment=quick", "train.device=cuda")
+def test_strict_training_on_cuda_reproduces_itself(fixture_run):
+    a = fixture_run("a", "train.device=cuda")
+    b = fixture_run("b", "train.device=cuda")
     assert a.manifest["environment"]["gpus"], "the run did not see the GPU"
     assert a.weights == b.weights
     assert a.fingerprints() == b.fingerprints()
