@@ -53,6 +53,7 @@ _SCHEDULES = {"lr", "learning_rate", "momentum", "wd", "weight_decay"}  # panels
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
         "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
         "±": r"$\pm$"}
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|[-+]?(inf|nan)")
 # fmt: on
 
 
@@ -230,6 +231,16 @@ def fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def mean_std(stat: Stat) -> str:
+    """'0.6699 ± 0.0086': the std to two significant digits, the mean to the same decimal place."""
+    if stat.std is None:
+        return fmt(stat.mean)
+    if stat.std == 0 or not math.isfinite(stat.std):
+        return f"{fmt(stat.mean)} ± 0"
+    places = min(max(1 - math.floor(math.log10(stat.std)), 0), 12)
+    return f"{stat.mean:.{places}f} ± {stat.std:.{places}f}"
+
+
 def job_table(report: SweepReport, raw: bool = False) -> tuple[list[str], list[list[Any]]]:
     """Headers and rows: a row per job; columns job, each swept key, seed, status, final metrics."""
     metrics = report.metrics
@@ -260,13 +271,7 @@ def summary_table(report: SweepReport, raw: bool = False) -> tuple[list[str], li
             if raw:
                 cells += [s.mean, s.std, s.low, s.high] if s else [None] * 4
             else:
-                cells.append(
-                    "-"
-                    if s is None
-                    else fmt(s.mean)
-                    if s.std is None
-                    else f"{fmt(s.mean)} ± {fmt(s.std)}"
-                )
+                cells.append(mean_std(s) if s else "-")
         rows.append(cells)
     if raw:
         heads = [f"{k}_{p}" for k in metrics for p in ("mean", "std", "ci95_low", "ci95_high")]
@@ -286,34 +291,32 @@ def to_csv(headers: list[str], rows: list[list[Any]]) -> str:
     return out.getvalue()
 
 
+def _numeric(rows: list[list[Any]], column: int) -> bool:
+    """Whether a column holds numbers only ('-' for none, 'a ± b' counts): it is right-aligned."""
+    cells = [str(r[column]) for r in rows]
+    numbers = [all(_NUMBER.fullmatch(p) for p in c.split(" ± ")) for c in cells if c != "-"]
+    return bool(numbers) and all(numbers)
+
+
 def to_markdown(headers: list[str], rows: list[list[Any]]) -> str:
-    """A GitHub-flavoured Markdown table ('|' in a cell escaped)."""
+    """A GitHub-flavoured Markdown table, numbers right-aligned ('|' in a cell escaped)."""
 
     def line(cells: list[Any]) -> str:
         return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
 
-    return "\n".join([line(headers), line(["---"] * len(headers)), *map(line, rows)]) + "\n"
+    rule = ["---:" if _numeric(rows, i) else "---" for i in range(len(headers))]
+    return "\n".join([line(headers), "| " + " | ".join(rule) + " |", *map(line, rows)]) + "\n"
 
 
 def to_latex(headers: list[str], rows: list[list[Any]]) -> str:
-    """A booktabs tabular (\\toprule, \\midrule, \\bottomrule; needs \\usepackage{booktabs})."""
+    """A booktabs tabular, numbers right-aligned (needs \\usepackage{booktabs})."""
 
     def line(cells: list[Any]) -> str:
         return " & ".join("".join(_TEX.get(ch, ch) for ch in str(c)) for c in cells) + r" \\"
 
-    body = [line(headers), r"\midrule", *map(line, rows)]
-    return (
-        "\n".join(
-            [
-                rf"\begin{{tabular}}{{{'l' * len(headers)}}}",
-                r"\toprule",
-                *body,
-                r"\bottomrule",
-                r"\end{tabular}",
-            ]
-        )
-        + "\n"
-    )
+    spec = "".join("r" if _numeric(rows, i) else "l" for i in range(len(headers)))
+    lines = [rf"\begin{{tabular}}{{{spec}}}", r"\toprule", line(headers), r"\midrule"]
+    return "\n".join([*lines, *map(line, rows), r"\bottomrule", r"\end{tabular}"]) + "\n"
 
 
 def write_tables(report: SweepReport, out_dir: Path) -> None:

@@ -205,15 +205,33 @@ def test_tables_export_to_csv_markdown_and_latex(tmp_path):
     assert float(summary[0]["val_acc_std"]) == pytest.approx(statistics.stdev(accs))
     assert summary[0]["n"] == "3" and "val_acc_ci95_low" in summary[0]
     md = (out / "summary.md").read_text().splitlines()
-    assert md[0] == "| model.dropout | n | val_acc |" and md[1] == "| --- | --- | --- |"
-    assert md[2].startswith("| 0.1 | 3 | ") and " ± " in md[2]
+    assert md[0] == "| model.dropout | n | val_acc |" and md[1] == "| ---: | ---: | ---: |"
+    acc = summarize(accs)
+    assert md[2] == f"| 0.1 | 3 | {acc.mean:.4f} ± {acc.std:.4f} |"  # std ~0.0086: 2 digits
     tex = (out / "summary.tex").read_text()
     assert (
-        tex.startswith("\\begin{tabular}{lll}\n\\toprule\n")
+        tex.startswith("\\begin{tabular}{rrr}\n\\toprule\n")
         and "\\bottomrule\n\\end{tabular}" in tex
     )
     assert "model.dropout & n & val\\_acc \\\\" in tex and "$\\pm$" in tex
     assert not any(ch in "±_" for ch in tex.replace("\\_", ""))  # nothing LaTeX cannot typeset
+
+
+def test_mean_and_std_are_rounded_to_the_precision_of_the_std():
+    from repro.report import Stat, mean_std
+
+    assert mean_std(Stat(3, 0.66991, 0.008556, None, None)) == "0.6699 ± 0.0086"
+    assert mean_std(Stat(3, 1234.5, 123.4, None, None)) == "1234 ± 123"
+    assert mean_std(Stat(3, 12.0, 0.0, None, None)) == "12 ± 0"
+    assert mean_std(Stat(1, 0.5, None, None, None)) == "0.5"
+
+
+def test_only_number_columns_are_right_aligned():
+    assert (
+        to_markdown(["k", "v"], [["relu", "1.5 ± 0.2"], ["gelu", "-"]]).splitlines()[1]
+        == "| --- | ---: |"
+    )
+    assert to_latex(["k", "v"], [["a", 1e-05]]).startswith("\\begin{tabular}{lr}")
 
 
 def test_cells_with_table_syntax_are_escaped():
