@@ -547,6 +547,8 @@ def run(args: argparse.Namespace) -> int:
     )
     if report.swept:
         print(f"swept: {', '.join(report.swept)}")
+    if report.fixed:
+        print(f"fixed: {' '.join(f'{k}={v}' for k, v in report.fixed.items())}")
     print(render(*job_table(report)))
     for job in report.failed:
         print(paint(f"  job {job.name} {job.status}: {short(job.error, 200)}", "red"))

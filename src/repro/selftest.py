@@ -255,9 +255,17 @@ class Verdict:
         return 1 if self.status == "mismatch" else 0
 
     def to_dict(self) -> dict[str, Any]:
+        first = None
+        if self.first is not None and self.reference is not None:
+            first = {
+                "stage": self.first,
+                "what": STAGES[self.first],
+                "recorded": self.reference["hashes"][self.first],
+                "computed": self.measured["hashes"][self.first],
+            }
         return {
             "status": self.status,
-            "first_difference": self.first,
+            "first_difference": first,
             "differing": list(self.differing),
             "measured": self.measured,
             "reference": self.reference,
@@ -293,7 +301,7 @@ def record_entry(measured: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def describe(verdict: Verdict) -> str:
+def describe(verdict: Verdict, reference_file: str | Path = REFERENCE_FILE) -> str:
     """The verdict as lines for a person."""
     m = verdict.measured
     lines = [
@@ -304,7 +312,7 @@ def describe(verdict: Verdict) -> str:
         lines.append(
             f"no reference for this build (torch {m['torch']}, {m['build']}, {m['machine']}): "
             f"nothing to compare. To add one, run `repro selftest --record` and add the entry "
-            f"it prints to the 'entries' list of {REFERENCE_FILE}."
+            f"it prints to the 'entries' list of {reference_file}."
         )
         return "\n".join(lines)
     ref = verdict.reference
@@ -352,7 +360,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"add this entry to the 'entries' list of {args.reference}", file=sys.stderr)
         return 0
     verdict = compare(measured, entries)
-    print(json.dumps(verdict.to_dict(), indent=2) if args.json else describe(verdict))
+    print(
+        json.dumps(verdict.to_dict(), indent=2) if args.json else describe(verdict, args.reference)
+    )
     return verdict.exit_code
 
 

@@ -58,7 +58,7 @@ def test_this_machine_reproduces_the_shipped_reference_bits(shipped):
     code, data = shipped
     this_build(shipped)
     assert data["status"] == "match", data["differing"]
-    assert code == 0 and data["first_difference"] is None
+    assert code == 0 and data["first_difference"] is None and data["differing"] == []
 
 
 def test_the_workload_ran_under_the_portable_pins(shipped):
@@ -108,6 +108,13 @@ def test_first_difference_is_the_earliest_stage_in_workload_order(shipped):
         verdict = compare(measured, [wrong])
         assert (verdict.status, verdict.exit_code, verdict.first) == ("mismatch", 1, changed[0])
         assert list(verdict.differing) == changed
+        first = verdict.to_dict()["first_difference"]
+        assert first == {
+            "stage": changed[0],
+            "what": STAGES[changed[0]],
+            "recorded": "f" * 64,
+            "computed": measured["hashes"][changed[0]],
+        }
     # Two entries for one build (two CPUs recorded it): any one that matches is a match.
     assert compare(measured, [wrong, entry]).status == "match"
 
