@@ -108,7 +108,10 @@ def workload() -> dict[str, str]:
     # The flag itself: torch.use_deterministic_algorithms also imports torch._inductor to set its
     # config (seconds, and nothing here is compiled). The worker reports the flag read back.
     set_flag = getattr(torch._C, "_set_deterministic_algorithms", None)
-    set_flag(True) if set_flag else torch.use_deterministic_algorithms(True)
+    if set_flag is not None:
+        set_flag(True)
+    else:
+        torch.use_deterministic_algorithms(True)
     g = torch.Generator().manual_seed(SEED)
     x = torch.randn(8 * BATCH, 3, 16, 16, generator=g)
     y = torch.randint(0, 4, (8 * BATCH,), generator=g)
@@ -145,14 +148,23 @@ def workload() -> dict[str, str]:
 
 
 def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo, else what the platform module knows."""
+    """The CPU's model name, with family, model and stepping where /proc/cpuinfo gives them."""
+    fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware")):
-                return line.split(":", 1)[1].strip()
+            key, sep, value = line.partition(":")
+            if not sep:
+                if fields:
+                    break  # the first processor is enough
+                continue
+            fields.setdefault(key.strip().lower(), value.strip())
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    name = fields.get("model name") or fields.get("hardware") or platform.processor() or "unknown"
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']}, model {fields['model']}"
+        name += f", stepping {fields['stepping']})" if "stepping" in fields else ")"
+    return name
 
 
 def _worker() -> None:
