@@ -64,6 +64,8 @@ def t975(df: int) -> float:
 
 @dataclass
 class Job:
+    """One job directory of the sweep, as read (nothing in it is trusted or executed)."""
+
     name: str
     dir: Path
     status: str
@@ -84,6 +86,8 @@ class Job:
 
 @dataclass
 class Stat:
+    """A metric over a group's completed jobs; std and the 95% interval need two of them."""
+
     n: int
     mean: float
     std: float | None
@@ -93,6 +97,8 @@ class Stat:
 
 @dataclass
 class SweepReport:
+    """Everything ``repro report`` shows; ``to_dict`` is its JSON form."""
+
     sweep_dir: Path
     jobs: list[Job]
     stats: dict[str, dict[str, Stat]] = field(default_factory=dict)  # group -> metric -> Stat

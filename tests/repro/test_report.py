@@ -402,6 +402,16 @@ def test_failed_jobs_are_listed_and_left_out_of_the_statistics(tmp_path, capsys)
     )  # the failed job is in the group, not in its stats
 
 
+def test_an_out_path_that_is_a_file_is_refused_with_one_line(tmp_path, capsys):
+    sweep = make_sweep(tmp_path / "sw", dropouts=(0.1,), seeds=(0,))
+    (tmp_path / "taken").write_text("")
+    assert main([str(sweep), "--out", str(tmp_path / "taken")]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"error: --out {tmp_path / 'taken'}: exists and is not a directory; give a directory\n"
+    )
+
+
 def test_report_of_something_that_is_not_a_sweep(tmp_path):
     out = report(tmp_path, cwd=tmp_path)
     assert (
