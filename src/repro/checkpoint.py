@@ -107,16 +107,17 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _split(path: Path) -> tuple[dict[str, Any], bytes]:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror}") from None
-    if not raw.startswith(MAGIC):
+_MAX_HEADER = 1 << 16
+
+
+def _read_header(f: Any, path: Path, size: int) -> tuple[dict[str, Any], int]:
+    """The header of an open checkpoint and where its payload starts; reads at most 64 KiB."""
+    head = f.read(_MAX_HEADER)
+    if not head.startswith(MAGIC):
         raise CheckpointError(f"{path} is not a checkpoint written by this kit (no {MAGIC.strip().decode()} header)")
-    end = raw.find(b"\n", len(MAGIC))
+    end = head.find(b"\n", len(MAGIC))
     try:
-        header = json.loads(raw[len(MAGIC):end]) if end > 0 else None
+        header = json.loads(head[len(MAGIC):end]) if end > 0 else None
     except (ValueError, UnicodeDecodeError):
         header = None
     if not isinstance(header, dict):
@@ -127,15 +128,32 @@ def _split(path: Path) -> tuple[dict[str, Any], bytes]:
             f"checkpoint {path} has format version {version!r}; this version of the kit reads "
             f"version {FORMAT_VERSION} only"
         )
-    payload = raw[end + 1:]
-    if len(payload) != header.get("payload_size"):
+    declared = header.get("payload_size")
+    if not isinstance(declared, int) or isinstance(declared, bool) or size - (end + 1) != declared:
         raise CheckpointError(
-            f"checkpoint {path} is truncated or padded: payload has {len(payload)} bytes, "
-            f"header says {header.get('payload_size')}"
+            f"checkpoint {path} is truncated or padded: payload has {size - (end + 1)} bytes, "
+            f"header says {declared}"
         )
-    if hashlib.sha256(payload).hexdigest() != header.get("payload_sha256"):
+    if not isinstance(header.get("step"), int):
+        raise CheckpointError(f"checkpoint {path} has a corrupt header (no step)")
+    return header, end + 1
+
+
+def _split(path: Path, *, payload: bool = True) -> tuple[dict[str, Any], bytes]:
+    """Check the envelope before reading the payload: a junk or foreign file is refused after 64 KiB."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            header, start = _read_header(f, path, size)
+            if not payload:
+                return header, b""
+            f.seek(start)
+            data = f.read()
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror}") from None
+    if hashlib.sha256(data).hexdigest() != header.get("payload_sha256"):
         raise CheckpointError(f"checkpoint {path} is corrupt: its payload does not match its sha256")
-    return header, payload
+    return header, data
 
 
 def read_header(path: str | Path) -> CheckpointInfo:

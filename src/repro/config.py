@@ -207,16 +207,26 @@ def to_repro_config(cfg: Any) -> ReproConfig:
     return typed
 
 
+def max_parallelism() -> int:
+    """The most loader workers or threads a config may ask for: a few times the CPU count."""
+    import os
+
+    return max(8, 4 * (os.cpu_count() or 1))
+
+
 def validate(rc: ReproConfig) -> ReproConfig:
     """Check ranges a type cannot express. Returns ``rc``; raises ConfigValueError."""
     if rc.seed is not None and not (isinstance(rc.seed, int) and 0 <= rc.seed <= SEED_MAX):
         raise ConfigValueError("repro.seed", rc.seed, f"an int in [0, {SEED_MAX}] or null")
-    if rc.num_workers < 0:
-        raise ConfigValueError("repro.num_workers", rc.num_workers, "an int >= 0")
+    limit = max_parallelism()
+    if not 0 <= rc.num_workers <= limit:
+        raise ConfigValueError("repro.num_workers", rc.num_workers,
+                               f"an int in [0, {limit}] (4 per CPU of this machine, at least 8)")
     for key in ("threads", "interop_threads"):
         value = getattr(rc, key)
-        if value is not None and value < 1:
-            raise ConfigValueError(f"repro.{key}", value, "an int >= 1 or null")
+        if value is not None and not 1 <= value <= limit:
+            raise ConfigValueError(f"repro.{key}", value,
+                                   f"an int in [1, {limit}] (4 per CPU of this machine, at least 8) or null")
     if rc.cudnn_benchmark and rc.deterministic == Determinism.strict:
         raise ConfigValueError(
             "repro.cudnn_benchmark",

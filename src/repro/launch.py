@@ -21,6 +21,7 @@ one line too.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -51,6 +52,8 @@ __all__ = ["LaunchError", "current_entry", "describe_compose_error", "entrypoint
 RELAUNCH_GUARD = "REPRO_RELAUNCHED"
 #: How the entry point was launched, for jobs that launcher plugins run in worker processes.
 ENTRY_ENV = "REPRO_ENTRY"
+#: Storage errors a user can act on (disk full, read-only, no permission): one line, no traceback.
+_STORAGE_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.ENOTDIR, errno.ELOOP)
 _SKIP_FLAGS = ("help", "hydra_help", "cfg", "info", "shell_completion", "experimental_rerun")
 
 #: The experiment: takes the run object (``repro.Run``), returns its result (a dict) or None.
@@ -152,6 +155,12 @@ def entrypoint(
                 raise
             except Terminated:
                 fail("terminated by SIGTERM; the run is recorded as failed (resume it from its checkpoint)", code=143)
+            except OSError as exc:
+                if exc.errno not in _STORAGE_ERRORS:
+                    raise
+                _remove_unused_run_dir()
+                where = exc.filename or "the run directory"
+                fail(f"cannot write {where}: {exc.strerror} (the run is recorded as failed if it had started)")
 
         hydra_main = hydra.main(
             config_path=config_dir, config_name=config_name, version_base="1.3"
@@ -235,6 +244,10 @@ def _run_task(task: TaskFn, cfg: DictConfig, node: str, safe_keys: tuple[str, ..
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
+    if hc.output_subdir is not None and int(os.environ.get("RANK", "0")) == 0:
+        from repro.secrets import redact_yaml_files
+
+        redact_yaml_files(run_dir / str(hc.output_subdir))  # Hydra wrote the overrides as given
     try:
         run = open_run(cfg, run_dir, overrides=list(hc.overrides.task), node=node, safe_keys=safe_keys)
     except RunCompleted as done:  # a requeued sweep job that had already finished

@@ -69,6 +69,11 @@ def describe_compose_error(exc: BaseException) -> str:
     return out if not key or key in out else f"{key}: {out}"
 
 
+def quote_override_value(text: str) -> str:
+    """``text`` as a quoted Hydra override value: any character (spaces, non-ASCII, ``=``, quotes) survives."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def _sweep_jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
     """The jobs to check: every value of every swept key once (not the whole product)."""
     if not multirun:
@@ -126,17 +131,17 @@ def preflight(
                 cfg = compose(config_name=config_name, overrides=job, return_hydra_config=True)
         except Exception as exc:  # Hydra and OmegaConf raise many types; all are the user's input
             raise LaunchError(describe_compose_error(exc)) from None
+        _check_job_overrides(cfg, job, config_dir, config_name)
         job_pins = {}
-        if "repro" in cfg:
-            try:
+        try:
+            if "repro" in cfg:
                 job_pins = wanted_environment(validate(to_repro_config(cfg.repro)))
-            except ReproError as exc:
-                raise LaunchError(str(exc)) from None
-        if check is not None:
-            try:
+            if check is not None:
                 check(cfg)
-            except ReproError as exc:
-                raise LaunchError(str(exc)) from None
+        except ReproError as exc:
+            raise LaunchError(str(exc)) from None
+        except Exception as exc:  # a failing interpolation (${oc.env:NOPE}) and other OmegaConf errors
+            raise LaunchError(describe_compose_error(exc)) from None
         if pins is not None and pins != job_pins:  # a null pin means "as the process started": not the same
             var = next(v for v in sorted(set(pins) | set(job_pins)) if pins.get(v) != job_pins.get(v))
             raise LaunchError(
@@ -166,6 +171,74 @@ def preflight(
     if multirun:
         _check_sweep_dir(cfg)
     return pins or {}, extra
+
+
+_BOOL_WORDS = ("true", "false")
+
+
+def _check_job_overrides(cfg: DictConfig, job: list[str], config_dir: str | Path, config_name: str) -> None:
+    """What composing accepts but a careful tool refuses: several options of one config group at once,
+    a bool given as anything but true/false, and ``+key=value`` for a key the config does not have."""
+    from repro.secrets import redact_override
+
+    try:
+        choices = OmegaConf.to_container(cfg.hydra.runtime.choices, resolve=False)
+    except Exception:
+        choices = {}
+    for group, choice in (choices or {}).items():
+        if group.startswith("hydra") or choice is None:
+            continue
+        if isinstance(choice, list) or str(choice).startswith("["):
+            raise LaunchError(f"{group}={choice}: selects several options of config group '{group}' at once "
+                              "(their values would be merged silently); choose one")
+    added: list[str] = []
+    for override in job:
+        key, sep, value = override.partition("=")
+        bare = key.lstrip("+~")
+        if not sep or bare.startswith("hydra.") or bare.startswith("hydra/"):
+            continue
+        if value.strip().startswith("[") and _is_config_group(bare, config_dir):
+            raise LaunchError(f"{bare}={value}: selects several options of config group '{bare}' at once "
+                              "(their values would be merged silently); choose one")
+        if key.startswith("+"):
+            added.append(override)
+            continue
+        current = OmegaConf.select(cfg, bare, default=None, throw_on_resolution_failure=False)
+        if isinstance(current, bool) and value.strip().lower() not in _BOOL_WORDS:
+            raise LaunchError(f"{redact_override(override)}: {bare} is a bool; expected true or false")
+    if added:
+        _check_added_keys(cfg, job, added, config_dir, config_name)
+
+
+def _is_config_group(name: str, config_dir: str | Path) -> bool:
+    from hydra.core.config_store import ConfigStore
+
+    return (Path(config_dir) / name).is_dir() or isinstance(ConfigStore.instance().repo.get(name), dict)
+
+
+def _check_added_keys(cfg: DictConfig, job: list[str], added: list[str], config_dir: str | Path,
+                      config_name: str) -> None:
+    """Refuse ``+key=value`` (or ``++``) for a key that the config without it does not have."""
+    from hydra import compose, initialize_config_dir
+
+    from repro.secrets import redact_override
+
+    base_job = [o for o in job if o not in added]
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        base = compose(config_name=config_name, overrides=base_job, return_hydra_config=False)
+    groups = set(OmegaConf.to_container(cfg.hydra.runtime.choices, resolve=False) or {})
+    for override in added:
+        key = override.partition("=")[0].lstrip("+~")
+        if key in groups:  # +group=option: a config group Hydra resolved, not a value
+            continue
+        if OmegaConf.select(base, key, default="<absent>", throw_on_resolution_failure=False) == "<absent>":
+            parent, _, leaf = key.rpartition(".")
+            node = OmegaConf.select(base, parent, default=None) if parent else base
+            known = sorted(str(k) for k in node) if isinstance(node, DictConfig) else []
+            where = f"'{parent}'" if parent else "the config"
+            raise LaunchError(f"{redact_override(override)}: unknown key ({where} has no key '{leaf}'"
+                              + (f"; its keys are {', '.join(known)}" if known else "")
+                              + "). Keys are never added on the command line; add it to the schema")
 
 
 class AlreadyCompleted(ReproError):
@@ -214,7 +287,7 @@ def _plan_resume(cfg: DictConfig, job: list[str], config_dir: str | Path, config
             raise LaunchError(f"{resume_key}={value} and hydra.run.dir={given_dir} disagree; a resumed run "
                               f"continues in its own directory (use {resume_key}=auto with hydra.run.dir to "
                               "name it once)")
-        extra = [] if given_dir is not None else [f"hydra.run.dir={run_dir}"]
+        extra = [] if given_dir is not None else [f"hydra.run.dir={quote_override_value(str(run_dir))}"]
     if state.status == "completed":
         raise AlreadyCompleted(f"{run_dir} already holds a completed run; nothing to resume")
     saved = OmegaConf.load(run_dir / "config.yaml")
@@ -252,9 +325,13 @@ def _check_path_is_usable(key: str, path: Path) -> None:
 
 def _check_run_dir(cfg: DictConfig, existing_run_ok: ExistingRunPolicy | None) -> None:
     try:
-        run_dir = Path(str(cfg.hydra.run.dir))
+        text = str(cfg.hydra.run.dir)
     except Exception:  # an interpolation only Hydra's runtime can resolve: it checks again later
         return
+    if not text.strip():
+        raise LaunchError("hydra.run.dir='' is not allowed: expected a directory for the run (an empty value "
+                          "would write the run into the current directory)")
+    run_dir = Path(text)
     _check_path_is_usable("hydra.run.dir", run_dir)
     STATE["run_dir"], STATE["run_dir_existed"] = run_dir.resolve(), run_dir.exists()
     if (run_dir / "run.json").exists() and not (existing_run_ok and existing_run_ok(cfg, run_dir)):

@@ -26,7 +26,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from repro.capture import StepCapture, stop_after_step
 from repro.distributed import DistInfo, check_same, gather_objects
-from repro.environment import environment_fingerprint, redact_args, redact_config
+from repro.environment import environment_fingerprint
+from repro.secrets import redact_args, redact_tree
 from repro.errors import RunDirectoryError, Terminated
 from repro.fingerprint import sample_digests, set_digest
 from repro.launch import current_entry
@@ -86,11 +87,22 @@ def resolved_config_yaml(cfg: DictConfig, null_keys: tuple[str, ...] = ()) -> st
     Values of keys that name credentials (``api_key``, ``password``, ``token``) are redacted;
     ``null_keys`` (one-shot hooks that must not replay) are written as null.
     """
-    out = OmegaConf.create(redact_config(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
+    out = OmegaConf.create(redact_tree(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
     for key in null_keys:
         if OmegaConf.select(out, key, default="<absent>") != "<absent>":
             OmegaConf.update(out, key, None)
     return OmegaConf.to_yaml(out)
+
+
+def _open_append(path: Path) -> Any:
+    """Open a record file for appending without following a symlink (a planted link is refused)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as exc:
+        raise RunDirectoryError(f"cannot write {path}: {exc.strerror}"
+                                + (" (a symbolic link; record files are never written through one)"
+                                   if path.is_symlink() else "")) from None
+    return os.fdopen(fd, "a", encoding="utf-8")
 
 
 def _now() -> str:
@@ -133,10 +145,8 @@ class RunRecord:
         self.interrupted_rows: list[dict[str, Any]] = []
         self._capture: StepCapture | None = None
         self._t0 = time.perf_counter()
-        self._metrics = open(run_dir / METRICS_FILE, "a", encoding="utf-8") if self.writer else None  # noqa: SIM115
-        self._fingerprints = (
-            open(run_dir / FINGERPRINTS_FILE, "a", encoding="utf-8") if self.writer else None  # noqa: SIM115
-        )
+        self._metrics = _open_append(run_dir / METRICS_FILE) if self.writer else None
+        self._fingerprints = _open_append(run_dir / FINGERPRINTS_FILE) if self.writer else None
 
     @classmethod
     def start(

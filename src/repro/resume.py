@@ -49,9 +49,9 @@ def _drop(tree: dict[str, Any], dotted: str) -> None:
 
 def config_sha256(cfg: Any, ignore: Iterable[str] = ()) -> str:
     """sha256 of the resolved config without the ``hydra`` node and the ``ignore`` keys."""
-    from repro.environment import redact_config
+    from repro.secrets import redact_tree
 
-    tree = redact_config(_container(cfg))  # as config.yaml holds it
+    tree = redact_tree(_container(cfg))  # as config.yaml holds it
     tree = json.loads(json.dumps(tree, default=str))  # a deep copy with plain types
     tree.pop("hydra", None)
     for key in ignore:
@@ -143,6 +143,8 @@ def inspect_run_dir(run_dir: str | Path) -> RunDirectoryState:
 def require_resumable(run_dir: str | Path) -> RunDirectoryState:
     """The state of ``run_dir``, or an error saying why it cannot be resumed."""
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirectoryError(f"train.resume={run_dir}: is a file, not a run directory")
     if not run_dir.is_dir():
         raise RunDirectoryError(f"train.resume={run_dir}: no such directory")
     state = inspect_run_dir(run_dir)
@@ -162,6 +164,20 @@ def abandon_attempt(run_dir: Path) -> Path:
         if entry.name not in (ABANDONED_DIR, ".lock"):
             shutil.move(str(entry), target / entry.name)
     return target
+
+
+def remove_stale_partials(run_dir: Path) -> list[Path]:
+    """Delete the temp files an interrupted atomic write left (``.NAME.XXXX.tmp``) in the run directory and
+    its checkpoints; call only while holding the run's lock. Returns what was removed."""
+    removed = []
+    for folder in (run_dir, run_dir / "checkpoints"):
+        if not folder.is_dir() or folder.is_symlink():
+            continue
+        for path in folder.glob(".*.tmp"):
+            if path.is_file() and not path.is_symlink():
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
 
 
 def next_resume_subdir(run_dir: Path) -> str:

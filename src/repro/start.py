@@ -22,7 +22,7 @@ from repro.config import register_configs, resume_safe_keys
 from repro.errors import ReproError, RunDirectoryError
 from repro.lock import RunLock
 from repro.record import RunRecord
-from repro.resume import config_sha256, find_resumption
+from repro.resume import config_sha256, find_resumption, remove_stale_partials
 from repro.run import Run, resolve_device, settings_of
 from repro.setup import setup_reproducibility
 
@@ -48,6 +48,8 @@ def open_run(cfg: DictConfig, run_dir: str | Path, *, overrides: Iterable[str] =
         resumption = find_resumption(cfg, run_dir, key=resume_key, safe_keys=safe, is_main=is_main, given=given)
         if resumption is not None:
             cfg = resumption.config
+            if is_main:
+                remove_stale_partials(run_dir)  # half-written files of the attempt that died
         settings = settings_of(cfg, node)
         device = resolve_device(settings.device, int(os.environ.get("LOCAL_RANK", "0")), key=f"{node}.device")
         repro = setup_reproducibility(cfg, in_process=in_process)  # before anything draws a random number
