@@ -379,7 +379,7 @@ def _launch(cmd: list[str], env: dict[str, str], log: TextIO | None) -> tuple[in
     def pump_stderr() -> None:
         assert proc.stderr is not None
         for line in proc.stderr:
-            if line.strip():
+            if line.strip() and not line.startswith("Set the environment variable HYDRA_FULL"):
                 last[0] = line.strip()
             if log is not None:
                 log.write(f"    | {line}")

@@ -162,14 +162,18 @@ def parse_config(text: str, where: Path) -> dict[str, Any]:
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        cfg = OmegaConf.create(text) if text.strip() else OmegaConf.create({})
-        plain = OmegaConf.to_container(cfg, resolve=False)
+        top = yaml.safe_load(text)  # the shape first: OmegaConf would turn a lone scalar into a key
+        if top is not None and not isinstance(top, dict):
+            raise RunDirectoryError(
+                f"{where}: holds {type(top).__name__}; expected a mapping of config keys"
+            )
+        plain = OmegaConf.to_container(OmegaConf.create(text if top else {}), resolve=False)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or type(exc).__name__
         raise RunDirectoryError(f"{where}: not valid YAML{at} ({problem})") from None
-    except (OmegaConfBaseException, ValueError, TypeError, RecursionError) as exc:
+    except (OmegaConfBaseException, ValueError, TypeError, AssertionError, RecursionError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise RunDirectoryError(f"{where}: not a config ({_describe(first)})") from None
     if not isinstance(plain, dict):
