@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-import torch
-
 from repro.errors import RunDirectoryError
 from repro.replay import (
     EntrySettings,
@@ -106,6 +104,8 @@ class DiffReport:
 
 def compare_captures(a: dict[str, Any], b: dict[str, Any]) -> list[TensorDifference]:
     """Every captured tensor that differs, in the order run A computed them."""
+    import torch
+
     out = []
     keys_b = set(b["keys"])
     for key in a["keys"]:
@@ -175,6 +175,8 @@ def _capture_step(
             f"re-running step {step} of run {label.upper()} ({run.dir}) captured nothing "
             f"(exit status {result.returncode}){why}"
         )
+    import torch
+
     try:
         return torch.load(target, weights_only=True), origin
     except Exception as exc:  # written by our own replay; still only ever loaded as weights

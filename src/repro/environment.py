@@ -19,8 +19,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from repro import startup
 
 #: Variables recorded when set: they change numerics, kernels or hashing.
@@ -233,6 +231,8 @@ def environment_fingerprint(cwd: str | Path | None = None) -> dict[str, Any]:
     The git state is read from ``cwd``, by default the running program's project (the directory of
     the nearest ``pyproject.toml`` with a ``[tool.repro]`` table above its code), else its code's folder.
     """
+    import torch  # here, not at import: the tools read records and fail fast without it
+
     cwd = _code_dir() if cwd is None else cwd
     cuda = torch.cuda.is_available()
     return {

@@ -34,8 +34,6 @@ from typing import Any, TextIO
 
 from omegaconf import OmegaConf
 
-from repro.capture import CAPTURE_FILE_ENV, CAPTURE_STEP_ENV, STOP_ENV
-from repro.checkpoint import CHECKPOINT_DIR
 from repro.environment import find_project
 from repro.errors import ReproError, RunDirectoryError
 from repro.runs import CONFIG_FILE, FINGERPRINTS_FILE, MODULE_NAME, RUN_FILE, Run, read_fingerprints
@@ -400,6 +398,12 @@ def _launch(cmd: list[str], env: dict[str, str], log: TextIO | None) -> tuple[in
 def _with_controls(
     env: dict[str, str], stop_after: int | None, capture: tuple[int, Path] | None
 ) -> dict[str, str]:
+    from repro.capture import (
+        CAPTURE_FILE_ENV,
+        CAPTURE_STEP_ENV,
+        STOP_ENV,
+    )  # imports torch: only now
+
     env = dict(env)
     if stop_after is not None:
         env[STOP_ENV] = str(stop_after)
@@ -462,6 +466,7 @@ def replay_from_checkpoint(
     """
     import json
 
+    from repro.checkpoint import CHECKPOINT_DIR
     from repro.record import METRICS_FILE, jsonl_text
 
     key = spec.entry.resume_key
