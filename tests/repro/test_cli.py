@@ -102,7 +102,7 @@ def crafted(src, dest, *, config=None, environment=None, manifest=None):
 def test_config_and_environment_diffs_on_crafted_runs(runs, tmp_path):
     clean, _ = runs
     other = crafted(clean, tmp_path / "other", config={"lr: 0.02": "lr: 0.03"},
-                    environment={"torch.version": "9.9.9", "cpu.aten_capability": "AVX2"})
+                    environment={"torch.version": "9.9.9", "cpu.aten_capability": "CRAFTED"})
     out = repro("diff", clean.dir, other, "--no-localise", "--json", cwd=tmp_path)
     data = json.loads(out.stdout)
     assert out.returncode == 1
