@@ -141,17 +141,20 @@ def git_state(cwd: str | Path = ".") -> dict[str, Any] | None:
     own ``safe.directory`` check (a repository owned by another user is ignored) is kept.
     """
     cwd = Path(cwd)
-    commit = _git(["rev-parse", "HEAD"], cwd)
-    if commit is None:
+    head = (_git(["rev-parse", "--show-toplevel", "HEAD"], cwd) or "").splitlines()
+    if len(head) != 2:
         return None
+    top, commit = Path(head[0]), head[1]
     status = _git(["status", "--porcelain", "--untracked-files=normal"], cwd) or ""
     diff = _git(["diff", "HEAD", "--binary", "--no-ext-diff", "--no-textconv"], cwd) or ""
     untracked = sorted(line[3:] for line in status.splitlines() if line.startswith("??"))
     h = hashlib.sha256(diff.encode())
     for name in untracked:  # a new module the run imports changes the code as much as an edit
         h.update(name.encode())
-        with contextlib.suppress(OSError):
-            h.update((Path(cwd) / name).read_bytes() if (Path(cwd) / name).is_file() else b"")
+        with contextlib.suppress(
+            OSError
+        ):  # porcelain paths are relative to the top of the checkout
+            h.update((top / name).read_bytes() if (top / name).is_file() else b"")
     return {
         "commit": commit.strip(),
         "dirty": bool(status.strip()),

@@ -504,6 +504,16 @@ def test_env_names_the_projects_code_directory(tmp_path):
 # ------------------------------------------------------------------ a replay that never started
 
 
+def mangle_config_hash(checkpoint: Path) -> None:
+    """Keep the checkpoint's envelope intact but say it was written under another config."""
+    raw = checkpoint.read_bytes()
+    magic_end = raw.index(b"\n") + 1
+    header_end = raw.index(b"\n", magic_end)
+    header = json.loads(raw[magic_end:header_end])
+    header["config_sha256"] = "0" * 64
+    checkpoint.write_bytes(raw[:magic_end] + json.dumps(header).encode() + raw[header_end:])
+
+
 def test_a_replay_that_cannot_start_is_an_error_not_a_verdict(base, tmp_path):
     run = copy_run(base, tmp_path / "run")
     cfg = run / "config.yaml"
@@ -518,13 +528,7 @@ def test_a_replay_that_cannot_start_is_an_error_not_a_verdict(base, tmp_path):
 
 def test_a_refused_checkpoint_under_spot_is_an_error_not_a_verdict(base, tmp_path):
     run = copy_run(base, tmp_path / "run")
-    ckpt = run / "checkpoints" / "step-000000004.ckpt"
-    raw = ckpt.read_bytes()
-    magic_end = raw.index(b"\n") + 1
-    header_end = raw.index(b"\n", magic_end)
-    header = json.loads(raw[magic_end:header_end])
-    header["config_sha256"] = "0" * 64  # an intact envelope, written under "another config"
-    ckpt.write_bytes(raw[:magic_end] + json.dumps(header).encode() + raw[header_end:])
+    mangle_config_hash(run / "checkpoints" / "step-000000004.ckpt")
     out = repro("verify", run, "--spot", "1", "--out", tmp_path / "spot", "--quiet", cwd=tmp_path)
     assert out.returncode == 3, out.stdout + out.stderr
     assert (
@@ -574,3 +578,72 @@ def test_only_result_changing_keys_explain_a_divergence():
     assert explaining_keys(rows, (*RESULT_NEUTRAL_KEYS, "train.keep_checkpoints")) == ["train.lr"]
     assert explaining_keys(rows[:2], (*RESULT_NEUTRAL_KEYS, "train.keep_checkpoints")) == []
     assert explaining_keys([("train.lr.x", 1, 2)], ("train.lr",)) == []
+
+
+def test_a_diff_whose_re_run_fails_is_an_error_not_a_verdict(base, tmp_path):
+    other = copy_run(base, tmp_path / "other")
+    rows = (other / "fingerprints.jsonl").read_text().splitlines(keepends=True)
+    rows[5] = rows[5].replace('"params":"', '"params":"f')
+    (other / "fingerprints.jsonl").write_text("".join(rows))
+    mangle_config_hash(other / "checkpoints" / "step-000000004.ckpt")
+    out = repro("diff", other, base, "--quiet", cwd=tmp_path)
+    assert out.returncode == 3, out.stdout + out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cannot replay: re-running step 6 of run A"), (
+        out.stderr
+    )
+    assert "captured nothing (exit status 2): error: " in lines[0] and out.stdout == ""
+
+
+# ------------------------------------------------------------------ the sanitised config, in this process
+
+
+def test_instantiation_keys_are_allowed_only_as_the_project_has_them(tmp_path):
+    from repro.errors import RunDirectoryError
+    from repro.replay import EntrySettings, sanitise_config
+    from repro.runs import Run
+
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "config.yaml").write_text(
+        "model:\n  _target_: torch.nn.Linear\n  in_features: 2\ntrain:\n  resume: null\n"
+    )
+    entry = EntrySettings("proj.train", conf, "config", "train.resume", ())
+
+    def sanitised(config: dict) -> tuple[dict, list[str]]:
+        return sanitise_config(Run(tmp_path, {}, config), entry)
+
+    same = {
+        "model": {"_target_": "torch.nn.Linear", "in_features": 3},
+        "train": {"resume": "/victim/run"},
+        "hydra": {"callbacks": {"x": {"_target_": "builtins.open"}}},
+    }
+    config, dropped = sanitised(same)
+    assert dropped == ["hydra"] and "hydra" not in config
+    assert config["model"]["_target_"] == "torch.nn.Linear"
+    assert (
+        config["train"]["resume"] is None
+    )  # a replay never continues (and writes into) another run
+    with pytest.raises(
+        RunDirectoryError, match=r"model\._target_='os\.system' is refused.*has 'torch\.nn\.Linear'"
+    ):
+        sanitised({"model": {"_target_": "os.system"}})
+    with pytest.raises(
+        RunDirectoryError, match=r"model\._partial_=True is refused.*has no such key"
+    ):
+        sanitised({"model": {"_target_": "torch.nn.Linear", "_partial_": True}})
+    no_conf = EntrySettings("proj.train", None, "config", None, ())
+    with pytest.raises(
+        RunDirectoryError, match="_target_"
+    ):  # nothing to compare with: nothing allowed
+        sanitise_config(Run(tmp_path, {}, same), no_conf)
+
+
+def test_a_pyproject_planted_in_the_run_directory_is_not_the_project(base, tmp_path):
+    from repro.environment import find_project
+
+    run = copy_run(base, tmp_path / "run")
+    (run / "pyproject.toml").write_text('[tool.repro]\nentry = "evil_entry"\n')
+    assert find_project(run).entry == "evil_entry"  # a directory the user chose is taken as is
+    project = find_project(run, not_inside=(run,))
+    assert project is not None and project.root == REPO and project.entry == "experiment.train"
