@@ -23,11 +23,13 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import re
 import shutil
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -58,6 +60,8 @@ INSTANTIATE_KEYS = frozenset({"_target_", "_partial_", "_args_", "_recursive_", 
 #: Where a replay keeps the sanitised config it runs (its --config-path), inside its own directory.
 REPLAY_CONFIG_DIR = ".replay-config"
 _MAX_NODES = 100_000
+#: What a recorded numerics variable may hold before a replay applies it.
+_PIN_VALUE = re.compile(r"[A-Za-z0-9_:.,=-]{0,64}")
 
 
 class ReplayFailed(ReproError):
@@ -150,7 +154,7 @@ def entry_settings(module_name: str) -> EntrySettings:
     with _without_cwd_on_path():
         try:
             module = importlib.import_module(module_name)
-        except Exception as exc:  # the project's own code failing to import: say so in one line
+        except (Exception, SystemExit) as exc:  # the project's own code failing to import: one line
             first = (str(exc).strip().splitlines() or [""])[0]
             raise ReproError(
                 f"entry module {module_name!r} cannot be imported ({type(exc).__name__}: "
@@ -158,7 +162,7 @@ def entry_settings(module_name: str) -> EntrySettings:
             ) from None
     for value in vars(module).values():
         settings = getattr(value, "repro_entry", None)
-        if settings is None:
+        if not isinstance(settings, dict):
             code = getattr(value, "__code__", None)
             names = getattr(code, "co_freevars", ())
             if (
@@ -188,7 +192,7 @@ def entry_settings(module_name: str) -> EntrySettings:
 # ---------------------------------------------------------------- what config replays
 
 
-def _walk(tree: Any, path: str = "") -> Any:
+def _walk(tree: Any, path: str = "") -> Iterator[tuple[str, Any, Any]]:
     """(dotted path, key, value) for every mapping entry in ``tree``, lists included ([i] in the path)."""
     stack = [(path, tree)]
     seen = 0
@@ -315,7 +319,18 @@ def _write_config(config: dict[str, Any], folder: Path) -> None:
 def replay_environment(run: Run) -> tuple[dict[str, str], dict[str, str]]:
     """The environment for a replay of ``run``, and the part of it that came from the record."""
     recorded = (run.manifest.get("environment") or {}).get("env") or {}
-    pins = {k: v for k, v in recorded.items() if k in REPLAYED_ENV}
+    pins = {
+        k: v for k, v in recorded.items() if k in REPLAYED_ENV
+    }  # nothing else, LD_PRELOAD never
+    for key, value in pins.items():
+        counted = key.endswith("_THREADS")
+        if not _PIN_VALUE.fullmatch(value) or (
+            counted and not (value.isdigit() and 1 <= int(value) <= 1 << 16)
+        ):
+            allowed = "an int in [1, 65536]" if counted else "up to 64 letters, digits and _:.,=-"
+            raise RunDirectoryError(
+                f"{run.dir / RUN_FILE}: environment.env.{key} is {value[:40]!r}; expected {allowed}"
+            )
     repro_cfg = run.config.get("repro") or {}
     threads = ((run.manifest.get("environment") or {}).get("cpu") or {}).get("num_threads")
     if repro_cfg.get("threads") is None and threads and "OMP_NUM_THREADS" not in pins:
@@ -323,7 +338,7 @@ def replay_environment(run: Run) -> tuple[dict[str, str], dict[str, str]]:
 
         if (
             torch.get_num_threads() != threads
-        ):  # torch's default follows the machine: pin the recorded count
+        ):  # torch's default follows the machine: pin the record's
             pins["OMP_NUM_THREADS"] = str(threads)
     env = {k: v for k, v in os.environ.items() if not k.startswith("REPRO_")}
     env.update(pins)

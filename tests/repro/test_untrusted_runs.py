@@ -222,6 +222,11 @@ CASES: dict[str, tuple[Build, str]] = {
         "environment.env.PYTHONHASHSEED is 0",
     ),
     "env-value-nul": (with_manifest(set_env("MKL_CBWR", "A\0B")), "environment.env.MKL_CBWR"),
+    "env-pin-threads": (
+        with_manifest(set_env("OMP_NUM_THREADS", "99999999")),
+        "OMP_NUM_THREADS is '99999999'",
+    ),
+    "env-pin-odd": (with_manifest(set_env("MKL_CBWR", "$(touch pwn)")), "environment.env.MKL_CBWR"),
     "world-size-text": (
         with_manifest(lambda m: m["distributed"].update(world_size="2")),
         "distributed.world_size",
