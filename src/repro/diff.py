@@ -7,6 +7,12 @@ that step with hooks that capture the parameters, the inputs, every module's
 output and every parameter's gradient, and the updated parameters, and names
 the first tensor that differs. Everything comes from the two run
 directories; the re-runs happen on this machine.
+
+When the configs differ in a key that changes results (anything but the
+keys the kit and the project declare result-neutral), that difference
+explains the divergence: diff says so and stops, unless asked to dig
+(``deep``). Re-runs go through ``repro.replay`` (the project's entry module,
+a sanitised config); one that captures nothing raises ``ReplayFailed``.
 """
 
 from __future__ import annotations
@@ -16,15 +22,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-import torch
+from repro.errors import RunDirectoryError
+from repro.replay import (
+    EntrySettings,
+    ReplayFailed,
+    ReplaySpec,
+    entry_settings,
+    make_replay_dir,
+    prepare_replay,
+    replay_fresh,
+    replay_from_checkpoint,
+    resolve_entry,
+)
+from repro.runs import VOLATILE_ENV_KEYS, diff_trees, first_divergence, load_run
+from repro.verify import checkpoint_steps
 
-from repro.checkpoint import list_checkpoints, read_header
-from repro.errors import ReproError, RunDirectoryError
-from repro.replay import replay_fresh, replay_from_checkpoint
-from repro.runs import VOLATILE_ENV_KEYS, Run, diff_trees, first_divergence, load_run
+#: Config keys the kit promises never change the bits (results must not depend on the worker count).
+RESULT_NEUTRAL_KEYS = ("repro.num_workers", "repro.persistent_workers")
 
-PHASE_WORDS = {"param": "parameter before the step", "input": "input", "forward": "forward output",
-               "backward": "gradient (backward)", "update": "parameter after the update"}
+PHASE_WORDS = {
+    "param": "parameter before the step",
+    "input": "input",
+    "forward": "forward output",
+    "backward": "gradient (backward)",
+    "update": "parameter after the update",
+}
 
 
 @dataclass
@@ -39,8 +61,10 @@ class TensorDifference:
     def describe(self) -> str:
         if self.max_abs is None:
             return f"{self.name} ({PHASE_WORDS.get(self.phase, self.phase)}): {self.note}"
-        return (f"{self.name} ({PHASE_WORDS.get(self.phase, self.phase)}): max abs diff {self.max_abs:.3e}, "
-                f"max rel diff {self.max_rel:.3e}")
+        return (
+            f"{self.name} ({PHASE_WORDS.get(self.phase, self.phase)}): max abs diff {self.max_abs:.3e}, "
+            f"max rel diff {self.max_rel:.3e}"
+        )
 
 
 @dataclass
@@ -52,6 +76,17 @@ class DiffReport:
     divergence: dict[str, Any] | None = None
     steps_compared: int = 0
     localisation: dict[str, Any] | None = None
+    #: Result-changing config keys that differ: they explain a divergence, so it was not localised.
+    explained_by: list[str] = field(default_factory=list)
+
+    @property
+    def explanation(self) -> str | None:
+        if not self.explained_by:
+            return None
+        keys = ", ".join(self.explained_by[:5]) + (
+            f" (+{len(self.explained_by) - 5} more)" if len(self.explained_by) > 5 else ""
+        )
+        return f"the configs differ in {keys}; that explains the divergence (use --deep to localise anyway)"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -62,11 +97,15 @@ class DiffReport:
             "steps_compared": self.steps_compared,
             "divergence": self.divergence,
             "localisation": self.localisation,
+            "explained_by": self.explained_by,
+            "explanation": self.explanation,
         }
 
 
 def compare_captures(a: dict[str, Any], b: dict[str, Any]) -> list[TensorDifference]:
     """Every captured tensor that differs, in the order run A computed them."""
+    import torch
+
     out = []
     keys_b = set(b["keys"])
     for key in a["keys"]:
@@ -76,17 +115,37 @@ def compare_captures(a: dict[str, Any], b: dict[str, Any]) -> list[TensorDiffere
             continue
         x, y = a["tensors"][key], b["tensors"][key]
         if x.shape != y.shape or x.dtype != y.dtype:
-            out.append(TensorDifference(key, phase, name, None, None,
-                                        f"shape/dtype {tuple(x.shape)} {x.dtype} vs {tuple(y.shape)} {y.dtype}"))
+            out.append(
+                TensorDifference(
+                    key,
+                    phase,
+                    name,
+                    None,
+                    None,
+                    f"shape/dtype {tuple(x.shape)} {x.dtype} vs {tuple(y.shape)} {y.dtype}",
+                )
+            )
         elif not torch.equal(x, y):
             if x.is_floating_point() or x.is_complex():
                 d = (x.double() - y.double()).abs()
                 scale = torch.maximum(x.double().abs(), y.double().abs()).max().item()
                 max_abs = d.max().item()
-                out.append(TensorDifference(key, phase, name, max_abs, max_abs / scale if scale else float("inf")))
+                out.append(
+                    TensorDifference(
+                        key, phase, name, max_abs, max_abs / scale if scale else float("inf")
+                    )
+                )
             else:
-                out.append(TensorDifference(key, phase, name, None, None,
-                                            f"{int((x != y).sum())} of {x.numel()} elements differ"))
+                out.append(
+                    TensorDifference(
+                        key,
+                        phase,
+                        name,
+                        None,
+                        None,
+                        f"{int((x != y).sum())} of {x.numel()} elements differ",
+                    )
+                )
     for key in b["keys"]:
         if key not in a["tensors"]:
             phase, _, name = key.partition(":")
@@ -94,36 +153,76 @@ def compare_captures(a: dict[str, Any], b: dict[str, Any]) -> list[TensorDiffere
     return out
 
 
-def _capture_step(run: Run, step: int, scratch: Path, label: str, log: TextIO | None) -> tuple[dict[str, Any], str]:
-    """Re-run ``step`` of ``run`` with capture hooks; return the capture and where it started from."""
-    before = [c for c in list_checkpoints(run.dir) if read_header(c).step < step]
+def _capture_step(
+    spec: ReplaySpec, step: int, scratch: Path, label: str, log: TextIO | None
+) -> tuple[dict[str, Any], str]:
+    """Re-run ``step`` of a run with capture hooks; return the capture and where it started from."""
+    run = spec.run
+    before = [(path, at) for path, at in checkpoint_steps(run) if at < step]
     target = scratch / f"capture-{label}.pt"
+    folder = scratch / f"run-{label}"
     if before:
-        result = replay_from_checkpoint(run, before[-1], scratch / f"run-{label}", capture=(step, target), log=log)
-        origin = f"checkpoint {before[-1].name}"
+        path, at = before[-1]
+        result = replay_from_checkpoint(spec, path, at, folder, capture=(step, target), log=log)
+        origin = f"checkpoint {path.name}"
     else:
-        result = replay_fresh(run, scratch / f"run-{label}", capture=(step, target), log=log)
+        make_replay_dir(folder, "replay directory")
+        result = replay_fresh(spec, folder, capture=(step, target), log=log)
         origin = "the start (no earlier checkpoint)"
     if not target.exists():
-        raise ReproError(f"re-running step {step} of run {label} ({run.dir}) captured nothing "
-                         f"(exit status {result.returncode}); see its output above")
-    return torch.load(target, weights_only=True), origin
+        why = f": {result.last_error_line}" if result.last_error_line else ""
+        raise ReplayFailed(
+            f"re-running step {step} of run {label.upper()} ({run.dir}) captured nothing "
+            f"(exit status {result.returncode}){why}"
+        )
+    import torch
+
+    try:
+        return torch.load(target, weights_only=True), origin
+    except Exception as exc:  # written by our own replay; still only ever loaded as weights
+        raise ReplayFailed(
+            f"the capture of step {step} of run {label.upper()} cannot be read ({exc})"
+        ) from None
 
 
-def diff_runs(path_a: str | Path, path_b: str | Path, *, localise: bool = True, keep: str | Path | None = None,
-              log: TextIO | None = None) -> DiffReport:
-    """Compare two runs; raise RunDirectoryError/ReproError for bad input."""
+def explaining_keys(config_diff: list[tuple[str, Any, Any]], neutral: tuple[str, ...]) -> list[str]:
+    """The differing config keys that change results: all but ``neutral`` ones (and keys below them)."""
+    return [
+        k for k, _, _ in config_diff if not any(k == n or k.startswith(f"{n}.") for n in neutral)
+    ]
+
+
+def diff_runs(
+    path_a: str | Path,
+    path_b: str | Path,
+    *,
+    localise: bool = True,
+    deep: bool = False,
+    entry: str | None = None,
+    keep: str | Path | None = None,
+    log: TextIO | None = None,
+) -> DiffReport:
+    """Compare two runs; RunDirectoryError/ReproError for bad input, ReplayFailed for a broken re-run.
+
+    Re-runs happen only to localise a divergence, and not when result-changing config keys differ
+    (``deep`` re-runs anyway). ``keep`` keeps the re-runs' files in that (new) directory.
+    """
     a, b = load_run(path_a), load_run(path_b)
     if a.dir.resolve() == b.dir.resolve():
         raise RunDirectoryError(f"{path_a} and {path_b} are the same run")
     mod_a, mod_b = a.entry.get("module"), b.entry.get("module")
     if mod_a != mod_b:
-        raise RunDirectoryError(f"{path_a} and {path_b} are runs of different experiments ({mod_a} vs {mod_b})")
+        raise RunDirectoryError(
+            f"{path_a} and {path_b} are runs of different experiments ({mod_a} vs {mod_b})"
+        )
     report = DiffReport(str(a.dir), str(b.dir))
     report.config_diff = diff_trees(a.config, b.config)
-    report.environment_diff = diff_trees(a.manifest.get("environment") or {}, b.manifest.get("environment") or {},
-                                         ignore=VOLATILE_ENV_KEYS)
-    ws_a, ws_b = (int((r.manifest.get("distributed") or {}).get("world_size") or 1) for r in (a, b))
+    report.environment_diff = diff_trees(
+        a.manifest.get("environment") or {},
+        b.manifest.get("environment") or {},
+        ignore=VOLATILE_ENV_KEYS,
+    )
+    ws_a, ws_b = a.world_size, b.world_size
     if ws_a != ws_b:
         report.environment_diff.insert(0, ("distributed.world_size", ws_a, ws_b))
     fa, fb = a.fingerprints(), b.fingerprints()
@@ -136,20 +235,33 @@ def diff_runs(path_a: str | Path, path_b: str | Path, *, localise: bool = True, 
     if not localise or quantity == "step missing":
         return report
     if ws_a != ws_b:
-        report.localisation = {"step": step, "skipped": f"the runs used {ws_a} and {ws_b} ranks: gradients are "
-                               "averaged differently, so re-running one step cannot compare them tensor by tensor"}
+        report.localisation = {
+            "step": step,
+            "skipped": f"the runs used {ws_a} and {ws_b} ranks: gradients are "
+            "averaged differently, so re-running one step cannot compare them tensor by tensor",
+        }
         return report
+    settings: EntrySettings = entry_settings(resolve_entry([a, b], entry))
+    if not deep:
+        report.explained_by = explaining_keys(
+            report.config_diff, (*RESULT_NEUTRAL_KEYS, *settings.safe_keys)
+        )
+        if report.explained_by:
+            return report
+    spec_a, spec_b = prepare_replay(a, settings), prepare_replay(b, settings)
     with tempfile.TemporaryDirectory(prefix="repro-diff-") as tmp:
         scratch = Path(keep) if keep is not None else Path(tmp)
         scratch.mkdir(parents=True, exist_ok=True)
-        cap_a, origin_a = _capture_step(a, step, scratch, "a", log)
-        cap_b, origin_b = _capture_step(b, step, scratch, "b", log)
+        cap_a, origin_a = _capture_step(spec_a, step, scratch, "a", log)
+        cap_b, origin_b = _capture_step(spec_b, step, scratch, "b", log)
     differences = compare_captures(cap_a, cap_b)
     report.localisation = {
         "step": step,
         "replayed_from": {"a": origin_a, "b": origin_b},
         "tensors_compared": len(cap_a["keys"]),
-        "first": differences[0].__dict__ | {"description": differences[0].describe()} if differences else None,
+        "first": differences[0].__dict__ | {"description": differences[0].describe()}
+        if differences
+        else None,
         "differing": [d.key for d in differences],
     }
     return report

@@ -14,11 +14,10 @@ import platform
 import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from repro import startup
 
@@ -47,7 +46,9 @@ _SECRET = re.compile(r"TOKEN|SECRET|PASSW|PASSWD|KEY|CREDENTIAL|AUTH|COOKIE|SESS
 # Config keys are named by people ("key_dim" is no secret): match whole words only.
 _SECRET_KEY = re.compile(
     r"(^|[_.-])(token|secret|password|passwd|api[_-]?key|access[_-]?key|secret[_-]?key|private[_-]?key|"
-    r"credentials?|auth[_-]?token)s?$", re.I)
+    r"credentials?|auth[_-]?token)s?$",
+    re.I,
+)
 _PACKAGES = ("torch", "numpy", "hydra-core", "omegaconf")
 
 
@@ -64,8 +65,12 @@ def is_secret_key(name: str) -> bool:
 def redact_config(tree: Any) -> Any:
     """A copy of a plain config tree with the values of secret-looking keys replaced by ``<redacted>``."""
     if isinstance(tree, dict):
-        return {k: "<redacted>" if is_secret_key(str(k)) and v is not None and not isinstance(v, dict)
-                else redact_config(v) for k, v in tree.items()}
+        return {
+            k: "<redacted>"
+            if is_secret_key(str(k)) and v is not None and not isinstance(v, dict)
+            else redact_config(v)
+            for k, v in tree.items()
+        }
     if isinstance(tree, list):
         return [redact_config(v) for v in tree]
     return tree
@@ -94,28 +99,62 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+#: Git never runs a command that a repository's own config or hooks name (core.fsmonitor would run
+#: one on ``git status``), nor an external diff or text conversion, nor a pager.
+_GIT_HARDENING = (
+    "-c",
+    "core.fsmonitor=",
+    "-c",
+    "core.hooksPath=/dev/null",
+    "-c",
+    "core.pager=cat",
+    "--no-pager",
+)
+
+
 def _git(args: list[str], cwd: Path) -> str | None:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("GIT_")
+    }  # no GIT_DIR from elsewhere
+    env.update(GIT_TERMINAL_PROMPT="0", GIT_OPTIONAL_LOCKS="0")
     try:
-        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, timeout=10, check=False)
+        out = subprocess.run(
+            ["git", *_GIT_HARDENING, *args],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            timeout=10,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.decode(errors="replace") if out.returncode == 0 else None
 
 
 def git_state(cwd: str | Path = ".") -> dict[str, Any] | None:
-    """Commit, dirty flag and a sha256 of the diff (tracked changes) of the checkout at ``cwd``."""
+    """Commit, dirty flag and a sha256 of the diff (tracked changes) of the checkout at ``cwd``.
+
+    Call it only on the project's own code directory, never on a directory a run record names:
+    git is hardened against commands named in a repository's config (fsmonitor, hooks, external
+    diff, text conversion, pager), but clean filters of a checkout's attributes still run. Git's
+    own ``safe.directory`` check (a repository owned by another user is ignored) is kept.
+    """
     cwd = Path(cwd)
-    commit = _git(["rev-parse", "HEAD"], cwd)
-    if commit is None:
+    head = (_git(["rev-parse", "--show-toplevel", "HEAD"], cwd) or "").splitlines()
+    if len(head) != 2:
         return None
+    top, commit = Path(head[0]), head[1]
     status = _git(["status", "--porcelain", "--untracked-files=normal"], cwd) or ""
-    diff = _git(["diff", "HEAD", "--binary"], cwd) or ""
+    diff = _git(["diff", "HEAD", "--binary", "--no-ext-diff", "--no-textconv"], cwd) or ""
     untracked = sorted(line[3:] for line in status.splitlines() if line.startswith("??"))
     h = hashlib.sha256(diff.encode())
     for name in untracked:  # a new module the run imports changes the code as much as an edit
         h.update(name.encode())
-        with contextlib.suppress(OSError):
-            h.update((Path(cwd) / name).read_bytes() if (Path(cwd) / name).is_file() else b"")
+        with contextlib.suppress(
+            OSError
+        ):  # porcelain paths are relative to the top of the checkout
+            h.update((top / name).read_bytes() if (top / name).is_file() else b"")
     return {
         "commit": commit.strip(),
         "dirty": bool(status.strip()),
@@ -124,18 +163,79 @@ def git_state(cwd: str | Path = ".") -> dict[str, Any] | None:
     }
 
 
+@dataclass(frozen=True)
+class Project:
+    """The project the tools work for: the directory of a ``pyproject.toml`` with a ``[tool.repro]`` table."""
+
+    root: Path
+    #: ``[tool.repro] entry``: the module that runs the project's experiment (None when not set).
+    entry: str | None
+
+    @property
+    def pyproject(self) -> Path:
+        return self.root / "pyproject.toml"
+
+
+def _read_project(folder: Path) -> Project | None:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: no TOML reader in the standard library
+        return None
+    path = folder / "pyproject.toml"
+    try:
+        if not path.is_file():
+            return None
+        table = tomllib.loads(path.read_text(encoding="utf-8")).get("tool", {}).get("repro")
+    except (OSError, ValueError):
+        return None
+    if not isinstance(table, dict):
+        return None
+    entry = table.get("entry")
+    return Project(folder.resolve(), entry if isinstance(entry, str) else None)
+
+
+def find_project(
+    start: str | Path | None = None, *, not_inside: tuple[Path, ...] = ()
+) -> Project | None:
+    """The nearest project at or above ``start`` (default: the current directory), else the one holding
+    this kit's own source (a project made from the template carries the kit in its ``src/``), else None.
+
+    A ``pyproject.toml`` at or below a directory of ``not_inside`` (the run directories being checked:
+    their files are data) is never taken.
+    """
+    untrusted = [p.resolve() for p in not_inside]
+    here = Path(__file__).resolve().parent
+    for begin in (Path.cwd() if start is None else Path(start), here):
+        for folder in [begin.resolve(), *begin.resolve().parents]:
+            if any(folder == u or u in folder.parents for u in untrusted):
+                continue
+            project = _read_project(folder)
+            if project is not None:
+                return project
+    return None
+
+
 def _code_dir() -> Path:
-    """Where the running program's code lives (its git checkout is the one that matters), else the cwd."""
+    """Where the running program's code lives: its project's root, else the program's folder, else the cwd."""
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None)
-    return Path(path).resolve().parent if path else Path.cwd()
+    if not path:
+        return Path.cwd()
+    folder = Path(path).resolve().parent
+    for candidate in [folder, *folder.parents]:
+        if _read_project(candidate) is not None:
+            return candidate
+    return folder
 
 
 def environment_fingerprint(cwd: str | Path | None = None) -> dict[str, Any]:
     """Everything about this process and machine that can change a run's bits.
 
-    The git state is read from ``cwd``, by default the directory of the running program's code.
+    The git state is read from ``cwd``, by default the running program's project (the directory of
+    the nearest ``pyproject.toml`` with a ``[tool.repro]`` table above its code), else its code's folder.
     """
+    import torch  # here, not at import: the tools read records and fail fast without it
+
     cwd = _code_dir() if cwd is None else cwd
     cuda = torch.cuda.is_available()
     return {

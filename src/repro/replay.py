@@ -1,33 +1,71 @@
 """Launching replays of a recorded run, fresh or from one of its checkpoints.
 
-A replay runs the run's entry module in a new process, on the run's own
-``config.yaml``, with the environment pins the run recorded (the numerics
-variables it ran with and, when its config left the thread count open, the
-thread count it used). The original run directory is only read.
+What a replay runs comes from the project, never from the record alone:
+
+* the entry module is the project's (``[tool.repro] entry`` in the nearest
+  ``pyproject.toml``) or the one the user names with ``--entry``; a record
+  naming another module is refused, with the flag that overrides;
+* the config is a sanitised copy of the run's ``config.yaml``, written into
+  the replay's own directory: a ``hydra:`` section is dropped, and the
+  replay is refused when the config holds interpolations, a ``defaults``
+  list, or instantiation keys (``_target_`` and friends) that the project's
+  own composed config does not hold with the same value;
+* the process starts without the current directory on ``sys.path``
+  (``PYTHONSAFEPATH``), so a module planted where the user stands is not
+  imported, and with the environment pins the run recorded.
+
+The original run directory is only read. A replay that exits before it
+records a step raises :class:`ReplayFailed`: it is no verdict.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import importlib
 import os
+import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
-from repro.capture import CAPTURE_FILE_ENV, CAPTURE_STEP_ENV, STOP_ENV
-from repro.checkpoint import CHECKPOINT_DIR
-from repro.errors import RunDirectoryError
-from repro.record import FINGERPRINTS_FILE, METRICS_FILE, jsonl_text, read_jsonl
-from repro.runs import Run
+from omegaconf import OmegaConf
+
+from repro.environment import find_project
+from repro.errors import ReproError, RunDirectoryError
+from repro.runs import CONFIG_FILE, FINGERPRINTS_FILE, MODULE_NAME, RUN_FILE, Run, read_fingerprints
 
 #: Recorded variables a replay re-applies: they change numerics, not where things run.
-REPLAYED_ENV = ("PYTHONHASHSEED", "CUBLAS_WORKSPACE_CONFIG", "ATEN_CPU_CAPABILITY", "MKL_CBWR",
-                "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "KMP_DETERMINISTIC_REDUCTION",
-                "NVIDIA_TF32_OVERRIDE", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ONEDNN_DEFAULT_FPMATH_MODE")
+REPLAYED_ENV = (
+    "PYTHONHASHSEED",
+    "CUBLAS_WORKSPACE_CONFIG",
+    "ATEN_CPU_CAPABILITY",
+    "MKL_CBWR",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "KMP_DETERMINISTIC_REDUCTION",
+    "NVIDIA_TF32_OVERRIDE",
+    "ONEDNN_MAX_CPU_ISA",
+    "DNNL_MAX_CPU_ISA",
+    "ONEDNN_DEFAULT_FPMATH_MODE",
+)
+#: Keys through which a config makes Hydra build objects; a record may hold them only as the project does.
+INSTANTIATE_KEYS = frozenset({"_target_", "_partial_", "_args_", "_recursive_", "_convert_"})
+#: Where a replay keeps the sanitised config it runs (its --config-path), inside its own directory.
+REPLAY_CONFIG_DIR = ".replay-config"
+_MAX_NODES = 100_000
+#: What a recorded numerics variable may hold before a replay applies it.
+_PIN_VALUE = re.compile(r"[A-Za-z0-9_:.,=-]{0,64}")
+
+
+class ReplayFailed(ReproError):
+    """A replay process ended before it recorded a step: nothing was compared."""
 
 
 @dataclass
@@ -35,93 +73,466 @@ class ReplayResult:
     run_dir: Path
     returncode: int
     seconds: float
+    last_error_line: str = ""
+
+
+@dataclass(frozen=True)
+class EntrySettings:
+    """How the project's entry module runs, read from the project's code (never from a record)."""
+
+    module: str
+    config_dir: Path | None
+    config_name: str
+    resume_key: str | None
+    safe_keys: tuple[str, ...]
+
+
+@dataclass
+class ReplaySpec:
+    """Everything a replay of one run needs, checked before anything is written."""
+
+    run: Run
+    entry: EntrySettings
+    config: dict[str, Any]
+    dropped: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- which module replays
+
+
+def _module_name(name: str, what: str) -> str:
+    if not MODULE_NAME.fullmatch(name):
+        raise ReproError(
+            f"{what} {name!r}: not a module name (expected a dotted name like experiment.train)"
+        )
+    return name
+
+
+def resolve_entry(runs: list[Run], explicit: str | None = None) -> str:
+    """The module that replays ``runs``: ``explicit`` (the user's ``--entry``), else the project's.
+
+    Without ``--entry``, a run whose record names another module is refused with one line.
+    """
+    if explicit is not None:
+        return _module_name(explicit, "--entry")
+    project = find_project(not_inside=tuple(r.dir for r in runs))
+    if project is None or project.entry is None:
+        raise ReproError(
+            "no project found: no pyproject.toml with [tool.repro] entry in the current directory or "
+            "above it; run the command inside your project, or pass --entry MODULE"
+        )
+    entry = _module_name(project.entry, f"[tool.repro] entry in {project.pyproject}:")
+    for run in runs:
+        recorded = run.entry.get("module")
+        if recorded is not None and recorded != entry:
+            raise ReproError(
+                f"{run.dir}: the run was made by entry module {recorded!r}, but this project's entry "
+                f"is {entry!r} ({project.pyproject}); to replay it with {recorded!r} anyway, "
+                f"pass --entry {recorded}"
+            )
+    return entry
+
+
+@contextlib.contextmanager
+def _without_cwd_on_path() -> Any:
+    """Import from installed code only: the current directory (``python -m repro`` puts it first) is out."""
+    cwd = os.getcwd()
+    saved = list(sys.path)
+    sys.path[:] = [p for p in sys.path if p not in ("", ".", cwd)]
+    try:
+        yield
+    finally:
+        sys.path[:] = saved
+
+
+def entry_settings(module_name: str) -> EntrySettings:
+    """Import the project's entry module and read how its ``repro.entrypoint`` runs.
+
+    Read from a ``repro_entry`` attribute of the decorated function when the kit sets one, else
+    from the decorator's closure; ReproError when the module has no ``repro.entrypoint`` function.
+    """
+    with _without_cwd_on_path():
+        try:
+            module = importlib.import_module(module_name)
+        except (Exception, SystemExit) as exc:  # the project's own code failing to import: one line
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise ReproError(
+                f"entry module {module_name!r} cannot be imported ({type(exc).__name__}: "
+                f"{first[:160]})"
+            ) from None
+    for value in vars(module).values():
+        settings = getattr(value, "repro_entry", None)
+        if not isinstance(settings, dict):
+            code = getattr(value, "__code__", None)
+            names = getattr(code, "co_freevars", ())
+            if (
+                code is None
+                or code.co_name != "main"
+                or not {"config_dir", "resume_key"} <= set(names)
+            ):
+                continue
+            settings = {
+                n: c.cell_contents
+                for n, c in zip(names, value.__closure__ or (), strict=False)
+                if n in ("config_dir", "config_name", "resume_key", "resume_safe_keys")
+            }
+        return EntrySettings(
+            module_name,
+            Path(settings["config_dir"]) if settings.get("config_dir") else None,
+            str(settings.get("config_name") or "config"),
+            settings.get("resume_key"),
+            tuple(settings.get("resume_safe_keys") or ()),
+        )
+    raise ReproError(
+        f"entry module {module_name!r} has no function decorated with repro.entrypoint; "
+        "pass --entry naming the module that runs your experiment"
+    )
+
+
+# ---------------------------------------------------------------- what config replays
+
+
+def _walk(tree: Any, path: str = "") -> Iterator[tuple[str, Any, Any]]:
+    """(dotted path, key, value) for every mapping entry in ``tree``, lists included ([i] in the path)."""
+    stack = [(path, tree)]
+    seen = 0
+    while stack:
+        prefix, node = stack.pop()
+        seen += 1
+        if seen > _MAX_NODES:
+            raise RunDirectoryError(
+                f"more than {_MAX_NODES} config nodes; a recorded config is never that large"
+            )
+        items = (
+            node.items()
+            if isinstance(node, dict)
+            else enumerate(node)
+            if isinstance(node, list)
+            else ()
+        )
+        for key, value in items:
+            here = (
+                f"{prefix}[{key}]"
+                if isinstance(node, list)
+                else (f"{prefix}.{key}" if prefix else str(key))
+            )
+            yield here, key, value
+            stack.append((here, value))
+
+
+def _instantiation_keys(tree: Any) -> dict[str, Any]:
+    return {path: value for path, key, value in _walk(tree) if key in INSTANTIATE_KEYS}
+
+
+def reference_config(entry: EntrySettings, run: Run) -> dict[str, Any]:
+    """The project's own config composed with the run's group choices (``experiment=quick``), unresolved.
+
+    Only group choices are applied (a plain ``name=option``): a value override from the record could
+    add any key. Empty when the project's config cannot be composed: then nothing is allowed.
+    """
+    if entry.config_dir is None:
+        return {}
+    from hydra import compose, initialize_config_dir
+
+    from repro.config import register_configs
+
+    register_configs()
+    overrides = [o for o in (run.manifest.get("overrides") or []) if isinstance(o, str)]
+    choices = [
+        o
+        for o in overrides
+        if MODULE_NAME.fullmatch(o.partition("=")[0])
+        and "." not in o.partition("=")[0]
+        and not o.startswith("hydra")
+        and MODULE_NAME.fullmatch(o.partition("=")[2].replace("-", "_"))
+    ]
+    for attempt in (choices, []):
+        try:
+            with initialize_config_dir(config_dir=str(entry.config_dir), version_base="1.3"):
+                cfg = compose(config_name=entry.config_name, overrides=attempt)
+            return OmegaConf.to_container(cfg, resolve=False)  # type: ignore[return-value]
+        except Exception:  # a choice the project no longer has: try the plain config
+            continue
+    return {}
+
+
+def sanitise_config(run: Run, entry: EntrySettings) -> tuple[dict[str, Any], list[str]]:
+    """The config a replay of ``run`` runs, and the top-level sections dropped from it.
+
+    RunDirectoryError naming the key when the record's config holds an interpolation, a
+    ``defaults`` list, or an instantiation key the project's own config does not hold as is.
+    """
+    where = run.dir / CONFIG_FILE
+    config = {k: v for k, v in run.config.items() if k != "hydra"}
+    dropped = ["hydra"] if "hydra" in run.config else []
+    if "defaults" in config:
+        raise RunDirectoryError(
+            f"{where}: has a top-level 'defaults' list; a recorded config is already composed "
+            "and never holds one"
+        )
+    try:
+        walked = list(_walk(config))
+    except RunDirectoryError as exc:
+        raise RunDirectoryError(f"{where}: {exc}") from None
+    for path, _, value in walked:
+        if isinstance(value, str) and "${" in value:
+            shown = value if len(value) <= 60 else value[:57] + "..."
+            raise RunDirectoryError(
+                f"{where}: {path} is {shown!r}, an interpolation; a recorded config holds "
+                "resolved values only"
+            )
+    wanted = _instantiation_keys(config)
+    if wanted:
+        allowed = _instantiation_keys(reference_config(entry, run))
+        for path, value in sorted(wanted.items()):
+            if path not in allowed or allowed[path] != value:
+                has = f"has {allowed[path]!r} there" if path in allowed else "has no such key"
+                raise RunDirectoryError(
+                    f"{where}: {path}={value!r} is refused: {', '.join(sorted(INSTANTIATE_KEYS))} are allowed only "
+                    f"where the project's own config ({entry.module}) holds the same key and value, and it {has}"
+                )
+    if entry.resume_key:  # a fresh replay never continues another run, whatever the record says
+        node: Any = config
+        *parents, leaf = entry.resume_key.split(".")
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and node.get(leaf) is not None:
+            node[leaf] = None
+    return config, dropped
+
+
+def prepare_replay(run: Run, entry: EntrySettings) -> ReplaySpec:
+    """Check that ``run`` can be replayed with ``entry``; nothing is written."""
+    config, dropped = sanitise_config(run, entry)
+    replay_environment(run)  # its errors belong here, before anything is written
+    return ReplaySpec(run, entry, config, dropped)
+
+
+def _write_config(config: dict[str, Any], folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / CONFIG_FILE).write_text(OmegaConf.to_yaml(OmegaConf.create(config)), encoding="utf-8")
+
+
+# ---------------------------------------------------------------- how it is launched
 
 
 def replay_environment(run: Run) -> tuple[dict[str, str], dict[str, str]]:
     """The environment for a replay of ``run``, and the part of it that came from the record."""
     recorded = (run.manifest.get("environment") or {}).get("env") or {}
-    pins = {k: v for k, v in recorded.items() if k in REPLAYED_ENV}
+    pins = {
+        k: v for k, v in recorded.items() if k in REPLAYED_ENV
+    }  # nothing else, LD_PRELOAD never
+    for key, value in pins.items():
+        counted = key.endswith("_THREADS")
+        if not _PIN_VALUE.fullmatch(value) or (
+            counted and not (value.isdigit() and 1 <= int(value) <= 1 << 16)
+        ):
+            allowed = "an int in [1, 65536]" if counted else "up to 64 letters, digits and _:.,=-"
+            raise RunDirectoryError(
+                f"{run.dir / RUN_FILE}: environment.env.{key} is {value[:40]!r}; expected {allowed}"
+            )
     repro_cfg = run.config.get("repro") or {}
     threads = ((run.manifest.get("environment") or {}).get("cpu") or {}).get("num_threads")
     if repro_cfg.get("threads") is None and threads and "OMP_NUM_THREADS" not in pins:
         import torch
 
-        if torch.get_num_threads() != threads:  # torch's default follows the machine: pin the recorded count
+        if (
+            torch.get_num_threads() != threads
+        ):  # torch's default follows the machine: pin the record's
             pins["OMP_NUM_THREADS"] = str(threads)
     env = {k: v for k, v in os.environ.items() if not k.startswith("REPRO_")}
     env.update(pins)
+    env["PYTHONSAFEPATH"] = "1"  # never import from the directory the replay starts in
     return env, pins
 
 
-def entry_module(run: Run) -> str:
-    module = run.entry.get("module")
-    if not module:
-        raise RunDirectoryError(f"{run.dir}: run.json does not say which entry module made the run; cannot replay it")
-    return module
+def override_value(path: Path, what: str) -> str:
+    """``path`` as a quoted Hydra override value; ReproError for characters Hydra would interpret."""
+    text = str(path)
+    if "${" in text or "\\" in text or any(ord(c) < 32 for c in text):
+        raise ReproError(
+            f"{what} {text!r}: a replay directory may not contain '${{', a backslash or control "
+            "characters (Hydra would interpret them); choose another --out"
+        )
+    return "'" + text.replace("'", "\\'") + "'"
 
 
-def world_size(run: Run) -> int:
-    return int((run.manifest.get("distributed") or {}).get("world_size") or 1)
-
-
-def entry_command(run: Run) -> list[str]:
-    """How to start the run's entry module: one process, or torchrun with the run's number of ranks."""
-    module = entry_module(run)
-    ranks = world_size(run)
+def entry_command(spec: ReplaySpec) -> list[str]:
+    """How to start the entry module: one process, or torchrun with the run's number of ranks."""
+    ranks = spec.run.world_size
     if ranks > 1:
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
-                "-m", module]
-    return [sys.executable, "-m", module]
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={ranks}",
+            "-m",
+            spec.entry.module,
+        ]
+    return [sys.executable, "-m", spec.entry.module]
 
 
-def _launch(cmd: list[str], env: dict[str, str], log: TextIO | None, cwd: Path) -> tuple[int, float]:
+def _launch(cmd: list[str], env: dict[str, str], log: TextIO | None) -> tuple[int, float, str]:
+    """Run ``cmd``, echoing its output to ``log``; (exit status, seconds, last non-empty stderr line)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            bufsize=1)
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        cwd=Path.cwd(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        errors="replace",
+        bufsize=1,
+    )
+    last = [""]
+
+    def pump_stderr() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if line.strip() and not line.startswith("Set the environment variable HYDRA_FULL"):
+                last[0] = line.strip()
+            if log is not None:
+                log.write(f"    | {line}")
+                log.flush()
+
+    reader = threading.Thread(target=pump_stderr, daemon=True)
+    reader.start()
     assert proc.stdout is not None
     for line in proc.stdout:
         if log is not None:
             log.write(f"    | {line}")
             log.flush()
-    return proc.wait(), time.perf_counter() - t0
+    code = proc.wait()
+    reader.join()
+    return code, time.perf_counter() - t0, last[0]
 
 
-def replay_fresh(run: Run, out_dir: Path, *, stop_after: int | None = None, capture: tuple[int, Path] | None = None,
-                 log: TextIO | None = None) -> ReplayResult:
-    """Replay ``run`` from the start into ``out_dir`` (which must not exist)."""
-    env, _ = replay_environment(run)
+def _with_controls(
+    env: dict[str, str], stop_after: int | None, capture: tuple[int, Path] | None
+) -> dict[str, str]:
+    from repro.capture import (
+        CAPTURE_FILE_ENV,
+        CAPTURE_STEP_ENV,
+        STOP_ENV,
+    )  # imports torch: only now
+
+    env = dict(env)
     if stop_after is not None:
         env[STOP_ENV] = str(stop_after)
     if capture is not None:
         env[CAPTURE_STEP_ENV], env[CAPTURE_FILE_ENV] = str(capture[0]), str(capture[1])
-    cmd = [*entry_command(run), "--config-path", str(run.dir.resolve()),
-           "--config-name", "config", f"hydra.run.dir={out_dir.resolve()}"]
-    code, seconds = _launch(cmd, env, log, cwd=Path.cwd())
-    return ReplayResult(out_dir, code, seconds)
+    return env
 
 
-def replay_from_checkpoint(run: Run, checkpoint: Path, scratch: Path, *, stop_after: int | None = None,
-                           capture: tuple[int, Path] | None = None, log: TextIO | None = None) -> ReplayResult:
-    """Resume a copy of ``run`` from ``checkpoint`` in ``scratch`` (the original is only read)."""
-    resume_key = run.entry.get("resume_key")
-    if not resume_key:
-        raise RunDirectoryError(f"{run.dir}: run.json names no resume key; cannot replay from a checkpoint")
-    from repro.checkpoint import read_header
+def make_replay_dir(path: Path, what: str) -> None:
+    """Create ``path`` (which must not exist), or ReproError naming the flag and why it cannot be."""
+    if os.path.lexists(path):
+        raise RunDirectoryError(
+            f"{what} {path}: already exists; a replay never writes into an existing directory"
+        )
+    try:
+        path.mkdir(parents=True)
+    except OSError as exc:
+        raise RunDirectoryError(f"{what} {path}: cannot be created ({exc.strerror})") from None
 
-    step = read_header(checkpoint).step
-    scratch.mkdir(parents=True)
-    shutil.copy2(run.dir / "config.yaml", scratch / "config.yaml")
-    manifest = dict(run.manifest, status="running")
-    (scratch / "run.json").write_text(json.dumps(manifest, indent=2))
-    for name in (FINGERPRINTS_FILE, METRICS_FILE):
-        (scratch / name).write_text(jsonl_text(read_jsonl(run.dir / name, up_to_step=step)))
+
+def replay_fresh(
+    spec: ReplaySpec,
+    out_dir: Path,
+    *,
+    stop_after: int | None = None,
+    capture: tuple[int, Path] | None = None,
+    log: TextIO | None = None,
+) -> ReplayResult:
+    """Replay the run from the start into ``out_dir``, which must exist and be empty (see make_replay_dir)."""
+    run_dir = override_value(out_dir.resolve(), "replay directory")
+    config_dir = out_dir / REPLAY_CONFIG_DIR
+    _write_config(spec.config, config_dir)
+    env, _ = replay_environment(spec.run)
+    cmd = [
+        *entry_command(spec),
+        "--config-path",
+        str(config_dir.resolve()),
+        "--config-name",
+        "config",
+        f"hydra.run.dir={run_dir}",
+    ]
+    code, seconds, last = _launch(cmd, _with_controls(env, stop_after, capture), log)
+    return ReplayResult(out_dir, code, seconds, last)
+
+
+def replay_from_checkpoint(
+    spec: ReplaySpec,
+    checkpoint: Path,
+    step: int,
+    scratch: Path,
+    *,
+    stop_after: int | None = None,
+    capture: tuple[int, Path] | None = None,
+    log: TextIO | None = None,
+) -> ReplayResult:
+    """Resume a copy of the run from ``checkpoint`` (taken at ``step``) in ``scratch`` (made here).
+
+    The copy holds the sanitised config, the record's rows up to ``step`` and the checkpoint;
+    the original run directory is only read.
+    """
+    import json
+
+    from repro.checkpoint import CHECKPOINT_DIR
+    from repro.record import METRICS_FILE, jsonl_text
+
+    key = spec.entry.resume_key
+    if not key:
+        raise ReproError(
+            f"entry module {spec.entry.module!r} takes no resume key; cannot replay from a checkpoint"
+        )
+    target = override_value(scratch.resolve(), "replay directory")
+    make_replay_dir(scratch, "replay directory")
+    run = spec.run
+    _write_config(spec.config, scratch)
+    (scratch / RUN_FILE).write_text(
+        json.dumps(dict(run.manifest, status="running"), indent=2, default=str)
+    )
+    rows = read_fingerprints(run.dir / FINGERPRINTS_FILE, up_to_step=step)
+    (scratch / FINGERPRINTS_FILE).write_text(jsonl_text(rows))
+    (scratch / METRICS_FILE).write_text(jsonl_text(_metrics_rows(run.dir / METRICS_FILE, step)))
     (scratch / CHECKPOINT_DIR).mkdir()
-    shutil.copy2(checkpoint, scratch / CHECKPOINT_DIR / checkpoint.name)
+    shutil.copyfile(checkpoint, scratch / CHECKPOINT_DIR / checkpoint.name)
     env, _ = replay_environment(run)
-    if stop_after is not None:
-        env[STOP_ENV] = str(stop_after)
-    if capture is not None:
-        env[CAPTURE_STEP_ENV], env[CAPTURE_FILE_ENV] = str(capture[0]), str(capture[1])
-    cmd = [*entry_command(run), f"{resume_key}={scratch.resolve()}"]
-    code, seconds = _launch(cmd, env, log, cwd=Path.cwd())
-    return ReplayResult(scratch, code, seconds)
+    code, seconds, last = _launch(
+        [*entry_command(spec), f"{key}={target}"], _with_controls(env, stop_after, capture), log
+    )
+    return ReplayResult(scratch, code, seconds, last)
+
+
+def _metrics_rows(path: Path, step: int) -> list[dict[str, Any]]:
+    """The metrics rows up to ``step``; unreadable lines are left out (metrics are not compared)."""
+    import json
+
+    from repro.runs import read_record_file
+
+    if not os.path.lexists(path):
+        return []
+    rows = []
+    for line in read_record_file(path).splitlines(keepends=True):
+        with contextlib.suppress(ValueError, RecursionError):
+            row = json.loads(line) if line.endswith("\n") else None
+            if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
+                rows.append(row)
+    return rows
+
+
+def require_started(result: ReplayResult, after_step: int, what: str) -> list[dict[str, Any]]:
+    """The fingerprints a replay recorded after ``after_step``; ReplayFailed when it recorded none."""
+    rows = [
+        r for r in read_fingerprints(result.run_dir / FINGERPRINTS_FILE) if r["step"] > after_step
+    ]
+    if not rows:
+        why = f": {result.last_error_line}" if result.last_error_line else ""
+        raise ReplayFailed(
+            f"{what} exited with status {result.returncode} before recording a step{why}"
+        )
+    return rows

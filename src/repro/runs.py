@@ -3,27 +3,82 @@
 Only the files of the run directory contract are read: ``run.json``,
 ``config.yaml`` and ``fingerprints.jsonl`` (and checkpoints' headers). A run
 made on another machine compares just as well.
+
+Every file is untrusted data. It is read only if it is a regular file (a
+symlink to one is followed; a loop, a FIFO or a device is refused), of a
+bounded size, and checked for the shapes the tools rely on before anything
+uses it. What does not fit raises :class:`RunDirectoryError` with one line
+naming the file, the key or line, what it holds and what is allowed. Nothing
+read here is ever imported, executed or used to pick a directory to run in.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from repro.errors import RunDirectoryError
 
+RUN_FILE = "run.json"
+CONFIG_FILE = "config.yaml"
+FINGERPRINTS_FILE = "fingerprints.jsonl"
+#: Larger record files are refused rather than read into memory.
+MAX_RECORD_BYTES = 64 << 20
+
 #: Environment keys that always differ between two processes and say nothing about the bits.
-VOLATILE_ENV_KEYS = ("argv", "code_dir", "env.RANK", "env.LOCAL_RANK", "env.WORLD_SIZE",
-                     "env_at_start.RANK", "env_at_start.LOCAL_RANK", "env_at_start.WORLD_SIZE")
+VOLATILE_ENV_KEYS = (
+    "argv",
+    "code_dir",
+    "env.RANK",
+    "env.LOCAL_RANK",
+    "env.WORLD_SIZE",
+    "env_at_start.RANK",
+    "env_at_start.LOCAL_RANK",
+    "env_at_start.WORLD_SIZE",
+)
+
+#: A dotted Python module name, as a record or a user may name an entry module.
+MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+_OBJECT, _TEXT, _INT, _NUMBER, _LIST = "an object", "a string", "an int", "a number", "a list"
+#: (dotted key in run.json, what it must be when present and not null). Keys not listed are not read.
+MANIFEST_SHAPES: tuple[tuple[str, str], ...] = (
+    ("status", _TEXT),
+    ("error", _TEXT),
+    ("seed", _INT),
+    ("wall_time_s", _NUMBER),
+    ("weights_sha256", _TEXT),
+    ("overrides", _LIST),
+    ("entry", _OBJECT),
+    ("entry.module", _TEXT),
+    ("entry.resume_key", _TEXT),
+    ("entry.config_name", _TEXT),
+    ("distributed", _OBJECT),
+    ("distributed.world_size", _INT),
+    ("determinism", _OBJECT),
+    ("determinism.settings", _OBJECT),
+    ("environment", _OBJECT),
+    ("environment.env", _OBJECT),
+    ("environment.cpu", _OBJECT),
+    ("environment.cpu.num_threads", _INT),
+)
+#: (dotted key in config.yaml, what it must be when present and not null).
+CONFIG_SHAPES: tuple[tuple[str, str], ...] = (
+    ("repro", _OBJECT),
+    ("repro.threads", _INT),
+    ("repro.interop_threads", _INT),
+)
 
 
 @dataclass
 class Run:
-    """A run directory, as the tools see it."""
+    """A run directory whose ``run.json`` and ``config.yaml`` passed the shape checks."""
 
     dir: Path
     manifest: dict[str, Any]
@@ -37,31 +92,205 @@ class Run:
     def entry(self) -> dict[str, Any]:
         return self.manifest.get("entry") or {}
 
-    def fingerprints(self) -> list[dict[str, Any]]:
-        from repro.record import FINGERPRINTS_FILE, read_jsonl
+    @property
+    def world_size(self) -> int:
+        return int((self.manifest.get("distributed") or {}).get("world_size") or 1)
 
-        return read_jsonl(self.dir / FINGERPRINTS_FILE)
+    def fingerprints(self) -> list[dict[str, Any]]:
+        """The rows of ``fingerprints.jsonl`` (checked: see :func:`read_fingerprints`)."""
+        return read_fingerprints(self.dir / FINGERPRINTS_FILE)
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return f"{text[:57]}..." if len(text) > 60 else text
+
+
+def _fits(value: Any, kind: str) -> bool:
+    if kind == _OBJECT:
+        return isinstance(value, dict)
+    if kind == _TEXT:
+        return isinstance(value, str)
+    if kind == _LIST:
+        return isinstance(value, list)
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) if kind == _INT else isinstance(value, int | float)
+
+
+def check_shapes(tree: dict[str, Any], shapes: tuple[tuple[str, str], ...], where: Path) -> None:
+    """Raise RunDirectoryError for the first key of ``shapes`` whose value has the wrong type."""
+    for key, kind in shapes:
+        node: Any = tree
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None and not _fits(node, kind):
+            raise RunDirectoryError(f"{where}: {key} is {_describe(node)}; expected {kind} or null")
+
+
+def read_record_file(path: Path, limit: int = MAX_RECORD_BYTES) -> str:
+    """The text of one record file; RunDirectoryError unless it is a readable regular UTF-8 file."""
+    try:
+        info = path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise RunDirectoryError(f"{path}: a symlink loop, not a file") from None
+        raise RunDirectoryError(f"{path}: cannot be read ({exc.strerror})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise RunDirectoryError(f"{path}: not a regular file; a run record holds plain files only")
+    if info.st_size > limit:
+        raise RunDirectoryError(
+            f"{path}: {info.st_size} bytes; record files over {limit} bytes are refused"
+        )
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(limit + 1)
+        return raw.decode("utf-8")
+    except OSError as exc:
+        raise RunDirectoryError(f"{path}: cannot be read ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise RunDirectoryError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+
+
+def parse_config(text: str, where: Path) -> dict[str, Any]:
+    """A ``config.yaml`` as plain data, read the way Hydra reads it, with interpolations left unresolved.
+
+    RunDirectoryError when it is not YAML, is not a mapping, or uses keys a config cannot have.
+    """
+    import yaml
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        top = yaml.safe_load(text)  # the shape first: OmegaConf would turn a lone scalar into a key
+        if top is not None and not isinstance(top, dict):
+            raise RunDirectoryError(
+                f"{where}: holds {type(top).__name__}; expected a mapping of config keys"
+            )
+        plain = OmegaConf.to_container(OmegaConf.create(text if top else {}), resolve=False)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise RunDirectoryError(f"{where}: not valid YAML{at} ({problem})") from None
+    except (OmegaConfBaseException, ValueError, TypeError, AssertionError, RecursionError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise RunDirectoryError(f"{where}: not a config ({_describe(first)})") from None
+    if not isinstance(plain, dict):
+        raise RunDirectoryError(
+            f"{where}: holds {type(plain).__name__}; expected a mapping of config keys"
+        )
+    return plain
+
+
+def parse_manifest(text: str, where: Path) -> dict[str, Any]:
+    """A ``run.json`` as a dict whose keys the tools read have the expected shapes."""
+    try:
+        manifest = json.loads(text)
+    except ValueError as exc:
+        raise RunDirectoryError(f"{where}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise RunDirectoryError(f"{where}: nested too deeply to be a run record") from None
+    if not isinstance(manifest, dict):
+        raise RunDirectoryError(
+            f"{where}: holds a JSON {type(manifest).__name__}; expected an object"
+        )
+    check_shapes(manifest, MANIFEST_SHAPES, where)
+    module = (manifest.get("entry") or {}).get("module")
+    if module is not None and not MODULE_NAME.fullmatch(module):
+        raise RunDirectoryError(
+            f"{where}: entry.module is {_describe(module)}; expected a dotted module name"
+        )
+    env = (manifest.get("environment") or {}).get("env") or {}
+    for key, value in env.items():
+        if not isinstance(value, str) or "\0" in value or "\0" in key or "=" in key:
+            raise RunDirectoryError(
+                f"{where}: environment.env.{key} is {_describe(value)}; expected a string"
+            )
+    settings = (manifest.get("determinism") or {}).get("settings") or {}
+    for key, value in settings.items():
+        if not isinstance(value, dict):
+            raise RunDirectoryError(
+                f"{where}: determinism.settings.{key} is {_describe(value)}; expected an object"
+            )
+    for key in ("distributed.world_size", "environment.cpu.num_threads"):
+        section, leaf = key.rsplit(".", 1)
+        node: Any = manifest
+        for part in section.split("."):
+            node = node.get(part) or {}
+        if node.get(leaf) is not None and not 1 <= node[leaf] <= 1 << 16:
+            raise RunDirectoryError(
+                f"{where}: {key} is {node[leaf]}; expected an int in [1, 65536]"
+            )
+    return manifest
+
+
+def read_fingerprints(path: Path, *, up_to_step: int | None = None) -> list[dict[str, Any]]:
+    """The complete rows of a ``fingerprints.jsonl`` (a last line cut short by a kill is dropped).
+
+    Every row must be a JSON object with an int ``step`` >= 0, steps strictly increasing;
+    anything else raises RunDirectoryError naming the line. A missing file has no rows.
+    """
+    if not os.path.lexists(path):
+        return []
+    rows: list[dict[str, Any]] = []
+    for number, line in enumerate(read_record_file(path).splitlines(keepends=True), start=1):
+        if not line.endswith("\n") or not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (ValueError, RecursionError):
+            raise RunDirectoryError(
+                f"{path}: line {number} is not JSON ({_describe(line.strip())})"
+            ) from None
+        if not isinstance(row, dict):
+            raise RunDirectoryError(
+                f"{path}: line {number} holds {_describe(row)}; expected an object"
+            )
+        step = row.get("step")
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise RunDirectoryError(
+                f"{path}: line {number} has step {_describe(step)}; expected an int >= 0"
+            )
+        if rows and step <= rows[-1]["step"]:
+            raise RunDirectoryError(
+                f"{path}: line {number} has step {step} after step {rows[-1]['step']}; "
+                "steps must increase"
+            )
+        rows.append(row)
+    return rows if up_to_step is None else [r for r in rows if r["step"] <= up_to_step]
+
+
+def _check_dir(path: str | Path) -> Path:
+    run_dir = Path(path)
+    try:
+        info = run_dir.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise RunDirectoryError(f"{path}: a symlink loop, not a directory") from None
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise RunDirectoryError(f"{path}: no such directory") from None
+        raise RunDirectoryError(f"{path}: cannot be read ({exc.strerror})") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise RunDirectoryError(f"{path}: not a directory")
+    return run_dir
 
 
 def load_run(path: str | Path, *, require_completed: bool = True) -> Run:
     """The run in ``path``, or a one-line RunDirectoryError saying why it is not usable."""
-    run_dir = Path(path)
-    if not run_dir.exists():
-        raise RunDirectoryError(f"{path}: no such directory")
-    if not run_dir.is_dir():
-        raise RunDirectoryError(f"{path}: not a directory")
-    if not (run_dir / "run.json").is_file() or not (run_dir / "config.yaml").is_file():
-        raise RunDirectoryError(f"{path}: not a run directory (no run.json and config.yaml)")
-    try:
-        manifest = json.loads((run_dir / "run.json").read_text())
-        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise RunDirectoryError(f"{path}: unreadable run record ({type(exc).__name__})") from None
+    run_dir = _check_dir(path)
+    if not all(os.path.lexists(run_dir / name) for name in (RUN_FILE, CONFIG_FILE)):
+        raise RunDirectoryError(f"{path}: not a run directory (no {RUN_FILE} and {CONFIG_FILE})")
+    manifest = parse_manifest(read_record_file(run_dir / RUN_FILE), run_dir / RUN_FILE)
+    config = parse_config(read_record_file(run_dir / CONFIG_FILE), run_dir / CONFIG_FILE)
+    check_shapes(config, CONFIG_SHAPES, run_dir / CONFIG_FILE)
     run = Run(run_dir, manifest, config)
     if require_completed and run.status != "completed":
-        why = {"running": "is still running (or was killed: resume it first)",
-               "failed": f"failed ({manifest.get('error') or 'no error recorded'})"}.get(run.status,
-                                                                                       f"has status {run.status!r}")
+        error = manifest.get("error") or "no error recorded"
+        why = {
+            "running": "is still running (or was killed: resume it first)",
+            "failed": f"failed ({_describe(error)[1:-1]})",
+        }.get(run.status, f"has status {run.status!r}")
         raise RunDirectoryError(f"{path}: the run {why}; only completed runs can be checked")
     return run
 
@@ -89,8 +318,9 @@ def diff_trees(a: Any, b: Any, ignore: tuple[str, ...] = ()) -> list[tuple[str, 
     return out
 
 
-def first_divergence(a: list[dict[str, Any]], b: list[dict[str, Any]]
-                     ) -> tuple[int, str, Any, Any] | None:
+def first_divergence(
+    a: list[dict[str, Any]], b: list[dict[str, Any]]
+) -> tuple[int, str, Any, Any] | None:
     """The first (step, quantity, value in a, value in b) where two fingerprint logs part.
 
     Steps present in one log only count as a divergence at the first such step.

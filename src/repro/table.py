@@ -28,6 +28,9 @@ def render(headers: Sequence[str], rows: Sequence[Sequence[Any]], indent: str = 
     """Rows as aligned columns under a header line."""
     cells = [[str(h) for h in headers]] + [[short(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = [indent + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    lines = [
+        indent + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in cells
+    ]
     lines.insert(1, indent + "  ".join("-" * w for w in widths))
     return "\n".join(lines)

@@ -5,21 +5,45 @@ compares every step's fingerprint and the final weights' sha256. ``steps``
 stops the replay after that many steps. ``spot`` instead resumes from K of
 the run's own checkpoints and replays a short segment after each: a check at
 a fraction of the cost of a full rerun.
+
+A replay that ends before it records a step raises ``ReplayFailed``: a
+broken replay is an error, never a verdict. What a replay runs (module,
+config) is decided in ``repro.replay``; the record is only data.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
+import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from repro.checkpoint import list_checkpoints
 from repro.errors import ReproError, RunDirectoryError
-from repro.record import FINGERPRINTS_FILE, read_jsonl
-from repro.replay import replay_environment, replay_fresh, replay_from_checkpoint
-from repro.runs import VOLATILE_ENV_KEYS, Run, diff_trees, first_divergence, load_run
+from repro.replay import (
+    ReplayFailed,
+    ReplaySpec,
+    entry_settings,
+    make_replay_dir,
+    override_value,
+    prepare_replay,
+    replay_environment,
+    replay_fresh,
+    replay_from_checkpoint,
+    require_started,
+    resolve_entry,
+)
+from repro.runs import (
+    RUN_FILE,
+    VOLATILE_ENV_KEYS,
+    Run,
+    diff_trees,
+    first_divergence,
+    load_run,
+    parse_manifest,
+    read_record_file,
+)
 
 
 @dataclass
@@ -62,7 +86,9 @@ class Verdict:
             "steps_compared": self.steps_compared,
             "divergence": self.divergence,
             "weights": self.weights,
-            "environment_diff": [{"key": k, "recorded": a, "now": b} for k, a, b in self.environment_diff],
+            "environment_diff": [
+                {"key": k, "recorded": a, "now": b} for k, a, b in self.environment_diff
+            ],
             "flags_diff": [{"key": k, "recorded": a, "now": b} for k, a, b in self.flags_diff],
             "pinned_from_record": self.pinned,
             "replay_seconds": round(self.replay_seconds, 3),
@@ -72,103 +98,212 @@ class Verdict:
 
 
 def default_out_dir(run_dir: Path) -> Path:
+    """outputs/verify/<run name>-<time>, the run's name kept to characters safe in any override."""
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-    return Path("outputs") / "verify" / f"{run_dir.resolve().name}-{stamp}"
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", run_dir.resolve().name)[:80] or "run"
+    return Path("outputs") / "verify" / f"{name}-{stamp}"
 
 
 def _applied_flags(manifest: dict[str, Any]) -> dict[str, Any]:
     settings = (manifest.get("determinism") or {}).get("settings") or {}
-    return {k: v.get("applied") for k, v in settings.items()}
+    return {k: v.get("applied") for k, v in settings.items() if isinstance(v, dict)}
 
 
 def _compare_records(original: Run, replay_manifest: dict[str, Any], verdict: Verdict) -> None:
-    verdict.environment_diff = diff_trees(original.manifest.get("environment") or {},
-                                          replay_manifest.get("environment") or {}, ignore=VOLATILE_ENV_KEYS)
-    verdict.flags_diff = diff_trees(_applied_flags(original.manifest), _applied_flags(replay_manifest))
+    verdict.environment_diff = diff_trees(
+        original.manifest.get("environment") or {},
+        replay_manifest.get("environment") or {},
+        ignore=VOLATILE_ENV_KEYS,
+    )
+    verdict.flags_diff = diff_trees(
+        _applied_flags(original.manifest), _applied_flags(replay_manifest)
+    )
 
 
-def verify(run_path: str | Path, *, out_dir: str | Path | None = None, steps: int | None = None,
-           spot: int | None = None, segment: int = 3, log: TextIO | None = None) -> Verdict:
-    """Replay the run in ``run_path`` and compare. Raises RunDirectoryError/ReproError for bad input."""
+def _replay_manifest(folder: Path) -> dict[str, Any]:
+    path = folder / RUN_FILE
+    return parse_manifest(read_record_file(path), path) if path.exists() else {}
+
+
+def checkpoint_steps(run: Run) -> list[tuple[Path, int]]:
+    """The run's checkpoints with their steps, oldest first; RunDirectoryError naming a bad one."""
+    from repro.checkpoint import CheckpointError, list_checkpoints, read_header
+
+    out = []
+    try:
+        paths = list_checkpoints(run.dir)
+    except OSError as exc:
+        raise RunDirectoryError(
+            f"{run.dir / 'checkpoints'}: cannot be listed ({exc.strerror})"
+        ) from None
+    for path in paths:
+        try:
+            if not path.is_file() or path.is_symlink():
+                raise CheckpointError("not a regular file")
+            step = read_header(path).step
+        except CheckpointError as exc:
+            raise RunDirectoryError(f"{path}: refused ({exc})") from None
+        except (KeyError, ValueError, TypeError, OverflowError):
+            raise RunDirectoryError(f"{path}: its header has no int step") from None
+        except OSError as exc:
+            raise RunDirectoryError(f"{path}: cannot be read ({exc.strerror})") from None
+        out.append((path, step))
+    return out
+
+
+def _check_counts(steps: int | None, spot: int | None, segment: int) -> None:
+    for flag, value in (("--steps", steps), ("--spot", spot), ("--segment", segment)):
+        if value is not None and value < 1:
+            raise ReproError(f"{flag} {value}: expected an int >= 1")
+
+
+def verify(
+    run_path: str | Path,
+    *,
+    out_dir: str | Path | None = None,
+    steps: int | None = None,
+    spot: int | None = None,
+    segment: int = 3,
+    entry: str | None = None,
+    log: TextIO | None = None,
+) -> Verdict:
+    """Replay the run in ``run_path`` and compare.
+
+    RunDirectoryError/ReproError for bad input, before anything is written; ReplayFailed when
+    the replay ends before recording a step (its directory is then removed again).
+    """
+    _check_counts(steps, spot, segment)
     run = load_run(run_path)
-    if steps is not None and steps < 1:
-        raise ReproError(f"--steps {steps}: expected an int >= 1")
-    if spot is not None and spot < 1:
-        raise ReproError(f"--spot {spot}: expected an int >= 1")
-    if segment < 1:
-        raise ReproError(f"--segment {segment}: expected an int >= 1")
     recorded = run.fingerprints()
     if not recorded:
-        raise RunDirectoryError(f"{run_path}: the run recorded no step (empty fingerprints.jsonl); nothing to verify")
-    out = Path(out_dir) if out_dir is not None else default_out_dir(run.dir)
-    if out.exists():
-        raise RunDirectoryError(f"--out {out}: already exists; verification never writes into an existing directory")
-    checkpoints = list_checkpoints(run.dir) if spot else []
+        raise RunDirectoryError(
+            f"{run_path}: the run recorded no step (empty fingerprints.jsonl); nothing to verify"
+        )
+    checkpoints = checkpoint_steps(run) if spot else []
     if spot and not checkpoints:
-        raise RunDirectoryError(f"{run_path}: the run kept no checkpoint; --spot needs some (use a full verify)")
+        raise RunDirectoryError(
+            f"{run_path}: the run kept no checkpoint; --spot needs some (use a full verify)"
+        )
+    spec = prepare_replay(run, entry_settings(resolve_entry([run], entry)))
+    out = Path(out_dir) if out_dir is not None else default_out_dir(run.dir)
+    override_value(out.resolve(), "--out")
+    make_replay_dir(out, "--out")
     _, pinned = replay_environment(run)
     if log is not None:  # only now: bad arguments must print nothing but their error
-        what = f"the first {steps} steps" if steps else (f"{spot} segments" if spot else f"{len(recorded)} steps")
+        what = (
+            f"the first {steps} steps"
+            if steps
+            else (f"{spot} segments" if spot else f"{len(recorded)} steps")
+        )
         log.write(f"replaying {what} of {run.dir} into {out} ...\n")
-    verdict = Verdict(str(run.dir), str(out), "spot" if spot else ("steps" if steps else "full"), pinned=pinned,
-                      recorded_seconds=run.manifest.get("wall_time_s"))
-    if spot:
-        _spot(run, recorded, checkpoints, spot, segment, out, verdict, log)
-        return verdict
+        if spec.dropped:
+            log.write(
+                f"ignored the {', '.join(spec.dropped)} section of {run.dir / 'config.yaml'}: "
+                "a replay takes only the experiment's own keys from a record\n"
+            )
+    verdict = Verdict(
+        str(run.dir),
+        str(out),
+        "spot" if spot else ("steps" if steps else "full"),
+        pinned=pinned,
+        recorded_seconds=run.manifest.get("wall_time_s"),
+    )
+    try:
+        if spot:
+            _spot(spec, recorded, checkpoints, spot, segment, out, verdict, log)
+        else:
+            _full(spec, recorded, steps, out, verdict, log)
+    except ReplayFailed:
+        if not (out / RUN_FILE).exists():  # nothing worth keeping: leave no directory behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    return verdict
 
-    result = replay_fresh(run, out, stop_after=steps, log=log)
+
+def _full(
+    spec: ReplaySpec,
+    recorded: list[dict[str, Any]],
+    steps: int | None,
+    out: Path,
+    verdict: Verdict,
+    log: TextIO | None,
+) -> None:
+    run = spec.run
+    result = replay_fresh(spec, out, stop_after=steps, log=log)
     verdict.replay_seconds = result.seconds
-    replay_manifest = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
+    replayed = require_started(result, 0, f"the replay of {run.dir}")
+    replay_manifest = _replay_manifest(out)
     _compare_records(run, replay_manifest, verdict)
-    replayed = read_jsonl(out / FINGERPRINTS_FILE)
     expected = recorded[:steps] if steps else recorded
     verdict.steps_compared = min(len(expected), len(replayed))
     found = first_divergence(expected, replayed)
     if found is not None:
         step, quantity, a, b = found
         if quantity == "step missing" and a == "present":
-            b = f"absent (the replay stopped after step {replayed[-1]['step'] if replayed else 0}, exit {result.returncode})"
+            b = f"absent (the replay stopped after step {replayed[-1]['step']}, exit {result.returncode})"
         verdict.divergence = {"step": step, "quantity": quantity, "recorded": a, "replayed": b}
     elif steps is None:
         ours = replay_manifest.get("weights_sha256")
         verdict.weights = {"recorded": run.manifest.get("weights_sha256"), "replayed": ours}
         if ours != run.manifest.get("weights_sha256"):
-            verdict.divergence = {"step": recorded[-1]["step"], "quantity": "weights_sha256",
-                                  "recorded": run.manifest.get("weights_sha256"), "replayed": ours}
-    return verdict
+            verdict.divergence = {
+                "step": recorded[-1]["step"],
+                "quantity": "weights_sha256",
+                "recorded": run.manifest.get("weights_sha256"),
+                "replayed": ours,
+            }
 
 
-def _spot(run: Run, recorded: list[dict[str, Any]], checkpoints: list[Path], k: int, segment: int, out: Path,
-          verdict: Verdict, log: TextIO | None) -> None:
-    from repro.checkpoint import read_header
-
+def _spot(
+    spec: ReplaySpec,
+    recorded: list[dict[str, Any]],
+    checkpoints: list[tuple[Path, int]],
+    k: int,
+    segment: int,
+    out: Path,
+    verdict: Verdict,
+    log: TextIO | None,
+) -> None:
     last_step = recorded[-1]["step"]
-    usable = [c for c in checkpoints if read_header(c).step < last_step] or checkpoints[:1]
+    usable = [c for c in checkpoints if c[1] < last_step] or checkpoints[:1]
     if k >= len(usable):
         chosen = usable
     else:  # spread over the run
-        chosen = [usable[i] for i in sorted({round(j * (len(usable) - 1) / max(k - 1, 1)) for j in range(k)})]
+        chosen = [
+            usable[i]
+            for i in sorted({round(j * (len(usable) - 1) / max(k - 1, 1)) for j in range(k)})
+        ]
     by_step = {row["step"]: row for row in recorded}
-    out.mkdir(parents=True)
-    for ckpt in chosen:
-        start = read_header(ckpt).step
+    for ckpt, start in chosen:
         stop = min(start + segment, last_step)
-        result = replay_from_checkpoint(run, ckpt, out / f"from-step-{start}", stop_after=stop, log=log)
+        scratch = out / f"from-step-{start}"
+        result = replay_from_checkpoint(spec, ckpt, start, scratch, stop_after=stop, log=log)
         verdict.replay_seconds += result.seconds
-        path = out / f"from-step-{start}" / "fingerprints.jsonl"
-        replayed = read_jsonl(path)
-        replayed = [r for r in replayed if start < r["step"] <= stop]
+        replayed = require_started(result, start, f"the replay of {spec.run.dir} from {ckpt.name}")
+        replayed = [r for r in replayed if r["step"] <= stop]
         expected = [by_step[s] for s in range(start + 1, stop + 1) if s in by_step]
         found = first_divergence(expected, replayed)
-        verdict.segments.append({"checkpoint": ckpt.name, "from_step": start, "to_step": stop,
-                                 "identical": found is None and bool(replayed), "seconds": round(result.seconds, 3)})
+        verdict.segments.append(
+            {
+                "checkpoint": ckpt.name,
+                "from_step": start,
+                "to_step": stop,
+                "identical": found is None and bool(replayed),
+                "seconds": round(result.seconds, 3),
+            }
+        )
         verdict.steps_compared += min(len(expected), len(replayed))
         if found is not None and verdict.divergence is None:
             step, quantity, a, b = found
             verdict.divergence = {"step": step, "quantity": quantity, "recorded": a, "replayed": b}
-        manifest_path = out / f"from-step-{start}" / "run.json"
-        if manifest_path.exists() and not verdict.environment_diff:
-            manifest = json.loads(manifest_path.read_text())
+        manifest = _replay_manifest(scratch)
+        if manifest and not verdict.environment_diff:
             resumes = manifest.get("resumes") or [{}]
-            _compare_records(run, {"environment": resumes[-1].get("environment"),
-                                   "determinism": resumes[-1].get("determinism")}, verdict)
+            last = (
+                resumes[-1] if isinstance(resumes, list) and isinstance(resumes[-1], dict) else {}
+            )
+            _compare_records(
+                spec.run,
+                {"environment": last.get("environment"), "determinism": last.get("determinism")},
+                verdict,
+            )

@@ -67,6 +67,7 @@ def test_verify_finds_the_step_where_a_run_diverges(runs, tmp_path):
 
 def test_diff_names_the_perturbed_parameter_and_no_earlier_tensor(runs, tmp_path):
     clean, noisy = runs
+    # the configs are the same (the fault came from the environment): diff localises by itself
     out = repro("diff", clean.dir, noisy.dir, "--json", "--quiet", cwd=tmp_path)
     assert out.returncode == 1, out.stderr
     data = json.loads(out.stdout)
@@ -101,7 +102,7 @@ def crafted(src, dest, *, config=None, environment=None, manifest=None):
 def test_config_and_environment_diffs_on_crafted_runs(runs, tmp_path):
     clean, _ = runs
     other = crafted(clean, tmp_path / "other", config={"lr: 0.2": "lr: 0.3"},
-                    environment={"torch.version": "9.9.9", "cpu.aten_capability": "AVX2"})
+                    environment={"torch.version": "9.9.9", "cpu.aten_capability": "CRAFTED"})
     out = repro("diff", clean.dir, other, "--no-localise", "--json", cwd=tmp_path)
     data = json.loads(out.stdout)
     assert out.returncode == 1
