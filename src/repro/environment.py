@@ -19,6 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from repro import secrets as _secrets
 from repro import startup
 
 #: Variables recorded when set: they change numerics, kernels or hashing.
@@ -43,12 +44,6 @@ RELEVANT_ENV = (
     "LOCAL_RANK",
 )
 _SECRET = re.compile(r"TOKEN|SECRET|PASSW|PASSWD|KEY|CREDENTIAL|AUTH|COOKIE|SESSION|PRIVATE", re.I)
-# Config keys are named by people ("key_dim" is no secret): match whole words only.
-_SECRET_KEY = re.compile(
-    r"(^|[_.-])(token|secret|password|passwd|api[_-]?key|access[_-]?key|secret[_-]?key|private[_-]?key|"
-    r"credentials?|auth[_-]?token)s?$",
-    re.I,
-)
 _PACKAGES = ("torch", "numpy", "hydra-core", "omegaconf")
 
 
@@ -58,22 +53,13 @@ def is_secret_name(name: str) -> bool:
 
 
 def is_secret_key(name: str) -> bool:
-    """Whether a config key's name says it holds a credential (``api_key``, ``db_password``, ``token``)."""
-    return bool(_SECRET_KEY.search(name))
+    """Whether a config key's name says it holds a credential (see :mod:`repro.secrets`)."""
+    return _secrets.is_secret_key(name)
 
 
 def redact_config(tree: Any) -> Any:
-    """A copy of a plain config tree with the values of secret-looking keys replaced by ``<redacted>``."""
-    if isinstance(tree, dict):
-        return {
-            k: "<redacted>"
-            if is_secret_key(str(k)) and v is not None and not isinstance(v, dict)
-            else redact_config(v)
-            for k, v in tree.items()
-        }
-    if isinstance(tree, list):
-        return [redact_config(v) for v in tree]
-    return tree
+    """A copy of a plain config tree with every secret hidden (see :mod:`repro.secrets`)."""
+    return _secrets.redact_tree(tree)
 
 
 def relevant_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -279,9 +265,5 @@ def environment_fingerprint(cwd: str | Path | None = None) -> dict[str, Any]:
 
 
 def redact_args(args: list[str]) -> list[str]:
-    """Command-line arguments with the value of any ``key=value`` whose key looks secret hidden."""
-    out = []
-    for arg in args:
-        key, sep, _ = arg.partition("=")
-        out.append(f"{key}=<redacted>" if sep and is_secret_key(key.rsplit(".", 1)[-1]) else arg)
-    return out
+    """Command-line arguments with every secret value hidden (see :mod:`repro.secrets`)."""
+    return _secrets.redact_args(args)

@@ -213,6 +213,9 @@ def entrypoint(
                 sys.argv = [*sys.argv, *ranks_extra, *extra]
             return hydra_main()
 
+        # How this entry runs, for the repro tools (they read it from the installed project, never a record).
+        main.repro_entry = {"config_dir": config_dir, "config_name": config_name, "resume_key": resume_key,
+                            "resume_safe_keys": resume_safe_keys}
         return main
 
     return decorate

@@ -27,10 +27,10 @@ from omegaconf import DictConfig, OmegaConf
 from repro.capture import StepCapture, stop_after_step
 from repro.distributed import DistInfo, check_same, gather_objects
 from repro.environment import environment_fingerprint
-from repro.secrets import redact_args, redact_tree
 from repro.errors import RunDirectoryError, Terminated
 from repro.fingerprint import sample_digests, set_digest
 from repro.launch import current_entry
+from repro.secrets import redact_args, redact_tree
 
 CONFIG_FILE = "config.yaml"
 RUN_FILE = "run.json"

@@ -148,8 +148,8 @@ def _without_cwd_on_path() -> Any:
 def entry_settings(module_name: str) -> EntrySettings:
     """Import the project's entry module and read how its ``repro.entrypoint`` runs.
 
-    Read from a ``repro_entry`` attribute of the decorated function when the kit sets one, else
-    from the decorator's closure; ReproError when the module has no ``repro.entrypoint`` function.
+    Read from the ``repro_entry`` attribute :func:`repro.entrypoint` sets on the function it returns;
+    ReproError when the module has no ``repro.entrypoint`` function.
     """
     with _without_cwd_on_path():
         try:
@@ -163,19 +163,7 @@ def entry_settings(module_name: str) -> EntrySettings:
     for value in vars(module).values():
         settings = getattr(value, "repro_entry", None)
         if not isinstance(settings, dict):
-            code = getattr(value, "__code__", None)
-            names = getattr(code, "co_freevars", ())
-            if (
-                code is None
-                or code.co_name != "main"
-                or not {"config_dir", "resume_key"} <= set(names)
-            ):
-                continue
-            settings = {
-                n: c.cell_contents
-                for n, c in zip(names, value.__closure__ or (), strict=False)
-                if n in ("config_dir", "config_name", "resume_key", "resume_safe_keys")
-            }
+            continue
         return EntrySettings(
             module_name,
             Path(settings["config_dir"]) if settings.get("config_dir") else None,
@@ -340,7 +328,9 @@ def replay_environment(run: Run) -> tuple[dict[str, str], dict[str, str]]:
             torch.get_num_threads() != threads
         ):  # torch's default follows the machine: pin the record's
             pins["OMP_NUM_THREADS"] = str(threads)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REPRO_")}
+    # The kit's own variables never leak into a replay, except a fault the user sets for the tool itself
+    # (REPRO_FAULT_*: e.g. to see `repro diff` localise an injected perturbation); never from the record.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REPRO_") or k.startswith("REPRO_FAULT_")}
     env.update(pins)
     env["PYTHONSAFEPATH"] = "1"  # never import from the directory the replay starts in
     return env, pins

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import clean_env, run_fixture
+from conftest import FIXTURE, clean_env, run_fixture
 
 pytestmark = pytest.mark.slow
 #: The fixture's config: 3 epochs of 12 steps, a checkpoint every 5 steps, 20 kept.
@@ -17,9 +17,11 @@ pytestmark = pytest.mark.slow
 PERTURB = {"REPRO_FAULT_PERTURB": "3.weight@12"}
 
 
-def repro(*args, cwd):
-    env = clean_env()
-    return subprocess.run([sys.executable, "-m", "repro", *map(str, args)], cwd=cwd, env=env,
+def repro(*args, cwd, env=None):
+    """The tools on fixture runs: replays run the fixture's entry module, named as a user would."""
+    env = {**clean_env(), **(env or {})}
+    entry = ["--entry", FIXTURE] if args and args[0] in ("verify", "diff") else []
+    return subprocess.run([sys.executable, "-m", "repro", *map(str, args), *entry], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
 
 
@@ -67,8 +69,11 @@ def test_verify_finds_the_step_where_a_run_diverges(runs, tmp_path):
 
 def test_diff_names_the_perturbed_parameter_and_no_earlier_tensor(runs, tmp_path):
     clean, noisy = runs
-    # the configs are the same (the fault came from the environment): diff localises by itself
-    out = repro("diff", clean.dir, noisy.dir, "--json", "--quiet", cwd=tmp_path)
+    # The configs are the same (the fault came from the environment). Without the fault, both re-runs agree:
+    plain = repro("diff", clean.dir, noisy.dir, "--quiet", cwd=tmp_path)
+    assert plain.returncode == 1 and "every captured tensor is identical when both re-run here" in plain.stdout
+    # With it set for the tool (a nondeterministic kernel in this environment), the re-runs localise it.
+    out = repro("diff", clean.dir, noisy.dir, "--json", "--quiet", cwd=tmp_path, env=PERTURB)
     assert out.returncode == 1, out.stderr
     data = json.loads(out.stdout)
     assert data["config_diff"] == []  # the fault came from the environment, not the config
@@ -78,7 +83,7 @@ def test_diff_names_the_perturbed_parameter_and_no_earlier_tensor(runs, tmp_path
     assert loc["first"]["phase"] == "update" and loc["first"]["name"] == "3.weight"
     assert loc["differing"] == ["update:3.weight"]  # nothing before it, nothing else
     assert 0 < loc["first"]["max_abs"] < 0.1
-    text = repro("diff", clean.dir, noisy.dir, "--quiet", cwd=tmp_path).stdout
+    text = repro("diff", clean.dir, noisy.dir, "--quiet", cwd=tmp_path, env=PERTURB).stdout
     assert "first tensor that differs: 3.weight (parameter after the update)" in text
     assert list(tmp_path.iterdir()) == []  # diff's re-runs left nothing behind
 
