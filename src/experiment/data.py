@@ -14,11 +14,10 @@ sample, so the result depends on (seed, epoch, index) only.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import numpy as np
 import torch
-from collections.abc import Callable
-
 from torch.utils.data import Dataset, TensorDataset
 
 Streams = Callable[[str], np.random.Generator]

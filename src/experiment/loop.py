@@ -40,7 +40,7 @@ def train(run: Run) -> dict[str, Any]:
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=run.total_steps(train_loader))
     run.track(optimizer=optimizer, scheduler=scheduler)  # saved in checkpoints, restored on resume
 
-    for epoch in run.epochs():  # a resumed run starts at its epoch...
+    for _epoch in run.epochs():  # a resumed run starts at its epoch...
         net.train()
         for x, y in train_loader:  # ...and its batch, with no replay
             x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
