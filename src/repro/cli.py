@@ -4,7 +4,8 @@
     repro diff RUN_A RUN_B [--no-localise | --deep] [--entry MODULE] [--json]
     repro env [RUN_DIR] [--json]
     repro audit [OVERRIDES ...] [--entry MODULE] [--json]
-    repro report SWEEP_DIR [--json] [--no-plot]
+    repro report SWEEP_DIR [--out DIR] [--json] [--no-plot]
+    repro selftest [--json] [--record]
     repro new DEST --name NAME
 
 Exit status:
@@ -184,61 +185,6 @@ def cmd_env(args: argparse.Namespace) -> int:
     return EXIT_OK if not rows else EXIT_DIFFERENT
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    from repro.report import collect, plot
-    from repro.table import short
-
-    report = collect(args.sweep_dir)
-    if not args.no_plot:
-        plot(report)
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=2, default=str))
-        return EXIT_OK if not report.failed else EXIT_DIFFERENT
-    n, bad = len(report.jobs), len(report.failed)
-    print(
-        f"sweep: {report.sweep_dir}  ({n} job{'s' if n != 1 else ''}, {n - bad} completed, {bad} not)"
-    )
-    metrics = sorted({k for j in report.jobs for k in j.result})
-    rows = [
-        (j.name, j.seed, j.status, *[_fmt(j.result.get(k)) for k in metrics]) for j in report.jobs
-    ]
-    print(render(["job", "seed", "status", *metrics], rows))
-    for job in report.failed:
-        print(paint(f"  job {job.name} {job.status}: {short(job.error, 200)}", "red"))
-    for group, stats in report.stats.items():
-        done = max((s.n for s in stats.values()), default=0)
-        print(f"group {group}: {done} completed seed{'s' if done != 1 else ''}")
-        if stats:
-            print(
-                render(
-                    ["metric", "n", "mean", "std", "95% interval"],
-                    [
-                        (
-                            k,
-                            s.n,
-                            _fmt(s.mean),
-                            _fmt(s.std),
-                            f"[{_fmt(s.low)}, {_fmt(s.high)}]"
-                            if s.low is not None
-                            else "needs 2 seeds",
-                        )
-                        for k, s in stats.items()
-                    ],
-                )
-            )
-    if report.plot:
-        print(f"curves: {report.plot}")
-    elif report.plot_note:
-        print(f"curves: {report.plot_note}")
-    return EXIT_OK if not report.failed else EXIT_DIFFERENT
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
 def cmd_audit(args: argparse.Namespace) -> int:
     """Build the project's model and a batch from its config, and audit one strict step."""
     import importlib
@@ -391,13 +337,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_env)
 
-    p = sub.add_parser(
-        "report", help="summarise a sweep: final metrics per job and statistics across seeds"
-    )
-    p.add_argument("sweep_dir")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--no-plot", action="store_true", help="do not write report.png")
-    p.set_defaults(func=cmd_report)
+    from repro import report as report_cmd
+    from repro import selftest as selftest_cmd
+
+    p = sub.add_parser("report", help="summarise a sweep: a figure, tables per swept key, statistics")
+    report_cmd.add_arguments(p)
+    p.set_defaults(func=report_cmd.run)
+
+    p = sub.add_parser("selftest", help="does this machine give the reference bits of its torch build?")
+    selftest_cmd.add_arguments(p)
+    p.set_defaults(func=selftest_cmd.run)
 
     p = sub.add_parser(
         "audit", help="run one strict step of the project's model and list ops that refuse it"

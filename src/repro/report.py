@@ -156,10 +156,17 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
+def _read_text(path: Path) -> str:
+    """A record file's text, read as data (regular files of bounded size only); RunDirectoryError else."""
+    from repro.runs import read_record_file
+
+    return read_record_file(path)
+
+
 def _read_yaml(path: Path) -> Any:
     try:
-        return yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
+        return yaml.safe_load(_read_text(path))
+    except (OSError, yaml.YAMLError, RunDirectoryError):
         return None
 
 
@@ -198,8 +205,8 @@ def collect(sweep_dir: str | Path) -> SweepReport:
     jobs, readable = [], []
     for d in dirs:
         try:
-            m = json.loads((d / "run.json").read_text())
-        except (OSError, ValueError):
+            m = json.loads(_read_text(d / "run.json"))
+        except (OSError, ValueError, RunDirectoryError):
             m = None
         if not isinstance(m, dict):
             why = "run.json could not be read as a run record"
@@ -383,7 +390,11 @@ def _curves(job: Job) -> dict[str, dict[int, float]]:
     path = job.dir / "metrics.jsonl"
     if not path.exists():
         return out
-    for line in path.read_text().splitlines():
+    try:
+        text = _read_text(path)
+    except RunDirectoryError:
+        return out
+    for line in text.splitlines():
         try:
             row = json.loads(line)
         except ValueError:
