@@ -69,6 +69,13 @@ class AxisMap:
             )
         return self._on[key]
 
+    def with_backward(self, other: AxisMap) -> AxisMap:
+        """This map forward, ``other``'s transpose as its backward (when the stock forward and
+        backward kernels compute their weights slightly differently)."""
+        twin = AxisMap(self.in_size, self.index, self.weight, self.valid)
+        twin._transpose = other.T
+        return twin
+
     @property
     def T(self) -> AxisMap:
         """The transposed map: for every input position, the outputs that read it."""

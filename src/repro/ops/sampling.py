@@ -44,9 +44,27 @@ def _reflect(c: torch.Tensor, twice_low: int, twice_high: int) -> torch.Tensor:
     return torch.where(flips % 2 == 0, extra + low, (span - extra) + low)
 
 
-def _source(c: torch.Tensor, size: int, padding_mode: str, align_corners: bool) -> torch.Tensor:
+def _unnormalize(c: torch.Tensor, size: int, align_corners: bool, style: str) -> torch.Tensor:
+    """Grid coordinate in [-1, 1] to pixel units, rounded as the stock kernel for ``style`` rounds."""
+    # A fused multiply-add a * b + c rounds once: for float32 the product and sum are exact
+    # in float64, so computing there and rounding to float32 gives the fused result.
+    fused = c.dtype == torch.float32 and style != "plain"
+    if style == "cpu2d":  # the vectorised CPU 2-D kernel: (c + 1) * half_extent (- 0.5, fused)
+        if align_corners:
+            return (c + 1) * ((size - 1) / 2)
+        return ((c + 1).double() * (size / 2) - 0.5).float() if fused else (c + 1) * (size / 2) - 0.5
+    if align_corners:
+        return (c + 1) / 2 * (size - 1)
+    if fused:  # CUDA: (c + 1) * size - 1 fused
+        return ((c + 1).double() * size - 1).float() / 2
+    return ((c + 1) * size - 1) / 2
+
+
+def _source(
+    c: torch.Tensor, size: int, padding_mode: str, align_corners: bool, style: str
+) -> torch.Tensor:
     """PyTorch's ``grid_sampler_compute_source_index`` (with its gradient rules)."""
-    c = (c + 1) / 2 * (size - 1) if align_corners else ((c + 1) * size - 1) / 2
+    c = _unnormalize(c, size, align_corners, style)
     if padding_mode == "border":
         c = _clip(c, size)
     elif padding_mode == "reflection":
@@ -126,8 +144,14 @@ def grid_sample(
     sizes = tuple(x.shape[2:])
     points = math.prod(out_shape[2:])
     # Axis a (0 = first spatial dim) reads grid component nd-1-a (x is the last axis).
+    # Which stock kernel to follow: CPU 2-D is vectorised with its own rounding; CPU 3-D and
+    # CUDA share one formula, which nvcc compiles with fused multiply-adds.
+    if input.device.type == "cpu":
+        style = "cpu2d" if nd == 2 else "plain"
+    else:
+        style = "fused"
     coords = [
-        _source(g[..., nd - 1 - a].reshape(n, points), sizes[a], padding_mode, align_corners)
+        _source(g[..., nd - 1 - a].reshape(n, points), sizes[a], padding_mode, align_corners, style)
         for a in range(nd)
     ]
     rows = x.movedim(1, -1).reshape(n * math.prod(sizes), channels)
@@ -147,16 +171,22 @@ def grid_sample(
         out = torch.where(inside[..., None], values, 0)
     else:
         lower = [torch.floor(c.detach()) for c in coords]
-        weights = [((lo + 1) - c, c - lo) for lo, c in zip(lower, coords, strict=True)]
+        if style == "cpu2d":  # distances as 1 - frac and frac
+            weights = [(1 - (c - lo), c - lo) for lo, c in zip(lower, coords, strict=True)]
+        else:
+            weights = [((lo + 1) - c, c - lo) for lo, c in zip(lower, coords, strict=True)]
         corners = list(itertools.product((0, 1), repeat=nd))
         positions = [position([lo.to(torch.int64) + b for lo, b in zip(lower, bits, strict=True)]) for bits in corners]
         flat = torch.stack([p for p, _ in positions])
         values = index_select(rows, 0, flat.reshape(-1)).view(len(corners), n, points, channels).unbind(0)
         out = None
         for k, bits in enumerate(corners):
-            w = weights[nd - 1][bits[nd - 1]]
-            for a in range(nd - 2, -1, -1):  # x-term first, as the stock kernels multiply
-                w = w * weights[a][bits[a]]
+            if style == "cpu2d":  # y-term first
+                w = weights[0][bits[0]] * weights[1][bits[1]]
+            else:
+                w = weights[nd - 1][bits[nd - 1]]
+                for a in range(nd - 2, -1, -1):  # x-term first
+                    w = w * weights[a][bits[a]]
             term = torch.where(positions[k][1][..., None], values[k] * w[..., None], 0)
             out = term if out is None else out + term
     out = out.view((n,) + tuple(out_shape[2:]) + (channels,)).movedim(-1, 1).contiguous()

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import torch
 
 from repro.ops import _stock
+from repro.ops._upsample_uint8 import resize_uint8
 from repro.ops.axismap import AxisMap, apply_axis, keep_format
 from repro.ops.pooling import adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_avg_pool3d
 
@@ -37,13 +38,20 @@ def _scale(in_size: int, out_size: int, align_corners: bool, scale: float | None
     return torch.tensor(in_size, dtype=dtype) / torch.tensor(out_size, dtype=dtype)
 
 
-def _source(in_size: int, out_size: int, align_corners: bool, scale, cubic: bool, dtype) -> torch.Tensor:
+def _source(
+    in_size: int, out_size: int, align_corners: bool, scale, cubic: bool, dtype, fused: bool = True
+) -> torch.Tensor:
     """PyTorch's ``area_pixel_compute_source_index`` for every output position."""
     ratio = _scale(in_size, out_size, align_corners, scale, dtype)
     dst = torch.arange(out_size, dtype=dtype)
     if align_corners:
         return ratio * dst
-    src = ratio * (dst + 0.5) - 0.5
+    if dtype == torch.float32 and fused:
+        # The stock kernels (CPU and CUDA) evaluate ``ratio * (dst + 0.5) - 0.5`` as one fused
+        # multiply-add: the product is exact in float64, so rounding once to float32 matches it.
+        src = (ratio.double() * (dst.double() + 0.5) - 0.5).float()
+    else:
+        src = ratio * (dst + 0.5) - 0.5
     return src if cubic else torch.clamp_min(src, 0)
 
 
@@ -80,10 +88,19 @@ def _cubic_coefficients(t: torch.Tensor) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=512)
-def _cubic_map(in_size: int, out_size: int, align_corners: bool, scale, dtype) -> AxisMap:
-    i, t = _index_and_lambda(_source(in_size, out_size, align_corners, scale, True, dtype), in_size)
+def _cubic_map(
+    in_size: int, out_size: int, align_corners: bool, scale, dtype, fused: bool = True
+) -> AxisMap:
+    src = _source(in_size, out_size, align_corners, scale, True, dtype, fused)
+    i, t = _index_and_lambda(src, in_size)
     taps = torch.clamp(i[:, None] - 1 + torch.arange(4), 0, in_size - 1)
     return AxisMap(in_size, taps, _cubic_coefficients(t))
+
+
+@functools.lru_cache(maxsize=512)
+def _cubic_cpu_map(in_size: int, out_size: int, align_corners: bool, scale, dtype) -> AxisMap:
+    fused = _cubic_map(in_size, out_size, align_corners, scale, dtype)
+    return fused.with_backward(_cubic_map(in_size, out_size, align_corners, scale, dtype, False))
 
 
 def _output_size(input, size, scale_factor, recompute_scale_factor) -> tuple[list[int], list]:
@@ -114,7 +131,7 @@ def _area(input, size, scale_factor, recompute_scale_factor, antialias) -> torch
     out_sizes, _ = _output_size(input, size, scale_factor, recompute_scale_factor)
     pool = {3: adaptive_avg_pool1d, 4: adaptive_avg_pool2d, 5: adaptive_avg_pool3d}.get(input.dim())
     if pool is None:
-        raise ValueError(f"mode='area' needs a 3-D, 4-D or 5-D input, got {input.dim()}-D")
+        raise NotImplementedError(f"mode='area' needs a 3-D, 4-D or 5-D input, got {input.dim()}-D")
     return pool(input, tuple(out_sizes))
 
 
@@ -149,8 +166,13 @@ def interpolate(
         )
     if mode == "area":
         return _area(input, size, scale_factor, recompute_scale_factor, antialias)
-    if mode not in _LINEAR:
+    if mode == "lanczos":  # an antialiasing-only mode (stock: ValueError without antialias)
         raise ValueError(
+            "mode='lanczos' is not supported by repro.ops.interpolate (it needs antialias=True, "
+            "which has no deterministic replacement here)"
+        )
+    if mode not in _LINEAR:
+        raise NotImplementedError(
             f"mode={mode!r} is not supported by repro.ops.interpolate: expected one of "
             "'linear', 'bilinear', 'bicubic', 'trilinear', 'nearest', 'nearest-exact', 'area'"
         )
@@ -160,22 +182,36 @@ def interpolate(
             "use antialias=False (or the stock op, which is nondeterministic on CUDA)"
         )
     if input.dim() != _LINEAR[mode]:
-        raise ValueError(
+        raise NotImplementedError(
             f"mode={mode!r} needs a {_LINEAR[mode]}-D input (N, C, spatial...), got {input.dim()}-D"
         )
     out_sizes, scales = _output_size(input, size, scale_factor, recompute_scale_factor)
     nd = input.dim() - 2
     if 0 in input.shape[2:] or 0 in out_sizes:
-        raise ValueError(
+        raise RuntimeError(
             f"input spatial sizes {list(input.shape[2:])} and output sizes {out_sizes} "
             "must all be greater than 0"
         )
     align = bool(align_corners)
+    if not input.is_floating_point():
+        if input.dtype == torch.uint8 and mode in ("bilinear", "bicubic"):
+            y = resize_uint8(input, out_sizes, align, scales, mode == "bicubic")
+            return keep_format(y, input)
+        # Other integer inputs: the stock op (it raises NotImplementedError for them).
+        return _stock.interpolate(input, size, scale_factor, mode, align_corners, recompute_scale_factor)
     low = input.dtype in (torch.float16, torch.bfloat16)
     math_dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
-    build = _cubic_map if mode == "bicubic" else _linear_map
+    cpu = input.device.type == "cpu"
     y = input.to(math_dtype) if low else input
     for axis in range(nd - 1, -1, -1):
-        amap = build(input.shape[2 + axis], out_sizes[axis], align, scales[axis], math_dtype)
+        key = (input.shape[2 + axis], out_sizes[axis], align, scales[axis], math_dtype)
+        if mode != "bicubic":
+            amap = _linear_map(*key)
+        elif cpu:
+            # The stock CPU bicubic backward lives outside the vectorised kernels and
+            # computes its source coordinates without the fused multiply-add.
+            amap = _cubic_cpu_map(*key)
+        else:
+            amap = _cubic_map(*key)
         y = apply_axis(y, 2 + axis, amap)
     return keep_format(y.to(input.dtype), input)

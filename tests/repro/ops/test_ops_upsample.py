@@ -96,18 +96,26 @@ def test_empty_batch_and_half_precision():
     compare(lambda t: R.interpolate(t, size=(7, 3), mode="bilinear"), lambda t: F.interpolate(t, size=(7, 3), mode="bilinear"), [h], atol=2e-2, rtol=2e-2)
 
 
-def test_unsupported_modes_raise_clear_errors():
+def test_invalid_arguments_raise_what_stock_raises():
     x = torch.randn(1, 1, 4, 4)
-    with pytest.raises(ValueError, match=r"mode='lanczos' is not supported.*'bilinear'"):
-        R.interpolate(x, scale_factor=2, mode="lanczos")
+    calls = [
+        (NotImplementedError, r"mode='foo' is not supported.*'bilinear'", dict(scale_factor=2, mode="foo")),
+        (ValueError, r"mode='lanczos' is not supported", dict(scale_factor=2, mode="lanczos")),
+        (ValueError, "only one of size or scale_factor", dict(size=2, scale_factor=2, mode="bilinear")),
+        (RuntimeError, "must all be greater than 0", dict(scale_factor=0.2, mode="bilinear")),
+    ]
+    for error, match, kwargs in calls:
+        with pytest.raises(error):
+            F.interpolate(x, **kwargs)
+        with pytest.raises(error, match=match):
+            R.interpolate(x, **kwargs)
+    with pytest.raises(NotImplementedError):
+        F.interpolate(x[0], scale_factor=2, mode="bilinear")
+    with pytest.raises(NotImplementedError, match="mode='bilinear' needs a 4-D input"):
+        R.interpolate(x[0], scale_factor=2, mode="bilinear")
+    # Ours only: antialiasing is refused (no deterministic replacement yet).
     with pytest.raises(ValueError, match="antialias=True is not supported"):
         R.interpolate(x, scale_factor=0.5, mode="bilinear", antialias=True)
-    with pytest.raises(ValueError, match="only one of size or scale_factor"):
-        R.interpolate(x, size=2, scale_factor=2, mode="bilinear")
-    with pytest.raises(ValueError, match="must all be greater than 0"):
-        R.interpolate(x, scale_factor=0.2, mode="bilinear")
-    with pytest.raises(ValueError, match="mode='bilinear' needs a 4-D input"):
-        R.interpolate(x[0], scale_factor=2, mode="bilinear")
 
 
 def test_gradcheck_float64():
