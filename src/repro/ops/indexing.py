@@ -66,6 +66,7 @@ def index_select(
     where M = len(index), R = elements per selected slice and L = the largest
     number of repeats of one index; O(M * R) temporary memory. Gradients equal
     the stock ones up to float summation order where an index repeats.
+    ``out=`` calls the stock op (same checks and errors; out= has no backward).
     """
     if input.dim() == 0:
         dim = 0
@@ -73,11 +74,11 @@ def index_select(
         raise IndexError(
             f"dim={dim} is out of range for a tensor with {input.dim()} dimensions"
         )
-    result = _IndexSelect.apply(input, dim % max(input.dim(), 1), index)
     if out is not None:
-        out.resize_(result.shape).copy_(result)
-        return out
-    return result
+        # The forward is the stock gather (out= has no backward): the stock op does the
+        # out= checks (dtype, overlap, autograd), the resizing and the writing.
+        return _stock.index_select(input, dim, index, out=out)
+    return _IndexSelect.apply(input, dim % max(input.dim(), 1), index)
 
 
 def gather_flat(x: torch.Tensor, flat_index: torch.Tensor) -> torch.Tensor:

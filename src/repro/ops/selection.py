@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from repro.ops import _stock
+from repro.ops import _out, _stock
 from repro.ops.indexing import take_along
 
 
@@ -53,16 +53,18 @@ def median(
     if dim is None:
         return _stock.median(input) if out is None else _stock.median(input, out=out)
     _check_dim(input, dim)
+    if out is not None:
+        _check_pair(input, out, "median")
     x = input.unsqueeze(0) if input.dim() == 0 else input
     if x.shape[dim] == 0 or x.numel() == 0:
-        return _stock.median(input, dim, keepdim)
+        return _stock.median(input, dim, keepdim, out=out) if out else _stock.median(input, dim, keepdim)
     d = dim % x.dim()
     n = x.shape[d]
     with torch.no_grad():
         nans = x.detach().isnan().sum(d, keepdim=True)
         rank = torch.where(nans > 0, n - nans, (n - 1) // 2)
     values, indices = _select(input, dim, keepdim, rank)
-    return _result(torch.return_types.median, values, indices, out)
+    return _result(torch.return_types.median, values, indices, out, "median")
 
 
 def kthvalue(
@@ -76,17 +78,32 @@ def kthvalue(
     NaN, this op picks in stable order, the stock op an unspecified one).
     """
     _check_dim(input, dim)
+    if out is not None:
+        _check_pair(input, out, "kthvalue")
+        _out.check(tuple(out), (input,))
     n = input.shape[dim] if input.dim() else 1
     if not 1 <= k <= n:
-        raise ValueError(f"k={k} is out of range: expected 1 <= k <= {n} (the size of dim {dim})")
+        raise RuntimeError(
+            f"kthvalue(): selected number k out of range for dimension {dim} (k={k}, size {n})"
+        )
     values, indices = _select(input, dim, keepdim, k - 1)
-    return _result(torch.return_types.kthvalue, values, indices, out)
+    return _result(torch.return_types.kthvalue, values, indices, out, "kthvalue")
 
 
-def _result(kind, values: torch.Tensor, indices: torch.Tensor, out: Pair | None):
+def _check_pair(input: torch.Tensor, out, name: str) -> None:
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise TypeError(f"{name}(): out must be a pair (values, indices)")
+    values, indices = out
+    if values.dtype != input.dtype:
+        raise RuntimeError(f"{name}(): output values must be of same type as input ({input.dtype})")
+    if indices.dtype != torch.int64:
+        raise RuntimeError(f"{name}(): output indices must be of scalar type Long")
+
+
+def _result(kind, values: torch.Tensor, indices: torch.Tensor, out: Pair | None, name: str):
     if out is not None:
         out_values, out_indices = out
-        out_values.resize_(values.shape).copy_(values)
-        out_indices.resize_(indices.shape).copy_(indices)
+        _out.write(out_values, values, name)
+        _out.write(out_indices, indices, name)
         return kind((out_values, out_indices))
     return kind((values, indices))
