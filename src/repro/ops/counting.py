@@ -16,7 +16,9 @@ from repro.ops import _out, _stock
 from repro.ops.segments import segment_sum
 
 
-def bincount(input: torch.Tensor, weights: torch.Tensor | None = None, minlength: int = 0) -> torch.Tensor:
+def bincount(
+    input: torch.Tensor, weights: torch.Tensor | None = None, minlength: int = 0
+) -> torch.Tensor:
     """``torch.bincount``, deterministic on any device, weights included.
 
     Without weights: the stock op (integer counts, exact). With weights: a
@@ -28,7 +30,12 @@ def bincount(input: torch.Tensor, weights: torch.Tensor | None = None, minlength
     """
     if weights is None:
         return _stock.bincount(input, None, minlength)
-    if input.dim() != 1 or input.is_floating_point() or input.is_complex() or input.dtype == torch.bool:
+    if (
+        input.dim() != 1
+        or input.is_floating_point()
+        or input.is_complex()
+        or input.dtype == torch.bool
+    ):
         raise ValueError(
             f"input has shape {tuple(input.shape)} and dtype {input.dtype}: "
             "bincount needs a 1-d tensor of non-negative integers"
@@ -46,7 +53,9 @@ def bincount(input: torch.Tensor, weights: torch.Tensor | None = None, minlength
         raise ValueError(f"input holds {low}: bincount needs non-negative integers")
     dtype = torch.float32 if weights.dtype == torch.float32 else torch.float64
     length = max(high + 1, minlength)
-    return segment_sum(input.to(torch.int64), weights.detach().to(dtype)[:, None], length).squeeze(1)
+    return segment_sum(input.to(torch.int64), weights.detach().to(dtype)[:, None], length).squeeze(
+        1
+    )
 
 
 def _histc_range(x: torch.Tensor, min: float, max: float) -> tuple[float, float]:

@@ -28,12 +28,18 @@ def _index_add(src: torch.Tensor, dim: int, index: torch.Tensor, size: int) -> t
     return out.reshape((size,) + rest).movedim(0, dim).contiguous()
 
 
+# Both maps are linear in their tensor input: the jvp applies the same map to the tangent.
 class _IndexSelect(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, dim: int, index: torch.Tensor) -> torch.Tensor:
+    def forward(x: torch.Tensor, dim: int, index: torch.Tensor) -> torch.Tensor:
+        return _stock.index_select(x, dim, index)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        x, dim, index = inputs
         ctx.dim, ctx.size, ctx.shape0 = dim, (x.shape[dim] if x.dim() else 1), x.dim() == 0
         ctx.save_for_backward(index)
-        return _stock.index_select(x, dim, index)
+        ctx.save_for_forward(index)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -41,18 +47,32 @@ class _IndexSelect(torch.autograd.Function):
         out = _IndexAdd.apply(grad, ctx.dim, index, ctx.size)
         return (out.reshape(()) if ctx.shape0 else out), None, None
 
+    @staticmethod
+    def jvp(ctx, x_t: torch.Tensor, *_):
+        (index,) = ctx.saved_tensors
+        return _stock.index_select(x_t, ctx.dim, index)
+
 
 class _IndexAdd(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, src: torch.Tensor, dim: int, index: torch.Tensor, size: int) -> torch.Tensor:
-        ctx.dim = dim
-        ctx.save_for_backward(index)
+    def forward(src: torch.Tensor, dim: int, index: torch.Tensor, size: int) -> torch.Tensor:
         return _index_add(src, dim, index, size)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        _, ctx.dim, index, ctx.size = inputs
+        ctx.save_for_backward(index)
+        ctx.save_for_forward(index)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (index,) = ctx.saved_tensors
         return _IndexSelect.apply(grad, ctx.dim, index.reshape(-1)), None, None, None
+
+    @staticmethod
+    def jvp(ctx, src_t: torch.Tensor, *_):
+        (index,) = ctx.saved_tensors
+        return _index_add(src_t, ctx.dim, index, ctx.size)
 
 
 def index_select(
@@ -71,9 +91,7 @@ def index_select(
     if input.dim() == 0:
         dim = 0
     elif not -input.dim() <= dim < input.dim():
-        raise IndexError(
-            f"dim={dim} is out of range for a tensor with {input.dim()} dimensions"
-        )
+        raise IndexError(f"dim={dim} is out of range for a tensor with {input.dim()} dimensions")
     if out is not None:
         # The forward is the stock gather (out= has no backward): the stock op does the
         # out= checks (dtype, overlap, autograd), the resizing and the writing.
@@ -170,6 +188,8 @@ def scatter_reduce(
         own = gather_flat(flat, targets)
         totals = own * totals if reduce == "prod" else own + totals
     if reduce == "mean":
-        counts = (seg.ends - torch.cat([seg.ends.new_full((1,), -1), seg.ends[:-1]])).to(input.dtype)
+        counts = (seg.ends - torch.cat([seg.ends.new_full((1,), -1), seg.ends[:-1]])).to(
+            input.dtype
+        )
         totals = totals / (counts + 1 if include_self else counts)
     return torch.index_put(flat, (targets,), totals).view(input.shape)

@@ -52,7 +52,9 @@ def _unnormalize(c: torch.Tensor, size: int, align_corners: bool, style: str) ->
     if style == "cpu2d":  # the vectorised CPU 2-D kernel: (c + 1) * half_extent (- 0.5, fused)
         if align_corners:
             return (c + 1) * ((size - 1) / 2)
-        return ((c + 1).double() * (size / 2) - 0.5).float() if fused else (c + 1) * (size / 2) - 0.5
+        return (
+            ((c + 1).double() * (size / 2) - 0.5).float() if fused else (c + 1) * (size / 2) - 0.5
+        )
     if align_corners:
         return (c + 1) / 2 * (size - 1)
     if fused:  # CUDA: (c + 1) * size - 1 fused
@@ -79,13 +81,21 @@ class _ZeroGradTo(torch.autograd.Function):
     """Pass ``out`` through; give ``anchor`` a zero gradient (the stock nearest-mode grid gradient)."""
 
     @staticmethod
-    def forward(ctx, out: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
-        ctx.anchor_shape, ctx.anchor_dtype = anchor.shape, anchor.dtype
+    def forward(out: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
         return out.view_as(out)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        _, anchor = inputs
+        ctx.anchor_shape, ctx.anchor_dtype = anchor.shape, anchor.dtype
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         return grad, grad.new_zeros(ctx.anchor_shape, dtype=ctx.anchor_dtype)
+
+    @staticmethod
+    def jvp(ctx, out_t: torch.Tensor, anchor_t: torch.Tensor):
+        return out_t.view_as(out_t)
 
 
 def grid_sample(
@@ -127,7 +137,12 @@ def grid_sample(
         )
         align_corners = False
     nd = input.dim() - 2
-    if nd not in (2, 3) or grid.dim() != input.dim() or grid.shape[-1] != nd or grid.shape[0] != input.shape[0]:
+    if (
+        nd not in (2, 3)
+        or grid.dim() != input.dim()
+        or grid.shape[-1] != nd
+        or grid.shape[0] != input.shape[0]
+    ):
         raise ValueError(
             f"input of shape {tuple(input.shape)} and grid of shape {tuple(grid.shape)} do not fit: "
             "expected (N, C, H, W) with (N, Ho, Wo, 2), or (N, C, D, H, W) with (N, Do, Ho, Wo, 3)"
@@ -137,7 +152,9 @@ def grid_sample(
     if 0 in input.shape[2:]:
         raise ValueError(f"input has sizes {list(input.shape)}: spatial sizes must be non-zero")
     out_shape = (*input.shape[:2], *grid.shape[1:-1])
-    low = input.dtype in (torch.float16, torch.bfloat16)
+    # float16/bfloat16: the stock CPU kernels round every step to the input dtype (so do we,
+    # which keeps grid gradients within a few ulps of them); CUDA computes in float32.
+    low = input.dtype in (torch.float16, torch.bfloat16) and input.device.type != "cpu"
     x = input.float() if low else input
     g = grid.to(x.dtype)
     n, channels = x.shape[:2]
@@ -146,10 +163,7 @@ def grid_sample(
     # Axis a (0 = first spatial dim) reads grid component nd-1-a (x is the last axis).
     # Which stock kernel to follow: CPU 2-D is vectorised with its own rounding; CPU 3-D and
     # CUDA share one formula, which nvcc compiles with fused multiply-adds.
-    if input.device.type == "cpu":
-        style = "cpu2d" if nd == 2 else "plain"
-    else:
-        style = "fused"
+    style = "fused" if input.device.type != "cpu" else "cpu2d" if nd == 2 else "plain"
     coords = [
         _source(g[..., nd - 1 - a].reshape(n, points), sizes[a], padding_mode, align_corners, style)
         for a in range(nd)
@@ -176,9 +190,16 @@ def grid_sample(
         else:
             weights = [((lo + 1) - c, c - lo) for lo, c in zip(lower, coords, strict=True)]
         corners = list(itertools.product((0, 1), repeat=nd))
-        positions = [position([lo.to(torch.int64) + b for lo, b in zip(lower, bits, strict=True)]) for bits in corners]
+        positions = [
+            position([lo.to(torch.int64) + b for lo, b in zip(lower, bits, strict=True)])
+            for bits in corners
+        ]
         flat = torch.stack([p for p, _ in positions])
-        values = index_select(rows, 0, flat.reshape(-1)).view(len(corners), n, points, channels).unbind(0)
+        values = (
+            index_select(rows, 0, flat.reshape(-1))
+            .view(len(corners), n, points, channels)
+            .unbind(0)
+        )
         out = None
         for k, bits in enumerate(corners):
             if style == "cpu2d":  # y-term first

@@ -32,18 +32,29 @@ def _cumsum_real(x: torch.Tensor, dim: int) -> torch.Tensor:
     return y.to(x.dtype)
 
 
+def _cumsum_any(x: torch.Tensor, dim: int) -> torch.Tensor:
+    if x.is_complex():
+        return torch.complex(_cumsum_real(x.real, dim), _cumsum_real(x.imag, dim))
+    return _cumsum_real(x, dim)
+
+
 class _Cumsum(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, dim: int) -> torch.Tensor:
-        ctx.dim = dim
-        if x.is_complex():
-            return torch.complex(_cumsum_real(x.real, dim), _cumsum_real(x.imag, dim))
-        return _cumsum_real(x, dim)
+    def forward(x: torch.Tensor, dim: int) -> torch.Tensor:
+        return _cumsum_any(x, dim)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.dim = inputs[1]
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         # d(cumsum)/dx is the reversed cumsum of the gradient.
         return _Cumsum.apply(grad.flip(ctx.dim), ctx.dim).flip(ctx.dim), None
+
+    @staticmethod
+    def jvp(ctx, x_t: torch.Tensor, _):
+        return _cumsum_any(x_t, ctx.dim)  # linear: the tangent's cumsum
 
 
 def cumsum(
@@ -73,7 +84,9 @@ def cumsum(
         if dtype is None:
             dtype = out.dtype
         elif out.dtype != dtype:
-            raise RuntimeError(f"Expected out tensor to have dtype {dtype}, but got {out.dtype} instead")
+            raise RuntimeError(
+                f"Expected out tensor to have dtype {dtype}, but got {out.dtype} instead"
+            )
     target = dtype if dtype is not None else input.dtype
     if not (target.is_floating_point or target.is_complex):
         if out is not None:

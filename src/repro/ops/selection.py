@@ -20,7 +20,9 @@ def _select(input: torch.Tensor, dim: int, keepdim: bool, rank: torch.Tensor | i
     d = dim % x.dim()
     with torch.no_grad():
         order = torch.sort(x.detach(), dim=d, stable=True).indices
-        pos = rank if isinstance(rank, torch.Tensor) else torch.full_like(order.narrow(d, 0, 1), rank)
+        pos = (
+            rank if isinstance(rank, torch.Tensor) else torch.full_like(order.narrow(d, 0, 1), rank)
+        )
         index = torch.gather(order, d, pos)
     values = take_along(x, d, index)
     if not keepdim or input.dim() == 0:
@@ -38,7 +40,11 @@ Pair = tuple[torch.Tensor, torch.Tensor]
 
 
 def median(
-    input: torch.Tensor, dim: int | None = None, keepdim: bool = False, *, out: Pair | torch.Tensor | None = None
+    input: torch.Tensor,
+    dim: int | None = None,
+    keepdim: bool = False,
+    *,
+    out: Pair | torch.Tensor | None = None,
 ) -> torch.Tensor | torch.return_types.median:
     """``torch.median``; with ``dim``, values and indices deterministic on any device.
 
@@ -57,7 +63,11 @@ def median(
         _check_pair(input, out, "median")
     x = input.unsqueeze(0) if input.dim() == 0 else input
     if x.shape[dim] == 0 or x.numel() == 0:
-        return _stock.median(input, dim, keepdim, out=out) if out else _stock.median(input, dim, keepdim)
+        return (
+            _stock.median(input, dim, keepdim, out=out)
+            if out
+            else _stock.median(input, dim, keepdim)
+        )
     d = dim % x.dim()
     n = x.shape[d]
     with torch.no_grad():

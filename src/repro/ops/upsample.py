@@ -27,7 +27,9 @@ _DELEGATED = ("nearest", "nearest-exact")
 _CUBIC_A = -0.75
 
 
-def _scale(in_size: int, out_size: int, align_corners: bool, scale: float | None, dtype) -> torch.Tensor:
+def _scale(
+    in_size: int, out_size: int, align_corners: bool, scale: float | None, dtype
+) -> torch.Tensor:
     """PyTorch's ``area_pixel_compute_scale`` in the kernel's math type."""
     if align_corners:
         if out_size > 1:
@@ -68,7 +70,9 @@ def _linear_map(in_size: int, out_size: int, align_corners: bool, scale, dtype) 
         o = torch.arange(out_size)
         w = torch.stack([torch.ones(out_size, dtype=dtype), torch.zeros(out_size, dtype=dtype)], 1)
         return AxisMap(in_size, torch.stack([o, o], 1), w)
-    i0, lam1 = _index_and_lambda(_source(in_size, out_size, align_corners, scale, False, dtype), in_size)
+    i0, lam1 = _index_and_lambda(
+        _source(in_size, out_size, align_corners, scale, False, dtype), in_size
+    )
     i1 = i0 + (i0 < in_size - 1).to(torch.int64)
     lam0 = 1 - lam1
     return AxisMap(in_size, torch.stack([i0, i1], 1), torch.stack([lam0, lam1], 1))
@@ -198,7 +202,9 @@ def interpolate(
             y = resize_uint8(input, out_sizes, align, scales, mode == "bicubic")
             return keep_format(y, input)
         # Other integer inputs: the stock op (it raises NotImplementedError for them).
-        return _stock.interpolate(input, size, scale_factor, mode, align_corners, recompute_scale_factor)
+        return _stock.interpolate(
+            input, size, scale_factor, mode, align_corners, recompute_scale_factor
+        )
     low = input.dtype in (torch.float16, torch.bfloat16)
     math_dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
     cpu = input.device.type == "cpu"

@@ -59,7 +59,9 @@ def test_bincount_matches_stock(seed, wdtype):
     x = torch.randint(0, int(torch.randint(1, 30, (1,), generator=g)), (n,), generator=g)
     w = (torch.randn(n, generator=g) * 4).to(wdtype)
     for minlength in [0, 5, 40]:
-        assert_same(R.bincount(x, w, minlength), torch.bincount(x, w, minlength), atol=1e-5, rtol=1e-6)
+        assert_same(
+            R.bincount(x, w, minlength), torch.bincount(x, w, minlength), atol=1e-5, rtol=1e-6
+        )
         assert_same(R.bincount(x, None, minlength), torch.bincount(x, None, minlength))
 
 
@@ -67,7 +69,10 @@ def test_bincount_empty_small_ints_and_errors():
     empty = torch.tensor([], dtype=torch.long)
     assert_same(R.bincount(empty, torch.tensor([]), 3), torch.bincount(empty, torch.tensor([]), 3))
     u = torch.tensor([3, 0, 3], dtype=torch.uint8)
-    assert_same(R.bincount(u, torch.tensor([0.5, 1.0, 2.0])), torch.bincount(u, torch.tensor([0.5, 1.0, 2.0])))
+    assert_same(
+        R.bincount(u, torch.tensor([0.5, 1.0, 2.0])),
+        torch.bincount(u, torch.tensor([0.5, 1.0, 2.0])),
+    )
     with pytest.raises(ValueError, match="holds -1"):
         R.bincount(torch.tensor([1, -1]), torch.ones(2))
     with pytest.raises(ValueError, match="weights has shape"):

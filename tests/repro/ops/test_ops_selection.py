@@ -25,7 +25,9 @@ def test_median_and_kthvalue_match_stock(seed, keepdim):
     x = torch.randn(shape, generator=rng(seed))
     compare(lambda t: R.median(t, dim, keepdim), lambda t: torch.median(t, dim, keepdim), [x])
     k = r.randint(1, shape[dim])
-    compare(lambda t: R.kthvalue(t, k, dim, keepdim), lambda t: torch.kthvalue(t, k, dim, keepdim), [x])
+    compare(
+        lambda t: R.kthvalue(t, k, dim, keepdim), lambda t: torch.kthvalue(t, k, dim, keepdim), [x]
+    )
 
 
 def _points_at_value(x, dim, result):
@@ -42,7 +44,10 @@ def test_ties_and_nan():
         _points_at_value(x, 1, ours)
     ours, stock = R.median(x, 1), torch.median(x, 1)
     assert torch.equal(ours.values.nan_to_num(7.0), stock.values.nan_to_num(7.0))
-    assert ours.indices.tolist() == [1, 1]  # earliest 3 in stable order; the first NaN, as the stock op
+    assert ours.indices.tolist() == [
+        1,
+        1,
+    ]  # earliest 3 in stable order; the first NaN, as the stock op
     _points_at_value(x, 1, ours)
 
 
