@@ -30,27 +30,26 @@ def bincount(
     """
     if weights is None:
         return _stock.bincount(input, None, minlength)
-    if (
-        input.dim() != 1
-        or input.is_floating_point()
-        or input.is_complex()
-        or input.dtype == torch.bool
-    ):
-        raise ValueError(
-            f"input has shape {tuple(input.shape)} and dtype {input.dtype}: "
-            "bincount needs a 1-d tensor of non-negative integers"
+    if input.is_floating_point() or input.is_complex() or input.dtype == torch.bool:
+        raise NotImplementedError(f"bincount is not implemented for {input.dtype} input")
+    if input.dim() != 1:
+        raise RuntimeError(
+            f"input has shape {tuple(input.shape)}: "
+            "bincount only supports 1-d non-negative integral inputs"
         )
     if weights.dim() != 1 or weights.shape[0] != input.shape[0]:
-        raise ValueError(
+        raise RuntimeError(
             f"weights has shape {tuple(weights.shape)}: expected 1-d with the length of input ({input.shape[0]})"
         )
     if minlength < 0:
-        raise ValueError(f"minlength={minlength} is not allowed: expected >= 0")
+        raise RuntimeError(f"minlength should be >= 0, got {minlength}")
     if input.numel() == 0:  # the stock op returns int64 zeros here, weights or not
         return torch.zeros(minlength, dtype=torch.int64, device=input.device)
     low, high = int(input.min()), int(input.max())
     if low < 0:
-        raise ValueError(f"input holds {low}: bincount needs non-negative integers")
+        raise RuntimeError(
+            f"input holds {low}: bincount only supports 1-d non-negative integral inputs"
+        )
     dtype = torch.float32 if weights.dtype == torch.float32 else torch.float64
     length = max(high + 1, minlength)
     return segment_sum(input.to(torch.int64), weights.detach().to(dtype)[:, None], length).squeeze(

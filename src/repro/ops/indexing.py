@@ -154,7 +154,7 @@ def scatter_reduce(
     deterministic for them (max/min and integer sums do not depend on order).
     """
     if reduce not in _SCATTER_ALL:
-        raise ValueError(
+        raise RuntimeError(
             f"reduce={reduce!r} is not allowed: expected one of {', '.join(map(repr, _SCATTER_ALL))}"
         )
     if reduce not in _SCATTER_OWN or not (input.is_floating_point() or input.is_complex()):
@@ -171,7 +171,7 @@ def scatter_reduce(
         return input.clone()
     size = shape[dim]
     if bool(((index < 0) | (index >= size)).any()):
-        raise IndexError(
+        raise RuntimeError(
             f"index holds values outside [0, {size}) for dimension {dim} of input with shape {shape}"
         )
     region = src.reshape(src.shape if src.dim() else (1,))[tuple(slice(0, n) for n in index.shape)]

@@ -44,12 +44,14 @@ def pad(
     if mode in _DELEGATED:
         return _stock.pad(input, pad, mode=mode, value=value)
     if mode not in _OWN:
-        raise ValueError(
+        raise NotImplementedError(
             f"mode={mode!r} is not supported by repro.ops.pad: expected one of "
             "'constant', 'reflect', 'replicate', 'circular'"
         )
     # The stock checks (sizes, value not allowed, pad longer than the input).
-    _stock.pad(torch.empty(input.shape, dtype=input.dtype, device="meta"), pad, mode=mode, value=value)
+    _stock.pad(
+        torch.empty(input.shape, dtype=input.dtype, device="meta"), pad, mode=mode, value=value
+    )
     y = input
     for i in range(len(pad) // 2):
         dim = input.dim() - 1 - i

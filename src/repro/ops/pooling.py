@@ -33,7 +33,7 @@ def _meta(x: torch.Tensor) -> torch.Tensor:
 
 def _check_nonempty(x: torch.Tensor, nd: int, name: str) -> None:
     if any(s == 0 for s in x.shape[1:]) or (x.dim() == nd + 1 and x.shape[0] == 0):
-        raise ValueError(
+        raise RuntimeError(
             f"input has sizes {list(x.shape)}: {name} needs non-zero sizes in all non-batch dimensions"
         )
 
@@ -66,6 +66,8 @@ def _sum_pool(x: torch.Tensor, maps: Sequence[AxisMap]) -> torch.Tensor:
 
 def _adaptive_avg(x: torch.Tensor, output_size: OutputSize, nd: int, stock) -> torch.Tensor:
     out_shape = stock(_meta(x), output_size).shape  # the stock checks and sizes
+    if x.numel() == 0:  # nothing to sum: the stock op (it raises where it refuses the shape)
+        return stock(x, output_size)
     _check_nonempty(x, nd, stock.__name__)
     spatial_in, spatial_out = x.shape[-nd:], out_shape[-nd:]
     built = [_adaptive_map(i, o) for i, o in zip(spatial_in, spatial_out, strict=True)]
@@ -119,7 +121,9 @@ def _window_argmax(g: torch.Tensor, kdim: int) -> tuple[torch.Tensor, torch.Tens
     return m, torch.where(nan.any(kdim), last_nan, first)
 
 
-def _max_positions(x: torch.Tensor, maps: Sequence[AxisMap], nd: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _max_positions(
+    x: torch.Tensor, maps: Sequence[AxisMap], nd: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Window maxima and the flat in-plane position of each winner."""
     y = x
     args: list[torch.Tensor] = []  # winners' coordinates, last axis first
@@ -145,6 +149,9 @@ def _max_positions(x: torch.Tensor, maps: Sequence[AxisMap], nd: int) -> tuple[t
 def _adaptive_max(x: torch.Tensor, output_size: OutputSize, nd: int, stock, return_indices: bool):
     # The stock checks and sizes (the aten-level op: F's wrappers call names patch() replaces).
     out_shape = stock(_meta(x), output_size)[0].shape
+    if x.numel() == 0:  # nothing to search: the stock op (it raises where it refuses the shape)
+        out, index = stock(x, output_size)
+        return (out, index) if return_indices else out
     _check_nonempty(x, nd, f"adaptive_max_pool{nd}d")
     maps = [_adaptive_map(i, o)[0] for i, o in zip(x.shape[-nd:], out_shape[-nd:], strict=True)]
     with torch.no_grad():
@@ -168,7 +175,9 @@ def adaptive_max_pool2d(
     Time O(N*C*H*W) for the search plus a sort of N*C*Ho*Wo keys in backward;
     transient memory about one input-sized buffer.
     """
-    return _adaptive_max(input, output_size, 2, _stock.adaptive_max_pool2d_with_indices, return_indices)
+    return _adaptive_max(
+        input, output_size, 2, _stock.adaptive_max_pool2d_with_indices, return_indices
+    )
 
 
 def adaptive_max_pool1d(
@@ -224,7 +233,11 @@ def avg_pool3d(
         _meta(input), kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
     ).shape
     k = _triple(kernel_size, "kernel_size")
-    s = k if stride is None or (not isinstance(stride, int) and len(stride) == 0) else _triple(stride, "stride")
+    s = (
+        k
+        if stride is None or (not isinstance(stride, int) and len(stride) == 0)
+        else _triple(stride, "stride")
+    )
     p = _triple(padding, "padding")
     built = [
         _avg_map(i, o, kk, ss, pp)

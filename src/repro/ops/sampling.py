@@ -143,14 +143,17 @@ def grid_sample(
         or grid.shape[-1] != nd
         or grid.shape[0] != input.shape[0]
     ):
-        raise ValueError(
-            f"input of shape {tuple(input.shape)} and grid of shape {tuple(grid.shape)} do not fit: "
+        raise RuntimeError(
+            f"grid_sampler(): input of shape {tuple(input.shape)} and grid of shape "
+            f"{tuple(grid.shape)} do not fit: "
             "expected (N, C, H, W) with (N, Ho, Wo, 2), or (N, C, D, H, W) with (N, Do, Ho, Wo, 3)"
         )
     if input.dtype != grid.dtype:
-        raise ValueError(f"grid has dtype {grid.dtype}: expected the input's dtype {input.dtype}")
+        raise RuntimeError(f"grid has dtype {grid.dtype}: expected the input's dtype {input.dtype}")
     if 0 in input.shape[2:]:
-        raise ValueError(f"input has sizes {list(input.shape)}: spatial sizes must be non-zero")
+        raise RuntimeError(
+            f"grid_sampler(): input has sizes {list(input.shape)}: spatial sizes must be non-zero"
+        )
     out_shape = (*input.shape[:2], *grid.shape[1:-1])
     # float16/bfloat16: the stock CPU kernels round every step to the input dtype (so do we,
     # which keeps grid gradients within a few ulps of them); CUDA computes in float32.

@@ -73,11 +73,11 @@ def test_bincount_empty_small_ints_and_errors():
         R.bincount(u, torch.tensor([0.5, 1.0, 2.0])),
         torch.bincount(u, torch.tensor([0.5, 1.0, 2.0])),
     )
-    with pytest.raises(ValueError, match="holds -1"):
+    with pytest.raises(RuntimeError, match="holds -1"):
         R.bincount(torch.tensor([1, -1]), torch.ones(2))
-    with pytest.raises(ValueError, match="weights has shape"):
+    with pytest.raises(RuntimeError, match="weights has shape"):
         R.bincount(torch.tensor([1, 2]), torch.ones(3))
-    with pytest.raises(ValueError, match="minlength=-1"):
+    with pytest.raises(RuntimeError, match="minlength should be >= 0"):
         R.bincount(torch.tensor([1, 2]), torch.ones(2), -1)
-    with pytest.raises(ValueError, match="1-d tensor of non-negative integers"):
+    with pytest.raises((RuntimeError, NotImplementedError), match="bincount"):
         R.bincount(torch.tensor([1.0]), torch.ones(1))
