@@ -25,8 +25,11 @@ def bincount(
     stable sort of the values and a segmented scan of the weights (see
     :mod:`repro.ops.segments`): time O(n log n), memory O(n), one host sync for
     the output length (as the stock op). Output dtype as the stock CPU op
-    (float32 weights give float32, other weights float64). Equal to the stock
-    op up to float summation order. Not differentiable (neither is the stock op).
+    (float32 weights give float32, other weights float64). Sums follow another
+    (fixed) order than the stock op's, so float weights agree up to summation
+    order. Measured against the stock CPU op on PyTorch's OpInfo samples (docs/ops.md): exact
+    (integer inputs, with and without weights). Invalid inputs raise the stock
+    exception types. Not differentiable (neither is the stock op).
     """
     if weights is None:
         return _stock.bincount(input, None, minlength)
@@ -97,8 +100,8 @@ def histc(
     elements equal to ``max``
     in the last bin, elements outside [min, max] and NaN dropped; then the
     stock unweighted ``bincount`` (integer counts, exact) cast to the input
-    dtype. Time O(n), memory O(n). Measured on PyTorch's OpInfo samples (CPU):
-    exact for every dtype. Integer inputs go to the stock op (deterministic for
+    dtype. Time O(n), memory O(n). Measured against the stock CPU op on PyTorch's OpInfo samples (docs/ops.md):
+    exact for float64, float32, float16 and bfloat16. Integer inputs go to the stock op (deterministic for
     them). Invalid ``bins``, ranges and ``out`` raise ``RuntimeError`` as the
     stock op does. Not differentiable (neither is the stock op).
     """

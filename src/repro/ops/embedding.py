@@ -104,6 +104,9 @@ def embedding_bag(
     scan (L = longest bag), a sort of B*D keys in backward; memory O(M * D).
     Values equal the stock op exactly; the weight gradient up to float
     summation order where a row wins several bags. Other modes call the stock op.
+    Measured against the stock CPU op on PyTorch's OpInfo samples (docs/ops.md): values exact
+    for every dtype; weight gradient within 6e-8 (float32), 4.4e-16 (float64),
+    0.16 scaled ulps (float16, bfloat16).
     """
     if mode != "max":
         return _stock.embedding_bag(

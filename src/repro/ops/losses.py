@@ -80,6 +80,10 @@ def nll_loss(
     ``sum`` (and divide by the summed weights for "mean"). Time O(N*d) plus the
     sort; memory O(N*d); a grad the size of ``input``. Equal to the stock op
     exactly for "none", up to float summation order for "mean"/"sum".
+    Measured against the stock CPU op on PyTorch's OpInfo samples (docs/ops.md): within 9.5e-7
+    (float32; gradient exact), 1.4e-14 (float64); float16/bfloat16 "mean"/"sum"
+    within 7.1/10 scaled ulps of the result (weighted sums that cancel: both
+    sides round the partial sums, in another order).
     Raises ``IndexError`` for a target outside [0, C) (one host sync).
     """
     reduction = _reduction_name(size_average, reduce, reduction)
@@ -114,6 +118,9 @@ def cross_entropy(
     ignored, reduced like the loss). Cost: that of ``log_softmax`` plus
     :func:`nll_loss`. Probability (float) targets call the stock op, which is
     elementwise and sums only. Equal to the stock op up to float summation order.
+    Measured against the stock CPU op on PyTorch's OpInfo samples (docs/ops.md): exact
+    (float32; gradient exact), within 4.4e-16 (float64), 0.92 scaled ulps
+    (float16, bfloat16).
     """
     reduction = _reduction_name(size_average, reduce, reduction)
     if target.is_floating_point():

@@ -39,7 +39,10 @@ def pad(
     map: each input position sums, in a fixed order, the few output gradients
     that copied it. Time and extra memory O(output size) per padded axis.
     "constant" and "circular" call the stock op (slicing and copies, whose
-    backward is deterministic). Other modes raise ``ValueError``.
+    backward is deterministic). Other modes raise ``NotImplementedError`` (as
+    the stock op). Measured against the stock CPU op on PyTorch's OpInfo samples (docs/ops.md):
+    forward exact for every dtype; gradient within 1.4e-6 (float32, complex64),
+    1.8e-15 (float64, complex128), 1.9 scaled ulps (float16, bfloat16).
     """
     if mode in _DELEGATED:
         return _stock.pad(input, pad, mode=mode, value=value)

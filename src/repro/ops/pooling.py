@@ -84,7 +84,9 @@ def adaptive_avg_pool1d(input: torch.Tensor, output_size: OutputSize) -> torch.T
     [floor(o*L/Lo), ceil((o+1)*L/Lo))), divided by the window length; backward
     is the transposed gather. Time O(N*C*L) (about (1 + Lo/L) * L reads per row),
     extra memory one gathered buffer of that size. Equal to the stock op up to
-    float summation order (tolerance ~1e-6 relative in float32).
+    float summation order. Measured against the stock CPU op on PyTorch's OpInfo samples (docs/ops.md):
+    forward exact (float32, float16, bfloat16), 8.9e-16 (float64); gradient
+    exact (float32, float64), within 0.67 scaled ulps (float16, bfloat16).
     """
     return _adaptive_avg(input, output_size, 1, _stock.adaptive_avg_pool1d)
 
@@ -96,7 +98,9 @@ def adaptive_avg_pool2d(input: torch.Tensor, output_size: OutputSize) -> torch.T
     fixed-order sum, then division by kh*kw; backward is the transposed maps.
     Time O(N*C*H*W*(1 + Wo/W)) per axis, transient memory of the same order;
     float16/bfloat16 accumulate in float32. Equal to the stock op up to float
-    summation order.
+    summation order. Measured against the stock CPU op on PyTorch's OpInfo samples (docs/ops.md):
+    within 4.8e-7 (float32; gradient 2.4e-7), 1.8e-15 (float64), forward exact
+    and gradient within 0.61 scaled ulps (float16, bfloat16).
     """
     return _adaptive_avg(input, output_size, 2, _stock.adaptive_avg_pool2d)
 
@@ -105,6 +109,9 @@ def adaptive_avg_pool3d(input: torch.Tensor, output_size: OutputSize) -> torch.T
     """``F.adaptive_avg_pool3d``, deterministic forward and backward on any device.
 
     Algorithm and cost as :func:`adaptive_avg_pool2d`, with a third (depth) pass.
+    Measured against the stock CPU op on PyTorch's OpInfo samples (docs/ops.md):
+    within 9.5e-7 (float32; gradient 1.2e-7), 1.8e-15 (float64), 1.3 scaled
+    ulps (float16, bfloat16).
     """
     return _adaptive_avg(input, output_size, 3, _stock.adaptive_avg_pool3d)
 
@@ -173,7 +180,8 @@ def adaptive_max_pool2d(
     the stock op exactly; the output is then gathered at the winners, whose
     backward is a sort-based segment sum instead of an atomic scatter.
     Time O(N*C*H*W) for the search plus a sort of N*C*Ho*Wo keys in backward;
-    transient memory about one input-sized buffer.
+    transient memory about one input-sized buffer. Measured against the stock CPU op on PyTorch's OpInfo samples (docs/ops.md):
+    values, indices and gradients exact for every dtype.
     """
     return _adaptive_max(
         input, output_size, 2, _stock.adaptive_max_pool2d_with_indices, return_indices
@@ -228,6 +236,9 @@ def avg_pool3d(
     ``divisor_override``); backward is the transposed maps. Time about
     O(N*C*D*H*W*k/s) per axis, transient memory of the same order; float16 and
     bfloat16 accumulate in float32. Equal to the stock op up to float summation order.
+    Measured against the stock CPU op on PyTorch's OpInfo samples (docs/ops.md): within 6.2e-6
+    (float32, window sums of values up to 9; gradient 2.4e-7), 1.4e-14 (float64),
+    exact for int64.
     """
     out_shape = _stock.avg_pool3d(
         _meta(input), kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override

@@ -75,9 +75,9 @@ def cumsum(
     keeps the stock dtype rules (int64 by default, ``dtype=`` honoured, wrapping
     as the stock op wraps). ``out=`` and ``dtype=`` follow the stock rules
     (``out``'s dtype is the result dtype; an overlapping ``out`` raises
-    ``RuntimeError``). Measured on PyTorch's OpInfo samples (CPU): float32,
-    bfloat16, float16 and integers exact; float64 and complex within 1e-14
-    (see docs/ops.md).
+    ``RuntimeError``). Measured against the stock CPU op on PyTorch's OpInfo samples (docs/ops.md):
+    exact for float32, float16, bfloat16, complex64 and the integer dtypes;
+    float64 and complex128 within 3.6e-15 (gradient 8.9e-16).
     """
     if out is not None:
         _out.check((out,))

@@ -153,16 +153,27 @@ def interpolate(
     Modes "linear", "bilinear", "bicubic", "trilinear": per axis, a sparse map
     with 2 (linear) or 4 (cubic) taps per output, taps and weights computed with
     PyTorch's formulas in its precision (float32 for float32/16 and bfloat16
-    inputs, float64 for float64); applied W, then H, then D. Backward: the
-    transposed maps (a gather and a fixed-order sum). Time O(taps * output
-    size) per axis, transient memory taps x the output of each pass. Equal to
-    the stock op up to float rounding (a few ulps; no fused multiply-adds here).
+    inputs, float64 for float64), the source coordinate rounded once as the
+    stock kernels' fused multiply-add rounds it; applied W, then H, then D.
+    Backward: the transposed maps (a gather and a fixed-order sum; on the CPU,
+    bicubic uses the unfused coordinates of the stock CPU backward). Time
+    O(taps * output size) per axis, transient memory taps x the output of each
+    pass. uint8 images (bilinear, bicubic): the stock CPU algorithm, integer
+    weights scaled by 2**p and a rounded uint8 result after each axis; other
+    integer inputs go to the stock op (which raises ``NotImplementedError``).
+    Measured against the stock CPU op on PyTorch's OpInfo samples (docs/ops.md): uint8 exact;
+    float32 within 1.9e-6 (bilinear), 9.5e-6 (bicubic), 9.5e-7 (trilinear,
+    area), 4.8e-7 (linear) on values up to 9, gradients within 9.5e-7; float64
+    within 7e-13; float16/bfloat16 within 1 scaled ulp (0.0078/0.062
+    absolute); "nearest" modes exact.
     Edge: "bicubic" with a ``scale_factor`` that leaves both sizes unchanged
     interpolates as PyTorch's CPU forward does (its CUDA kernel copies instead).
 
     "nearest" and "nearest-exact" call the stock op, whose backward is
     deterministic; "area" uses :func:`adaptive_avg_pool2d` and friends.
-    ``antialias=True`` and other modes raise ``ValueError``.
+    ``antialias=True`` and "lanczos" raise ``ValueError`` (no deterministic
+    replacement yet); unknown modes and invalid sizes raise what the stock op
+    raises (``NotImplementedError``, ``ValueError``, ``RuntimeError``).
     """
     if mode in _DELEGATED:
         return _stock.interpolate(

@@ -273,6 +273,10 @@ def _dim_keepdim(name: str, s: SampleInput) -> tuple[int, bool]:
 #: (the stock CPU kernels often per step, ours in float32 then once), so a few of these are normal.
 LOW_PRECISION = (torch.float16, torch.bfloat16, torch.complex32)
 LOW_ULPS = 4.0
+#: Looser bounds where the stock CPU kernel itself rounds float16/bfloat16 partial sums: on
+#: weighted sums that cancel, both sides are a few ulps of the terms away from the exact value,
+#: which is up to ~10 ulps of the (smaller) result.
+LOW_ULPS_FOR = {"nn.functional.nll_loss": 12.0}
 
 
 def scaled_ulps(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -296,12 +300,12 @@ class Outcome:
     problems: list[str] = field(default_factory=list)
 
 
-def _close(a: torch.Tensor, b: torch.Tensor, what: str, out: Outcome) -> None:
+def _close(a: torch.Tensor, b: torch.Tensor, what: str, out: Outcome, bound: float) -> None:
     if a.dtype in LOW_PRECISION:
         u = scaled_ulps(a, b)
         out.ulps = max(out.ulps, u)
-        if u > LOW_ULPS:
-            out.problems.append(f"{what}: {u:.1f} scaled ulps (max {LOW_ULPS})")
+        if u > bound:
+            out.problems.append(f"{what}: {u:.1f} scaled ulps (max {bound})")
         return
     try:
         torch.testing.assert_close(a, b, equal_nan=True)
@@ -359,7 +363,7 @@ def compare(
         d = difference(a, b)
         out.forward = max(out.forward, d)
         if a.is_floating_point() or a.is_complex():
-            _close(a, b, f"output {i}", out)
+            _close(a, b, f"output {i}", out, LOW_ULPS_FOR.get(name, LOW_ULPS))
         elif d != 0:
             out.problems.append(f"output {i} ({a.dtype}): differs by {d}")
     if ours_grads or stock_grads:
@@ -368,7 +372,7 @@ def compare(
             out.problems.append(f"{len(ours_grads)} gradients, stock {len(stock_grads)}")
         for i, (a, b) in enumerate(zip(ours_grads, stock_grads, strict=False)):
             out.backward = max(out.backward, difference(a, b))
-            _close(a, b, f"grad {i}", out)
+            _close(a, b, f"grad {i}", out, LOW_ULPS_FOR.get(name, LOW_ULPS))
     return out
 
 
@@ -413,6 +417,7 @@ class Row:
 
     samples: int = 0
     skipped: int = 0  # samples the stock op gets wrong (see stock_broken)
+    refused: int = 0  # samples ours refuses by design (checked: ValueError naming the argument)
     forward: float = 0.0
     backward: float | None = None
     ulps: float = 0.0
@@ -435,6 +440,7 @@ def measure(device: str = "cpu", only: str = "") -> dict[tuple[str, str], Row]:
                 if why:
                     problem = check_refused(name, s, why)
                     row.problems.extend([problem] if problem else [])
+                    row.refused += 1
                     continue
                 o = compare(name, s, twice=device != "cpu")
                 row.samples += 1
@@ -475,7 +481,8 @@ def main() -> None:
         "| float16/bfloat16: scaled ulps | rules broken |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    for (name, dtype), r in measure(device, only).items():
+    table = measure(device, only)
+    for (name, dtype), r in table.items():
         ulps = f"{r.ulps:.2g}" if dtype in ("float16", "bfloat16", "complex32") else ""
         print(
             f"| `{name}` | {dtype} | {r.samples} | {_fmt(r.forward)} | {_fmt(r.backward)} "
@@ -483,6 +490,14 @@ def main() -> None:
         )
         for p in sorted(set(r.problems))[:3]:
             print(f"<!-- {name} {dtype}: {p} -->")
+    rows = table.values()
+    print()
+    print(
+        f"{sum(r.samples for r in rows)} samples compared; "
+        f"{sum(r.refused for r in rows)} refused by design (each checked to raise ValueError); "
+        f"{sum(r.skipped for r in rows)} skipped (the stock op's result is wrong, see stock_broken); "
+        f"{sum(len(r.problems) for r in rows)} broken rules."
+    )
 
 
 if __name__ == "__main__":
