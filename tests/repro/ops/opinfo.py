@@ -10,12 +10,15 @@ of its imports) is missing.
 Rules, per output of a replacement against the stock op on the same sample:
 
 - integer, bool and index outputs: equal exactly;
-- floating-point and complex outputs: ``torch.testing.assert_close`` defaults
+- float32, float64 and complex outputs: ``torch.testing.assert_close`` defaults
   (NaN equal to NaN), gradients too;
+- float16, bfloat16 and complex32: at most :data:`LOW_ULPS` "scaled ulps"
+  (``|ours - stock| / (eps * max(1, max |stock|))``; :data:`LOW_ULPS_FOR` per op);
 - ``median``/``kthvalue`` indices: valid (``input.gather(dim, index)`` gives
   the values) rather than equal, since ties may report another equal element;
 - samples a replacement refuses by design (``antialias=True``,
-  ``grid_sample(mode="bicubic")``): it raises ``ValueError`` naming the argument.
+  ``grid_sample(mode="bicubic")``): it raises ``ValueError`` naming the argument;
+- samples where the stock op itself is wrong (:func:`stock_broken`) are skipped.
 """
 
 from __future__ import annotations

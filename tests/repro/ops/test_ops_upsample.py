@@ -170,3 +170,45 @@ def test_gradcheck_float64():
     gradcheck(lambda t: R.interpolate(t, size=(5, 2), mode="bilinear", align_corners=True), [x])
     gradcheck(lambda t: R.interpolate(t, scale_factor=1.7, mode="trilinear"), [x.unsqueeze(2)])
     gradcheck(lambda t: R.interpolate(t, size=7, mode="linear"), [x[0]])
+
+
+def test_uint8_images_are_rounded_as_stock_not_truncated_weights():
+    # Issue 14: the weights used to be cast to uint8 (0 or 1).
+    x = torch.tensor([[[[0, 100], [200, 50]]]], dtype=torch.uint8)
+    expected = [[0, 50, 100], [100, 88, 75], [200, 125, 50]]
+    stock = F.interpolate(x, size=(3, 3), mode="bilinear", align_corners=True)
+    assert stock[0, 0].tolist() == expected
+    assert (
+        R.interpolate(x, size=(3, 3), mode="bilinear", align_corners=True)[0, 0].tolist()
+        == expected
+    )
+    assert R.UpsamplingBilinear2d(size=(3, 3))(x)[0, 0].tolist() == expected
+    with R.patch():
+        patched = F.interpolate(x, size=(3, 3), mode="bilinear", align_corners=True)
+    assert patched[0, 0].tolist() == expected
+    img = torch.randint(0, 256, (2, 3, 17, 23), generator=rng(7), dtype=torch.uint8)
+    for mode in ("bilinear", "bicubic"):
+        for kwargs in (dict(size=(40, 9)), dict(scale_factor=1.7), dict(size=(5, 31))):
+            for align in (False, True):
+                compare(
+                    lambda t, m=mode, k=kwargs, a=align: R.interpolate(
+                        t, mode=m, align_corners=a, **k
+                    ),
+                    lambda t, m=mode, k=kwargs, a=align: F.interpolate(
+                        t, mode=m, align_corners=a, **k
+                    ),
+                    [img],
+                )
+
+
+def test_forward_mode_ad_matches_stock():
+    x = torch.randn(1, 2, 4, 5, generator=rng(8), dtype=torch.float64)
+    t = torch.randn(1, 2, 4, 5, generator=rng(9), dtype=torch.float64)
+    for mode in ("bilinear", "bicubic"):
+        ours = torch.func.jvp(
+            lambda v, m=mode: R.interpolate(v, scale_factor=2, mode=m), (x,), (t,)
+        )[1]
+        stock = torch.func.jvp(
+            lambda v, m=mode: F.interpolate(v, scale_factor=2, mode=m), (x,), (t,)
+        )[1]
+        torch.testing.assert_close(ours, stock)
