@@ -6,8 +6,10 @@ every device: it is built only from ops that have a single, atomics-free CUDA
 algorithm (gathers, sorts with stable ties, elementwise math, fixed-shape
 reductions), so it gives the same bits run after run with or without
 ``torch.use_deterministic_algorithms``. Results equal the stock op's up to
-float rounding order; each docstring states the algorithm, its cost and where
-it differs.
+float rounding order; each docstring states the algorithm, its cost, where it
+differs and the agreement measured on PyTorch's own OpInfo samples (the table
+is docs/ops.md; ``tests/repro/ops/test_ops_opinfo.py`` checks it). Invalid
+arguments raise the stock op's exception type.
 
 - Functions: ``repro.ops.interpolate(x, scale_factor=2, mode="bilinear")`` ...
 - Modules: ``repro.ops.make_deterministic(model)`` swaps layers in place.

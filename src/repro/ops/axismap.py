@@ -69,6 +69,13 @@ class AxisMap:
             )
         return self._on[key]
 
+    def with_backward(self, other: AxisMap) -> AxisMap:
+        """This map forward, ``other``'s transpose as its backward (when the stock forward and
+        backward kernels compute their weights slightly differently)."""
+        twin = AxisMap(self.in_size, self.index, self.weight, self.valid)
+        twin._transpose = other.T
+        return twin
+
     @property
     def T(self) -> AxisMap:
         """The transposed map: for every input position, the outputs that read it."""
@@ -141,14 +148,22 @@ def _apply(x: torch.Tensor, dim: int, amap: AxisMap) -> torch.Tensor:
 
 
 class _AxisApply(torch.autograd.Function):
+    # A linear map: its forward-mode derivative (jvp) is the same map applied to the tangent.
     @staticmethod
-    def forward(ctx, x: torch.Tensor, dim: int, amap: AxisMap) -> torch.Tensor:
-        ctx.dim, ctx.amap = dim, amap
+    def forward(x: torch.Tensor, dim: int, amap: AxisMap) -> torch.Tensor:
         return _apply(x, dim, amap)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        _, ctx.dim, ctx.amap = inputs
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         return _AxisApply.apply(grad, ctx.dim, ctx.amap.T), None, None
+
+    @staticmethod
+    def jvp(ctx, x_t: torch.Tensor, *_):
+        return _apply(x_t, ctx.dim, ctx.amap)
 
 
 def apply_axis(x: torch.Tensor, dim: int, amap: AxisMap) -> torch.Tensor:
@@ -171,12 +186,16 @@ def windows(starts: list[int], ends: list[int], in_size: int) -> AxisMap:
 
 def keep_format(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """``out`` in ``like``'s channels-last memory format if ``like`` uses one."""
-    if like.dim() == 4 and not like.is_contiguous() and like.is_contiguous(
-        memory_format=torch.channels_last
+    if (
+        like.dim() == 4
+        and not like.is_contiguous()
+        and like.is_contiguous(memory_format=torch.channels_last)
     ):
         return out.contiguous(memory_format=torch.channels_last)
-    if like.dim() == 5 and not like.is_contiguous() and like.is_contiguous(
-        memory_format=torch.channels_last_3d
+    if (
+        like.dim() == 5
+        and not like.is_contiguous()
+        and like.is_contiguous(memory_format=torch.channels_last_3d)
     ):
         return out.contiguous(memory_format=torch.channels_last_3d)
     return out

@@ -33,7 +33,7 @@ def _max_combine(left, right, take):
 def _equal_bags(weight, flat, bags: int, length: int, padding_idx):
     """Winners when every bag has ``length`` entries: a max over a (bags, length, D) view."""
     rows = _stock.index_select(weight, 0, flat).view(bags, length, -1)
-    ok = (flat != padding_idx if padding_idx is not None else torch.ones_like(flat, dtype=torch.bool))
+    ok = flat != padding_idx if padding_idx is not None else torch.ones_like(flat, dtype=torch.bool)
     ok = ok.view(bags, length, 1)
     masked = torch.where(ok, rows, -torch.inf)
     hit = (masked == masked.amax(1, keepdim=True)) & ok
@@ -62,10 +62,14 @@ def _any_bags(weight, flat, starts, ends, padding_idx):
 def _bags(input, offsets, include_last_offset):
     if input.dim() == 2:
         if offsets is not None:
-            raise ValueError("offsets must be None when input is 2-D (a batch of equal-length bags)")
+            raise ValueError(
+                "offsets must be None when input is 2-D (a batch of equal-length bags)"
+            )
         length = input.shape[1]
         flat = input.reshape(-1)
-        starts = torch.arange(0, flat.numel(), max(length, 1), device=input.device)[: input.shape[0]]
+        starts = torch.arange(0, flat.numel(), max(length, 1), device=input.device)[
+            : input.shape[0]
+        ]
         return flat, starts, starts + length
     if input.dim() != 1:
         raise ValueError(f"input has {input.dim()} dimensions: expected a 1-D or 2-D tensor")
@@ -100,28 +104,53 @@ def embedding_bag(
     scan (L = longest bag), a sort of B*D keys in backward; memory O(M * D).
     Values equal the stock op exactly; the weight gradient up to float
     summation order where a row wins several bags. Other modes call the stock op.
+    Measured against the stock CPU op on PyTorch's OpInfo samples (docs/ops.md): values exact
+    for every dtype; weight gradient within 6e-8 (float32), 4.4e-16 (float64),
+    0.16 scaled ulps (float16, bfloat16).
     """
     if mode != "max":
         return _stock.embedding_bag(
-            input, weight, offsets, max_norm, norm_type, scale_grad_by_freq, mode, sparse,
-            per_sample_weights, include_last_offset, padding_idx,
+            input,
+            weight,
+            offsets,
+            max_norm,
+            norm_type,
+            scale_grad_by_freq,
+            mode,
+            sparse,
+            per_sample_weights,
+            include_last_offset,
+            padding_idx,
         )
     if scale_grad_by_freq:
-        raise ValueError("scale_grad_by_freq=True is not allowed with mode='max' (as in the stock op)")
+        raise ValueError(
+            "scale_grad_by_freq=True is not allowed with mode='max' (as in the stock op)"
+        )
     if sparse:
-        raise ValueError("sparse=True is not supported by repro.ops.embedding_bag: use sparse=False")
+        raise ValueError(
+            "sparse=True is not supported by repro.ops.embedding_bag: use sparse=False"
+        )
     if per_sample_weights is not None:
-        raise ValueError("per_sample_weights is only allowed with mode='sum' (as in the stock op)")
+        raise NotImplementedError(
+            "per_sample_weights is only supported with mode='sum' (as in the stock op)"
+        )
     if weight.dim() != 2:
         raise ValueError(f"weight has {weight.dim()} dimensions: expected a 2-D tensor")
     flat, starts, ends = _bags(input, offsets, include_last_offset)
     if input.dim() == 1 and starts.numel() and int(starts[0]) != 0:
-        raise ValueError(f"offsets[0]={int(starts[0])} is not allowed: the first bag must start at 0")
+        raise RuntimeError(
+            f"offsets[0] has to be 0 (the first bag starts at 0), got {int(starts[0])}"
+        )
     num, dim = weight.shape
     if padding_idx is not None:
         if not -num <= padding_idx < num:
-            raise ValueError(f"padding_idx={padding_idx} is out of range for {num} embeddings")
+            raise RuntimeError(f"padding_idx={padding_idx} is out of range for {num} embeddings")
         padding_idx %= num
+    if flat.numel() and bool(((flat < 0) | (flat >= num)).any()):
+        bad = int(flat[(flat < 0) | (flat >= num)][0])
+        raise RuntimeError(
+            f"embedding_bag: expected 0 <= idx < num_embeddings ({num}), found {bad}"
+        )
     if max_norm is not None:
         with torch.no_grad():
             torch.embedding_renorm_(weight, flat, max_norm, norm_type)

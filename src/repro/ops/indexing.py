@@ -28,12 +28,18 @@ def _index_add(src: torch.Tensor, dim: int, index: torch.Tensor, size: int) -> t
     return out.reshape((size,) + rest).movedim(0, dim).contiguous()
 
 
+# Both maps are linear in their tensor input: the jvp applies the same map to the tangent.
 class _IndexSelect(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, dim: int, index: torch.Tensor) -> torch.Tensor:
+    def forward(x: torch.Tensor, dim: int, index: torch.Tensor) -> torch.Tensor:
+        return _stock.index_select(x, dim, index)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        x, dim, index = inputs
         ctx.dim, ctx.size, ctx.shape0 = dim, (x.shape[dim] if x.dim() else 1), x.dim() == 0
         ctx.save_for_backward(index)
-        return _stock.index_select(x, dim, index)
+        ctx.save_for_forward(index)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -41,18 +47,32 @@ class _IndexSelect(torch.autograd.Function):
         out = _IndexAdd.apply(grad, ctx.dim, index, ctx.size)
         return (out.reshape(()) if ctx.shape0 else out), None, None
 
+    @staticmethod
+    def jvp(ctx, x_t: torch.Tensor, *_):
+        (index,) = ctx.saved_tensors
+        return _stock.index_select(x_t, ctx.dim, index)
+
 
 class _IndexAdd(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, src: torch.Tensor, dim: int, index: torch.Tensor, size: int) -> torch.Tensor:
-        ctx.dim = dim
-        ctx.save_for_backward(index)
+    def forward(src: torch.Tensor, dim: int, index: torch.Tensor, size: int) -> torch.Tensor:
         return _index_add(src, dim, index, size)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        _, ctx.dim, index, ctx.size = inputs
+        ctx.save_for_backward(index)
+        ctx.save_for_forward(index)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (index,) = ctx.saved_tensors
         return _IndexSelect.apply(grad, ctx.dim, index.reshape(-1)), None, None, None
+
+    @staticmethod
+    def jvp(ctx, src_t: torch.Tensor, *_):
+        (index,) = ctx.saved_tensors
+        return _index_add(src_t, ctx.dim, index, ctx.size)
 
 
 def index_select(
@@ -66,18 +86,20 @@ def index_select(
     where M = len(index), R = elements per selected slice and L = the largest
     number of repeats of one index; O(M * R) temporary memory. Gradients equal
     the stock ones up to float summation order where an index repeats.
+    Measured against the stock CPU op on PyTorch's OpInfo samples (docs/ops.md): forward exact
+    for every dtype; gradient within 2.4e-7 (float32), 4.4e-16 (float64), 0.55
+    scaled ulps (float16, bfloat16, complex32).
+    ``out=`` calls the stock op (same checks and errors; out= has no backward).
     """
     if input.dim() == 0:
         dim = 0
     elif not -input.dim() <= dim < input.dim():
-        raise IndexError(
-            f"dim={dim} is out of range for a tensor with {input.dim()} dimensions"
-        )
-    result = _IndexSelect.apply(input, dim % max(input.dim(), 1), index)
+        raise IndexError(f"dim={dim} is out of range for a tensor with {input.dim()} dimensions")
     if out is not None:
-        out.resize_(result.shape).copy_(result)
-        return out
-    return result
+        # The forward is the stock gather (out= has no backward): the stock op does the
+        # out= checks (dtype, overlap, autograd), the resizing and the writing.
+        return _stock.index_select(input, dim, index, out=out)
+    return _IndexSelect.apply(input, dim % max(input.dim(), 1), index)
 
 
 def gather_flat(x: torch.Tensor, flat_index: torch.Tensor) -> torch.Tensor:
@@ -131,11 +153,16 @@ def scatter_reduce(
     elementwise work (L = most values sent to one target), O(M log L) memory
     kept for backward. Results equal the stock op up to float rounding order
     (products and sums are combined in a tree, not left to right).
+    Measured against the stock CPU op on PyTorch's OpInfo samples (docs/ops.md): forward exact
+    for every reduction and dtype; "prod" gradient within 1.9e-6 (float32),
+    3.6e-15 (float64), 0.93 scaled ulps (float16, bfloat16). (Forward-mode AD of
+    "prod" follows the chain rule; the stock jvp disagrees with finite
+    differences on those samples.)
     "amax"/"amin" and integer dtypes go to the stock op, which is
     deterministic for them (max/min and integer sums do not depend on order).
     """
     if reduce not in _SCATTER_ALL:
-        raise ValueError(
+        raise RuntimeError(
             f"reduce={reduce!r} is not allowed: expected one of {', '.join(map(repr, _SCATTER_ALL))}"
         )
     if reduce not in _SCATTER_OWN or not (input.is_floating_point() or input.is_complex()):
@@ -152,7 +179,7 @@ def scatter_reduce(
         return input.clone()
     size = shape[dim]
     if bool(((index < 0) | (index >= size)).any()):
-        raise IndexError(
+        raise RuntimeError(
             f"index holds values outside [0, {size}) for dimension {dim} of input with shape {shape}"
         )
     region = src.reshape(src.shape if src.dim() else (1,))[tuple(slice(0, n) for n in index.shape)]
@@ -169,6 +196,8 @@ def scatter_reduce(
         own = gather_flat(flat, targets)
         totals = own * totals if reduce == "prod" else own + totals
     if reduce == "mean":
-        counts = (seg.ends - torch.cat([seg.ends.new_full((1,), -1), seg.ends[:-1]])).to(input.dtype)
+        counts = (seg.ends - torch.cat([seg.ends.new_full((1,), -1), seg.ends[:-1]])).to(
+            input.dtype
+        )
         totals = totals / (counts + 1 if include_self else counts)
     return torch.index_put(flat, (targets,), totals).view(input.shape)

@@ -21,7 +21,9 @@ def _reduction_name(size_average, reduce, reduction: str) -> str:
     if size_average is not None or reduce is not None:
         reduction = _reduction.legacy_get_string(size_average, reduce)
     if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction={reduction!r} is not allowed: expected 'none', 'mean' or 'sum'")
+        raise ValueError(
+            f"reduction={reduction!r} is not allowed: expected 'none', 'mean' or 'sum'"
+        )
     return reduction
 
 
@@ -36,7 +38,9 @@ def _check_shapes(input: torch.Tensor, target: torch.Tensor, weight: torch.Tenso
         )
     classes = input.shape[0 if input.dim() == 1 else 1]
     if weight is not None and (weight.dim() != 1 or weight.numel() != classes):
-        raise ValueError(f"weight has shape {tuple(weight.shape)}: expected ({classes},), one per class")
+        raise RuntimeError(
+            f"weight has shape {tuple(weight.shape)}: expected ({classes},), one per class"
+        )
 
 
 def _picked(input: torch.Tensor, target: torch.Tensor, weight, ignore_index: int):
@@ -48,7 +52,9 @@ def _picked(input: torch.Tensor, target: torch.Tensor, weight, ignore_index: int
     safe = torch.where(keep, t, 0).to(torch.int64)
     if safe.numel() and bool(((safe < 0) | (safe >= classes)).any()):
         bad = int(safe[(safe < 0) | (safe >= classes)][0])
-        raise IndexError(f"target holds class {bad}, outside [0, {classes}) and not ignore_index={ignore_index}")
+        raise IndexError(
+            f"target holds class {bad}, outside [0, {classes}) and not ignore_index={ignore_index}"
+        )
     picked = take_along(x, 1, safe.unsqueeze(1)).squeeze(1)
     if weight is None:
         w = keep.to(x.dtype)
@@ -74,11 +80,17 @@ def nll_loss(
     ``sum`` (and divide by the summed weights for "mean"). Time O(N*d) plus the
     sort; memory O(N*d); a grad the size of ``input``. Equal to the stock op
     exactly for "none", up to float summation order for "mean"/"sum".
+    Measured against the stock CPU op on PyTorch's OpInfo samples (docs/ops.md): within 9.5e-7
+    (float32; gradient exact), 1.4e-14 (float64); float16/bfloat16 "mean"/"sum"
+    within 7.1/10 scaled ulps of the result (weighted sums that cancel: both
+    sides round the partial sums, in another order).
     Raises ``IndexError`` for a target outside [0, C) (one host sync).
     """
     reduction = _reduction_name(size_average, reduce, reduction)
     if target.dtype not in (torch.int64, torch.uint8):
-        raise ValueError(f"target has dtype {target.dtype}: expected torch.int64 (or torch.uint8)")
+        raise RuntimeError(
+            f"target has dtype {target.dtype}: expected torch.int64 (or torch.uint8)"
+        )
     _check_shapes(input, target, weight)
     picked, w, keep = _picked(input, target, weight, ignore_index)
     loss = torch.where(keep, -picked * w, 0)
@@ -106,6 +118,9 @@ def cross_entropy(
     ignored, reduced like the loss). Cost: that of ``log_softmax`` plus
     :func:`nll_loss`. Probability (float) targets call the stock op, which is
     elementwise and sums only. Equal to the stock op up to float summation order.
+    Measured against the stock CPU op on PyTorch's OpInfo samples (docs/ops.md): exact
+    (float32; gradient exact), within 4.4e-16 (float64), 0.92 scaled ulps
+    (float16, bfloat16).
     """
     reduction = _reduction_name(size_average, reduce, reduction)
     if target.is_floating_point():
@@ -113,7 +128,7 @@ def cross_entropy(
             input, target, weight, None, ignore_index, None, reduction, label_smoothing
         )
     if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing={label_smoothing!r} is not allowed: expected a value in [0, 1]")
+        raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0, got {label_smoothing!r}")
     class_dim = 0 if input.dim() == 1 else 1
     logp = torch.log_softmax(input, class_dim)
     nll = nll_loss(logp, target, weight, None, ignore_index, None, reduction)

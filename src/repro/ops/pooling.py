@@ -33,7 +33,7 @@ def _meta(x: torch.Tensor) -> torch.Tensor:
 
 def _check_nonempty(x: torch.Tensor, nd: int, name: str) -> None:
     if any(s == 0 for s in x.shape[1:]) or (x.dim() == nd + 1 and x.shape[0] == 0):
-        raise ValueError(
+        raise RuntimeError(
             f"input has sizes {list(x.shape)}: {name} needs non-zero sizes in all non-batch dimensions"
         )
 
@@ -66,6 +66,8 @@ def _sum_pool(x: torch.Tensor, maps: Sequence[AxisMap]) -> torch.Tensor:
 
 def _adaptive_avg(x: torch.Tensor, output_size: OutputSize, nd: int, stock) -> torch.Tensor:
     out_shape = stock(_meta(x), output_size).shape  # the stock checks and sizes
+    if x.numel() == 0:  # nothing to sum: the stock op (it raises where it refuses the shape)
+        return stock(x, output_size)
     _check_nonempty(x, nd, stock.__name__)
     spatial_in, spatial_out = x.shape[-nd:], out_shape[-nd:]
     built = [_adaptive_map(i, o) for i, o in zip(spatial_in, spatial_out, strict=True)]
@@ -82,7 +84,9 @@ def adaptive_avg_pool1d(input: torch.Tensor, output_size: OutputSize) -> torch.T
     [floor(o*L/Lo), ceil((o+1)*L/Lo))), divided by the window length; backward
     is the transposed gather. Time O(N*C*L) (about (1 + Lo/L) * L reads per row),
     extra memory one gathered buffer of that size. Equal to the stock op up to
-    float summation order (tolerance ~1e-6 relative in float32).
+    float summation order. Measured against the stock CPU op on PyTorch's OpInfo samples (docs/ops.md):
+    forward exact (float32, float16, bfloat16), 8.9e-16 (float64); gradient
+    exact (float32, float64), within 0.67 scaled ulps (float16, bfloat16).
     """
     return _adaptive_avg(input, output_size, 1, _stock.adaptive_avg_pool1d)
 
@@ -94,7 +98,9 @@ def adaptive_avg_pool2d(input: torch.Tensor, output_size: OutputSize) -> torch.T
     fixed-order sum, then division by kh*kw; backward is the transposed maps.
     Time O(N*C*H*W*(1 + Wo/W)) per axis, transient memory of the same order;
     float16/bfloat16 accumulate in float32. Equal to the stock op up to float
-    summation order.
+    summation order. Measured against the stock CPU op on PyTorch's OpInfo samples (docs/ops.md):
+    within 4.8e-7 (float32; gradient 2.4e-7), 1.8e-15 (float64), forward exact
+    and gradient within 0.61 scaled ulps (float16, bfloat16).
     """
     return _adaptive_avg(input, output_size, 2, _stock.adaptive_avg_pool2d)
 
@@ -103,6 +109,9 @@ def adaptive_avg_pool3d(input: torch.Tensor, output_size: OutputSize) -> torch.T
     """``F.adaptive_avg_pool3d``, deterministic forward and backward on any device.
 
     Algorithm and cost as :func:`adaptive_avg_pool2d`, with a third (depth) pass.
+    Measured against the stock CPU op on PyTorch's OpInfo samples (docs/ops.md):
+    within 9.5e-7 (float32; gradient 1.2e-7), 1.8e-15 (float64), 1.3 scaled
+    ulps (float16, bfloat16).
     """
     return _adaptive_avg(input, output_size, 3, _stock.adaptive_avg_pool3d)
 
@@ -119,7 +128,9 @@ def _window_argmax(g: torch.Tensor, kdim: int) -> tuple[torch.Tensor, torch.Tens
     return m, torch.where(nan.any(kdim), last_nan, first)
 
 
-def _max_positions(x: torch.Tensor, maps: Sequence[AxisMap], nd: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _max_positions(
+    x: torch.Tensor, maps: Sequence[AxisMap], nd: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Window maxima and the flat in-plane position of each winner."""
     y = x
     args: list[torch.Tensor] = []  # winners' coordinates, last axis first
@@ -145,6 +156,9 @@ def _max_positions(x: torch.Tensor, maps: Sequence[AxisMap], nd: int) -> tuple[t
 def _adaptive_max(x: torch.Tensor, output_size: OutputSize, nd: int, stock, return_indices: bool):
     # The stock checks and sizes (the aten-level op: F's wrappers call names patch() replaces).
     out_shape = stock(_meta(x), output_size)[0].shape
+    if x.numel() == 0:  # nothing to search: the stock op (it raises where it refuses the shape)
+        out, index = stock(x, output_size)
+        return (out, index) if return_indices else out
     _check_nonempty(x, nd, f"adaptive_max_pool{nd}d")
     maps = [_adaptive_map(i, o)[0] for i, o in zip(x.shape[-nd:], out_shape[-nd:], strict=True)]
     with torch.no_grad():
@@ -166,9 +180,12 @@ def adaptive_max_pool2d(
     the stock op exactly; the output is then gathered at the winners, whose
     backward is a sort-based segment sum instead of an atomic scatter.
     Time O(N*C*H*W) for the search plus a sort of N*C*Ho*Wo keys in backward;
-    transient memory about one input-sized buffer.
+    transient memory about one input-sized buffer. Measured against the stock CPU op on PyTorch's OpInfo samples (docs/ops.md):
+    values, indices and gradients exact for every dtype.
     """
-    return _adaptive_max(input, output_size, 2, _stock.adaptive_max_pool2d_with_indices, return_indices)
+    return _adaptive_max(
+        input, output_size, 2, _stock.adaptive_max_pool2d_with_indices, return_indices
+    )
 
 
 def adaptive_max_pool1d(
@@ -219,12 +236,19 @@ def avg_pool3d(
     ``divisor_override``); backward is the transposed maps. Time about
     O(N*C*D*H*W*k/s) per axis, transient memory of the same order; float16 and
     bfloat16 accumulate in float32. Equal to the stock op up to float summation order.
+    Measured against the stock CPU op on PyTorch's OpInfo samples (docs/ops.md): within 6.2e-6
+    (float32, window sums of values up to 9; gradient 2.4e-7), 1.4e-14 (float64),
+    exact for int64.
     """
     out_shape = _stock.avg_pool3d(
         _meta(input), kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
     ).shape
     k = _triple(kernel_size, "kernel_size")
-    s = k if stride is None or (not isinstance(stride, int) and len(stride) == 0) else _triple(stride, "stride")
+    s = (
+        k
+        if stride is None or (not isinstance(stride, int) and len(stride) == 0)
+        else _triple(stride, "stride")
+    )
     p = _triple(padding, "padding")
     built = [
         _avg_map(i, o, kk, ss, pp)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from repro.ops import _stock
+from repro.ops import _out, _stock
 from repro.ops.indexing import take_along
 
 
@@ -20,7 +20,9 @@ def _select(input: torch.Tensor, dim: int, keepdim: bool, rank: torch.Tensor | i
     d = dim % x.dim()
     with torch.no_grad():
         order = torch.sort(x.detach(), dim=d, stable=True).indices
-        pos = rank if isinstance(rank, torch.Tensor) else torch.full_like(order.narrow(d, 0, 1), rank)
+        pos = (
+            rank if isinstance(rank, torch.Tensor) else torch.full_like(order.narrow(d, 0, 1), rank)
+        )
         index = torch.gather(order, d, pos)
     values = take_along(x, d, index)
     if not keepdim or input.dim() == 0:
@@ -38,7 +40,11 @@ Pair = tuple[torch.Tensor, torch.Tensor]
 
 
 def median(
-    input: torch.Tensor, dim: int | None = None, keepdim: bool = False, *, out: Pair | torch.Tensor | None = None
+    input: torch.Tensor,
+    dim: int | None = None,
+    keepdim: bool = False,
+    *,
+    out: Pair | torch.Tensor | None = None,
 ) -> torch.Tensor | torch.return_types.median:
     """``torch.median``; with ``dim``, values and indices deterministic on any device.
 
@@ -48,21 +54,29 @@ def median(
     O(numel) for the sort. Values equal the stock op exactly; indices equal it
     where the median value occurs once (with ties, this op picks the earliest
     equal element in stable order, the stock op an unspecified one). Without
-    ``dim`` this is the stock op (no indices, deterministic).
+    ``dim`` this is the stock op (no indices, deterministic). Measured against the stock CPU op on PyTorch's OpInfo samples (docs/ops.md):
+    values and gradients exact, indices valid, for every dtype. ``out=``
+    dtypes are checked as the stock op checks them (``RuntimeError``).
     """
     if dim is None:
         return _stock.median(input) if out is None else _stock.median(input, out=out)
     _check_dim(input, dim)
+    if out is not None:
+        _check_pair(input, out, "median")
     x = input.unsqueeze(0) if input.dim() == 0 else input
     if x.shape[dim] == 0 or x.numel() == 0:
-        return _stock.median(input, dim, keepdim)
+        return (
+            _stock.median(input, dim, keepdim, out=out)
+            if out
+            else _stock.median(input, dim, keepdim)
+        )
     d = dim % x.dim()
     n = x.shape[d]
     with torch.no_grad():
         nans = x.detach().isnan().sum(d, keepdim=True)
         rank = torch.where(nans > 0, n - nans, (n - 1) // 2)
     values, indices = _select(input, dim, keepdim, rank)
-    return _result(torch.return_types.median, values, indices, out)
+    return _result(torch.return_types.median, values, indices, out, "median")
 
 
 def kthvalue(
@@ -74,19 +88,38 @@ def kthvalue(
     last). Time O(numel log n), memory O(numel). Values equal the stock op
     exactly; indices equal it where the k-th value occurs once (with ties or
     NaN, this op picks in stable order, the stock op an unspecified one).
+    Measured against the stock CPU op on PyTorch's OpInfo samples (docs/ops.md): values and
+    gradients exact, indices valid, for every dtype. Errors as the stock op:
+    ``k`` out of range and an ``out=`` that shares memory with the input or
+    has the wrong dtype raise ``RuntimeError``, a bad ``dim`` ``IndexError``.
     """
     _check_dim(input, dim)
+    if out is not None:
+        _check_pair(input, out, "kthvalue")
+        _out.check(tuple(out), (input,))
     n = input.shape[dim] if input.dim() else 1
     if not 1 <= k <= n:
-        raise ValueError(f"k={k} is out of range: expected 1 <= k <= {n} (the size of dim {dim})")
+        raise RuntimeError(
+            f"kthvalue(): selected number k out of range for dimension {dim} (k={k}, size {n})"
+        )
     values, indices = _select(input, dim, keepdim, k - 1)
-    return _result(torch.return_types.kthvalue, values, indices, out)
+    return _result(torch.return_types.kthvalue, values, indices, out, "kthvalue")
 
 
-def _result(kind, values: torch.Tensor, indices: torch.Tensor, out: Pair | None):
+def _check_pair(input: torch.Tensor, out, name: str) -> None:
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise TypeError(f"{name}(): out must be a pair (values, indices)")
+    values, indices = out
+    if values.dtype != input.dtype:
+        raise RuntimeError(f"{name}(): output values must be of same type as input ({input.dtype})")
+    if indices.dtype != torch.int64:
+        raise RuntimeError(f"{name}(): output indices must be of scalar type Long")
+
+
+def _result(kind, values: torch.Tensor, indices: torch.Tensor, out: Pair | None, name: str):
     if out is not None:
         out_values, out_indices = out
-        out_values.resize_(values.shape).copy_(values)
-        out_indices.resize_(indices.shape).copy_(indices)
+        _out.write(out_values, values, name)
+        _out.write(out_indices, indices, name)
         return kind((out_values, out_indices))
     return kind((values, indices))

@@ -37,13 +37,18 @@ def test_histc_edges_nan_half_and_2d():
     assert R.histc(m, 9, out=out) is out and torch.equal(out, torch.histc(m, 9))
 
 
-def test_histc_errors():
-    with pytest.raises(ValueError, match="bins=0 is not allowed"):
-        R.histc(torch.randn(3), bins=0)
-    with pytest.raises(ValueError, match="min=2.0 and max=1.0 are not allowed"):
-        R.histc(torch.randn(3), 4, 2.0, 1.0)
-    with pytest.raises(ValueError, match="not finite"):
-        R.histc(torch.tensor([1.0, float("inf")]))
+def test_histc_errors_are_the_stock_ones():
+    calls = [
+        (lambda f: f(torch.randn(3), bins=0), "bins must be > 0"),
+        (lambda f: f(torch.randn(3), 4, 2.0, 1.0), "max must be larger than min"),
+        (lambda f: f(torch.tensor([1.0, float("inf")])), "not finite"),
+        (lambda f: f(torch.randn(3), 4, out=torch.empty(4, dtype=torch.float64)), "same dtype"),
+    ]
+    for call, match in calls:
+        with pytest.raises(RuntimeError):
+            call(torch.histc)
+        with pytest.raises(RuntimeError, match=match):
+            call(R.histc)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -54,7 +59,9 @@ def test_bincount_matches_stock(seed, wdtype):
     x = torch.randint(0, int(torch.randint(1, 30, (1,), generator=g)), (n,), generator=g)
     w = (torch.randn(n, generator=g) * 4).to(wdtype)
     for minlength in [0, 5, 40]:
-        assert_same(R.bincount(x, w, minlength), torch.bincount(x, w, minlength), atol=1e-5, rtol=1e-6)
+        assert_same(
+            R.bincount(x, w, minlength), torch.bincount(x, w, minlength), atol=1e-5, rtol=1e-6
+        )
         assert_same(R.bincount(x, None, minlength), torch.bincount(x, None, minlength))
 
 
@@ -62,12 +69,15 @@ def test_bincount_empty_small_ints_and_errors():
     empty = torch.tensor([], dtype=torch.long)
     assert_same(R.bincount(empty, torch.tensor([]), 3), torch.bincount(empty, torch.tensor([]), 3))
     u = torch.tensor([3, 0, 3], dtype=torch.uint8)
-    assert_same(R.bincount(u, torch.tensor([0.5, 1.0, 2.0])), torch.bincount(u, torch.tensor([0.5, 1.0, 2.0])))
-    with pytest.raises(ValueError, match="holds -1"):
+    assert_same(
+        R.bincount(u, torch.tensor([0.5, 1.0, 2.0])),
+        torch.bincount(u, torch.tensor([0.5, 1.0, 2.0])),
+    )
+    with pytest.raises(RuntimeError, match="holds -1"):
         R.bincount(torch.tensor([1, -1]), torch.ones(2))
-    with pytest.raises(ValueError, match="weights has shape"):
+    with pytest.raises(RuntimeError, match="weights has shape"):
         R.bincount(torch.tensor([1, 2]), torch.ones(3))
-    with pytest.raises(ValueError, match="minlength=-1"):
+    with pytest.raises(RuntimeError, match="minlength should be >= 0"):
         R.bincount(torch.tensor([1, 2]), torch.ones(2), -1)
-    with pytest.raises(ValueError, match="1-d tensor of non-negative integers"):
+    with pytest.raises((RuntimeError, NotImplementedError), match="bincount"):
         R.bincount(torch.tensor([1.0]), torch.ones(1))

@@ -43,16 +43,32 @@ def test_adaptive_max_pool_matches_stock_exactly(seed, nd):
     x = torch.randn(shape, generator=rng(seed))
     ours = {1: R.adaptive_max_pool1d, 2: R.adaptive_max_pool2d}[nd]
     stock = {1: F.adaptive_max_pool1d, 2: F.adaptive_max_pool2d}[nd]
-    compare(lambda t: ours(t, out, True), lambda t: stock(t, out, True), [x], grad_atol=1e-6, grad_rtol=1e-6)
+    compare(
+        lambda t: ours(t, out, True),
+        lambda t: stock(t, out, True),
+        [x],
+        grad_atol=1e-6,
+        grad_rtol=1e-6,
+    )
 
 
 def test_adaptive_max_pool_ties_and_nan_follow_stock_rule():
     # First maximum wins; any NaN wins, the last one.
-    x = torch.tensor([[[[1.0, 3.0, 3.0, 0.0], [3.0, 2.0, float("nan"), 1.0], [0.0, 3.0, float("nan"), 2.0]]]])
+    x = torch.tensor(
+        [[[[1.0, 3.0, 3.0, 0.0], [3.0, 2.0, float("nan"), 1.0], [0.0, 3.0, float("nan"), 2.0]]]]
+    )
     for out in [(1, 1), (1, 2), (2, 2), (3, 4), (2, 3)]:
-        compare(lambda t, o=out: R.adaptive_max_pool2d(t, o, True), lambda t, o=out: F.adaptive_max_pool2d(t, o, True), [x])
+        compare(
+            lambda t, o=out: R.adaptive_max_pool2d(t, o, True),
+            lambda t, o=out: F.adaptive_max_pool2d(t, o, True),
+            [x],
+        )
     ties = torch.zeros(1, 1, 4, 5)
-    compare(lambda t: R.adaptive_max_pool2d(t, 2, True), lambda t: F.adaptive_max_pool2d(t, 2, True), [ties])
+    compare(
+        lambda t: R.adaptive_max_pool2d(t, 2, True),
+        lambda t: F.adaptive_max_pool2d(t, 2, True),
+        [ties],
+    )
 
 
 @pytest.mark.parametrize(
@@ -70,23 +86,39 @@ def test_adaptive_max_pool_ties_and_nan_follow_stock_rule():
 @pytest.mark.parametrize("shape", [(2, 3, 5, 6, 7), (3, 4, 4, 5), (1, 1, 3, 3, 3)])
 def test_avg_pool3d_matches_stock(kwargs, shape):
     x = torch.randn(shape, generator=rng(len(shape)))
-    compare(lambda t: R.avg_pool3d(t, **kwargs), lambda t: F.avg_pool3d(t, **kwargs), [x], **AVG_TOL)
+    compare(
+        lambda t: R.avg_pool3d(t, **kwargs), lambda t: F.avg_pool3d(t, **kwargs), [x], **AVG_TOL
+    )
 
 
 def test_channels_last_and_noncontiguous_inputs():
     x = torch.randn(2, 3, 7, 9, generator=rng(1)).to(memory_format=torch.channels_last)
-    compare(lambda t: R.adaptive_avg_pool2d(t, (3, 4)), lambda t: F.adaptive_avg_pool2d(t, (3, 4)), [x], **AVG_TOL)
+    compare(
+        lambda t: R.adaptive_avg_pool2d(t, (3, 4)),
+        lambda t: F.adaptive_avg_pool2d(t, (3, 4)),
+        [x],
+        **AVG_TOL,
+    )
     compare(
         lambda t: R.adaptive_max_pool2d(t, (3, 4), True),
         lambda t: F.adaptive_max_pool2d(t, (3, 4), True),
-        [x], grad_atol=1e-6, grad_rtol=1e-6,
+        [x],
+        grad_atol=1e-6,
+        grad_rtol=1e-6,
     )
     assert R.adaptive_avg_pool2d(x, 3).is_contiguous(memory_format=torch.channels_last)
     y = torch.randn(2, 9, 3, 7, generator=rng(2)).transpose(1, 2)
-    compare(lambda t: R.adaptive_avg_pool2d(t, 2), lambda t: F.adaptive_avg_pool2d(t, 2), [y], **AVG_TOL)
+    compare(
+        lambda t: R.adaptive_avg_pool2d(t, 2), lambda t: F.adaptive_avg_pool2d(t, 2), [y], **AVG_TOL
+    )
     z = torch.randn(2, 3, 6, 5, 4, generator=rng(3)).to(memory_format=torch.channels_last_3d)
     compare(lambda t: R.avg_pool3d(t, 2, 1, 1), lambda t: F.avg_pool3d(t, 2, 1, 1), [z], **AVG_TOL)
-    compare(lambda t: R.adaptive_avg_pool3d(t, (2, 3, 3)), lambda t: F.adaptive_avg_pool3d(t, (2, 3, 3)), [z], **AVG_TOL)
+    compare(
+        lambda t: R.adaptive_avg_pool3d(t, (2, 3, 3)),
+        lambda t: F.adaptive_avg_pool3d(t, (2, 3, 3)),
+        [z],
+        **AVG_TOL,
+    )
 
 
 def test_empty_batch_unbatched_and_none_sizes():
@@ -94,21 +126,40 @@ def test_empty_batch_unbatched_and_none_sizes():
     compare(lambda t: R.adaptive_avg_pool2d(t, 3), lambda t: F.adaptive_avg_pool2d(t, 3), [e])
     compare(lambda t: R.adaptive_max_pool2d(t, 3), lambda t: F.adaptive_max_pool2d(t, 3), [e])
     u = torch.randn(3, 5, 7, generator=rng(4))
-    compare(lambda t: R.adaptive_avg_pool2d(t, (None, 2)), lambda t: F.adaptive_avg_pool2d(t, (None, 2)), [u], **AVG_TOL)
-    compare(lambda t: R.adaptive_max_pool2d(t, (2, None)), lambda t: F.adaptive_max_pool2d(t, (2, None)), [u])
-    compare(lambda t: R.avg_pool3d(t, 2), lambda t: F.avg_pool3d(t, 2), [torch.randn(0, 2, 4, 4, 4)])
+    compare(
+        lambda t: R.adaptive_avg_pool2d(t, (None, 2)),
+        lambda t: F.adaptive_avg_pool2d(t, (None, 2)),
+        [u],
+        **AVG_TOL,
+    )
+    compare(
+        lambda t: R.adaptive_max_pool2d(t, (2, None)),
+        lambda t: F.adaptive_max_pool2d(t, (2, None)),
+        [u],
+    )
+    compare(
+        lambda t: R.avg_pool3d(t, 2), lambda t: F.avg_pool3d(t, 2), [torch.randn(0, 2, 4, 4, 4)]
+    )
 
 
 def test_low_precision_inputs_accumulate_in_float32():
     x = torch.randn(2, 3, 9, 9, generator=rng(5)).to(torch.bfloat16)
-    compare(lambda t: R.adaptive_avg_pool2d(t, 4), lambda t: F.adaptive_avg_pool2d(t, 4), [x], atol=1e-2, rtol=1e-2)
+    compare(
+        lambda t: R.adaptive_avg_pool2d(t, 4),
+        lambda t: F.adaptive_avg_pool2d(t, 4),
+        [x],
+        atol=1e-2,
+        rtol=1e-2,
+    )
 
 
 def test_stock_argument_errors_are_kept():
-    with pytest.raises(ValueError, match=r"sizes \[2, 3, 0, 4\].*non-zero sizes"):
+    with pytest.raises(RuntimeError, match="non-zero size"):
         R.adaptive_avg_pool2d(torch.randn(2, 3, 0, 4), 2)
-    with pytest.raises(ValueError, match="non-zero sizes"):
-        R.adaptive_max_pool2d(torch.randn(0, 4, 4), 2)
+    with pytest.raises(RuntimeError, match="non-zero size"):
+        R.adaptive_max_pool2d(torch.randn(3, 0, 4), 2)
+    # Empty but valid (no channels): an empty result, as stock.
+    assert R.adaptive_max_pool2d(torch.randn(0, 4, 4), 2).shape == (0, 2, 2)
     with pytest.raises(RuntimeError, match="pad should be at most half"):
         R.avg_pool3d(torch.randn(1, 1, 4, 4, 4), 3, 2, 2)
 
@@ -117,12 +168,32 @@ def test_gradcheck_float64():
     x = torch.randn(1, 2, 5, 7, generator=rng(6))
     gradcheck(lambda t: R.adaptive_avg_pool2d(t, (3, 4)), [x], gradgrad=True)
     gradcheck(lambda t: R.adaptive_max_pool2d(t, (2, 3)), [x], gradgrad=True)
-    gradcheck(lambda t: R.adaptive_avg_pool3d(t, (2, 2, 3)), [x.unsqueeze(2).expand(1, 2, 3, 5, 7).contiguous()])
-    gradcheck(lambda t: R.avg_pool3d(t, 2, 1, 1, count_include_pad=False), [torch.randn(1, 1, 3, 4, 3, generator=rng(7))])
+    gradcheck(
+        lambda t: R.adaptive_avg_pool3d(t, (2, 2, 3)),
+        [x.unsqueeze(2).expand(1, 2, 3, 5, 7).contiguous()],
+    )
+    gradcheck(
+        lambda t: R.avg_pool3d(t, 2, 1, 1, count_include_pad=False),
+        [torch.randn(1, 1, 3, 4, 3, generator=rng(7))],
+    )
 
 
 def test_wide_windows_take_the_fixed_shape_sum_path():
     x = torch.randn(2, 3, 23, 19, generator=rng(8))
-    compare(lambda t: R.adaptive_avg_pool2d(t, (1, 2)), lambda t: F.adaptive_avg_pool2d(t, (1, 2)), [x], **AVG_TOL)
-    compare(lambda t: R.adaptive_max_pool2d(t, (2, 1), True), lambda t: F.adaptive_max_pool2d(t, (2, 1), True), [x])
-    compare(lambda t: R.avg_pool3d(t, (1, 11, 9), 2), lambda t: F.avg_pool3d(t, (1, 11, 9), 2), [x.unsqueeze(2)], **AVG_TOL)
+    compare(
+        lambda t: R.adaptive_avg_pool2d(t, (1, 2)),
+        lambda t: F.adaptive_avg_pool2d(t, (1, 2)),
+        [x],
+        **AVG_TOL,
+    )
+    compare(
+        lambda t: R.adaptive_max_pool2d(t, (2, 1), True),
+        lambda t: F.adaptive_max_pool2d(t, (2, 1), True),
+        [x],
+    )
+    compare(
+        lambda t: R.avg_pool3d(t, (1, 11, 9), 2),
+        lambda t: F.avg_pool3d(t, (1, 11, 9), 2),
+        [x.unsqueeze(2)],
+        **AVG_TOL,
+    )

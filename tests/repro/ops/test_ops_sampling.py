@@ -38,7 +38,11 @@ def test_grid_sample_matches_stock(seed, nd, mode, padding_mode, align_corners):
     compare(
         lambda a, b: R.grid_sample(a, b, mode, padding_mode, align_corners),
         lambda a, b: F.grid_sample(a, b, mode, padding_mode, align_corners),
-        [x, grid], atol=1e-5, rtol=1e-5, grad_atol=1e-4, grad_rtol=1e-5,
+        [x, grid],
+        atol=1e-5,
+        rtol=1e-5,
+        grad_atol=1e-4,
+        grad_rtol=1e-5,
     )
 
 
@@ -49,7 +53,11 @@ def test_channels_last_far_and_nonfinite_coordinates_and_empty():
         compare(
             lambda a, b, p=pad: R.grid_sample(a, b, "bilinear", p, False),
             lambda a, b, p=pad: F.grid_sample(a, b, "bilinear", p, False),
-            [x, grid.contiguous()], atol=1e-5, rtol=1e-5, grad_atol=1e-4, grad_rtol=1e-5,
+            [x, grid.contiguous()],
+            atol=1e-5,
+            rtol=1e-5,
+            grad_atol=1e-4,
+            grad_rtol=1e-5,
         )
     bad = torch.tensor([[[[float("nan"), 0.0], [float("inf"), 0.5], [-float("inf"), 0.5]]]])
     for mode in ["bilinear", "nearest"]:
@@ -57,12 +65,19 @@ def test_channels_last_far_and_nonfinite_coordinates_and_empty():
             compare(
                 lambda a, m=mode, p=pad: R.grid_sample(a, bad, m, p, True),
                 lambda a, m=mode, p=pad: F.grid_sample(a, bad, m, p, True),
-                [x[:1]], grad=[False],  # the stock CPU backward crashes on non-finite grids
+                [x[:1]],
+                grad=[False],  # the stock CPU backward crashes on non-finite grids
             )
     # "zeros": non-finite coordinates sample 0, as in the CUDA kernel (the CPU 2-D kernel gives NaN).
-    assert torch.equal(R.grid_sample(x[:1], bad, "bilinear", "zeros", True), torch.zeros(1, 3, 1, 3))
+    assert torch.equal(
+        R.grid_sample(x[:1], bad, "bilinear", "zeros", True), torch.zeros(1, 3, 1, 3)
+    )
     e = torch.randn(0, 2, 3, 3)
-    compare(lambda a, b: R.grid_sample(a, b, align_corners=True), lambda a, b: F.grid_sample(a, b, align_corners=True), [e, torch.zeros(0, 2, 2, 2)])
+    compare(
+        lambda a, b: R.grid_sample(a, b, align_corners=True),
+        lambda a, b: F.grid_sample(a, b, align_corners=True),
+        [e, torch.zeros(0, 2, 2, 2)],
+    )
 
 
 def test_nearest_gives_grid_a_zero_gradient():
@@ -74,13 +89,15 @@ def test_nearest_gives_grid_a_zero_gradient():
 
 def test_errors_and_default_align_corners_warning():
     x, grid = torch.randn(1, 1, 3, 3), torch.rand(1, 2, 2, 2)
-    with pytest.raises(ValueError, match="mode='bicubic' is not supported.*'bilinear' or 'nearest'"):
+    with pytest.raises(
+        ValueError, match="mode='bicubic' is not supported.*'bilinear' or 'nearest'"
+    ):
         R.grid_sample(x, grid, "bicubic", align_corners=False)
     with pytest.raises(ValueError, match="padding_mode='wrap' is not allowed"):
         R.grid_sample(x, grid, padding_mode="wrap", align_corners=False)
-    with pytest.raises(ValueError, match="do not fit"):
+    with pytest.raises(RuntimeError, match="do not fit"):
         R.grid_sample(x, grid[..., :1], align_corners=False)
-    with pytest.raises(ValueError, match="grid has dtype torch.float64"):
+    with pytest.raises(RuntimeError, match="grid has dtype torch.float64"):
         R.grid_sample(x, grid.double(), align_corners=False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

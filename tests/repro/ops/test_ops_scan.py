@@ -15,7 +15,10 @@ import repro.ops as R
 
 
 @pytest.mark.parametrize("seed", range(5))
-@pytest.mark.parametrize("shape_dim", [((1000,), 0), ((3, 257, 2), 1), ((4, 5), -1), ((1, 1), 0), ((0, 3), 1), ((2, 0), 1)])
+@pytest.mark.parametrize(
+    "shape_dim",
+    [((1000,), 0), ((3, 257, 2), 1), ((4, 5), -1), ((1, 1), 0), ((0, 3), 1), ((2, 0), 1)],
+)
 def test_float32_cumsum_equals_cpu_stock_bitwise(seed, shape_dim):
     shape, dim = shape_dim
     x = torch.randn(shape, generator=rng(seed)) * 10
@@ -45,3 +48,24 @@ def test_gradcheck_float64():
     x = torch.randn(3, 6, generator=rng(5))
     gradcheck(lambda t: R.cumsum(t, 1), [x], gradgrad=True)
     gradcheck(lambda t: R.cumsum(t, 0), [x])
+
+
+def test_integer_dtype_is_honoured_and_wraps_as_stock():
+    # Issue 14: dtype=torch.uint8 / int32 used to return int64 without wrapping.
+    x = torch.full((300,), 1, dtype=torch.int8)
+    for dtype in (torch.uint8, torch.int32, torch.int16):
+        assert_same(R.cumsum(x, 0, dtype=dtype), torch.cumsum(x, 0, dtype=dtype))
+    assert R.cumsum(x, 0, dtype=torch.uint8)[-1].item() == 300 % 256
+    out = torch.empty(0, dtype=torch.int32)
+    assert R.cumsum(x, 0, out=out) is out and out.dtype == torch.int32
+    with pytest.raises(RuntimeError, match="Expected out tensor to have dtype"):
+        R.cumsum(torch.ones(3), 0, dtype=torch.float64, out=torch.empty(3))
+    with pytest.raises(RuntimeError, match="unsupported operation"):
+        R.cumsum(torch.ones(3), 0, out=torch.empty(1).expand(3))
+
+
+def test_forward_mode_ad():
+    x = torch.randn(4, 6, generator=rng(6), dtype=torch.float64)
+    t = torch.randn(4, 6, generator=rng(7), dtype=torch.float64)
+    ours = torch.func.jvp(lambda v: R.cumsum(v, 1), (x,), (t,))[1]
+    torch.testing.assert_close(ours, torch.cumsum(t, 1))

@@ -25,7 +25,9 @@ def test_median_and_kthvalue_match_stock(seed, keepdim):
     x = torch.randn(shape, generator=rng(seed))
     compare(lambda t: R.median(t, dim, keepdim), lambda t: torch.median(t, dim, keepdim), [x])
     k = r.randint(1, shape[dim])
-    compare(lambda t: R.kthvalue(t, k, dim, keepdim), lambda t: torch.kthvalue(t, k, dim, keepdim), [x])
+    compare(
+        lambda t: R.kthvalue(t, k, dim, keepdim), lambda t: torch.kthvalue(t, k, dim, keepdim), [x]
+    )
 
 
 def _points_at_value(x, dim, result):
@@ -42,7 +44,10 @@ def test_ties_and_nan():
         _points_at_value(x, 1, ours)
     ours, stock = R.median(x, 1), torch.median(x, 1)
     assert torch.equal(ours.values.nan_to_num(7.0), stock.values.nan_to_num(7.0))
-    assert ours.indices.tolist() == [1, 1]  # earliest 3 in stable order; the first NaN, as the stock op
+    assert ours.indices.tolist() == [
+        1,
+        1,
+    ]  # earliest 3 in stable order; the first NaN, as the stock op
     _points_at_value(x, 1, ours)
 
 
@@ -53,8 +58,15 @@ def test_scalar_noncontiguous_no_dim_and_errors():
     x = torch.randn(5, 4, generator=rng(1)).t()
     compare(lambda t: R.median(t, 0), lambda t: torch.median(t, 0), [x])
     compare(lambda t: R.median(t), lambda t: torch.median(t), [x])
-    with pytest.raises(ValueError, match=r"k=6 is out of range: expected 1 <= k <= 5"):
-        R.kthvalue(x, 6, 1)
+    for f in (torch.kthvalue, R.kthvalue):  # the stock error type and message
+        with pytest.raises(RuntimeError, match="selected number k out of range for dimension 1"):
+            f(x, 6, 1)
+    t = torch.randn(10, generator=rng(3))
+    for f in (torch.kthvalue, R.kthvalue):  # out= sharing memory with the input
+        with pytest.raises(RuntimeError, match="unsupported operation"):
+            f(t, 5, out=(t, torch.empty((), dtype=torch.long)))
+        with pytest.raises(RuntimeError, match="indices must be of scalar type Long"):
+            f(t, 5, out=(torch.empty(()), torch.empty((), dtype=torch.int32)))
     with pytest.raises(IndexError, match="dim=2 is out of range"):
         R.median(x, 2)
 
