@@ -1,27 +1,83 @@
 #!/usr/bin/env bash
-# One prepared run of every GPU check, for a session that is lent a GPU machine
-# (the `device` tool). Results go to $OUT (or ./gpu-results when OUT is unset):
-#   gpu_tests.log    the tests marked `gpu` (strict CUDA training reproduces itself,
-#                    CUDA RNG seeding, cuBLAS pin detection, repro.ops bitwise over 50 repeats)
-#   bench_ops.txt    repro.ops vs stock ops on CUDA: time and peak-memory ratios
-#   bench_fp.txt     fingerprint cost vs the example's step on CUDA
-#   audit.txt        `repro audit` of the example on CUDA
-# The device image has torch; this script installs only the project's light
-# dependencies it may lack, without touching torch.
+# One prepared run of every GPU check, for a session that is lent a GPU machine (the `device` tool).
+# It answers on CUDA what the CPU tests answer here. Results go to $OUT (or ./gpu-results):
+#   summary.txt      one line per check: PASS/FAIL and the figures (read this first)
+#   device.txt       GPU name, driver, torch and CUDA versions
+#   gpu_tests.log    tests marked `gpu`: strict CUDA rerun of the fixture, CUDA RNG seeding, cuBLAS pin
+#                    detection, repro.ops replacements bitwise over repeats (and the stock op where it
+#                    no longer refuses strict mode), the OpInfo samples on CUDA run twice and compared
+#   opinfo_cuda.md   the measured agreement table of repro.ops on CUDA
+#   runs.log         the example runs behind summary.txt (rerun, workers, SIGKILL + resume, strict vs off)
+#   bench_ops.txt    repro.ops vs stock on CUDA: time and peak-memory ratios
+# The device image has torch. hydra-core, omegaconf and expecttest may be missing: carry their wheels
+# in .whl (see the device tool's README) and they are installed to /tmp/site.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/gpu-results}"
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
+export PYTHONUNBUFFERED=1 NO_COLOR=1
 PY=python3
-{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; $PY -c "import torch; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())"; } > "$OUT/device.txt" 2>&1
-# hydra-core/omegaconf may be missing on the device image: install from wheels carried in .whl if present.
-if ! $PY -c "import hydra, omegaconf" 2>/dev/null && [ -d .whl ]; then
-  $PY -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+if ! $PY -c "import hydra, omegaconf, expecttest" 2>/dev/null && [ -d .whl ]; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site
 fi
-export PYTHONPATH="$PWD/src:${PYTHONPATH:-}"
+export PYTHONPATH="$PWD/src:$PWD/tests/fixture:${PYTHONPATH:-}"
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+  $PY -c "import torch; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())"; } \
+  > "$OUT/device.txt" 2>&1
+
+# The example on CUDA (GPU_CHECK_DEVICE=cpu tries it here): rerun, workers 0/2, SIGKILL + resume, strict vs off (about 2 minutes).
+timeout 420 $PY - > "$OUT/summary.txt" 2> "$OUT/runs.log" <<'EOF'
+import json, os, subprocess, sys, tempfile
+from pathlib import Path
+
+root = Path(tempfile.mkdtemp(prefix="gpu-check-"))
+env = {k: v for k, v in os.environ.items() if not k.startswith("REPRO_")}
+device = os.environ.get("GPU_CHECK_DEVICE", "cuda")  # cpu: to try this script without a GPU
+
+def run(name, *overrides, extra_env=None):
+    d = root / name
+    p = subprocess.run([sys.executable, "-m", "experiment.train", f"hydra.run.dir={d}", f"train.device={device}",
+                        *overrides], env={**env, **(extra_env or {})}, capture_output=True, text=True)
+    sys.stderr.write(f"== {name} rc={p.returncode}\n{p.stdout[-2000:]}{p.stderr[-2000:]}\n")
+    return d, p.returncode
+
+def manifest(d):
+    return json.loads((d / "run.json").read_text())
+
+def fps(d):
+    return (d / "fingerprints.jsonl").read_text()
+
+def check(label, ok, detail=""):
+    print(f"{'PASS' if ok else 'FAIL'}  {label}  {detail}".rstrip(), flush=True)
+
+for exp in ("quick", "regress"):
+    base = [f"experiment={exp}", "train.epochs=2"] + (["data.train_size=512"] if exp == "regress" else [])
+    a, _ = run(f"{exp}-a", *base)
+    b, _ = run(f"{exp}-b", *base)
+    w, _ = run(f"{exp}-workers2", *base, "repro.num_workers=2")
+    ma = manifest(a)
+    check(f"{exp}: rerun identical under strict", fps(a) == fps(b) and ma["weights_sha256"] == manifest(b)["weights_sha256"],
+          ma["weights_sha256"][:16])
+    check(f"{exp}: workers 0 and 2 identical", fps(a) == fps(w))
+    k, rc = run(f"{exp}-killed", *base, "train.checkpoint_every=5", extra_env={"REPRO_FAULT_KILL_AT_STEP": "7"})
+    r, rc2 = run(f"{exp}-killed", *base, "train.checkpoint_every=5", "train.resume=auto")
+    mk = manifest(k)
+    check(f"{exp}: SIGKILL + resume identical", rc == -9 and rc2 == 0 and mk["weights_sha256"] == ma["weights_sha256"]
+          and mk.get("resume_exact") is True, f"kill rc={rc}, resume rc={rc2}, resume_exact={mk.get('resume_exact')}")
+
+# Throughput: the default example, strict vs nondeterministic kernels (same data and model).
+times = {}
+for mode in ("strict", "off", "strict", "off"):
+    d, _ = run(f"speed-{mode}-{len(times)}", "train.epochs=4", f"repro.deterministic={mode}", "repro.cudnn_benchmark=false")
+    times.setdefault(mode, []).append(manifest(d)["wall_time_s"])
+s, o = min(times["strict"]), min(times["off"])
+check("strict vs off training time", True, f"strict {s:.2f} s, off {o:.2f} s, ratio {s / o:.3f}")
+EOF
+cat "$OUT/summary.txt"
+
 timeout 300 $PY -m pytest -q -p no:cacheprovider -m gpu tests > "$OUT/gpu_tests.log" 2>&1
-timeout 200 $PY scripts/bench_ops.py --device cuda > "$OUT/bench_ops.txt" 2>&1
-timeout 60 $PY scripts/bench_fingerprint.py --device cuda > "$OUT/bench_fp.txt" 2>&1
-timeout 60 $PY -m repro audit train.device=cuda > "$OUT/audit.txt" 2>&1
-tail -3 "$OUT/gpu_tests.log"
+echo "gpu tests: $(tail -1 "$OUT/gpu_tests.log")" | tee -a "$OUT/summary.txt"
+timeout 120 $PY tests/repro/ops/opinfo.py cuda > "$OUT/opinfo_cuda.md" 2>&1
+timeout 150 $PY scripts/bench_ops.py --device cuda > "$OUT/bench_ops.txt" 2>&1
+echo "done: $(date -u +%H:%M:%S)" >> "$OUT/summary.txt"
