@@ -87,6 +87,8 @@ def check_overrides(base: Any, full: Any, saved: Any, safe_keys: Iterable[str]) 
         if key in safe or any(key.startswith(f"{s}.") for s in safe):
             continue
         recorded = saved_leaves.get(key, "<absent>")
+        if value == "<deleted>" and recorded == "<absent>":  # a group choice without this key, as recorded
+            continue
         if value == recorded or (key.endswith("seed") and value is None and isinstance(recorded, int)):
             continue
         raise ResumeConflictError(
