@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from experiment.model import SmallCNN
 from repro import tensors_digest
-from repro.fingerprint import sample_digests, set_digest
+from repro.core.fingerprint import sample_digests, set_digest
 
 
 def timed(fn, repeats: int, device: torch.device) -> float:

@@ -110,6 +110,17 @@ def fixture_run(tmp_path: Path):
     return _run
 
 
+@pytest.fixture(autouse=True)
+def _thawed_torch_flags():
+    """Importing ``torch.testing._internal.common_utils`` (the OpInfo tests do) freezes torch's global backend
+    flags for the whole process; the kit sets them on purpose, so every test starts with them thawed."""
+    import torch.backends
+
+    if torch.backends.flags_frozen():
+        torch.backends.flags_frozen.__globals__["__allow_nonbracketed_mutation_flag"] = True
+    yield
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``gpu`` skip cleanly where no CUDA device is present."""
     import torch

@@ -72,7 +72,7 @@ def redact_yaml_files(folder: Any) -> None:
 
     import yaml
 
-    from repro.record import atomic_write
+    from repro.files import atomic_write
 
     folder = Path(folder)
     if not folder.is_dir():

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import QUICK, REPO, clean_env, run_main
-from repro.cli import main as repro_main
+from repro.tools.cli import main as repro_main
 
 pytestmark = pytest.mark.slow
 Build = Callable[[Path, Path], list[str]]
@@ -483,7 +483,7 @@ def test_git_is_never_run_in_a_directory_the_record_names(base, tmp_path):
     out = repro("env", run, "--json", cwd=run)
     assert out.returncode in (0, 1), out.stderr
     assert not marker.exists()
-    from repro.environment import git_state
+    from repro.core.environment import git_state
 
     git_state(trap)  # hardened even when pointed at the trap itself
     assert not marker.exists()
@@ -577,7 +577,7 @@ def test_diff_stops_at_a_result_changing_config_difference(base, tmp_path, monke
 
 
 def test_only_result_changing_keys_explain_a_divergence():
-    from repro.diff import RESULT_NEUTRAL_KEYS, explaining_keys
+    from repro.tools.diff import RESULT_NEUTRAL_KEYS, explaining_keys
 
     rows = [("repro.num_workers", 0, 2), ("train.keep_checkpoints", 3, 4), ("train.lr", 0.02, 0.03)]
     assert explaining_keys(rows, (*RESULT_NEUTRAL_KEYS, "train.keep_checkpoints")) == ["train.lr"]
@@ -605,8 +605,8 @@ def test_a_diff_whose_re_run_fails_is_an_error_not_a_verdict(base, tmp_path):
 
 def test_instantiation_keys_are_allowed_only_as_the_project_has_them(tmp_path):
     from repro.errors import RunDirectoryError
-    from repro.replay import EntrySettings, sanitise_config
-    from repro.runs import Run
+    from repro.tools.replay import EntrySettings, sanitise_config
+    from repro.tools.runs import Run
 
     conf = tmp_path / "conf"
     conf.mkdir()
@@ -645,7 +645,7 @@ def test_instantiation_keys_are_allowed_only_as_the_project_has_them(tmp_path):
 
 
 def test_a_pyproject_planted_in_the_run_directory_is_not_the_project(base, tmp_path):
-    from repro.environment import find_project
+    from repro.core.environment import find_project
 
     run = copy_run(base, tmp_path / "run")
     (run / "pyproject.toml").write_text('[tool.repro]\nentry = "evil_entry"\n')

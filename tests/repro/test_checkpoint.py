@@ -13,14 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from repro import (
-    CheckpointError,
-    ReproConfig,
-    load_checkpoint,
-    save_checkpoint,
-    setup_reproducibility,
-)
-from repro.checkpoint import MAGIC, latest_valid_checkpoint, list_checkpoints, read_header
+from repro import CheckpointError, ReproConfig, load_checkpoint, setup_reproducibility
+from repro.run.checkpoint import MAGIC, latest_valid_checkpoint, list_checkpoints, read_header, save_checkpoint
 
 
 def state() -> dict:

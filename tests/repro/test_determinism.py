@@ -13,7 +13,7 @@ import torch.utils.deterministic as tud
 
 from conftest import clean_env
 from repro import ConfigValueError, Determinism, ReproConfig, setup_reproducibility
-from repro.setup import Repro
+from repro.core.setup import Repro
 
 
 @pytest.fixture(autouse=True)
@@ -99,7 +99,7 @@ def test_tf32_off_also_overrides_a_backend_switched_on_elsewhere():
 
 
 def test_null_threads_restore_the_process_default_after_a_pinned_job():
-    from repro.determinism import _INITIAL_THREADS
+    from repro.core.determinism import _INITIAL_THREADS
 
     setup_reproducibility(quiet(threads=1))
     assert torch.get_num_threads() == 1
@@ -189,7 +189,7 @@ def test_streams_are_independent_and_stable(tmp_path):
     assert torch.equal(torch.rand(3, generator=repro.generator("model")), a)
     assert not torch.equal(torch.rand(3, generator=repro.generator("data")), a)
     # Stream seeds are the same in any process, whatever its hash seed.
-    code = "from repro.seeding import derive_seed; print(derive_seed(9, 'model'))"
+    code = "from repro.core.seeding import derive_seed; print(derive_seed(9, 'model'))"
     outs = {
         subprocess.run(
             [sys.executable, "-c", code],

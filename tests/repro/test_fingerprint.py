@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from repro import float_bits, tensor_digest, tensors_digest
-from repro.fingerprint import _CHUNK, _SLAB, tensor_digest_device
+from repro.core.fingerprint import _CHUNK, _SLAB, tensor_digest_device
 
 
 def naive(t: torch.Tensor) -> int:

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from conftest import FIXTURE, clean_env
-from repro.report import (
+from repro.tools.report import (
     collect,
     figure_title,
     job_table,
@@ -218,7 +218,7 @@ def test_tables_export_to_csv_markdown_and_latex(tmp_path):
 
 
 def test_mean_and_std_are_rounded_to_the_precision_of_the_std():
-    from repro.report import Stat, mean_std
+    from repro.tools.report import Stat, mean_std
 
     assert mean_std(Stat(3, 0.66991, 0.008556, None, None)) == "0.6699 ± 0.0086"
     assert mean_std(Stat(3, 1234.5, 123.4, None, None)) == "1234 ± 123"
@@ -283,7 +283,7 @@ class Recorder:
 
 
 def draw(groups, curve):
-    from repro.report import _draw_panel
+    from repro.tools.report import _draw_panel
 
     ax = Recorder()
     _draw_panel(ax, curve, groups, ["C0", "C1"], (0, 12))
@@ -291,7 +291,7 @@ def draw(groups, curve):
 
 
 def test_bands_only_where_seeds_differ_and_never_for_identical_schedules(tmp_path):
-    from repro.report import _curves
+    from repro.tools.report import _curves
 
     rep = collect(make_sweep(tmp_path / "sw"))
     groups = {}

@@ -6,7 +6,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from repro import ResumeConflictError, config_sha256
-from repro.resume import changed_keys, check_overrides, merged_config
+from repro.run.resume import changed_keys, check_overrides, merged_config
 
 SAVED = {"repro": {"seed": 5, "num_workers": 0}, "train": {"lr": 0.1, "resume": None}}
 SAFE = ("repro.num_workers", "train.resume")

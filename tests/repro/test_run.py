@@ -74,7 +74,7 @@ def test_a_bad_fault_variable_is_one_line(tmp_path):
 
 
 def test_a_locked_run_directory_is_refused_naming_the_holder(reference, tmp_path):
-    from repro.lock import RunLock
+    from repro.run.lock import RunLock
 
     run_dir = tmp_path / "run"
     run_fixture(run_dir, env={KILL: "8"}, check=False)

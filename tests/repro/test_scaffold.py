@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from repro import scaffold
-from repro.cli import main as repro_main
+from repro.tools.cli import main as repro_main
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = "demo_proj"

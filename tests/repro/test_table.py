@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from repro.table import paint, render
+from repro.tools.table import paint, render
 
 
 class Tty(io.StringIO):

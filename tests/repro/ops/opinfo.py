@@ -38,6 +38,10 @@ try:  # an internal module: it may move, or miss a test-only dependency (expectt
     from torch.testing._internal.opinfo.core import ErrorInput, OpInfo, SampleInput
 
     AVAILABLE, WHY_NOT = True, ""
+    # Importing common_utils freezes torch's global backend flags for the whole process (PyTorch's own test
+    # suite wants that); the rest of our session sets them on purpose, so thaw them again.
+    torch.backends.flags_frozen.__globals__["__allow_nonbracketed_mutation_flag"] = True
+    assert not torch.backends.flags_frozen()
 except Exception as exc:  # noqa: BLE001 - any failure to import means: skip
     op_db, AVAILABLE, WHY_NOT = [], False, f"torch's OpInfo database is not importable: {exc!r}"
 

@@ -11,12 +11,10 @@ a directory that already holds a run is refused.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import signal
 import socket
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -24,61 +22,18 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from repro.capture import StepCapture, stop_after_step
-from repro.distributed import DistInfo, check_same, gather_objects
-from repro.environment import environment_fingerprint
+from repro.core.distributed import DistInfo, check_same, gather_objects
+from repro.core.environment import environment_fingerprint
+from repro.core.fingerprint import sample_digests, set_digest
 from repro.errors import RunDirectoryError, Terminated
-from repro.fingerprint import sample_digests, set_digest
-from repro.launch import current_entry
+from repro.files import atomic_write, jsonl_text, read_jsonl, sha256_file
+from repro.run.capture import StepCapture, stop_after_step
+from repro.run.layout import CONFIG_FILE, FINGERPRINTS_FILE, METRICS_FILE, RUN_FILE
 from repro.secrets import redact_args, redact_tree
 
-CONFIG_FILE = "config.yaml"
-RUN_FILE = "run.json"
-METRICS_FILE = "metrics.jsonl"
-FINGERPRINTS_FILE = "fingerprints.jsonl"
+__all__ = ["RunRecord", "resolved_config_yaml"]
+
 RECORD_VERSION = 1
-
-
-def atomic_write(path: str | Path, data: str | bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
-    path = Path(path)
-    raw = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def read_jsonl(path: str | Path, *, up_to_step: int | None = None) -> list[dict[str, Any]]:
-    """The complete rows of a ``.jsonl`` record file (a line cut short by a kill is dropped).
-
-    ``up_to_step`` keeps only rows whose ``step`` is at most that.
-    """
-    path = Path(path)
-    if not path.exists():
-        return []
-    rows = [json.loads(ln) for ln in path.read_text().splitlines(keepends=True) if ln.endswith("\n") and ln.strip()]
-    return rows if up_to_step is None else [r for r in rows if r.get("step", 0) <= up_to_step]
-
-
-def jsonl_text(rows: list[dict[str, Any]]) -> str:
-    """Rows in the record's own line format."""
-    return "".join(json.dumps(row, separators=(",", ":"), default=str) + "\n" for row in rows)
-
-
-def sha256_file(path: str | Path) -> str:
-    """sha256 hex of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def resolved_config_yaml(cfg: DictConfig, null_keys: tuple[str, ...] = ()) -> str:
@@ -158,6 +113,7 @@ class RunRecord:
         overrides: list[str] | None = None,
         extra: dict[str, Any] | None = None,
         null_keys: tuple[str, ...] = (),
+        entry: dict[str, Any] | None = None,
     ) -> RunRecord:
         """Create the record in ``run_dir``; refuse a directory that already holds a run.
 
@@ -188,7 +144,7 @@ class RunRecord:
                 "wall_time_s": None,
                 "weights_sha256": None,
                 "overrides": redact_args(list(overrides or [])),
-                "entry": current_entry(),
+                "entry": dict(entry or {}),
                 "distributed": {"world_size": dist.world_size, "backend": dist.backend},
                 "process": {"pid": os.getpid(), "host": socket.gethostname()},
                 "determinism": repro.to_dict(),

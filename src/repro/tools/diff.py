@@ -11,7 +11,7 @@ directories; the re-runs happen on this machine.
 When the configs differ in a key that changes results (anything but the
 keys the kit and the project declare result-neutral), that difference
 explains the divergence: diff says so and stops, unless asked to dig
-(``deep``). Re-runs go through ``repro.replay`` (the project's entry module,
+(``deep``). Re-runs go through ``repro.tools.replay`` (the project's entry module,
 a sanitised config); one that captures nothing raises ``ReplayFailed``.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from repro.errors import RunDirectoryError
-from repro.replay import (
+from repro.tools.replay import (
     EntrySettings,
     ReplayFailed,
     ReplaySpec,
@@ -34,8 +34,8 @@ from repro.replay import (
     replay_from_checkpoint,
     resolve_entry,
 )
-from repro.runs import VOLATILE_ENV_KEYS, diff_trees, first_divergence, load_run
-from repro.verify import checkpoint_steps
+from repro.tools.runs import VOLATILE_ENV_KEYS, diff_trees, first_divergence, load_run
+from repro.tools.verify import checkpoint_steps
 
 #: Config keys the kit promises never change the bits (results must not depend on the worker count).
 RESULT_NEUTRAL_KEYS = ("repro.num_workers", "repro.persistent_workers")

@@ -2,7 +2,7 @@
 
 Before Hydra creates a run directory, the entry point composes the config
 from the command line once (each job of a ``-m`` sweep too) and checks it
-(:mod:`repro.preflight`):
+(:mod:`repro.launch.preflight`):
 
 * a bad override, an unknown key or profile, or a value out of range stops
   the program with one line naming the key and what is allowed (exit 2),
@@ -35,7 +35,7 @@ from omegaconf import DictConfig
 
 from repro.config import register_configs
 from repro.errors import ReproError, Terminated
-from repro.preflight import (
+from repro.launch.preflight import (
     STATE,
     AlreadyCompleted,
     ConfigCheck,
@@ -45,6 +45,7 @@ from repro.preflight import (
     describe_compose_error,
     preflight,
 )
+from repro.run.layout import RUN_FILE
 
 __all__ = ["LaunchError", "current_entry", "describe_compose_error", "entrypoint", "fail", "relaunch_if_needed"]
 
@@ -242,8 +243,8 @@ def _run_task(task: TaskFn, cfg: DictConfig, node: str, safe_keys: tuple[str, ..
 
     from hydra.core.hydra_config import HydraConfig
 
-    from repro.resume import RunCompleted
-    from repro.start import open_run
+    from repro.run.resume import RunCompleted
+    from repro.run.start import open_run
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
@@ -252,10 +253,11 @@ def _run_task(task: TaskFn, cfg: DictConfig, node: str, safe_keys: tuple[str, ..
 
         redact_yaml_files(run_dir / str(hc.output_subdir))  # Hydra wrote the overrides as given
     try:
-        run = open_run(cfg, run_dir, overrides=list(hc.overrides.task), node=node, safe_keys=safe_keys)
+        run = open_run(cfg, run_dir, overrides=list(hc.overrides.task), node=node, safe_keys=safe_keys,
+                       entry=current_entry())
     except RunCompleted as done:  # a requeued sweep job that had already finished
-        logging.getLogger("repro.run").info("%s", done)
-        return json.loads((run_dir / "run.json").read_text()).get("result") or {}
+        logging.getLogger("repro.run.run").info("%s", done)
+        return json.loads((run_dir / RUN_FILE).read_text()).get("result") or {}
     try:
         result = task(run)
     except BaseException as exc:  # KeyboardInterrupt and SIGTERM too: the record must say the run failed
@@ -305,7 +307,7 @@ def _remove_unused_run_dir() -> None:
     except Exception:
         return
     made_now = STATE.get("run_dir") == out and STATE.get("run_dir_existed") is False
-    if not made_now or not out.is_dir() or (out / "run.json").exists():
+    if not made_now or not out.is_dir() or (out / RUN_FILE).exists():
         return
     if all(p.name in (".hydra", ".lock") or p.suffix == ".log" for p in out.iterdir()):
         shutil.rmtree(out, ignore_errors=True)
@@ -326,7 +328,7 @@ def _remove_unused_resume_subdir() -> None:
     if match is None or not (out / sub).is_dir():
         return
     try:
-        resumes = len(json.loads((out / "run.json").read_text()).get("resumes") or [])
+        resumes = len(json.loads((out / RUN_FILE).read_text()).get("resumes") or [])
     except (OSError, ValueError, AttributeError):
         return
     if resumes < int(match.group(1)):  # this attempt never reached the record

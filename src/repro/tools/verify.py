@@ -8,7 +8,7 @@ a fraction of the cost of a full rerun.
 
 A replay that ends before it records a step raises ``ReplayFailed``: a
 broken replay is an error, never a verdict. What a replay runs (module,
-config) is decided in ``repro.replay``; the record is only data.
+config) is decided in ``repro.tools.replay``; the record is only data.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from repro.errors import ReproError, RunDirectoryError
-from repro.replay import (
+from repro.tools.replay import (
     ReplayFailed,
     ReplaySpec,
     entry_settings,
@@ -34,7 +34,7 @@ from repro.replay import (
     require_started,
     resolve_entry,
 )
-from repro.runs import (
+from repro.tools.runs import (
     RUN_FILE,
     VOLATILE_ENV_KEYS,
     Run,
@@ -127,7 +127,7 @@ def _replay_manifest(folder: Path) -> dict[str, Any]:
 
 def checkpoint_steps(run: Run) -> list[tuple[Path, int]]:
     """The run's checkpoints with their steps, oldest first; RunDirectoryError naming a bad one."""
-    from repro.checkpoint import CheckpointError, list_checkpoints, read_header
+    from repro.run.layout import CheckpointError, list_checkpoints, read_header
 
     out = []
     try:

@@ -1,6 +1,6 @@
 """The check before a run starts: compose every job the command line asks for, and refuse bad ones.
 
-Used by :func:`repro.launch.entrypoint` before Hydra creates anything. A bad
+Used by :func:`repro.launch.entry.entrypoint` before Hydra creates anything. A bad
 override, an unknown key or profile, a value out of range, a run directory
 that already holds a run, or a resume that would change the result stops the
 program with one line naming the key; nothing is written. It also works out
@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from repro.config import register_configs, to_repro_config, validate, wanted_environment
 from repro.errors import ReproError
+from repro.run.layout import CONFIG_FILE, RUN_FILE
 
 _MAX_SWEEP_CHECKS = 64
 #: Called with the composed config of a single run whose directory already holds a run:
@@ -257,7 +258,7 @@ def _plan_resume(cfg: DictConfig, job: list[str], config_dir: str | Path, config
     """
     from hydra import compose, initialize_config_dir
 
-    from repro.resume import (
+    from repro.run.resume import (
         AUTO,
         abandon_attempt,
         check_overrides,
@@ -290,7 +291,7 @@ def _plan_resume(cfg: DictConfig, job: list[str], config_dir: str | Path, config
         extra = [] if given_dir is not None else [f"hydra.run.dir={quote_override_value(str(run_dir))}"]
     if state.status == "completed":
         raise AlreadyCompleted(f"{run_dir} already holds a completed run; nothing to resume")
-    saved = OmegaConf.load(run_dir / "config.yaml")
+    saved = OmegaConf.load(run_dir / CONFIG_FILE)
     keep = (resume_key, *safe_keys)
     base_job = [o for o in job if _override_key(o).startswith("hydra.") or _override_key(o) in keep]
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
@@ -304,7 +305,7 @@ def _plan_resume(cfg: DictConfig, job: list[str], config_dir: str | Path, config
 
 def _check_world_size(checkpoint: Path, resume_key: str, value: str) -> None:
     """Refuse, before anything is written, to resume a checkpoint of N ranks with another number."""
-    from repro.checkpoint import CheckpointError, read_header
+    from repro.run.layout import CheckpointError, read_header
 
     try:
         written = int(read_header(checkpoint).header.get("world_size", 1))
@@ -334,7 +335,7 @@ def _check_run_dir(cfg: DictConfig, existing_run_ok: ExistingRunPolicy | None) -
     run_dir = Path(text)
     _check_path_is_usable("hydra.run.dir", run_dir)
     STATE["run_dir"], STATE["run_dir_existed"] = run_dir.resolve(), run_dir.exists()
-    if (run_dir / "run.json").exists() and not (existing_run_ok and existing_run_ok(cfg, run_dir)):
+    if (run_dir / RUN_FILE).exists() and not (existing_run_ok and existing_run_ok(cfg, run_dir)):
         raise LaunchError(
             f"hydra.run.dir={run_dir} already holds a run (run.json exists) and is never overwritten; "
             "choose another hydra.run.dir"

@@ -40,19 +40,20 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
-from repro.checkpoint import save_checkpoint
 from repro.config import RunConfig, validate_run_config
-from repro.distributed import all_reduce_sum, gather_objects, shutdown_distributed, wrap_model
+from repro.core.distributed import all_reduce_sum, gather_objects, shutdown_distributed, wrap_model
+from repro.core.fingerprint import float_bits, tensors_digest
+from repro.core.loader import ReproDataLoader
+from repro.core.setup import Repro
 from repro.errors import ConfigValueError, ReproError
-from repro.faults import Faults
-from repro.fingerprint import float_bits, tensors_digest
-from repro.loader import ReproDataLoader
-from repro.record import RunRecord, atomic_write, sha256_file
-from repro.setup import Repro
+from repro.files import atomic_write, sha256_file
+from repro.run.checkpoint import save_checkpoint
+from repro.run.faults import Faults
+from repro.run.layout import WEIGHTS_FILE
+from repro.run.record import RunRecord
 
-log = logging.getLogger("repro.run")
+log = logging.getLogger("repro.run.run")
 
-WEIGHTS_FILE = "weights.pt"
 # Checkpoint keys, in one place.
 KIT, OBJECTS, RANKS = "kit", "objects", "ranks"
 STEP, EPOCH = "step", "epoch"

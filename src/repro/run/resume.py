@@ -21,6 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from repro.errors import ReproError, RunDirectoryError
+from repro.run.layout import CONFIG_FILE, RUN_FILE
 
 AUTO = "auto"
 ABANDONED_DIR = ".abandoned"
@@ -129,10 +130,10 @@ class RunDirectoryState:
 
 
 def inspect_run_dir(run_dir: str | Path) -> RunDirectoryState:
-    from repro.checkpoint import list_checkpoints
+    from repro.run.layout import list_checkpoints
 
     run_dir = Path(run_dir)
-    run_json = run_dir / "run.json"
+    run_json = run_dir / RUN_FILE
     status = None
     if run_json.is_file():
         try:
@@ -150,7 +151,7 @@ def require_resumable(run_dir: str | Path) -> RunDirectoryState:
     if not run_dir.is_dir():
         raise RunDirectoryError(f"train.resume={run_dir}: no such directory")
     state = inspect_run_dir(run_dir)
-    if not state.has_record or not (run_dir / "config.yaml").is_file():
+    if not state.has_record or not (run_dir / CONFIG_FILE).is_file():
         raise RunDirectoryError(f"train.resume={run_dir}: not a run directory (no run.json and config.yaml)")
     if not state.checkpoints:
         raise RunDirectoryError(f"train.resume={run_dir}: the run holds no checkpoint to resume from")
@@ -204,7 +205,7 @@ class Resumption:
     def load_latest(self) -> tuple[Any, dict[str, Any]]:
         """The newest intact checkpoint written under this config; older ones are tried, with a warning, if
         the newest is corrupt. Raises CheckpointError when none can be used."""
-        from repro.checkpoint import CheckpointError, latest_valid_checkpoint
+        from repro.run.checkpoint import CheckpointError, latest_valid_checkpoint
 
         found = latest_valid_checkpoint(self.run_dir, config_sha256=self.config_sha256())
         if found is None:
@@ -242,6 +243,6 @@ def find_resumption(cfg: DictConfig, run_dir: str | Path, *, key: str, safe_keys
             return None
         raise RunDirectoryError(f"{key}={value}: the run holds no checkpoint to resume from")
     ignore = (key, *safe_keys)
-    saved = OmegaConf.load(run_dir / "config.yaml")
+    saved = OmegaConf.load(run_dir / CONFIG_FILE)
     return Resumption(run_dir, merged_config(saved, cfg, ignore, None if given is None else {*given, key}, reset),
                       ignore)

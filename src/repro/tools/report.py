@@ -29,7 +29,8 @@ from typing import Any
 import yaml
 
 from repro.errors import ReproError, RunDirectoryError
-from repro.runs import flatten
+from repro.run.layout import CONFIG_FILE, METRICS_FILE, RUN_FILE
+from repro.tools.runs import flatten
 
 # fmt: off
 # Two-sided 95% Student t quantiles (0.975) for 1..30 degrees of freedom; 1.96 beyond.
@@ -158,7 +159,7 @@ def _text(value: Any) -> str:
 
 def _read_text(path: Path) -> str:
     """A record file's text, read as data (regular files of bounded size only); RunDirectoryError else."""
-    from repro.runs import read_record_file
+    from repro.tools.runs import read_record_file
 
     return read_record_file(path)
 
@@ -175,7 +176,7 @@ def _settings(job_dir: Path, manifest: dict[str, Any]) -> tuple[dict[str, str], 
     overrides = manifest.get("overrides")
     if not isinstance(overrides, list):
         overrides = _read_yaml(job_dir / ".hydra" / "overrides.yaml")
-    config = _read_yaml(job_dir / "config.yaml")
+    config = _read_yaml(job_dir / CONFIG_FILE)
     config = flatten(config) if isinstance(config, dict) else {}
     out = {}
     for item in overrides if isinstance(overrides, list) else []:
@@ -205,7 +206,7 @@ def collect(sweep_dir: str | Path) -> SweepReport:
     jobs, readable = [], []
     for d in dirs:
         try:
-            m = json.loads(_read_text(d / "run.json"))
+            m = json.loads(_read_text(d / RUN_FILE))
         except (OSError, ValueError, RunDirectoryError):
             m = None
         if not isinstance(m, dict):
@@ -378,7 +379,7 @@ def _panel_order(curve: str) -> tuple[bool, str, str]:
 
 def _write(path: Path, data: str | bytes) -> None:
     """Write atomically, readable by others (the figure and tables are meant to be shared)."""
-    from repro.record import atomic_write  # here, not at the top: it imports torch
+    from repro.files import atomic_write
 
     atomic_write(path, data)
     path.chmod(0o644)
@@ -387,7 +388,7 @@ def _write(path: Path, data: str | bytes) -> None:
 def _curves(job: Job) -> dict[str, dict[int, float]]:
     """(split/metric) -> {step: value} from a job's metrics.jsonl; rows it cannot read are skipped."""
     out: dict[str, dict[int, float]] = {}
-    path = job.dir / "metrics.jsonl"
+    path = job.dir / METRICS_FILE
     if not path.exists():
         return out
     try:
@@ -544,7 +545,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Report a sweep; 0 when every job completed, 1 when any did not."""
-    from repro.table import paint, render, short
+    from repro.tools.table import paint, render, short
 
     report = collect(args.sweep_dir)
     out_dir = Path(args.out) if args.out else report.sweep_dir / OUT_DIR
@@ -599,7 +600,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m repro.report``: the same as ``repro report``."""
+    """``python -m repro.tools.report``: the same as ``repro report``."""
     parser = argparse.ArgumentParser(
         prog="repro report",
         description=__doc__,

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from repro.errors import ReproError
-from repro.table import paint, render
+from repro.tools.table import paint, render
 
 EXIT_OK, EXIT_DIFFERENT, EXIT_USAGE, EXIT_CANNOT_REPLAY = 0, 1, 2, 3
 
@@ -53,7 +53,7 @@ def _print_diff(title: str, rows: list[tuple[str, Any, Any]], left: str, right: 
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from repro.verify import verify
+    from repro.tools.verify import verify
 
     log = None if args.quiet else sys.stderr
     verdict = verify(
@@ -102,7 +102,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from repro.diff import diff_runs
+    from repro.tools.diff import diff_runs
 
     report = diff_runs(
         args.run_a,
@@ -155,8 +155,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_env(args: argparse.Namespace) -> int:
-    from repro.environment import environment_fingerprint
-    from repro.runs import VOLATILE_ENV_KEYS, diff_trees, flatten, load_run
+    from repro.core.environment import environment_fingerprint
+    from repro.tools.runs import VOLATILE_ENV_KEYS, diff_trees, flatten, load_run
 
     if args.run_dir is None:
         env = environment_fingerprint(_code_dir())
@@ -206,7 +206,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
             cfg = compose(config_name="config", overrides=args.overrides)
     except Exception as exc:  # a bad override: the user's input
-        from repro.launch import describe_compose_error
+        from repro.launch.entry import describe_compose_error
 
         raise ReproError(describe_compose_error(exc)) from None
     model, batch, loss_fn = build(cfg)
@@ -217,7 +217,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 def _default_entry() -> str:
     """The project's entry module for ``repro audit``: [tool.repro] entry of the project, else experiment.train."""
-    from repro.environment import find_project
+    from repro.core.environment import find_project
 
     project = find_project()
     return project.entry if project is not None and project.entry else "experiment.train"
@@ -225,7 +225,7 @@ def _default_entry() -> str:
 
 def _code_dir() -> Path:
     """The project's code directory (where its pyproject.toml with [tool.repro] is), else the cwd."""
-    from repro.environment import find_project
+    from repro.core.environment import find_project
 
     project = find_project()
     return project.root if project is not None else Path.cwd()
@@ -234,7 +234,7 @@ def _code_dir() -> Path:
 #: Run in a fresh interpreter that does not import from its working directory; arguments come in argv.
 _FINGERPRINT_CODE = """
 import json, sys, torch
-from repro.environment import environment_fingerprint
+from repro.core.environment import environment_fingerprint
 threads, interop, code_dir = sys.argv[1:4]
 if threads:
     torch.set_num_threads(int(threads))
@@ -252,7 +252,7 @@ def _environment_under_pins(run: Any) -> dict[str, Any]:
     import subprocess
     import tempfile
 
-    from repro.replay import replay_environment
+    from repro.tools.replay import replay_environment
 
     env, _ = replay_environment(run)
     repro_cfg = run.config.get("repro") or {}
@@ -337,8 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_env)
 
-    from repro import report as report_cmd
-    from repro import selftest as selftest_cmd
+    from repro.tools import report as report_cmd
+    from repro.tools import selftest as selftest_cmd
 
     p = sub.add_parser("report", help="summarise a sweep: a figure, tables per swept key, statistics")
     report_cmd.add_arguments(p)
@@ -368,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from repro.replay import ReplayFailed
+    from repro.tools.replay import ReplayFailed
 
     for stream in (
         sys.stdout,

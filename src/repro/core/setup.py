@@ -20,12 +20,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.utils.data import Dataset
 
-from repro import determinism, distributed
 from repro.config import ReproConfig, to_repro_config, validate
-from repro.determinism import DeterminismReport
-from repro.distributed import DistInfo
-from repro.loader import ReproDataLoader, make_dataloader
-from repro.seeding import (
+from repro.core import determinism, distributed
+from repro.core.determinism import DeterminismReport
+from repro.core.distributed import DistInfo
+from repro.core.loader import ReproDataLoader, make_dataloader
+from repro.core.seeding import (
     Streams,
     capture_global_state,
     derive_seed,

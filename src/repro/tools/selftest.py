@@ -199,7 +199,7 @@ def measure(timeout: float = 300) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if k not in UNSET}
     env.update(PINS)
     start = time.perf_counter()
-    code = "from repro.selftest import _worker; _worker()"
+    code = "from repro.tools.selftest import _worker; _worker()"
     try:
         out = subprocess.run(
             [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout
@@ -379,7 +379,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m repro.selftest``: the same as ``repro selftest``."""
+    """``python -m repro.tools.selftest``: the same as ``repro selftest``."""
     parser = argparse.ArgumentParser(
         prog="repro selftest",
         description=__doc__,

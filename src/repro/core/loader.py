@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, get_worker_info
 
-from repro.seeding import capture_global_state, mix64, restore_global_state, seed_globals_fast
+from repro.core.seeding import capture_global_state, mix64, restore_global_state, seed_globals_fast
 
 
 class ReproSampler(Sampler[tuple[int, int]]):

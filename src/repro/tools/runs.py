@@ -24,10 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from repro.errors import RunDirectoryError
+from repro.run.layout import CONFIG_FILE, FINGERPRINTS_FILE, RUN_FILE  # noqa: E402  (re-exported to the tools)
 
-RUN_FILE = "run.json"
-CONFIG_FILE = "config.yaml"
-FINGERPRINTS_FILE = "fingerprints.jsonl"
 #: Larger record files are refused rather than read into memory.
 MAX_RECORD_BYTES = 64 << 20
 

@@ -36,9 +36,16 @@ from typing import Any, TextIO
 
 from omegaconf import OmegaConf
 
-from repro.environment import find_project
+from repro.core.environment import find_project
 from repro.errors import ReproError, RunDirectoryError
-from repro.runs import CONFIG_FILE, FINGERPRINTS_FILE, MODULE_NAME, RUN_FILE, Run, read_fingerprints
+from repro.tools.runs import (
+    CONFIG_FILE,
+    FINGERPRINTS_FILE,
+    MODULE_NAME,
+    RUN_FILE,
+    Run,
+    read_fingerprints,
+)
 
 #: Recorded variables a replay re-applies: they change numerics, not where things run.
 REPLAYED_ENV = (
@@ -403,7 +410,7 @@ def _launch(cmd: list[str], env: dict[str, str], log: TextIO | None) -> tuple[in
 def _with_controls(
     env: dict[str, str], stop_after: int | None, capture: tuple[int, Path] | None
 ) -> dict[str, str]:
-    from repro.capture import (
+    from repro.run.capture import (
         CAPTURE_FILE_ENV,
         CAPTURE_STEP_ENV,
         STOP_ENV,
@@ -471,8 +478,8 @@ def replay_from_checkpoint(
     """
     import json
 
-    from repro.checkpoint import CHECKPOINT_DIR
-    from repro.record import METRICS_FILE, jsonl_text
+    from repro.files import jsonl_text
+    from repro.run.layout import CHECKPOINT_DIR, METRICS_FILE
 
     key = spec.entry.resume_key
     if not key:
@@ -502,7 +509,7 @@ def _metrics_rows(path: Path, step: int) -> list[dict[str, Any]]:
     """The metrics rows up to ``step``; unreadable lines are left out (metrics are not compared)."""
     import json
 
-    from repro.runs import read_record_file
+    from repro.tools.runs import read_record_file
 
     if not os.path.lexists(path):
         return []
