@@ -107,6 +107,17 @@ RUN_RESUME_SAFE_KEYS = ("checkpoint_every", "keep_checkpoints", "resume")
 REPRO_RESUME_SAFE_KEYS = ("repro.num_workers", "repro.persistent_workers")
 
 
+def split_override(arg: str) -> tuple[str, str]:
+    """The one parser of a ``key=value`` override: the key without ``+``/``++``/``~``, and the value."""
+    key, _, value = arg.partition("=")
+    return key.lstrip("+~"), value
+
+
+def override_key(arg: str) -> str:
+    """The key an override sets (``+train.x=1`` -> ``train.x``)."""
+    return split_override(arg)[0]
+
+
 def resume_safe_keys(node: str = "train", extra: Any = ()) -> tuple[str, ...]:
     """Keys that may differ when a run is resumed: the kit's own plus a project's ``extra``."""
     return (*REPRO_RESUME_SAFE_KEYS, *(f"{node}.{k}" for k in RUN_RESUME_SAFE_KEYS), *extra)

@@ -33,24 +33,25 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from repro.config import register_configs
+from repro.config import register_configs, split_override
 from repro.errors import ReproError, Terminated
 from repro.launch.preflight import (
-    STATE,
-    AlreadyCompleted,
     ConfigCheck,
     ExistingRunPolicy,
     LaunchError,
+    LaunchPlan,
     _one_line,
     describe_compose_error,
     preflight,
 )
 from repro.run.layout import RUN_FILE
+from repro.run.resume import RunCompleted
 
-__all__ = ["LaunchError", "current_entry", "describe_compose_error", "entrypoint", "fail", "relaunch_if_needed"]
+__all__ = ["LaunchError", "current_entry", "describe_compose_error", "entrypoint", "fail", "relaunch_if_needed", "PLAN_ENV"]
 
-#: Set in the environment of a re-executed process, so it is re-executed at most once.
-RELAUNCH_GUARD = "REPRO_RELAUNCHED"
+#: Set in the environment of a re-executed process: the launch plan its parent checked (JSON), so the
+#: child neither checks nor composes again, and is re-executed at most once.
+PLAN_ENV = "REPRO_LAUNCH_PLAN"
 #: How the entry point was launched, for jobs that launcher plugins run in worker processes.
 ENTRY_ENV = "REPRO_ENTRY"
 #: Storage errors a user can act on (disk full, read-only, no permission): one line, no traceback.
@@ -78,16 +79,34 @@ def current_entry() -> dict[str, Any]:
     return entry
 
 
-def relaunch_if_needed(pins: dict[str, str]) -> None:
-    """Re-execute this command with ``pins`` in the environment, unless they already hold."""
-    missing = {k: v for k, v in pins.items() if os.environ.get(k) != v}
-    if os.environ.pop(RELAUNCH_GUARD, None) or not missing:  # children of this process may relaunch again
+def relaunch_if_needed(plan: LaunchPlan, argv: list[str]) -> None:
+    """Re-execute ``argv`` with the plan's pins in the environment, unless they already hold.
+
+    ``os.execve`` keeps the process id (schedulers and torchrun see one process); the plan travels in
+    the environment, so the new process starts the task at once.
+    """
+    missing = {k: v for k, v in plan.pins.items() if os.environ.get(k) != v}
+    if not missing:
         return
-    env = dict(os.environ, **pins, **{RELAUNCH_GUARD: "1"})
-    argv = [sys.executable, *sys.orig_argv[1:]]
+    env = dict(os.environ, **plan.pins, **{PLAN_ENV: plan.to_json()})
+    head = _interpreter_flags()
+    argv = [sys.executable, *head, *(argv[1:] if "-m" in head else argv)]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, argv, env)
+
+
+def _interpreter_flags() -> list[str]:
+    """The interpreter's own flags of this process (``-X ...``, ``-P``), then how the program was named."""
+    orig = list(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))[1:]
+    flags = []
+    while orig and orig[0].startswith("-") and orig[0] not in ("-m", "-c"):
+        flags.append(orig.pop(0))
+        if flags[-1] in ("-X", "-W") and orig:
+            flags.append(orig.pop(0))
+    if orig[:1] == ["-m"]:
+        return [*flags, "-m", orig[1]]
+    return flags
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -132,12 +151,15 @@ def entrypoint(
     def decorate(task: TaskFn) -> Callable[[], Any]:
         import hydra
 
+        launch: dict[str, LaunchPlan] = {}  # this process's plan, from main() to the task
+
         @functools.wraps(task)
         def guarded(cfg: DictConfig) -> Any:
+            plan = launch.get("plan") or LaunchPlan()
             try:
                 return _run_task(task, cfg, node, safe_keys)
             except ReproError as exc:
-                _remove_unused_run_dir()
+                _remove_unused_run_dir(plan)
                 _remove_unused_resume_subdir()
                 if _in_multirun():  # let Hydra record this job as failed and go on with the others
                     print(f"error: {exc}", file=sys.stderr)
@@ -159,7 +181,7 @@ def entrypoint(
             except OSError as exc:
                 if exc.errno not in _STORAGE_ERRORS:
                     raise
-                _remove_unused_run_dir()
+                _remove_unused_run_dir(plan)
                 where = exc.filename or "the run directory"
                 fail(f"cannot write {where}: {exc.strerror} (the run is recorded as failed if it had started)")
 
@@ -176,42 +198,32 @@ def entrypoint(
             sys.argv = _absolute_config_path(sys.argv)
             args = _parse_args(sys.argv[1:])
             rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-            if (
-                args is not None
-                and not any(getattr(args, f, None) for f in _SKIP_FLAGS)
-            ):
+            inherited = os.environ.pop(PLAN_ENV, None)
+            if inherited is not None:  # re-executed by our parent: the plan is checked, the argv complete
+                launch["plan"] = LaunchPlan.from_json(inherited)
+            elif args is not None and not any(getattr(args, f, None) for f in _SKIP_FLAGS):
                 ranks_extra = _torchrun_overrides(args, rank, world, resume_key)
                 args.overrides = [*args.overrides, *ranks_extra]
-                cdir = (
-                    config_dir
-                    if args.config_path is None
-                    else str(Path(args.config_path).resolve())
-                )
+                cdir = config_dir if args.config_path is None else str(Path(args.config_path).resolve())
                 checked = list(args.overrides)
                 if args.config_dir:  # --config-dir adds a directory to the search path: compose with it too
                     checked.append(f"hydra.searchpath=[file://{Path(args.config_dir).resolve()}]")
                 try:
-                    pins, extra = preflight(
-                        cdir,
-                        args.config_name or config_name,
-                        checked,
-                        multirun=args.multirun,
-                        existing_run_ok=existing_run_ok,
-                        check=check,
-                        resume_key=resume_key,
-                        resume_safe_keys=resume_safe_keys,
-                        is_main=rank == 0,
-                    )
-                except AlreadyCompleted as exc:
+                    plan = preflight(cdir, args.config_name or config_name, checked, multirun=args.multirun,
+                                     existing_run_ok=existing_run_ok, check=check, resume_key=resume_key,
+                                     resume_safe_keys=resume_safe_keys, is_main=rank == 0)
+                except RunCompleted as exc:
                     print(str(exc), file=sys.stderr)
                     sys.exit(0)
                 except LaunchError as exc:
                     fail(str(exc))
-                relaunch_if_needed(pins)
+                extra = list(plan.extra)
                 if rank > 0:  # Hydra's own files and log belong to rank 0
                     extra = [e for e in extra if not e.startswith("hydra.output_subdir=")]
                     extra += ["hydra.output_subdir=null", "hydra/job_logging=stdout"]
                 sys.argv = [*sys.argv, *ranks_extra, *extra]
+                launch["plan"] = plan
+                relaunch_if_needed(plan, sys.argv)
             return hydra_main()
 
         # How this entry runs, for the repro tools (they read it from the installed project, never a record).
@@ -243,7 +255,6 @@ def _run_task(task: TaskFn, cfg: DictConfig, node: str, safe_keys: tuple[str, ..
 
     from hydra.core.hydra_config import HydraConfig
 
-    from repro.run.resume import RunCompleted
     from repro.run.start import open_run
 
     hc = HydraConfig.get()
@@ -256,7 +267,7 @@ def _run_task(task: TaskFn, cfg: DictConfig, node: str, safe_keys: tuple[str, ..
         run = open_run(cfg, run_dir, overrides=list(hc.overrides.task), node=node, safe_keys=safe_keys,
                        entry=current_entry())
     except RunCompleted as done:  # a requeued sweep job that had already finished
-        logging.getLogger("repro.run.run").info("%s", done)
+        logging.getLogger("repro.run").info("%s", done)
         return json.loads((run_dir / RUN_FILE).read_text()).get("result") or {}
     try:
         result = task(run)
@@ -288,7 +299,7 @@ def _torchrun_overrides(args: Any, rank: int, world: int, resume_key: str | None
         return []
     if args.multirun:
         fail("-m sweeps and torchrun do not mix: launch one torchrun per job of the sweep")
-    keys = {o.split("=", 1)[0].lstrip("+"): o.split("=", 1)[-1] for o in args.overrides}
+    keys = dict(split_override(o) for o in args.overrides)
     if "hydra.run.dir" in keys or (resume_key in keys and keys[resume_key] not in ("auto", "null")):
         return []  # named by the user, or the resumed run's own directory
     run_id = os.environ.get("TORCHELASTIC_RUN_ID", "")
@@ -298,7 +309,7 @@ def _torchrun_overrides(args: Any, rank: int, world: int, resume_key: str | None
     return [f"hydra.run.dir=outputs/torchrun/{run_id}"]
 
 
-def _remove_unused_run_dir() -> None:
+def _remove_unused_run_dir(plan: LaunchPlan) -> None:
     """Delete this job's output directory if Hydra made it just now and no run record was started in it."""
     from hydra.core.hydra_config import HydraConfig
 
@@ -306,7 +317,7 @@ def _remove_unused_run_dir() -> None:
         out = Path(HydraConfig.get().runtime.output_dir).resolve()
     except Exception:
         return
-    made_now = STATE.get("run_dir") == out and STATE.get("run_dir_existed") is False
+    made_now = plan.run_dir is not None and Path(plan.run_dir) == out and plan.run_dir_existed is False
     if not made_now or not out.is_dir() or (out / RUN_FILE).exists():
         return
     if all(p.name in (".hydra", ".lock") or p.suffix == ".log" for p in out.iterdir()):

@@ -10,17 +10,26 @@ resuming), for the entry point to put in place.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from repro.config import register_configs, to_repro_config, validate, wanted_environment
+from repro.config import (
+    override_key,
+    register_configs,
+    split_override,
+    to_repro_config,
+    validate,
+    wanted_environment,
+)
 from repro.errors import ReproError
 from repro.run.layout import CONFIG_FILE, RUN_FILE
+from repro.run.resume import RunCompleted
 
 _MAX_SWEEP_CHECKS = 64
 #: Called with the composed config of a single run whose directory already holds a run:
@@ -28,10 +37,31 @@ _MAX_SWEEP_CHECKS = 64
 ExistingRunPolicy = Callable[[DictConfig, Path], bool]
 #: Checks a composed config (values a type cannot express); raises ReproError. Must not import torch.
 ConfigCheck = Callable[[DictConfig], None]
-#: What preflight saw of the run directory, so a failed start removes only what it made.
-STATE: dict[str, Any] = {}
-#: What preflight learnt from a resumed run (its own environment pins).
-_RESUME: dict[str, Any] = {}
+
+
+@dataclass
+class LaunchPlan:
+    """What the pre-run check decided, handed to the task: one value, no module state.
+
+    ``pins``: the environment the process must have (a resume: the resumed run's own); ``extra``: the
+    overrides to add (a resume runs in the resumed run's directory, Hydra's files in ``.hydra/resume-N``);
+    ``run_dir`` and ``run_dir_existed``: what the check saw, so a failed start removes only what it made;
+    ``resume``: ``None`` (fresh), ``"resume"`` or ``"fresh-after-abandon"``.
+    """
+
+    pins: dict[str, str] = field(default_factory=dict)
+    extra: list[str] = field(default_factory=list)
+    run_dir: str | None = None
+    run_dir_existed: bool | None = None
+    resume: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> LaunchPlan:
+        data = json.loads(text)
+        return cls(**{k: data[k] for k in ("pins", "extra", "run_dir", "run_dir_existed", "resume") if k in data})
 
 
 class LaunchError(ReproError):
@@ -114,14 +144,13 @@ def preflight(
     resume_key: str | None = None,
     resume_safe_keys: tuple[str, ...] = (),
     is_main: bool = True,
-) -> tuple[dict[str, str], list[str]]:
-    """Compose and check every job the command line asks for.
+) -> LaunchPlan:
+    """Compose and check every job the command line asks for; return the :class:`LaunchPlan`.
 
-    Returns the environment the jobs pin and the overrides to add (a resume
-    runs in the resumed run's directory). Raises :class:`LaunchError` with a
-    one-line message, or :class:`AlreadyCompleted`.
+    Raises :class:`LaunchError` with a one-line message, or :class:`repro.run.resume.RunCompleted` when
+    the run asked to be resumed has already completed.
     """
-    extra: list[str] = []
+    plan = LaunchPlan()
     from hydra import compose, initialize_config_dir
 
     register_configs()
@@ -159,19 +188,22 @@ def preflight(
                                       f"{resume_key}=auto (each job resumes its own directory)")
                 continue
             try:
-                _RESUME.clear()
-                extra = _plan_resume(cfg, job, config_dir, config_name, resume_key, resume_safe_keys, is_main)
-                pins = _RESUME.get("pins", pins)
+                extra, resumed_pins = _plan_resume(cfg, job, config_dir, config_name, resume_key,
+                                                   resume_safe_keys, is_main)
+            except RunCompleted:
+                raise
             except ReproError as exc:
-                if isinstance(exc, AlreadyCompleted):
-                    raise
                 raise LaunchError(str(exc)) from None
+            if extra:
+                plan.extra, plan.resume = extra, "resume"
+                pins = resumed_pins if resumed_pins is not None else pins
             resuming = bool(extra)
         if not multirun and not resuming and is_main:  # other ranks of a torchrun job share rank 0's directory
-            _check_run_dir(cfg, existing_run_ok)
+            plan.run_dir, plan.run_dir_existed = _check_run_dir(cfg, existing_run_ok)
     if multirun:
         _check_sweep_dir(cfg)
-    return pins or {}, extra
+    plan.pins = pins or {}
+    return plan
 
 
 _BOOL_WORDS = ("true", "false")
@@ -195,7 +227,7 @@ def _check_job_overrides(cfg: DictConfig, job: list[str], config_dir: str | Path
     added: list[str] = []
     for override in job:
         key, sep, value = override.partition("=")
-        bare = key.lstrip("+~")
+        bare = override_key(override)
         if not sep or bare.startswith("hydra.") or bare.startswith("hydra/"):
             continue
         if value.strip().startswith("[") and _is_config_group(bare, config_dir):
@@ -229,7 +261,7 @@ def _check_added_keys(cfg: DictConfig, job: list[str], added: list[str], config_
         base = compose(config_name=config_name, overrides=base_job, return_hydra_config=False)
     groups = set(OmegaConf.to_container(cfg.hydra.runtime.choices, resolve=False) or {})
     for override in added:
-        key = override.partition("=")[0].lstrip("+~")
+        key = override_key(override)
         if key in groups:  # +group=option: a config group Hydra resolved, not a value
             continue
         if OmegaConf.select(base, key, default="<absent>", throw_on_resolution_failure=False) == "<absent>":
@@ -242,17 +274,10 @@ def _check_added_keys(cfg: DictConfig, job: list[str], added: list[str], config_
                               + "). Keys are never added on the command line; add it to the schema")
 
 
-class AlreadyCompleted(ReproError):
-    """The run asked to be resumed has already completed: nothing to do."""
-
-
-def _override_key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def _plan_resume(cfg: DictConfig, job: list[str], config_dir: str | Path, config_name: str, resume_key: str,
-                 safe_keys: tuple[str, ...], is_main: bool = True) -> list[str]:
-    """Check a resume request; return the overrides that point Hydra at the resumed run's directory.
+                 safe_keys: tuple[str, ...], is_main: bool = True) -> tuple[list[str], dict[str, str] | None]:
+    """Check a resume request; return the overrides that point Hydra at the resumed run's directory and
+    the resumed run's own environment pins.
 
     An empty list means: start fresh (``auto`` found no checkpoint).
     """
@@ -268,18 +293,18 @@ def _plan_resume(cfg: DictConfig, job: list[str], config_dir: str | Path, config
     )
 
     value = str(OmegaConf.select(cfg, resume_key))
-    given_dir = next((o.split("=", 1)[1] for o in job if _override_key(o) == "hydra.run.dir"), None)
+    given_dir = next((split_override(o)[1] for o in job if override_key(o) == "hydra.run.dir"), None)
     if value == AUTO:
         run_dir = Path(str(cfg.hydra.run.dir)).resolve()
         state = inspect_run_dir(run_dir)
         if not state.checkpoints:
             if state.status == "completed":
-                raise AlreadyCompleted(f"{run_dir} already holds a completed run; nothing to resume")
+                raise RunCompleted(f"{run_dir} already holds a completed run; nothing to resume")
             if state.has_record and is_main:  # rank 0 alone moves files
                 moved = abandon_attempt(run_dir)
                 print(f"{resume_key}=auto: {run_dir} holds an attempt with no checkpoint; moved it to "
                       f"{moved} and starting fresh", file=sys.stderr)
-            return []
+            return [], None
         extra = []
     else:
         run_dir = Path(value).resolve()
@@ -290,17 +315,16 @@ def _plan_resume(cfg: DictConfig, job: list[str], config_dir: str | Path, config
                               "name it once)")
         extra = [] if given_dir is not None else [f"hydra.run.dir={quote_override_value(str(run_dir))}"]
     if state.status == "completed":
-        raise AlreadyCompleted(f"{run_dir} already holds a completed run; nothing to resume")
+        raise RunCompleted(f"{run_dir} already holds a completed run; nothing to resume")
     saved = OmegaConf.load(run_dir / CONFIG_FILE)
     keep = (resume_key, *safe_keys)
-    base_job = [o for o in job if _override_key(o).startswith("hydra.") or _override_key(o) in keep]
+    base_job = [o for o in job if override_key(o).startswith("hydra.") or override_key(o) in keep]
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
         base = compose(config_name=config_name, overrides=base_job, return_hydra_config=True)
     check_overrides(base, cfg, saved, keep)
     _check_world_size(state.checkpoints[-1], resume_key, value)
-    if "repro" in saved:  # the resumed run's own pins, not the command line's profile
-        _RESUME["pins"] = wanted_environment(validate(to_repro_config(saved.repro)))
-    return [*extra, f"hydra.output_subdir={next_resume_subdir(run_dir) if is_main else 'null'}"]
+    pins = wanted_environment(validate(to_repro_config(saved.repro))) if "repro" in saved else None
+    return [*extra, f"hydra.output_subdir={next_resume_subdir(run_dir) if is_main else 'null'}"], pins
 
 
 def _check_world_size(checkpoint: Path, resume_key: str, value: str) -> None:
@@ -324,22 +348,24 @@ def _check_path_is_usable(key: str, path: Path) -> None:
             raise LaunchError(f"{key}={path}: {p} is a file, not a directory")
 
 
-def _check_run_dir(cfg: DictConfig, existing_run_ok: ExistingRunPolicy | None) -> None:
+def _check_run_dir(cfg: DictConfig, existing_run_ok: ExistingRunPolicy | None) -> tuple[str | None, bool | None]:
+    """Refuse an unusable run directory or one that holds a run; return it and whether it existed."""
     try:
         text = str(cfg.hydra.run.dir)
     except Exception:  # an interpolation only Hydra's runtime can resolve: it checks again later
-        return
+        return None, None
     if not text.strip():
         raise LaunchError("hydra.run.dir='' is not allowed: expected a directory for the run (an empty value "
                           "would write the run into the current directory)")
     run_dir = Path(text)
     _check_path_is_usable("hydra.run.dir", run_dir)
-    STATE["run_dir"], STATE["run_dir_existed"] = run_dir.resolve(), run_dir.exists()
+    existed = run_dir.exists()
     if (run_dir / RUN_FILE).exists() and not (existing_run_ok and existing_run_ok(cfg, run_dir)):
         raise LaunchError(
             f"hydra.run.dir={run_dir} already holds a run (run.json exists) and is never overwritten; "
             "choose another hydra.run.dir"
         )
+    return str(run_dir.resolve()), existed
 
 
 def _check_sweep_dir(cfg: DictConfig) -> None:

@@ -52,7 +52,7 @@ from repro.run.faults import Faults
 from repro.run.layout import WEIGHTS_FILE
 from repro.run.record import RunRecord
 
-log = logging.getLogger("repro.run.run")
+log = logging.getLogger("repro.run")
 
 # Checkpoint keys, in one place.
 KIT, OBJECTS, RANKS = "kit", "objects", "ranks"

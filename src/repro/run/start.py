@@ -15,16 +15,12 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from repro.config import resume_safe_keys
+from repro.config import override_key, resume_safe_keys
 from repro.core.setup import setup_reproducibility
 from repro.run.lock import RunLock
 from repro.run.record import RunRecord
 from repro.run.resume import config_sha256, find_resumption, remove_stale_partials
 from repro.run.run import Run, resolve_device, settings_of
-
-
-def _override_key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
 
 
 def open_run(cfg: DictConfig, run_dir: str | Path, *, overrides: Iterable[str] = (), node: str = "train",
@@ -40,7 +36,7 @@ def open_run(cfg: DictConfig, run_dir: str | Path, *, overrides: Iterable[str] =
     is_main = int(os.environ.get("RANK", "0")) == 0
     lock = RunLock.acquire(run_dir) if is_main else None
     try:
-        given = {_override_key(o) for o in overrides}
+        given = {override_key(o) for o in overrides}
         resumption = find_resumption(cfg, run_dir, key=resume_key, safe_keys=safe, is_main=is_main, given=given)
         if resumption is not None:
             cfg = resumption.config
@@ -59,7 +55,7 @@ def open_run(cfg: DictConfig, run_dir: str | Path, *, overrides: Iterable[str] =
             if repro.dist.is_main:
                 import logging
 
-                logging.getLogger("repro.run.run").info("resuming %s from %s (step %d)", run_dir, info.path.name,
+                logging.getLogger("repro.run").info("resuming %s from %s (step %d)", run_dir, info.path.name,
                                                     info.step)
         else:
             record = RunRecord.start(run_dir, cfg, repro, overrides=overrides, entry=entry,
