@@ -162,6 +162,21 @@ ENV_PINS: dict[str, str] = {
 }
 
 
+#: Environment variables that change numerics: recorded with every run, and re-applied by a replay.
+NUMERICS_ENV = (
+    "PYTHONHASHSEED", "CUBLAS_WORKSPACE_CONFIG", "ATEN_CPU_CAPABILITY", "MKL_CBWR", "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "KMP_DETERMINISTIC_REDUCTION", "NVIDIA_TF32_OVERRIDE",
+    "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ONEDNN_DEFAULT_FPMATH_MODE",
+)
+#: Variables that say where and how a run ran: recorded, never re-applied (they belong to the machine).
+PLACEMENT_ENV = (
+    "OPENBLAS_CORETYPE", "CUDA_VISIBLE_DEVICES", "CUDA_LAUNCH_BLOCKING", "CUDNN_DETERMINISTIC",
+    "TORCH_CUDNN_V8_API_DISABLED", "PYTORCH_CUDA_ALLOC_CONF", "WORLD_SIZE", "RANK", "LOCAL_RANK",
+)
+#: Everything the environment fingerprint records.
+RECORDED_ENV = NUMERICS_ENV + PLACEMENT_ENV
+
+
 def wanted_environment(rc: ReproConfig) -> dict[str, str]:
     """The environment variables ``rc`` pins (those left null are absent)."""
     env = {}
@@ -268,3 +283,26 @@ def validate(rc: ReproConfig) -> ReproConfig:
             "null, ':4096:8' or ':16:8'",
         )
     return rc
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as {"a.b.c": leaf}; lists are leaves."""
+    if isinstance(tree, dict) and tree:
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): tree}
+
+
+def diff_trees(a: Any, b: Any, ignore: tuple[str, ...] = ()) -> list[tuple[str, Any, Any]]:
+    """(key, value in a, value in b) for every leaf that differs; '<absent>' marks a missing key."""
+    fa, fb = flatten(a), flatten(b)
+    out = []
+    for key in sorted(set(fa) | set(fb)):
+        if any(key == i or key.startswith(f"{i}.") for i in ignore):
+            continue
+        va, vb = fa.get(key, "<absent>"), fb.get(key, "<absent>")
+        if va != vb:
+            out.append((key, va, vb))
+    return out

@@ -14,7 +14,13 @@ import pytest
 import torch
 
 from repro import CheckpointError, ReproConfig, load_checkpoint, setup_reproducibility
-from repro.run.checkpoint import MAGIC, latest_valid_checkpoint, list_checkpoints, read_header, save_checkpoint
+from repro.run.checkpoint import (
+    MAGIC,
+    latest_valid_checkpoint,
+    list_checkpoints,
+    read_header,
+    save_checkpoint,
+)
 
 
 def state() -> dict:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import FIXTURE, clean_env
 
 KIT = Path(__file__).resolve().parents[2] / "src" / "repro"
@@ -113,3 +114,12 @@ def test_the_top_level_holds_a_handful_of_modules():
     assert len(top) <= 9, top
     assert {p.name for p in KIT.iterdir() if p.is_dir() and (p / "__init__.py").exists()} >= {
         "launch", "core", "run", "tools", "ops"}
+
+
+def test_one_list_of_environment_variables():
+    from repro.config import ENV_PINS, NUMERICS_ENV, RECORDED_ENV
+    from repro.core.environment import RELEVANT_ENV
+    from repro.tools.replay import REPLAYED_ENV
+
+    assert set(ENV_PINS.values()) <= set(NUMERICS_ENV)  # every pin is recorded and replayed
+    assert RELEVANT_ENV is RECORDED_ENV and REPLAYED_ENV is NUMERICS_ENV

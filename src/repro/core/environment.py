@@ -21,28 +21,10 @@ from typing import Any
 
 from repro import secrets as _secrets
 from repro import startup
+from repro.config import RECORDED_ENV
 
 #: Variables recorded when set: they change numerics, kernels or hashing.
-RELEVANT_ENV = (
-    "PYTHONHASHSEED",
-    "CUBLAS_WORKSPACE_CONFIG",
-    "ATEN_CPU_CAPABILITY",
-    "MKL_CBWR",
-    "OMP_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "OPENBLAS_CORETYPE",
-    "CUDA_VISIBLE_DEVICES",
-    "CUDA_LAUNCH_BLOCKING",
-    "NVIDIA_TF32_OVERRIDE",
-    "CUDNN_DETERMINISTIC",
-    "TORCH_CUDNN_V8_API_DISABLED",
-    "PYTORCH_CUDA_ALLOC_CONF",
-    "KMP_DETERMINISTIC_REDUCTION",
-    "WORLD_SIZE",
-    "RANK",
-    "LOCAL_RANK",
-)
+RELEVANT_ENV = RECORDED_ENV  # one list, in repro.config
 _SECRET = re.compile(r"TOKEN|SECRET|PASSW|PASSWD|KEY|CREDENTIAL|AUTH|COOKIE|SESSION|PRIVATE", re.I)
 _PACKAGES = ("torch", "numpy", "hydra-core", "omegaconf")
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from repro.config import flatten
 from repro.errors import ReproError, RunDirectoryError
 from repro.run.layout import CONFIG_FILE, RUN_FILE
 
@@ -60,19 +61,10 @@ def config_sha256(cfg: Any, ignore: Iterable[str] = ()) -> str:
     return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()
 
 
-def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict):
-        out: dict[str, Any] = {}
-        for k, v in tree.items():
-            out.update(_leaves(v, f"{prefix}{k}."))
-        return out or {prefix.rstrip("."): {}}
-    return {prefix.rstrip("."): tree}
-
-
 def changed_keys(base: Any, full: Any) -> dict[str, Any]:
     """Leaf keys whose value differs between two configs (the ``hydra`` node ignored), with ``full``'s value."""
-    b = _leaves({k: v for k, v in _container(base).items() if k != "hydra"})
-    f = _leaves({k: v for k, v in _container(full).items() if k != "hydra"})
+    b = flatten({k: v for k, v in _container(base).items() if k != "hydra"})
+    f = flatten({k: v for k, v in _container(full).items() if k != "hydra"})
     return {k: f.get(k, "<deleted>") for k in sorted(set(b) | set(f)) if b.get(k, "<absent>") != f.get(k, "<absent>")}
 
 
@@ -83,7 +75,7 @@ def check_overrides(base: Any, full: Any, saved: Any, safe_keys: Iterable[str]) 
     drew its seed once and the record holds it.
     """
     safe = set(safe_keys)
-    saved_leaves = _leaves({k: v for k, v in _container(saved).items() if k != "hydra"})
+    saved_leaves = flatten({k: v for k, v in _container(saved).items() if k != "hydra"})
     for key, value in changed_keys(base, full).items():
         if key in safe or any(key.startswith(f"{s}.") for s in safe):
             continue

@@ -155,8 +155,9 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_env(args: argparse.Namespace) -> int:
+    from repro.config import diff_trees, flatten
     from repro.core.environment import environment_fingerprint
-    from repro.tools.runs import VOLATILE_ENV_KEYS, diff_trees, flatten, load_run
+    from repro.tools.runs import VOLATILE_ENV_KEYS, load_run
 
     if args.run_dir is None:
         env = environment_fingerprint(_code_dir())

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from repro.config import diff_trees
 from repro.errors import RunDirectoryError
 from repro.tools.replay import (
     EntrySettings,
@@ -34,7 +35,7 @@ from repro.tools.replay import (
     replay_from_checkpoint,
     resolve_entry,
 )
-from repro.tools.runs import VOLATILE_ENV_KEYS, diff_trees, first_divergence, load_run
+from repro.tools.runs import VOLATILE_ENV_KEYS, first_divergence, load_run
 from repro.tools.verify import checkpoint_steps
 
 #: Config keys the kit promises never change the bits (results must not depend on the worker count).

@@ -36,6 +36,7 @@ from typing import Any, TextIO
 
 from omegaconf import OmegaConf
 
+from repro.config import NUMERICS_ENV
 from repro.core.environment import find_project
 from repro.errors import ReproError, RunDirectoryError
 from repro.tools.runs import (
@@ -48,20 +49,7 @@ from repro.tools.runs import (
 )
 
 #: Recorded variables a replay re-applies: they change numerics, not where things run.
-REPLAYED_ENV = (
-    "PYTHONHASHSEED",
-    "CUBLAS_WORKSPACE_CONFIG",
-    "ATEN_CPU_CAPABILITY",
-    "MKL_CBWR",
-    "OMP_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "KMP_DETERMINISTIC_REDUCTION",
-    "NVIDIA_TF32_OVERRIDE",
-    "ONEDNN_MAX_CPU_ISA",
-    "DNNL_MAX_CPU_ISA",
-    "ONEDNN_DEFAULT_FPMATH_MODE",
-)
+REPLAYED_ENV = NUMERICS_ENV  # one list, in repro.config
 #: Keys through which a config makes Hydra build objects; a record may hold them only as the project does.
 INSTANTIATE_KEYS = frozenset({"_target_", "_partial_", "_args_", "_recursive_", "_convert_"})
 #: Where a replay keeps the sanitised config it runs (its --config-path), inside its own directory.

@@ -28,9 +28,9 @@ from typing import Any
 
 import yaml
 
+from repro.config import flatten
 from repro.errors import ReproError, RunDirectoryError
 from repro.run.layout import CONFIG_FILE, METRICS_FILE, RUN_FILE
-from repro.tools.runs import flatten
 
 # fmt: off
 # Two-sided 95% Student t quantiles (0.975) for 1..30 degrees of freedom; 1.96 beyond.

@@ -293,29 +293,6 @@ def load_run(path: str | Path, *, require_completed: bool = True) -> Run:
     return run
 
 
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts as {"a.b.c": leaf}; lists are leaves."""
-    if isinstance(tree, dict) and tree:
-        out: dict[str, Any] = {}
-        for key, value in tree.items():
-            out.update(flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix.rstrip("."): tree}
-
-
-def diff_trees(a: Any, b: Any, ignore: tuple[str, ...] = ()) -> list[tuple[str, Any, Any]]:
-    """(key, value in a, value in b) for every leaf that differs; '<absent>' marks a missing key."""
-    fa, fb = flatten(a), flatten(b)
-    out = []
-    for key in sorted(set(fa) | set(fb)):
-        if any(key == i or key.startswith(f"{i}.") for i in ignore):
-            continue
-        va, vb = fa.get(key, "<absent>"), fb.get(key, "<absent>")
-        if va != vb:
-            out.append((key, va, vb))
-    return out
-
-
 def first_divergence(
     a: list[dict[str, Any]], b: list[dict[str, Any]]
 ) -> tuple[int, str, Any, Any] | None:
