@@ -22,7 +22,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from repro.config import flatten
 from repro.errors import ReproError, RunDirectoryError
-from repro.run.layout import CONFIG_FILE, RUN_FILE
+from repro.run.layout import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    FINGERPRINTS_FILE,
+    LOCK_FILE,
+    METRICS_FILE,
+    RUN_FILE,
+)
 
 AUTO = "auto"
 ABANDONED_DIR = ".abandoned"
@@ -125,11 +132,16 @@ def inspect_run_dir(run_dir: str | Path) -> RunDirectoryState:
     from repro.run.layout import list_checkpoints
 
     run_dir = Path(run_dir)
+    for name in (RUN_FILE, CONFIG_FILE, METRICS_FILE, FINGERPRINTS_FILE, LOCK_FILE, CHECKPOINT_DIR):
+        if (run_dir / name).is_symlink():
+            raise RunDirectoryError(f"{run_dir / name} is a symbolic link; a run's record files are never read "
+                                    "or written through one (replace it with the file itself)")
     run_json = run_dir / RUN_FILE
     status = None
     if run_json.is_file():
         try:
-            status = json.loads(run_json.read_text()).get("status")
+            loaded = json.loads(run_json.read_text())
+            status = loaded.get("status") if isinstance(loaded, dict) else "unreadable"
         except (OSError, ValueError):
             status = "unreadable"
     return RunDirectoryState(run_dir, run_json.is_file(), status, list_checkpoints(run_dir))
