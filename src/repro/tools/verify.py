@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from repro.config import diff_trees
 from repro.errors import ReproError, RunDirectoryError
 from repro.tools.replay import (
     ReplayFailed,
@@ -38,7 +39,6 @@ from repro.tools.runs import (
     RUN_FILE,
     VOLATILE_ENV_KEYS,
     Run,
-    diff_trees,
     first_divergence,
     load_run,
     parse_manifest,
