@@ -123,3 +123,16 @@ def test_one_list_of_environment_variables():
 
     assert set(ENV_PINS.values()) <= set(NUMERICS_ENV)  # every pin is recorded and replayed
     assert RELEVANT_ENV is RECORDED_ENV and REPLAYED_ENV is NUMERICS_ENV
+
+
+def test_every_kit_module_imports():
+    import importlib
+    import pkgutil
+
+    import repro
+
+    for info in pkgutil.walk_packages(repro.__path__, "repro."):
+        if not info.name.endswith("__main__"):
+            importlib.import_module(info.name)
+    for name in repro.__all__:  # every public name resolves
+        assert getattr(repro, name) is not None, name
