@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -283,39 +282,20 @@ def _plan_resume(cfg: DictConfig, job: list[str], config_dir: str | Path, config
     """
     from hydra import compose, initialize_config_dir
 
-    from repro.run.resume import (
-        AUTO,
-        abandon_attempt,
-        check_overrides,
-        inspect_run_dir,
-        next_resume_subdir,
-        require_resumable,
-    )
+    from repro.run.resume import AUTO, check_overrides, decide, next_resume_subdir
 
     value = str(OmegaConf.select(cfg, resume_key))
     given_dir = next((split_override(o)[1] for o in job if override_key(o) == "hydra.run.dir"), None)
-    if value == AUTO:
-        run_dir = Path(str(cfg.hydra.run.dir)).resolve()
-        state = inspect_run_dir(run_dir)
-        if not state.checkpoints:
-            if state.status == "completed":
-                raise RunCompleted(f"{run_dir} already holds a completed run; nothing to resume")
-            if state.has_record and is_main:  # rank 0 alone moves files
-                moved = abandon_attempt(run_dir)
-                print(f"{resume_key}=auto: {run_dir} holds an attempt with no checkpoint; moved it to "
-                      f"{moved} and starting fresh", file=sys.stderr)
-            return [], None
-        extra = []
-    else:
-        run_dir = Path(value).resolve()
-        state = require_resumable(run_dir)
-        if given_dir is not None and Path(given_dir).resolve() != run_dir:
-            raise LaunchError(f"{resume_key}={value} and hydra.run.dir={given_dir} disagree; a resumed run "
-                              f"continues in its own directory (use {resume_key}=auto with hydra.run.dir to "
-                              "name it once)")
-        extra = [] if given_dir is not None else [f"hydra.run.dir={quote_override_value(str(run_dir))}"]
-    if state.status == "completed":
-        raise RunCompleted(f"{run_dir} already holds a completed run; nothing to resume")
+    run_dir = Path(str(cfg.hydra.run.dir) if value == AUTO else value).resolve()
+    if value != AUTO and given_dir is not None and Path(given_dir).resolve() != run_dir:
+        raise LaunchError(f"{resume_key}={value} and hydra.run.dir={given_dir} disagree; a resumed run "
+                          f"continues in its own directory (use {resume_key}=auto with hydra.run.dir to "
+                          "name it once)")
+    state = decide(value, run_dir, key=resume_key, is_main=is_main)
+    if state is None:
+        return [], None
+    extra = [] if value == AUTO or given_dir is not None else [
+        f"hydra.run.dir={quote_override_value(str(run_dir))}"]
     saved = OmegaConf.load(run_dir / CONFIG_FILE)
     keep = (resume_key, *safe_keys)
     base_job = [o for o in job if override_key(o).startswith("hydra.") or override_key(o) in keep]

@@ -147,18 +147,18 @@ def inspect_run_dir(run_dir: str | Path) -> RunDirectoryState:
     return RunDirectoryState(run_dir, run_json.is_file(), status, list_checkpoints(run_dir))
 
 
-def require_resumable(run_dir: str | Path) -> RunDirectoryState:
+def require_resumable(run_dir: str | Path, key: str = "train.resume") -> RunDirectoryState:
     """The state of ``run_dir``, or an error saying why it cannot be resumed."""
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
-        raise RunDirectoryError(f"train.resume={run_dir}: is a file, not a run directory")
+        raise RunDirectoryError(f"{key}={run_dir}: is a file, not a run directory")
     if not run_dir.is_dir():
-        raise RunDirectoryError(f"train.resume={run_dir}: no such directory")
+        raise RunDirectoryError(f"{key}={run_dir}: no such directory")
     state = inspect_run_dir(run_dir)
     if not state.has_record or not (run_dir / CONFIG_FILE).is_file():
-        raise RunDirectoryError(f"train.resume={run_dir}: not a run directory (no run.json and config.yaml)")
+        raise RunDirectoryError(f"{key}={run_dir}: not a run directory (no run.json and config.yaml)")
     if not state.checkpoints:
-        raise RunDirectoryError(f"train.resume={run_dir}: the run holds no checkpoint to resume from")
+        raise RunDirectoryError(f"{key}={run_dir}: the run holds no checkpoint to resume from")
     return state
 
 
@@ -224,28 +224,40 @@ class RunCompleted(ReproError):
     """``auto`` found a completed run in its directory: nothing to do."""
 
 
-def find_resumption(cfg: DictConfig, run_dir: str | Path, *, key: str, safe_keys: Iterable[str],
-                    is_main: bool = True, given: set[str] | None = None, reset: Iterable[str] = ()
-                    ) -> Resumption | None:
-    """What ``cfg[key]`` asks for in ``run_dir``: a :class:`Resumption`, or None to start fresh.
+def decide(value: str | None, run_dir: str | Path, *, key: str, is_main: bool = True) -> RunDirectoryState | None:
+    """The one resume decision, for the pre-run check and for each job of a sweep at its start.
 
-    With ``auto`` (also for each job of a sweep, which a cluster may requeue): a directory with a
-    checkpoint resumes, one with a started attempt and no checkpoint has it moved aside, and a
-    completed run raises :class:`RunCompleted`.
+    ``value`` is what ``key`` asks for (``auto`` or a run directory, ``run_dir`` being where it points).
+    Returns the state of a run to resume, or None to start fresh: ``auto`` on a directory with no
+    checkpoint (a started attempt there is moved aside by rank 0). Raises :class:`RunCompleted` for a
+    completed run and :class:`RunDirectoryError` when an explicit directory cannot be resumed.
     """
-    value = OmegaConf.select(cfg, key, default=None)
     if value is None:
         return None
     run_dir = Path(run_dir)
-    state = inspect_run_dir(run_dir)
-    if state.status == "completed" and str(value) == AUTO:
+    state = inspect_run_dir(run_dir) if str(value) == AUTO else require_resumable(run_dir, key)
+    if state.status == "completed":
         raise RunCompleted(f"{run_dir} already holds a completed run; nothing to resume")
     if not state.checkpoints:
-        if str(value) == AUTO:
-            if state.has_record and is_main:
-                abandon_attempt(run_dir)
-            return None
-        raise RunDirectoryError(f"{key}={value}: the run holds no checkpoint to resume from")
+        if state.has_record and is_main:  # rank 0 alone moves files
+            moved = abandon_attempt(run_dir)
+            import sys
+
+            print(f"{key}=auto: {run_dir} holds an attempt with no checkpoint; moved it to {moved} and "
+                  "starting fresh", file=sys.stderr)
+        return None
+    return state
+
+
+def find_resumption(cfg: DictConfig, run_dir: str | Path, *, key: str, safe_keys: Iterable[str],
+                    is_main: bool = True, given: set[str] | None = None, reset: Iterable[str] = ()
+                    ) -> Resumption | None:
+    """What ``cfg[key]`` asks for in ``run_dir`` (see :func:`decide`): a :class:`Resumption` on the run's
+    own config, or None to start fresh."""
+    value = OmegaConf.select(cfg, key, default=None)
+    if decide(None if value is None else str(value), run_dir, key=key, is_main=is_main) is None:
+        return None
+    run_dir = Path(run_dir)
     ignore = (key, *safe_keys)
     saved = OmegaConf.load(run_dir / CONFIG_FILE)
     return Resumption(run_dir, merged_config(saved, cfg, ignore, None if given is None else {*given, key}, reset),
