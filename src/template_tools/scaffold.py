@@ -236,7 +236,7 @@ def create_project(
             "no history, outputs or caches)"
         )
         if rules.write_readme(staging, name, template):
-            log(f"  readme   README.md of the project's own (from {rules.PROJECT_README})")
+            log(f"  readme   README.md: the project's own (from {rules.PROJECT_README})")
         moved, edited = rules.rename_tree(staging, name)
         log(
             f"  rename   {rules.OLD} -> {name}: {len(moved)} directories moved, "
