@@ -7,7 +7,7 @@ Run inside the new project's directory. It gives the project its own
 template's README) and renames the example package ``experiment`` to NAME:
 the directories ``src/experiment`` and ``tests/experiment``, module
 references (``experiment.train``, ``from experiment.config import ...``,
-``import experiment``), the console script ``experiment-train`` and the
+``import experiment``, ``"src" / "experiment"``), the console script ``experiment-train`` and the
 distribution name and description in ``pyproject.toml``. The Hydra config
 group ``experiment`` (``conf/experiment/``, ``experiment=quick``) and prose
 keep their words. Running it again changes nothing.
@@ -117,6 +117,11 @@ def text_rules(name: str) -> list[tuple[re.Pattern[str], str]]:
         (re.compile(rf"(?<![\w./-]){old}(?=\.[A-Za-z_])"), name),
         # from experiment import x, import experiment
         (re.compile(rf"^(\s*)(from|import)(\s+){old}\b", re.MULTILINE), rf"\1\2\3{name}"),
+        # paths joined in Python: ROOT / "src" / "experiment" / "loop.py"
+        (
+            re.compile(rf"""(["'])({dirs})\1(\s*/\s*)(["']){old}\4"""),
+            rf"\1\2\1\3\4{name}\4",
+        ),
         # the console script: experiment-train -sc install=bash
         (re.compile(rf"(?<![\w./-]){old}-train(?![\w-])"), f"{name}-train"),
     ]

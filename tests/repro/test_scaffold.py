@@ -43,7 +43,8 @@ GIT_ENV = {
 #: References to the example package that must not survive the rename.
 LEFTOVER = re.compile(
     r"(?<![\w./-])experiment\.[A-Za-z_]|\b(?:src|tests)/experiment\b"
-    r"|^\s*(?:from|import)\s+experiment\b|^name\s*=\s*\"experiment\"",
+    r"|^\s*(?:from|import)\s+experiment\b|^name\s*=\s*\"experiment\""
+    r"""|["'](?:src|tests)["']\s*/\s*["']experiment["']|(?<![\w./-])experiment-train\b""",
     re.MULTILINE,
 )
 
@@ -279,6 +280,11 @@ def test_the_rename_rules_touch_module_references_only():
         f'{NAME}-train = "{NAME}.train:main"\neval "$({NAME}-train -sc install=bash)"'
     )
     assert rules.rename_text("my_experiment-train", NAME) == "my_experiment-train"
+    joined = 'REPO / "src" / "experiment" / "loop.py", ROOT / \'tests\'/\'experiment\''
+    assert rules.rename_text(joined, NAME) == (
+        f'REPO / "src" / "{NAME}" / "loop.py", ROOT / \'tests\'/\'{NAME}\''
+    )
+    assert rules.rename_text('"conf" / "experiment"', NAME) == '"conf" / "experiment"'
 
 
 def test_the_rules_know_the_templates_description():
@@ -505,7 +511,7 @@ def test_copier_update_brings_template_changes(made_by, template_origin, tmp_pat
     git(project, "commit", "-q", "-m", "my work")
 
     # The template improves: a kit docstring, a new kit module, a changed and a new example file.
-    seeding = template / "src/repro/seeding.py"
+    seeding = template / "src/repro/core/seeding.py"
     seeding.write_text(
         seeding.read_text().replace(
             "cheap per-sample seeding.", "cheap per-sample seeding (v2).", 1
@@ -523,7 +529,7 @@ def test_copier_update_brings_template_changes(made_by, template_origin, tmp_pat
 
     run([*copier, "update", "--defaults", "--trust", "--quiet"], cwd=project)
 
-    assert "cheap per-sample seeding (v2)." in (project / "src/repro/seeding.py").read_text()
+    assert "cheap per-sample seeding (v2)." in (project / "src/repro/core/seeding.py").read_text()
     assert (project / "src/repro/update_marker.py").is_file()
     assert "Thin on purpose (v2)" in (pkg / "train.py").read_text()
     assert f"from {NAME}.model import SmallCNN" in (pkg / "extras.py").read_text()
@@ -553,7 +559,7 @@ def test_copier_update_brings_template_changes(made_by, template_origin, tmp_pat
             "not slow",
             "-p",
             "no:cacheprovider",
-            "tests/repro/test_config.py",
+            "tests/repro/test_table.py",
             f"tests/{NAME}",
         ],
         cwd=project,
