@@ -7,10 +7,11 @@ Run inside the new project's directory. It gives the project its own
 template's README) and renames the example package ``experiment`` to NAME:
 the directories ``src/experiment`` and ``tests/experiment``, module
 references (``experiment.train``, ``from experiment.config import ...``,
-``import experiment``, ``"src" / "experiment"``), the console script ``experiment-train`` and the
-distribution name and description in ``pyproject.toml``. The Hydra config
-group ``experiment`` (``conf/experiment/``, ``experiment=quick``) and prose
-keep their words. Running it again changes nothing.
+``import experiment``, ``"src" / "experiment"``), the console script
+``experiment-train``, and the distribution name and description in
+``pyproject.toml``. The Hydra config group ``experiment``
+(``conf/experiment/``, ``experiment=quick``) and prose keep their words.
+Running it again changes nothing.
 
 ``--template DIR`` limits the text edits to the files that come from the
 template at DIR, so a project's own files are never touched (copier runs it
