@@ -1,19 +1,25 @@
 """Turn a copy of this template into a project of its own: the template's rename rules.
 
-    python scripts/copier_tasks.py NAME [--template DIR] [--init-git]
+    python scripts/copier_tasks.py NAME [--template DIR] [--init-git] [--update]
 
-Run inside the new project's directory. It renames the example package
-``experiment`` to NAME: the directories ``src/experiment`` and
-``tests/experiment``, module references (``experiment.train``,
-``from experiment.config import ...``, ``import experiment``) and the
-distribution name in ``pyproject.toml``. The Hydra config group
-``experiment`` (``conf/experiment/``, ``experiment=quick``) and prose keep
-their words. Running it again changes nothing.
+Run inside the new project's directory. It gives the project its own
+``README.md`` (from ``src/template_tools/project_README.md``, in place of the
+template's README) and renames the example package ``experiment`` to NAME:
+the directories ``src/experiment`` and ``tests/experiment``, module
+references (``experiment.train``, ``from experiment.config import ...``,
+``import experiment``, ``"src" / "experiment"``), the console script
+``experiment-train``, and the distribution name and description in
+``pyproject.toml``. The Hydra config group ``experiment``
+(``conf/experiment/``, ``experiment=quick``) and prose keep their words.
+Running it again changes nothing.
 
 ``--template DIR`` limits the text edits to the files that come from the
 template at DIR, so a project's own files are never touched (copier runs it
 this way, also during ``copier update``). ``--init-git`` makes the first
-commit when the directory is not inside a git work tree yet.
+commit when the directory is not inside a git work tree yet. ``--update``
+(copier update) checks the name's form only: it was accepted when the
+project was made, and an installed package of that name is the project
+itself (its own environment, where ``[dev]`` installs copier).
 
 Both ``copier`` (as its task) and ``repro new`` (which imports this file)
 use these rules. Standard library only: copier runs it with its own Python.
@@ -39,6 +45,7 @@ PACKAGE_DIRS = ("src", "tests")
 RESERVED = {
     OLD: "it is the template's own example package; give your project its own name",
     "repro": "it is the reproducibility kit every project keeps",
+    "template_tools": "it is the template's own tooling (repro new)",
     **{
         d: "it is a directory of the project layout"
         for d in ("src", "tests", "test", "conf", "scripts", "outputs", "docs", "build", "dist")
@@ -68,14 +75,22 @@ RESERVED = {
         )
     },
 }
+#: The template's README template: a generated project's README.md, with ``{{ project_name }}``.
+PROJECT_README = "src/template_tools/project_README.md"
+#: The template's own description in pyproject.toml, which a project replaces with its own.
+TEMPLATE_DESCRIPTION = "A reproducibility-first Hydra + PyTorch experiment template"
 NAME_RULE = "lower-case letters, digits and underscores, starting with a letter (e.g. my_project)"
 DEFAULT_AUTHOR = ("repro new", "repro-new@localhost")
 
 _NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 
 
-def check_name(name: str) -> None:
-    """Raise ``ValueError`` (the reason, without the name) unless ``name`` can name the project."""
+def check_name(name: str, installed: bool = True) -> None:
+    """Raise ``ValueError`` (the reason, without the name) unless ``name`` can name the project.
+
+    ``installed=False`` skips the check against installed packages (for an existing project,
+    whose own installed package has the name).
+    """
     if not _NAME.match(name):
         raise ValueError(f"expected a Python package name: {NAME_RULE}")
     if keyword.iskeyword(name):
@@ -84,7 +99,7 @@ def check_name(name: str) -> None:
         raise ValueError(RESERVED[name])
     if name in sys.stdlib_module_names:
         raise ValueError(f"it would shadow the standard-library module {name!r}")
-    owners = importlib.metadata.packages_distributions().get(name)
+    owners = importlib.metadata.packages_distributions().get(name) if installed else None
     if owners:
         raise ValueError(
             f"it would shadow the installed package {name!r} "
@@ -103,10 +118,25 @@ def text_rules(name: str) -> list[tuple[re.Pattern[str], str]]:
         (re.compile(rf"(?<![\w./-]){old}(?=\.[A-Za-z_])"), name),
         # from experiment import x, import experiment
         (re.compile(rf"^(\s*)(from|import)(\s+){old}\b", re.MULTILINE), rf"\1\2\3{name}"),
+        # paths joined in Python: ROOT / "src" / "experiment" / "loop.py"
+        (
+            re.compile(rf"""(["'])({dirs})\1(\s*/\s*)(["']){old}\4"""),
+            rf"\1\2\1\3\4{name}\4",
+        ),
+        # the console script: experiment-train -sc install=bash
+        (re.compile(rf"(?<![\w./-]){old}-train(?![\w-])"), f"{name}-train"),
     ]
 
 
 _DIST_NAME = re.compile(rf'^(name\s*=\s*"){re.escape(OLD)}(")', re.MULTILINE)
+_DESCRIPTION = re.compile(
+    rf'^(description\s*=\s*"){re.escape(TEMPLATE_DESCRIPTION)}(")', re.MULTILINE
+)
+
+
+def project_description(name: str) -> str:
+    """A generated project's description in ``pyproject.toml``."""
+    return f"{name}: PyTorch experiments with reproducible runs (Hydra configs, the repro kit)"
 
 
 def rename_text(text: str, name: str, filename: str = "") -> str:
@@ -115,6 +145,7 @@ def rename_text(text: str, name: str, filename: str = "") -> str:
         text = pattern.sub(repl, text)
     if filename == "pyproject.toml":
         text = _DIST_NAME.sub(rf"\g<1>{name}\g<2>", text)
+        text = _DESCRIPTION.sub(lambda m: m.group(1) + project_description(name) + m.group(2), text)
     return text
 
 
@@ -152,13 +183,15 @@ def _template_files(template: Path) -> list[str]:
     return out
 
 
-def rename_tree(root: Path, name: str, template: Path | None = None) -> tuple[list[str], list[str]]:
+def rename_tree(
+    root: Path, name: str, template: Path | None = None, installed: bool = True
+) -> tuple[list[str], list[str]]:
     """Rename the example package in the project at ``root``; returns (moved dirs, edited files).
 
     With ``template``, only files that come from the template are edited; without it, every
-    file under ``root`` (except ``.git``) is.
+    file under ``root`` (except ``.git``) is. ``installed``: as for :func:`check_name`.
     """
-    check_name(name)
+    check_name(name, installed)
     moved = _move_package_dirs(root, name)
     rels = _template_files(template) if template is not None else _template_files(root)
     edited = []
@@ -178,6 +211,33 @@ def rename_tree(root: Path, name: str, template: Path | None = None) -> tuple[li
             path.write_bytes(new.encode("utf-8"))
             edited.append(rel)
     return moved, edited
+
+
+def render_readme(template: Path, name: str) -> str:
+    """The README of a project called ``name``, from the template's ``PROJECT_README``."""
+    text = (
+        (template / PROJECT_README).read_text(encoding="utf-8").replace("{{ project_name }}", name)
+    )
+    if "{{" in text or "{%" in text:
+        raise ValueError(
+            f"{PROJECT_README}: only {{{{ project_name }}}} is filled in; found another tag"
+        )
+    return text
+
+
+def write_readme(root: Path, name: str, template: Path) -> bool:
+    """Replace the template's README in ``root`` by the project's own; True when it was replaced.
+
+    Only a README that is the template's, byte for byte (as copier or ``repro new`` just copied
+    it), is replaced: a project's own README, edited or not, stays as it is.
+    """
+    readme, original = root / "README.md", template / "README.md"
+    if not (template / PROJECT_README).is_file() or not readme.is_file() or not original.is_file():
+        return False
+    if readme.is_symlink() or readme.read_bytes() != original.read_bytes():
+        return False
+    readme.write_text(render_readme(template, name), encoding="utf-8")
+    return True
 
 
 def _git(root: Path, *args: str, env: dict[str, str] | None = None) -> str:
@@ -235,14 +295,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--init-git", action="store_true", help="git init and commit, unless already in git"
     )
+    parser.add_argument(
+        "--update", action="store_true", help="an existing project: check the name's form only"
+    )
     args = parser.parse_args(argv)
     root = Path.cwd()
     try:
-        check_name(args.name)
+        check_name(args.name, installed=not args.update)
     except ValueError as exc:
         print(f"error: project_name={args.name!r} is not allowed: {exc}", file=sys.stderr)
         return 2
-    moved, edited = rename_tree(root, args.name, args.template)
+    if write_readme(root, args.name, args.template or Path(__file__).resolve().parents[1]):
+        print("README.md: the project's own")
+    moved, edited = rename_tree(root, args.name, args.template, installed=not args.update)
     print(
         f"renamed {OLD} -> {args.name}: {len(moved)} directories moved, {len(edited)} files edited"
     )

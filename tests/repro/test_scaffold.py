@@ -20,13 +20,20 @@ from pathlib import Path
 
 import pytest
 
-from repro import scaffold
 from repro.tools.cli import main as repro_main
+from template_tools import scaffold
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = "demo_proj"
 #: The template's scaffolding: the test's template repository needs it even before it is committed.
-MACHINERY = ["copier.yml", ".copier-answers.yml.jinja", "scripts/copier_tasks.py"]
+MACHINERY = [
+    "copier.yml",
+    ".copier-answers.yml.jinja",
+    "scripts/copier_tasks.py",
+    "src/template_tools/__init__.py",
+    "src/template_tools/scaffold.py",
+    "src/template_tools/project_README.md",
+]
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "t",
     "GIT_AUTHOR_EMAIL": "t@example.com",
@@ -36,7 +43,8 @@ GIT_ENV = {
 #: References to the example package that must not survive the rename.
 LEFTOVER = re.compile(
     r"(?<![\w./-])experiment\.[A-Za-z_]|\b(?:src|tests)/experiment\b"
-    r"|^\s*(?:from|import)\s+experiment\b|^name\s*=\s*\"experiment\"",
+    r"|^\s*(?:from|import)\s+experiment\b|^name\s*=\s*\"experiment\""
+    r"""|["'](?:src|tests)["']\s*/\s*["']experiment["']|(?<![\w./-])experiment-train\b""",
     re.MULTILINE,
 )
 
@@ -265,6 +273,26 @@ def test_the_rename_rules_touch_module_references_only():
         rules.rename_text('[project]\nname = "experiment"\n', NAME, "pyproject.toml")
         == f'[project]\nname = "{NAME}"\n'
     )
+    script = (
+        'experiment-train = "experiment.train:main"\neval "$(experiment-train -sc install=bash)"'
+    )
+    assert rules.rename_text(script, NAME) == (
+        f'{NAME}-train = "{NAME}.train:main"\neval "$({NAME}-train -sc install=bash)"'
+    )
+    assert rules.rename_text("my_experiment-train", NAME) == "my_experiment-train"
+    joined = 'REPO / "src" / "experiment" / "loop.py", ROOT / \'tests\'/\'experiment\''
+    assert rules.rename_text(joined, NAME) == (
+        f'REPO / "src" / "{NAME}" / "loop.py", ROOT / \'tests\'/\'{NAME}\''
+    )
+    assert rules.rename_text('"conf" / "experiment"', NAME) == '"conf" / "experiment"'
+
+
+def test_the_rules_know_the_templates_description():
+    description = re.search(r'(?m)^description = "(.*)"$', (ROOT / "pyproject.toml").read_text())
+    rules = scaffold.load_rules(ROOT)
+    assert description and description.group(1) == rules.TEMPLATE_DESCRIPTION, (
+        "pyproject.toml's description changed: set TEMPLATE_DESCRIPTION in scripts/copier_tasks.py"
+    )
 
 
 # --- repro new -----------------------------------------------------------------------------
@@ -276,6 +304,7 @@ def test_repro_new_makes_a_renamed_project_with_one_commit(tmp_path):
     assert [line.split()[0] for line in lines] == [
         "repro",
         "copy",
+        "readme",
         "rename",
         "answers",
         "git",
@@ -296,7 +325,9 @@ def test_repro_new_makes_a_renamed_project_with_one_commit(tmp_path):
         r.startswith("outputs/") and r != "outputs/.gitkeep" for r in files
     )
     assert not any(r in files for r in MACHINERY) and not any("test_scaffold" in r for r in files)
-    assert "src/repro/scaffold.py" in files and "conf/experiment/quick.yaml" in files
+    assert not any(r.startswith("src/template_tools/") for r in files)
+    assert "src/repro/cli.py" not in files and "src/repro/tools/cli.py" in files
+    assert "conf/experiment/quick.yaml" in files
     assert f"src/{NAME}/train.py" in files and f"tests/{NAME}" in {
         str(Path(r).parent) for r in files
     }
@@ -312,6 +343,61 @@ def test_repro_new_makes_a_renamed_project_with_one_commit(tmp_path):
     assert git(dest, "rev-list", "--count", "HEAD") == "1"
     assert git(dest, "status", "--porcelain") == ""
     assert git(dest, "ls-files").splitlines() == sorted(files)
+
+
+def test_a_generated_project_has_its_own_readme_and_description(tmp_path):
+    dest, _ = new_project(tmp_path / "proj")
+    readme = (dest / "README.md").read_text()
+    assert readme.startswith(f"# {NAME}\n"), readme.splitlines()[0]
+    assert quickstart_command(readme) == f"python -m {NAME}.train"
+    assert "```bash\npython -m pytest\n```" in readme
+    for template_only in ("repro new", "copier copy", "Start your own project", "Update from"):
+        assert template_only not in readme, f"the project's README has {template_only!r}"
+    assert "{{" not in readme and "{%" not in readme
+    for link in re.findall(r"\]\(([^)#]+)", readme):  # the kit's docs travel with the project
+        assert (dest / link).is_file(), f"README.md links to {link}, which the project lacks"
+    assert (dest / "docs/index.md").is_file() and "](docs/index.md)" in readme
+    description = re.search(r'(?m)^description = "(.*)"$', (dest / "pyproject.toml").read_text())
+    assert description and "template" not in description.group(1) and NAME in description.group(1)
+    assert f'{NAME}-train = "{NAME}.train:main"' in (dest / "pyproject.toml").read_text()
+    rules = scaffold.load_rules(ROOT)
+    assert not rules.write_readme(dest, NAME, ROOT)  # the project's own README is never replaced
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_a_generated_project_follows_the_umask(umask, tmp_path):
+    old = os.umask(umask)
+    try:
+        dest, _ = new_project(tmp_path / "proj")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o777 & ~umask
+    assert stat.S_IMODE((dest / ".ci/run").stat().st_mode) == 0o777 & ~umask
+    wrong = []
+    for path in [dest, *dest.rglob("*")]:
+        rel = path.relative_to(dest)
+        if path.is_symlink() or ".git" in rel.parts:
+            continue
+        executable = (ROOT / rel).is_file() and os.stat(ROOT / rel).st_mode & stat.S_IXUSR
+        want = (0o777 if path.is_dir() or executable else 0o666) & ~umask
+        if stat.S_IMODE(path.lstat().st_mode) != want:
+            wrong.append(f"{rel}: {stat.S_IMODE(path.lstat().st_mode):o}, expected {want:o}")
+    assert wrong == [], f"umask {umask:03o}: {len(wrong)} paths, e.g. {wrong[:3]}"
+
+
+def test_repro_new_outside_the_template_says_where_it_is(monkeypatch, tmp_path, capsys):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "template_tools" else find_spec(name, *a),
+    )
+    assert repro_main(["new", str(tmp_path / "proj"), "--name", NAME]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: repro new is available in the template repository") and (
+        err.count("\n") == 1
+    ), err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_an_empty_dest_directory_is_used(tmp_path):
@@ -425,7 +511,7 @@ def test_copier_update_brings_template_changes(made_by, template_origin, tmp_pat
     git(project, "commit", "-q", "-m", "my work")
 
     # The template improves: a kit docstring, a new kit module, a changed and a new example file.
-    seeding = template / "src/repro/seeding.py"
+    seeding = template / "src/repro/core/seeding.py"
     seeding.write_text(
         seeding.read_text().replace(
             "cheap per-sample seeding.", "cheap per-sample seeding (v2).", 1
@@ -443,7 +529,7 @@ def test_copier_update_brings_template_changes(made_by, template_origin, tmp_pat
 
     run([*copier, "update", "--defaults", "--trust", "--quiet"], cwd=project)
 
-    assert "cheap per-sample seeding (v2)." in (project / "src/repro/seeding.py").read_text()
+    assert "cheap per-sample seeding (v2)." in (project / "src/repro/core/seeding.py").read_text()
     assert (project / "src/repro/update_marker.py").is_file()
     assert "Thin on purpose (v2)" in (pkg / "train.py").read_text()
     assert f"from {NAME}.model import SmallCNN" in (pkg / "extras.py").read_text()
@@ -454,7 +540,9 @@ def test_copier_update_brings_template_changes(made_by, template_origin, tmp_pat
     assert "_commit: 0.2.0" in (project / ".copier-answers.yml").read_text()
     status = git(project, "status", "--porcelain", "--untracked-files=all").splitlines()
     assert not any(line.endswith(".rej") for line in status), status
-    assert not [r for r, d in project_files(project).items() if re.search(rb"(?m)^<<<<<<< ", d)]  # markers
+    assert not [
+        r for r, d in project_files(project).items() if re.search(rb"(?m)^<<<<<<< ", d)
+    ]  # markers
     assert leftovers(project) == []
 
     git(project, "add", "-A")
@@ -471,10 +559,37 @@ def test_copier_update_brings_template_changes(made_by, template_origin, tmp_pat
             "not slow",
             "-p",
             "no:cacheprovider",
-            "tests/repro/test_config.py",
+            "tests/repro/test_table.py",
             f"tests/{NAME}",
         ],
         cwd=project,
         env=env,
     )
     run([str(python), "-c", f"import repro.update_marker, {NAME}.extras"], cwd=project, env=env)
+
+
+@pytest.mark.slow
+def test_copier_update_runs_from_the_projects_own_environment(template_origin, tmp_path):
+    copier_command()  # skips when copier is not installed
+    template = tmp_path / "template"
+    git(tmp_path, "clone", "-q", str(template_origin), str(template))
+    project, _ = new_project(tmp_path / "proj", template=template)
+    readme = template / "README.md"
+    readme.write_text(readme.read_text() + "\nA template-only line.\n")
+    kit = template / "src/repro/update_marker.py"
+    kit.write_text('"""Added in 0.2.0."""\n')
+    git(template, "add", "-A")
+    git(template, "commit", "-q", "-m", "template 0.2.0")
+    git(template, "tag", "0.2.0")
+
+    # The project's environment, as `pip install -e ".[dev]"` makes it: its package is installed.
+    python, env = fresh_venv(project, tmp_path)
+    code = f"import importlib.metadata as m; print({NAME!r} in m.packages_distributions())"
+    assert run([str(python), "-c", code], cwd=project, env=env).stdout.strip() == "True"
+    assert git(project, "status", "--porcelain") == ""  # the install's files are git-ignored
+
+    run([str(python), "-m", "copier", "update", "--trust", "--defaults", "--quiet"], project, env)
+    assert (project / "src/repro/update_marker.py").is_file()
+    assert "_commit: 0.2.0" in (project / ".copier-answers.yml").read_text()
+    readme = (project / "README.md").read_text()
+    assert readme.startswith(f"# {NAME}\n") and "A template-only line." not in readme

@@ -35,6 +35,7 @@ from omegaconf import DictConfig
 
 from repro.config import register_configs, split_override
 from repro.errors import ReproError, Terminated
+from repro.launch.helptext import register_help_resolvers
 from repro.launch.preflight import (
     ConfigCheck,
     ExistingRunPolicy,
@@ -192,6 +193,7 @@ def entrypoint(
         @functools.wraps(task)
         def main() -> Any:
             register_configs()
+            register_help_resolvers()  # for --help (conf/hydra/help/repro.yaml)
             _ENTRY.update(module=getattr(getattr(sys.modules.get("__main__"), "__spec__", None), "name", None),
                           config_name=config_name, resume_key=resume_key)
             os.environ[ENTRY_ENV] = json.dumps(_ENTRY)  # for jobs a launcher plugin runs in other processes

@@ -362,9 +362,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_audit)
 
-    from repro.scaffold import add_parser as add_new_parser
+    import importlib.util
 
-    add_new_parser(sub)
+    if importlib.util.find_spec("template_tools") is not None:  # the template's own tooling
+        from template_tools.scaffold import add_parser as add_new_parser
+
+        add_new_parser(sub)
+    else:  # a generated project does not carry the template's tooling
+
+        def new_elsewhere(_: argparse.Namespace) -> int:
+            print("error: repro new is available in the template repository, not in a generated "
+                  "project: run it from a clone of the template", file=sys.stderr)
+            return EXIT_USAGE
+
+        p = sub.add_parser("new", help="start a new project (in the template repository only)")
+        p.add_argument("dest", nargs="?", metavar="DEST")
+        p.add_argument("--name", metavar="NAME")
+        p.add_argument("--template", metavar="DIR")
+        p.set_defaults(func=new_elsewhere)
     return parser
 
 

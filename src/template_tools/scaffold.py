@@ -3,11 +3,13 @@
     repro new DEST --name NAME [--template DIR]
 
 Copies the template's files (those git tracks, as they are in the working
-tree; no history, run outputs, virtual environments or caches) into DEST,
-renames the example package to NAME with the template's own rules (its
-``scripts/copier_tasks.py``, the same code copier runs), writes copier's
-answers file so the project can take later template changes with
-``copier update``, and makes a fresh git repository with one commit.
+tree; no history, run outputs, virtual environments or caches, and not this
+tooling) into DEST, writes the project's own README and renames the example
+package to NAME with the template's own rules (its ``scripts/copier_tasks.py``,
+the same code copier runs), writes copier's answers file so the project can
+take later template changes with ``copier update``, and makes a fresh git
+repository with one commit. Files and directories follow the user's umask
+(0644 and 0755 by default), as a git checkout would.
 
 Nothing is half-written: the project is built in a temporary directory next
 to DEST and renamed into place at the end, or removed on failure. The kit
@@ -22,6 +24,7 @@ import fnmatch
 import importlib.util
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
@@ -43,7 +46,7 @@ class ScaffoldError(ReproError, ValueError):
 
 
 def default_template() -> Path:
-    """The checkout this ``repro`` package is installed from (``src/repro/../..``)."""
+    """The checkout this package is installed from (``src/template_tools/../..``)."""
     return Path(__file__).resolve().parents[2]
 
 
@@ -87,6 +90,13 @@ def is_excluded(rel: str, patterns: Sequence[str]) -> bool:
         if any(fnmatch.fnmatchcase(c, pattern) for c in candidates):
             excluded = not negate
     return excluded
+
+
+def current_umask() -> int:
+    """The process umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _git(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -210,16 +220,23 @@ def create_project(
     where = f"git {commit or 'without commits'}" if in_git else "not a git checkout"
     changed = "; its uncommitted changes are copied too" if dirty else ""
     log(f"repro new: project {name!r} from the template at {template} ({where}{changed})")
+    umask = current_umask()
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".repro-new", dir=dest.parent))
     try:
+        os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes 0700: follow the umask as mkdir would
         for rel in rels:
             target = staging / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(template / rel, target, follow_symlinks=False)
+            if not target.is_symlink():  # as git checks a file out: executable or not, then umask
+                executable = os.stat(template / rel).st_mode & stat.S_IXUSR
+                os.chmod(target, (0o777 if executable else 0o666) & ~umask)
         log(
             f"  copy     {len(rels)} files ({'tracked by git' if in_git else 'all but excluded'}; "
             "no history, outputs or caches)"
         )
+        if rules.write_readme(staging, name, template):
+            log(f"  readme   README.md: the project's own (from {rules.PROJECT_README})")
         moved, edited = rules.rename_tree(staging, name)
         log(
             f"  rename   {rules.OLD} -> {name}: {len(moved)} directories moved, "
