@@ -29,6 +29,8 @@ for ``--compare SRC`` in alternating subprocesses.
 from __future__ import annotations
 
 import argparse
+import importlib
+import inspect
 import json
 import math
 import os
@@ -233,10 +235,10 @@ def _job(
     }
 
 
-def _summary(values: list[float]) -> str:
+def _summary(values: list[float], digits: int = 2) -> str:
     if not values:
         return "-"
-    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
 def main_bench(args: argparse.Namespace) -> None:
@@ -355,24 +357,47 @@ def inner_micro(repeats: int, out: Path) -> None:
         state = {"model": model.state_dict(), "optimizer": opt.state_dict()}
         save_checkpoint(tmp, counter[0], state, config_sha256="0" * 64, keep=3)
 
+    background = "background" in inspect.signature(save_checkpoint).parameters
+
+    def checkpoint_background() -> None:
+        counter[0] += 1
+        state = {"model": model.state_dict(), "optimizer": opt.state_dict()}
+        extra = {"background": True} if background else {}
+        save_checkpoint(tmp, counter[0], state, config_sha256="0" * 64, keep=3, **extra)
+
+    class Plain(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return len(train_set)
+
+        def __getitem__(self, i: int) -> int:
+            return i
+
+    seeding_only = type(dataset)(Plain(), SEED)  # the kit's per-batch work, without augmentation
+
     pieces = {
+        "seeding only (64 samples)": lambda: seeding_only.__getitems__(keys),
         "load batch (64 samples)": lambda: dataset.__getitems__(keys),
         "train step": train_step,
         "fingerprint (params + batch)": fingerprint,
         "checkpoint (blocking part)": checkpoint,
+        "checkpoint, background=True if supported (blocking part)": checkpoint_background,
     }
-    times: dict[str, float] = {}
-    for name, fn in pieces.items():
-        for _ in range(3):
-            fn()
-        n = max(3, repeats // 10) if name.startswith("checkpoint") else repeats
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        times[name] = (time.perf_counter() - t0) / n
-    wait = getattr(__import__("repro.run.checkpoint", fromlist=["x"]), "wait_for_checkpoints", None)
+    # Round-robin in blocks, median block per piece: a burst of load hits every piece alike.
+    blocks: dict[str, list[float]] = {name: [] for name in pieces}
+    for fn in pieces.values():
+        fn()
+    rounds = 10
+    for _ in range(rounds):
+        for name, fn in pieces.items():
+            n = 1 if name.startswith("checkpoint") else max(1, repeats // rounds)
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            blocks[name].append((time.perf_counter() - t0) / n)
+    wait = getattr(importlib.import_module("repro.run.checkpoint"), "wait_for_checkpoints", None)
     if wait is not None:
         wait()
+    times = {name: statistics.median(b) for name, b in blocks.items()}
     out.write_text(json.dumps(times))
 
 
@@ -406,8 +431,8 @@ def main_micro(args: argparse.Namespace) -> None:
     print(f"| piece | {head} |" + (" after / before |" if args.compare else ""))
     print("|---|" + "---|" * len(variants) + ("---|" if args.compare else ""))
     for piece in pieces:
-        cells = [_summary([1e6 * r[piece] for r in runs[v]]) for v in variants]
-        line = f"| {piece} | " + " | ".join(c.replace(".00", "") for c in cells) + " |"
+        cells = [_summary([1e6 * r[piece] for r in runs[v]], digits=0) for v in variants]
+        line = f"| {piece} | " + " | ".join(cells) + " |"
         if args.compare:
             ratio = [
                 a[piece] / b[piece]
