@@ -264,9 +264,8 @@ def main_bench(args: argparse.Namespace) -> None:
     compare = Path(args.compare).resolve() if args.compare else None
     order = jobs + startup_jobs
     for i in range(args.pairs):
-        rotated = (
-            order[i % len(order) :] + order[: i % len(order)]
-        )  # a job is not always first or last
+        # rotated, so that no job is always first or last
+        rotated = order[i % len(order) :] + order[: i % len(order)]
         with tempfile.TemporaryDirectory(prefix="bench_overhead_") as tmp:
             for job in rotated:
                 name, _, one = job.partition("/")

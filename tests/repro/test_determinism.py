@@ -262,9 +262,8 @@ def test_pythonhashseed_set_too_late_is_caught(shell_seed, mode, expected):
     ).stdout.strip()
     assert out.startswith(expected), out
     if expected == "error":
-        assert (
-            "env.PYTHONHASHSEED" in out and "`PYTHONHASHSEED=0 " in out
-        )  # says how to launch correctly
+        # says how to launch correctly
+        assert "env.PYTHONHASHSEED" in out and "`PYTHONHASHSEED=0 " in out
 
 
 @pytest.mark.slow

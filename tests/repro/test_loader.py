@@ -63,9 +63,8 @@ def test_same_batches_for_any_worker_count(reference, workers, persistent):
 def test_each_epoch_has_a_new_order_and_new_augmentation(reference):
     first, second = reference
     order = lambda batches: torch.cat(batches)[:, 0].tolist()  # noqa: E731
-    assert (
-        sorted(order(first)) == sorted(order(second)) == list(range(37))
-    )  # every sample once per epoch
+    # every sample once per epoch
+    assert sorted(order(first)) == sorted(order(second)) == list(range(37))
     assert order(first) != order(second)
     by_index = lambda batches: {int(r[0]): r[1:].tolist() for r in torch.cat(batches)}  # noqa: E731
     a, b = by_index(first), by_index(second)

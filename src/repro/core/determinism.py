@@ -122,17 +122,15 @@ def apply_environment(rc: ReproConfig, report: DeterminismReport) -> None:
                 else "no CUDA device: nothing to configure"
             )
         elif var == "ATEN_CPU_CAPABILITY":
-            with (
-                warnings.catch_warnings()
-            ):  # torch warns about a value it ignores; the report says more
+            # torch warns about a value it ignores; the report says more
+            with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 applied = torch.backends.cpu.get_cpu_capability().lower()
             ok = applied == want
             if ok:
                 note = ""
-            elif (
-                at_start == want
-            ):  # it was there from the start: the CPU (or this build) cannot do it
+            elif at_start == want:
+                # it was there from the start: the CPU (or this build) cannot do it
                 note = (
                     f"this CPU or torch build cannot run {want} kernels (ATen uses {applied}); "
                     f"pin a capability it has, e.g. repro.cpu_capability={applied}"
@@ -328,9 +326,8 @@ def apply(rc: ReproConfig, *, in_process: bool = False) -> DeterminismReport:
             if late
             else ""
         )
-        if (
-            in_process
-        ):  # a notebook or script: nothing can relaunch it; the record says what did not hold
+        if in_process:
+            # a notebook or script: nothing can relaunch it; the record says what did not hold
             for s in report.failed:
                 s.note = f"in-process run (no relaunch): {s.note}"
             report.in_process = True

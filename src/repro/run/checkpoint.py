@@ -102,8 +102,8 @@ def save_checkpoint(
         target=_write_catching,
         args=(run_dir, path, step, header, payload, keep),
         name=f"repro-checkpoint-{step}",
-        daemon=False,
-    )  # not daemon: exit waits
+        daemon=False,  # the interpreter's exit waits for it
+    )
     _writer.start()
     return path
 
