@@ -288,6 +288,11 @@ def main_bench(args: argparse.Namespace) -> None:
             1000 * (r["train_s"] - b["train_s"]) / steps for r, b in zip(rows, bare, strict=True)
         ]
         print(f"| {job} | {_summary(whole)} | {_summary(steady)} | {_summary(per_step)} |")
+    if "template@before" in results:  # the change itself, pair by pair: after / before
+        after, before = results["template"], results["template@before"]
+        whole = [a["process_s"] / b["process_s"] for a, b in zip(after, before, strict=True)]
+        steady = [a["train_s"] / b["train_s"] for a, b in zip(after, before, strict=True)]
+        print(f"| template / template@before | {_summary(whole)} | {_summary(steady)} | |")
     print("\n| start-up | whole process / bare 1-step |")
     print("|---|---|")
     for job in startup_jobs:
