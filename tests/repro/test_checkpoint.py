@@ -8,6 +8,11 @@ import json
 import os
 import pickle
 import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -20,6 +25,7 @@ from repro.run.checkpoint import (
     list_checkpoints,
     read_header,
     save_checkpoint,
+    wait_for_checkpoints,
 )
 
 
@@ -30,9 +36,16 @@ def state() -> dict:
 def test_roundtrip_and_keep(tmp_path):
     for step in range(1, 6):
         save_checkpoint(tmp_path, step, state(), config_sha256="c" * 64, keep=2)
-    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000000004.ckpt", "step-000000005.ckpt"]
+    assert [p.name for p in list_checkpoints(tmp_path)] == [
+        "step-000000004.ckpt",
+        "step-000000005.ckpt",
+    ]
     info, loaded = load_checkpoint(list_checkpoints(tmp_path)[-1], config_sha256="c" * 64)
-    assert info.step == 5 and loaded["step"] == 3 and torch.equal(loaded["model"]["w"], torch.arange(6.0))
+    assert (
+        info.step == 5
+        and loaded["step"] == 3
+        and torch.equal(loaded["model"]["w"], torch.arange(6.0))
+    )
     assert not list((tmp_path / "checkpoints").glob("*.tmp"))
 
 
@@ -65,7 +78,7 @@ def test_other_config_is_refused(ckpt):
 def test_other_format_version_is_refused(ckpt):
     raw = ckpt.read_bytes()
     end = raw.index(b"\n", len(MAGIC))
-    header = json.loads(raw[len(MAGIC):end])
+    header = json.loads(raw[len(MAGIC) : end])
     header["format_version"] = 99
     ckpt.write_bytes(MAGIC + json.dumps(header).encode() + raw[end:])
     with pytest.raises(CheckpointError, match="format version 99"):
@@ -101,8 +114,13 @@ def test_code_execution_payload_is_refused_and_not_run(tmp_path):
         z.writestr("archive/version", "3\n")
         z.writestr("archive/byteorder", "little")
     body = zbuf.getvalue()
-    header = {"format_version": 1, "step": 1, "payload_size": len(body),
-              "payload_sha256": hashlib.sha256(body).hexdigest(), "config_sha256": "a" * 64}
+    header = {
+        "format_version": 1,
+        "step": 1,
+        "payload_size": len(body),
+        "payload_sha256": hashlib.sha256(body).hexdigest(),
+        "config_sha256": "a" * 64,
+    }
     path = tmp_path / "checkpoints" / "step-000000001.ckpt"
     path.parent.mkdir()
     path.write_bytes(MAGIC + json.dumps(header).encode() + b"\n" + body)
@@ -129,17 +147,33 @@ def test_latest_valid_falls_back_and_names_the_bad_file(tmp_path, caplog):
 
 
 def test_rng_state_roundtrips_through_a_weights_only_checkpoint(tmp_path):
-    repro = setup_reproducibility(ReproConfig(seed=4, pythonhashseed=None, cublas_workspace_config=None))
+    repro = setup_reproducibility(
+        ReproConfig(seed=4, pythonhashseed=None, cublas_workspace_config=None)
+    )
     gen, rng = repro.generator("noise"), repro.numpy_rng("aug")
     torch.rand(3), random.random(), np.random.rand(), torch.rand(2, generator=gen), rng.random()
     save_checkpoint(tmp_path, 1, {"rng": repro.state_dict()}, config_sha256="a" * 64)
-    expected = (torch.rand(3), random.random(), np.random.rand(), torch.rand(2, generator=gen), rng.random())
+    expected = (
+        torch.rand(3),
+        random.random(),
+        np.random.rand(),
+        torch.rand(2, generator=gen),
+        rng.random(),
+    )
 
-    fresh = setup_reproducibility(ReproConfig(seed=4, pythonhashseed=None, cublas_workspace_config=None))
+    fresh = setup_reproducibility(
+        ReproConfig(seed=4, pythonhashseed=None, cublas_workspace_config=None)
+    )
     gen2, rng2 = fresh.generator("noise"), fresh.numpy_rng("aug")
     _, loaded = load_checkpoint(list_checkpoints(tmp_path)[-1])
     fresh.load_state_dict(loaded["rng"])
-    got = (torch.rand(3), random.random(), np.random.rand(), torch.rand(2, generator=gen2), rng2.random())
+    got = (
+        torch.rand(3),
+        random.random(),
+        np.random.rand(),
+        torch.rand(2, generator=gen2),
+        rng2.random(),
+    )
     assert torch.equal(got[0], expected[0]) and got[1:3] == expected[1:3]
     assert torch.equal(got[3], expected[3]) and got[4] == expected[4]
 
@@ -156,3 +190,58 @@ def test_retention_ignores_leftovers_from_later_steps(tmp_path):
     assert names == ["step-000000012.ckpt", "step-000000099.ckpt"]
     info, _ = latest_valid_checkpoint(tmp_path, config_sha256="a" * 64)
     assert info.step == 12
+
+
+def test_background_write_is_a_snapshot_and_matches_a_foreground_one(tmp_path):
+    live = state()
+    path = save_checkpoint(
+        tmp_path / "bg", 1, live, config_sha256="c" * 64, keep=2, background=True
+    )
+    live["model"]["w"].add_(100.0)  # training goes on changing the state while the file is written
+    live["step"] = 99
+    wait_for_checkpoints()
+    fg = save_checkpoint(tmp_path / "fg", 1, state(), config_sha256="c" * 64, keep=2)
+    (_, got), (_, want) = load_checkpoint(path), load_checkpoint(fg)
+    assert got["step"] == want["step"] == 3 and torch.equal(got["model"]["w"], want["model"]["w"])
+    assert read_header(path).header["payload_sha256"] == read_header(fg).header["payload_sha256"]
+    for step in range(2, 6):  # each save waits for the previous one, so pruning sees them all
+        save_checkpoint(
+            tmp_path / "bg", step, state(), config_sha256="c" * 64, keep=2, background=True
+        )
+    wait_for_checkpoints()
+    assert [p.name for p in list_checkpoints(tmp_path / "bg")] == [
+        "step-000000004.ckpt",
+        "step-000000005.ckpt",
+    ]
+
+
+def test_background_write_error_is_raised_on_the_training_thread(tmp_path):
+    (tmp_path / "checkpoints").write_text("a file where the folder should be")
+    save_checkpoint(tmp_path, 1, state(), config_sha256="c" * 64, background=True)
+    with pytest.raises(CheckpointError, match="background"):
+        wait_for_checkpoints()
+    wait_for_checkpoints()  # reported once
+
+
+def test_kill_during_background_writes_leaves_old_or_new(tmp_path):
+    # A child writes ever-newer checkpoints in the background and is SIGKILLed at some moment.
+    code = textwrap.dedent(f"""
+        import sys, torch
+        from repro.run.checkpoint import save_checkpoint
+        big = torch.arange(2_000_000, dtype=torch.float64)
+        for step in range(1, 10_000):
+            save_checkpoint({str(tmp_path)!r}, step, {{"w": big + step}}, config_sha256="c" * 64, keep=2,
+                            background=True)
+            if step == 2:
+                print("ready", flush=True)
+    """)
+    for delay in (0.0, 0.05, 0.2):
+        child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(delay)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        info, loaded = latest_valid_checkpoint(tmp_path, config_sha256="c" * 64)
+        assert torch.equal(loaded["w"], torch.arange(2_000_000, dtype=torch.float64) + info.step)
+        for path in list_checkpoints(tmp_path):  # every file there is complete, none half-written
+            load_checkpoint(path, config_sha256="c" * 64)

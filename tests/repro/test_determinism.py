@@ -75,8 +75,11 @@ def test_report_matches_torch_global_state(mode, tf32):
     assert s["torch.float32_matmul_precision"]["applied"] == torch.get_float32_matmul_precision()
     leaves = {k: v for k, v in s.items() if k.endswith(".fp32_precision")}
     assert leaves, "torch >= 2.9 has per-backend precision switches; the report must read them back"
-    assert leaves["torch.backends.cuda.matmul.fp32_precision"]["applied"] == (
-        "tf32" if tf32 else "ieee") == torch.backends.cuda.matmul.fp32_precision
+    assert (
+        leaves["torch.backends.cuda.matmul.fp32_precision"]["applied"]
+        == ("tf32" if tf32 else "ieee")
+        == torch.backends.cuda.matmul.fp32_precision
+    )
     if not tf32:
         assert all(v["applied"] == "ieee" for v in leaves.values())
     assert s["torch.num_threads"]["applied"] == 1
@@ -104,7 +107,9 @@ def test_null_threads_restore_the_process_default_after_a_pinned_job():
     setup_reproducibility(quiet(threads=1))
     assert torch.get_num_threads() == 1
     repro = setup_reproducibility(quiet(threads=None))  # the next job of a sweep
-    assert torch.get_num_threads() == _INITIAL_THREADS == repro.report.get("torch.num_threads").applied
+    assert (
+        torch.get_num_threads() == _INITIAL_THREADS == repro.report.get("torch.num_threads").applied
+    )
 
 
 def test_strict_raises_on_a_nondeterministic_op_and_warn_only_warns():
@@ -237,7 +242,11 @@ PIN_SCRIPT = textwrap.dedent("""
     ("shell_seed", "mode", "expected"),
     [
         ("123", "strict", "error"),
-        ("123", "warn", "not_in_effect 1 123"),  # the report says what is in effect, not what was written
+        (
+            "123",
+            "warn",
+            "not_in_effect 1 123",
+        ),  # the report says what is in effect, not what was written
         ("0", "strict", "took_effect 0 0"),
     ],
 )
@@ -253,9 +262,8 @@ def test_pythonhashseed_set_too_late_is_caught(shell_seed, mode, expected):
     ).stdout.strip()
     assert out.startswith(expected), out
     if expected == "error":
-        assert (
-            "env.PYTHONHASHSEED" in out and "`PYTHONHASHSEED=0 " in out
-        )  # says how to launch correctly
+        # says how to launch correctly
+        assert "env.PYTHONHASHSEED" in out and "`PYTHONHASHSEED=0 " in out
 
 
 @pytest.mark.slow
@@ -264,3 +272,31 @@ def test_main_job_relaunches_with_its_pins(fixture_run):
     run = fixture_run("r", "train.max_steps=2", env={"PYTHONHASHSEED": "123"})
     setting = run.manifest["determinism"]["settings"]["env.PYTHONHASHSEED"]
     assert setting == {"requested": "0", "applied": "0", "took_effect": True, "note": ""}
+
+
+@pytest.mark.parametrize(("mode", "warn_only"), [(True, False), (True, True), (False, False)])
+def test_fast_deterministic_switch_reads_back_and_skips_inductor(mode, warn_only):
+    # In a fresh process: this one imported inductor already (the fixture's public call).
+    code = textwrap.dedent(f"""
+        import os, sys, torch
+        from repro.core.determinism import set_deterministic_algorithms
+        assert hasattr(torch._C, "_set_deterministic_algorithms"), (
+            "torch dropped torch._C._set_deterministic_algorithms: the fast path now falls back to the "
+            "public call (about a second slower); check set_deterministic_algorithms still sets the flag")
+        set_deterministic_algorithms({mode}, warn_only={warn_only})
+        assert torch.are_deterministic_algorithms_enabled() is {mode}, "deterministic flag not set"
+        assert torch.is_deterministic_algorithms_warn_only_enabled() is {warn_only}, "warn_only not set"
+        assert "torch._inductor.config" not in sys.modules, "the fast path imported inductor"
+        import torch._inductor.config as inductor_config
+        assert inductor_config.deterministic is {mode}, "inductor does not see the flag when imported later"
+        set_deterministic_algorithms(not {mode})  # inductor imported now: the public call keeps it in step
+        assert torch.are_deterministic_algorithms_enabled() is (not {mode})
+        assert inductor_config.deterministic is (not {mode})
+        print("ok")
+    """)
+    env = clean_env()
+    env.pop("TORCHINDUCTOR_DETERMINISTIC", None)
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

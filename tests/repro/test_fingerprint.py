@@ -71,3 +71,44 @@ def test_float_bits_is_exact():
     assert float_bits(torch.tensor(-0.0)) != float_bits(torch.tensor(0.0))
     with pytest.raises(ValueError):
         float_bits(torch.zeros(2))
+
+
+@pytest.mark.parametrize("width", [0, 5, _CHUNK + 9])
+def test_sample_digests_match_the_definition_per_row(width):
+    from repro.core.fingerprint import sample_digests, sample_digests_device
+
+    g = torch.Generator().manual_seed(width)
+    x, y = torch.randn(4, width, generator=g), torch.randint(0, 9, (4,), generator=g)
+    want = [(naive(x[i]) * 0x100000001B3 + naive(y[i : i + 1])) % 2**64 for i in range(4)]
+    got = sample_digests(x, y)
+    assert [v % 2**64 for v in got] == want
+    assert sample_digests_device(x, y).tolist() == got  # the same values, still on the device
+
+
+def test_step_digests_fit_in_one_host_transfer():
+    """What a run can do: loss bits, parameter digest and sample digests moved to the host together."""
+    from repro.core.fingerprint import (
+        sample_digests,
+        sample_digests_device,
+        tensors_digest_from,
+        tensors_digest_parts,
+    )
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    x, y = torch.randn(8, 5), torch.randint(0, 2, (8,))
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    meta, params = tensors_digest_parts(model.named_parameters())
+    samples = sample_digests_device(x, y)
+    host = torch.cat(
+        [
+            loss.detach().double().reshape(1).view(torch.int64),
+            *(p.reshape(1) for p in params),
+            samples,
+        ]
+    ).cpu()  # the one transfer
+    assert float_bits(host[:1].view(torch.float64)) == float_bits(loss.double())
+    assert tensors_digest_from(meta, host[1 : 1 + len(params)].tolist()) == tensors_digest(
+        model.named_parameters()
+    )
+    assert host[1 + len(params) :].tolist() == sample_digests(x, y)

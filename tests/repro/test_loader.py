@@ -63,9 +63,8 @@ def test_same_batches_for_any_worker_count(reference, workers, persistent):
 def test_each_epoch_has_a_new_order_and_new_augmentation(reference):
     first, second = reference
     order = lambda batches: torch.cat(batches)[:, 0].tolist()  # noqa: E731
-    assert (
-        sorted(order(first)) == sorted(order(second)) == list(range(37))
-    )  # every sample once per epoch
+    # every sample once per epoch
+    assert sorted(order(first)) == sorted(order(second)) == list(range(37))
     assert order(first) != order(second)
     by_index = lambda batches: {int(r[0]): r[1:].tolist() for r in torch.cat(batches)}  # noqa: E731
     a, b = by_index(first), by_index(second)
@@ -168,3 +167,49 @@ def test_user_dataset_attributes_stay_reachable():
     ds.classes = ["a", "b"]
     loader = make_dataloader(ds, seed=1, sampler=None)  # sampler=None is harmless
     assert loader.dataset.classes == ["a", "b"]
+
+
+def test_batched_seeding_draws_what_per_sample_seeding_draws():
+    from repro.core.loader import SeededDataset
+    from repro.core.seeding import mix64, seed_globals_fast
+
+    keys = [(0, 0), (0, 36), (3, 5), (2**40, 2**31 + 7), (7, 2**62)]
+    inner = Augmenting()
+    per_sample = []
+    for epoch, index in keys:  # the definition: seed from (seed, epoch, index), then load
+        seed_globals_fast(mix64(11, epoch, index))
+        per_sample.append(inner[index % 37])
+    batched = SeededDataset(_Modulo(inner), 11).__getitems__(keys)
+    assert all(torch.equal(a, b) for a, b in zip(per_sample, batched, strict=True))
+
+
+class _Modulo(Dataset):
+    def __init__(self, inner: Dataset) -> None:
+        self.inner = inner
+
+    def __len__(self) -> int:
+        return 2**63 - 1
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.inner[i % 37]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_main_process_loading_keeps_rngs_and_threads_whatever_the_thread_count(threads):
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(0)
+        random.seed(0)
+        np.random.seed(0)
+        expected = (torch.rand(3), random.random(), np.random.rand())
+        torch.manual_seed(0)
+        random.seed(0)
+        np.random.seed(0)
+        got = epochs(make_dataloader(Augmenting(), seed=5, batch_size=4, shuffle=True))
+        assert torch.get_num_threads() == threads
+        assert torch.equal(torch.rand(3), expected[0])
+        assert random.random() == expected[1] and np.random.rand() == expected[2]
+    finally:
+        torch.set_num_threads(before)
+    assert same(got, epochs(make_dataloader(Augmenting(), seed=5, batch_size=4, shuffle=True)))

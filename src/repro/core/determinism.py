@@ -96,7 +96,9 @@ def apply_environment(rc: ReproConfig, report: DeterminismReport) -> None:
         value = getattr(rc, key)
         at_start = startup.ENVIRON.get(var)
         if value is None:
-            report.add(f"env.{var}", None, at_start, True, "not pinned: left as the process started")
+            report.add(
+                f"env.{var}", None, at_start, True, "not pinned: left as the process started"
+            )
             continue
         want = wanted_environment(rc)[var]
         before = os.environ.get(var)
@@ -104,36 +106,60 @@ def apply_environment(rc: ReproConfig, report: DeterminismReport) -> None:
         if var == "PYTHONHASHSEED":
             ok = _hash_seed_holds(int(want))
             applied = want if ok else (at_start if at_start is not None else "random")
-            note = "" if ok else "the interpreter started with another hash seed; it is fixed at process start"
+            note = (
+                ""
+                if ok
+                else "the interpreter started with another hash seed; it is fixed at process start"
+            )
         elif var == "CUBLAS_WORKSPACE_CONFIG":
             ok = not (cuda_started and before != want)
             applied = want if ok else before
-            note = ("CUDA was initialised before it was set" if not ok
-                    else "" if torch.cuda.is_available() else "no CUDA device: nothing to configure")
+            note = (
+                "CUDA was initialised before it was set"
+                if not ok
+                else ""
+                if torch.cuda.is_available()
+                else "no CUDA device: nothing to configure"
+            )
         elif var == "ATEN_CPU_CAPABILITY":
-            with warnings.catch_warnings():  # torch warns about a value it ignores; the report says more
+            # torch warns about a value it ignores; the report says more
+            with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 applied = torch.backends.cpu.get_cpu_capability().lower()
             ok = applied == want
             if ok:
                 note = ""
-            elif at_start == want:  # it was there from the start: the CPU (or this build) cannot do it
-                note = (f"this CPU or torch build cannot run {want} kernels (ATen uses {applied}); "
-                        f"pin a capability it has, e.g. repro.cpu_capability={applied}")
+            elif at_start == want:
+                # it was there from the start: the CPU (or this build) cannot do it
+                note = (
+                    f"this CPU or torch build cannot run {want} kernels (ATen uses {applied}); "
+                    f"pin a capability it has, e.g. repro.cpu_capability={applied}"
+                )
             else:
                 note = "a CPU kernel ran before it was set; it is read once"
         else:  # MKL_CBWR, ONEDNN_MAX_CPU_ISA: read once, when the library starts
             ok = at_start == want
             applied = at_start
             lib = "MKL" if var == "MKL_CBWR" else "oneDNN"
-            note = "" if ok else f"{lib} reads it when it starts; it was not in the environment at process start"
+            note = (
+                ""
+                if ok
+                else f"{lib} reads it when it starts; it was not in the environment at process start"
+            )
         report.add(f"env.{var}", want, applied, ok, note)
 
 
 _INITIAL_THREADS = torch.get_num_threads()
 
 #: The reduced-precision fp32 switches of torch >= 2.9, by backend and operation.
-_FP32_PRECISION = ("cuda.matmul", "cudnn.conv", "cudnn.rnn", "mkldnn.matmul", "mkldnn.conv", "mkldnn.rnn")
+_FP32_PRECISION = (
+    "cuda.matmul",
+    "cudnn.conv",
+    "cudnn.rnn",
+    "mkldnn.matmul",
+    "mkldnn.conv",
+    "mkldnn.rnn",
+)
 
 
 def _effective_precision(backend: str, op: str) -> str:
@@ -157,9 +183,15 @@ def _apply_fp32_precision(tf32: bool, report: DeterminismReport) -> None:
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
     torch.set_float32_matmul_precision("high" if tf32 else "highest")
-    report.add("torch.float32_matmul_precision", "high" if tf32 else "highest", torch.get_float32_matmul_precision())
+    report.add(
+        "torch.float32_matmul_precision",
+        "high" if tf32 else "highest",
+        torch.get_float32_matmul_precision(),
+    )
     if not hasattr(torch.backends.cuda.matmul, "fp32_precision"):  # torch < 2.9
-        report.add("torch.backends.cuda.matmul.allow_tf32", tf32, torch.backends.cuda.matmul.allow_tf32)
+        report.add(
+            "torch.backends.cuda.matmul.allow_tf32", tf32, torch.backends.cuda.matmul.allow_tf32
+        )
         report.add("torch.backends.cudnn.allow_tf32", tf32, torch.backends.cudnn.allow_tf32)
         return
     for path in _FP32_PRECISION:
@@ -172,16 +204,50 @@ def _apply_fp32_precision(tf32: bool, report: DeterminismReport) -> None:
             note = f"was {value} (set elsewhere); forced to ieee"
             value = _effective_precision(backend, op)
         if tf32:
-            report.add(f"torch.backends.{path}.fp32_precision", None, value, True, "reduced precision allowed")
+            report.add(
+                f"torch.backends.{path}.fp32_precision",
+                None,
+                value,
+                True,
+                "reduced precision allowed",
+            )
         else:
             report.add(f"torch.backends.{path}.fp32_precision", "ieee", value, note=note)
+
+
+#: Read by ``torch._inductor.config`` when it is imported: its ``deterministic`` default.
+_INDUCTOR_ENV = "TORCHINDUCTOR_DETERMINISTIC"
+
+
+def set_deterministic_algorithms(mode: bool, *, warn_only: bool = False) -> None:
+    """``torch.use_deterministic_algorithms(mode, warn_only=...)`` without importing inductor.
+
+    The public call imports ``torch._inductor.config`` (about a second) only to
+    mirror the flag into inductor's ``deterministic`` setting. When inductor is
+    not imported yet, this sets the flag through the same C++ switch the public
+    call uses and leaves the mirror to ``TORCHINDUCTOR_DETERMINISTIC``, which
+    inductor reads when it is first imported (``torch.compile`` later in this
+    process, or in a child process, sees the same setting). When inductor is
+    already imported, or torch no longer has the switch, the public call is used.
+    The caller reads the flags back; ``tests/repro/test_determinism.py`` fails
+    if the private switch stops doing what the public call does.
+    """
+    fast = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if fast is None or "torch._inductor.config" in sys.modules:
+        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+        return
+    fast(mode, warn_only=warn_only)
+    if mode:
+        os.environ[_INDUCTOR_ENV] = "1"
+    elif os.environ.get(_INDUCTOR_ENV) == "1":
+        os.environ[_INDUCTOR_ENV] = "0"  # what the public call would leave inductor with
 
 
 def apply_flags(rc: ReproConfig, report: DeterminismReport) -> None:
     """Set torch's determinism, cuDNN, TF32 and thread settings, then read each back."""
     mode = Determinism(rc.deterministic)
     on = mode != Determinism.off
-    torch.use_deterministic_algorithms(on, warn_only=mode == Determinism.warn)
+    set_deterministic_algorithms(on, warn_only=mode == Determinism.warn)
     report.add(
         "torch.use_deterministic_algorithms", on, torch.are_deterministic_algorithms_enabled()
     )
@@ -193,8 +259,12 @@ def apply_flags(rc: ReproConfig, report: DeterminismReport) -> None:
     import torch.utils.deterministic as tud
 
     tud.fill_uninitialized_memory = True
-    report.add("torch.utils.deterministic.fill_uninitialized_memory", True, bool(tud.fill_uninitialized_memory),
-               note="" if on else "inactive: it only acts while deterministic algorithms are on")
+    report.add(
+        "torch.utils.deterministic.fill_uninitialized_memory",
+        True,
+        bool(tud.fill_uninitialized_memory),
+        note="" if on else "inactive: it only acts while deterministic algorithms are on",
+    )
 
     torch.backends.cudnn.deterministic = on
     torch.backends.cudnn.benchmark = rc.cudnn_benchmark
@@ -243,19 +313,33 @@ def apply(rc: ReproConfig, *, in_process: bool = False) -> DeterminismReport:
             f"{s.name}={s.requested!r} did not take effect ({s.note})" for s in report.failed
         )
         env = " ".join(f"{k}={v}" for k, v in wanted_environment(rc).items())
-        late = [s for s in report.failed if s.name.startswith("env.")
-                and startup.ENVIRON.get(s.name[4:]) != s.requested]
+        late = [
+            s
+            for s in report.failed
+            if s.name.startswith("env.") and startup.ENVIRON.get(s.name[4:]) != s.requested
+        ]
         hint = (
-            f". Fix: launch through repro.entrypoint (python -m <your project>.train does this), or set "
-            f"the environment before Python starts: `{env} python ...`, or null the pin in the repro config"
-        ) if late else ""
-        if in_process:  # a notebook or script: nothing can relaunch it; the record says what did not hold
+            (
+                f". Fix: launch through repro.entrypoint (python -m <your project>.train does this), or set "
+                f"the environment before Python starts: `{env} python ...`, or null the pin in the repro config"
+            )
+            if late
+            else ""
+        )
+        if in_process:
+            # a notebook or script: nothing can relaunch it; the record says what did not hold
             for s in report.failed:
                 s.note = f"in-process run (no relaunch): {s.note}"
             report.in_process = True
-            warnings.warn(f"in-process run: these pins are not in effect: {lines}", RuntimeWarning, stacklevel=3)
+            warnings.warn(
+                f"in-process run: these pins are not in effect: {lines}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
             return report
         if report.mode == Determinism.strict.value:
             raise EnvironmentPinError(f"{lines}{hint}")
-        warnings.warn(f"reproducibility pins not in effect: {lines}{hint}", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"reproducibility pins not in effect: {lines}{hint}", RuntimeWarning, stacklevel=3
+        )
     return report

@@ -112,10 +112,14 @@ def tensor_digest(t: torch.Tensor) -> str:
     return hashlib.blake2b(struct.pack("<Q", value) + meta, digest_size=8).hexdigest()
 
 
-def tensors_digest(named: Iterable[tuple[str, torch.Tensor | None]]) -> str:
-    """One digest over named tensors (e.g. ``model.named_parameters()``): one host sync per device.
+def tensors_digest_parts(
+    named: Iterable[tuple[str, torch.Tensor | None]],
+) -> tuple[str, list[torch.Tensor]]:
+    """The pieces of :func:`tensors_digest` before any host sync: the names/dtypes/shapes text and
+    one 0-dim int64 tensor per device (sorted by device name), each still on its device.
 
-    Covers every tensor's name, dtype, shape and bits, in the given order.
+    A caller that moves other per-step values to the host anyway can put these in the same
+    transfer and finish with :func:`tensors_digest_from`; the digest is the same.
     """
     per_device: dict[torch.device, list[torch.Tensor]] = {}
     meta = []
@@ -125,10 +129,29 @@ def tensors_digest(named: Iterable[tuple[str, torch.Tensor | None]]) -> str:
             continue
         meta.append(f"{name}:{t.dtype}{tuple(t.shape)}")
         per_device.setdefault(t.device, []).append(t)
-    h = hashlib.blake2b("|".join(meta).encode(), digest_size=8)
-    for device in sorted(per_device, key=str):
-        h.update(struct.pack("<q", int(_digest_flat(per_device[device]).item())))
+    return "|".join(meta), [_digest_flat(per_device[d]) for d in sorted(per_device, key=str)]
+
+
+def tensors_digest_from(meta: str, values: Iterable[int]) -> str:
+    """Finish :func:`tensors_digest` from :func:`tensors_digest_parts` (``values`` as host ints)."""
+    h = hashlib.blake2b(meta.encode(), digest_size=8)
+    for value in values:
+        h.update(struct.pack("<q", _signed64(int(value))))
     return h.hexdigest()
+
+
+def _signed64(value: int) -> int:
+    value &= (1 << 64) - 1
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def tensors_digest(named: Iterable[tuple[str, torch.Tensor | None]]) -> str:
+    """One digest over named tensors (e.g. ``model.named_parameters()``): one host sync per device.
+
+    Covers every tensor's name, dtype, shape and bits, in the given order.
+    """
+    meta, values = tensors_digest_parts(named)
+    return tensors_digest_from(meta, (int(v.item()) for v in values))
 
 
 def float_bits(x: float | torch.Tensor) -> str:
@@ -145,6 +168,33 @@ def float_bits(x: float | torch.Tensor) -> str:
     return struct.pack(">d", float(x)).hex()
 
 
+def sample_digests_device(*tensors: torch.Tensor) -> torch.Tensor:
+    """One exact digest per sample (row 0 of every tensor is sample 0, ...), as an int64 tensor on
+    the first tensor's device: no host sync. :func:`sample_digests` is this, moved to the host."""
+    if not tensors:
+        return torch.zeros(0, dtype=torch.int64)
+    n = tensors[0].shape[0]
+    device = tensors[0].device
+    w = _chunk_weights(device)
+    total: torch.Tensor | None = None
+    for k, t in enumerate(tensors):
+        if t.shape[0] != n:
+            raise ValueError(f"sample_digests: tensor {k} has {t.shape[0]} rows, expected {n}")
+        rows = _raw(t.to(device)).to(torch.int64).view(n, -1)
+        acc: torch.Tensor | None = None
+        for lo in range(0, max(rows.shape[1], 1), _CHUNK):
+            part = rows[:, lo : lo + _CHUNK]
+            term = (part * w[: part.shape[1]]).sum(1)
+            if lo:  # weights of a later chunk: 2*(lo + j) + 1 = (2j + 1) + 2*lo
+                term = term + 2 * lo * part.sum(1)
+            acc = term if acc is None else acc + term
+        assert acc is not None
+        # Combine tensors in order (wrapping int64 arithmetic): total * FNV prime + acc.
+        total = acc if total is None else total * 0x100000001B3 + acc
+    assert total is not None
+    return total
+
+
 def sample_digests(*tensors: torch.Tensor) -> list[int]:
     """One exact digest per sample (row 0 of every tensor is sample 0, ...), in one host transfer.
 
@@ -153,20 +203,7 @@ def sample_digests(*tensors: torch.Tensor) -> list[int]:
     """
     if not tensors:
         return []
-    n = tensors[0].shape[0]
-    device = tensors[0].device
-    w = _chunk_weights(device)
-    total = torch.zeros(n, dtype=torch.int64, device=device)
-    for k, t in enumerate(tensors):
-        if t.shape[0] != n:
-            raise ValueError(f"sample_digests: tensor {k} has {t.shape[0]} rows, expected {n}")
-        rows = _raw(t.to(device)).to(torch.int64).view(n, -1)
-        acc = torch.zeros(n, dtype=torch.int64, device=device)
-        for lo in range(0, rows.shape[1], _CHUNK):
-            part = rows[:, lo : lo + _CHUNK]
-            acc = acc + (part * w[: part.shape[1]]).sum(1) + 2 * lo * part.sum(1)
-        total = total * 0x100000001B3 + acc  # combine tensors in order (wrapping int64 arithmetic)
-    return total.cpu().tolist()
+    return sample_digests_device(*tensors).cpu().tolist()
 
 
 def set_digest(values: Iterable[int]) -> str:

@@ -23,7 +23,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, get_worker_info
 
-from repro.core.seeding import capture_global_state, mix64, restore_global_state, seed_globals_fast
+from repro.core.seeding import (
+    capture_global_state,
+    mix64,
+    mix64_array,
+    restore_global_state,
+    seed_globals_each,
+    seed_globals_fast,
+)
 
 
 class ReproSampler(Sampler[tuple[int, int]]):
@@ -98,25 +105,39 @@ class SeededDataset(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def _load(self, key: tuple[int, int]) -> Any:
-        epoch, index = key
-        seed_globals_fast(mix64(self.seed, epoch, index))
-        return self.dataset[index]
+    def _load(self, keys: Sequence[tuple[int, int]]) -> list[Any]:
+        # The seeds of the whole batch in one vectorised pass; then, per sample, seed and load.
+        epochs, indices = np.asarray(keys, dtype=np.int64).reshape(-1, 2).T
+        out, dataset = [], self.dataset
+        for _, index in zip(
+            seed_globals_each(mix64_array(self.seed, epochs, indices)),
+            indices.tolist(),
+            strict=True,
+        ):
+            out.append(dataset[index])
+        return out
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         return self.__getitems__([key])[0]
 
     def __getitems__(self, keys: Sequence[tuple[int, int]]) -> list[Any]:
-        if get_worker_info() is not None:  # a worker's global RNGs belong to nobody else
-            return [self._load(k) for k in keys]
-        # In the main process: load as a worker would. Workers run torch on one thread, and a
-        # large reduction (a per-image mean) can round differently with more threads.
+        """The samples of ``keys``: each drawn with the global RNGs seeded from (seed, epoch, index).
+
+        In a worker the global RNGs belong to nobody else and are left seeded. In the main process
+        they are saved before the batch and restored after it (once per batch), and torch runs on
+        one thread while loading, as in a worker: a large reduction (a per-image mean) can round
+        differently with more threads.
+        """
+        if get_worker_info() is not None:
+            return self._load(keys)
         saved, threads = capture_global_state(), torch.get_num_threads()
-        torch.set_num_threads(1)
+        if threads != 1:  # already one under a pinned ``threads: 1``: nothing to switch
+            torch.set_num_threads(1)
         try:
-            return [self._load(k) for k in keys]
+            return self._load(keys)
         finally:
-            torch.set_num_threads(threads)
+            if threads != 1:
+                torch.set_num_threads(threads)
             restore_global_state(saved)
 
     def __getattr__(self, name: str) -> Any:
@@ -168,7 +189,10 @@ class ReproDataLoader(DataLoader):
         if self._position is not None:
             epoch, batch = self._position
         else:
-            epoch, batch = self.repro_sampler.epoch, self.repro_sampler._start // (self.batch_size or 1)
+            epoch, batch = (
+                self.repro_sampler.epoch,
+                self.repro_sampler._start // (self.batch_size or 1),
+            )
         if batch >= len(self):  # the epoch is used up: the next pass starts the next one
             epoch, batch = epoch + 1, 0
         return {"epoch": int(epoch), "batch": int(batch)}
@@ -178,7 +202,9 @@ class ReproDataLoader(DataLoader):
         try:
             epoch, batch = int(state["epoch"]), int(state["batch"])
         except (KeyError, TypeError, ValueError):
-            raise ValueError(f"loader state {state!r}: expected {{'epoch': int, 'batch': int}}") from None
+            raise ValueError(
+                f"loader state {state!r}: expected {{'epoch': int, 'batch': int}}"
+            ) from None
         self.set_epoch(epoch, start_batch=batch)
 
     def bind(self, hooks: Any) -> None:
@@ -209,7 +235,9 @@ class ReproDataLoader(DataLoader):
                     item = next(inner)
                 except StopIteration:
                     return
-                self._position[1] += 1  # counted when handed out: a checkpoint taken during this step
+                self._position[1] += (
+                    1  # counted when handed out: a checkpoint taken during this step
+                )
                 yield item  # resumes after it
         finally:
             self._position = None
@@ -243,7 +271,9 @@ def make_dataloader(
         )
     for key in ("sampler", "batch_sampler", "generator"):
         if kwargs.pop(key, None) is not None:
-            raise ValueError(f"dataloader({key}=...) is set by the reproducibility kit; do not pass it")
+            raise ValueError(
+                f"dataloader({key}=...) is set by the reproducibility kit; do not pass it"
+            )
     sampler = ReproSampler(
         len(dataset),
         seed=mix64(seed, 0x4F52444552),

@@ -11,7 +11,9 @@ the payload, config hash), so a truncated file, a flipped byte or a checkpoint
 from another config is refused before any byte is unpickled. The payload is
 then loaded with ``torch.load(weights_only=True)``, which refuses pickles
 that would run code. Files are written atomically (temp file, fsync, rename,
-fsync of the directory) and only the newest ``keep`` are kept.
+fsync of the directory) and only the newest ``keep`` are kept. With
+``background=True`` the state is serialised on the caller's thread and the
+writing happens on a writer thread; :func:`wait_for_checkpoints` waits for it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import io
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +43,43 @@ from repro.run.layout import (
     read_header,
 )
 
-__all__ = ["CheckpointError", "CheckpointInfo", "latest_valid_checkpoint", "list_checkpoints", "load_checkpoint",
-           "read_header", "save_checkpoint"]
+__all__ = [
+    "CheckpointError",
+    "CheckpointInfo",
+    "latest_valid_checkpoint",
+    "list_checkpoints",
+    "load_checkpoint",
+    "read_header",
+    "save_checkpoint",
+    "wait_for_checkpoints",
+]
 
 log = logging.getLogger(__name__)
 
-def save_checkpoint(run_dir: str | Path, step: int, state: dict[str, Any], *, config_sha256: str,
-                    keep: int | None = None, meta: dict[str, Any] | None = None) -> Path:
-    """Write ``state`` as the checkpoint of ``step``, atomically; then keep only the newest ``keep``."""
+_writer: threading.Thread | None = None  # the background write in flight, if any
+_writer_error: BaseException | None = None
+
+
+def save_checkpoint(
+    run_dir: str | Path,
+    step: int,
+    state: dict[str, Any],
+    *,
+    config_sha256: str,
+    keep: int | None = None,
+    meta: dict[str, Any] | None = None,
+    background: bool = False,
+) -> Path:
+    """Write ``state`` as the checkpoint of ``step``, atomically; then keep only the newest ``keep``.
+
+    ``state`` is serialised on the caller's thread before this returns, so the file holds the state
+    as it was at the call even if training goes on changing it. With ``background=True`` the rest
+    (sha256, write, fsync, rename, pruning) runs on a writer thread and the call returns at once;
+    the returned path exists once :func:`wait_for_checkpoints` returns. Either way a process killed
+    at any moment leaves the previous checkpoint or the new one complete, never a part of one: the
+    file appears by an atomic rename after its bytes are fsynced. One write is in flight at most:
+    each call first waits for the previous one (and raises its error, if it failed).
+    """
     buffer = io.BytesIO()
     torch.save(state, buffer)
     payload = buffer.getvalue()
@@ -55,13 +87,60 @@ def save_checkpoint(run_dir: str | Path, step: int, state: dict[str, Any], *, co
         "format_version": FORMAT_VERSION,
         "step": step,
         "payload_size": len(payload),
-        "payload_sha256": hashlib.sha256(payload).hexdigest(),
         "config_sha256": config_sha256,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
         "torch": torch.__version__,
         **(meta or {}),
     }
     path = checkpoint_path(run_dir, step)
+    wait_for_checkpoints()
+    if not background:
+        _write(run_dir, path, step, header, payload, keep)
+        return path
+    global _writer
+    _writer = threading.Thread(
+        target=_write_catching,
+        args=(run_dir, path, step, header, payload, keep),
+        name=f"repro-checkpoint-{step}",
+        daemon=False,  # the interpreter's exit waits for it
+    )
+    _writer.start()
+    return path
+
+
+def wait_for_checkpoints() -> None:
+    """Block until the background checkpoint write (if any) is on disk; raise its error if it failed.
+
+    A run calls it before it closes (completed or failed), so the record never says ``completed``
+    while its last checkpoint is still being written. Cheap when nothing is in flight.
+    """
+    global _writer, _writer_error
+    writer = _writer
+    if writer is not None:
+        writer.join()
+        _writer = None
+    if _writer_error is not None:
+        error, _writer_error = _writer_error, None
+        raise CheckpointError(f"writing a checkpoint in the background failed: {error}") from error
+
+
+def _write_catching(*args: Any) -> None:
+    global _writer_error
+    try:
+        _write(*args)
+    except BaseException as exc:  # raised on the training thread by the next wait_for_checkpoints()
+        _writer_error = exc
+
+
+def _write(
+    run_dir: str | Path,
+    path: Path,
+    step: int,
+    header: dict[str, Any],
+    payload: bytes,
+    keep: int | None,
+) -> None:
+    header = {**header, "payload_sha256": hashlib.sha256(payload).hexdigest()}
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + payload)
     _fsync_dir(path.parent)
@@ -71,7 +150,6 @@ def save_checkpoint(run_dir: str | Path, step: int, state: dict[str, Any], *, co
         older = [p for p in list_checkpoints(run_dir) if int(_NAME.match(p.name).group(1)) <= step]
         for old in older[:-keep]:
             old.unlink(missing_ok=True)
-    return path
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -87,13 +165,18 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def load_checkpoint(path: str | Path, *, config_sha256: str | None = None,
-                    map_location: str | torch.device | None = "cpu") -> tuple[CheckpointInfo, dict[str, Any]]:
+def load_checkpoint(
+    path: str | Path,
+    *,
+    config_sha256: str | None = None,
+    map_location: str | torch.device | None = "cpu",
+) -> tuple[CheckpointInfo, dict[str, Any]]:
     """Verify and load a checkpoint with ``torch.load(weights_only=True)``.
 
     Raises :class:`CheckpointError` for anything short of an intact checkpoint
     of this format written under the same config (when ``config_sha256`` is given).
     """
+    wait_for_checkpoints()  # a write of this process still in flight: read what it leaves
     path = Path(path)
     header, payload = _split(path)
     if config_sha256 is not None and header.get("config_sha256") != config_sha256:
@@ -105,15 +188,19 @@ def load_checkpoint(path: str | Path, *, config_sha256: str | None = None,
         state = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
     except Exception as exc:  # UnpicklingError for a payload that would run code, and friends
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"checkpoint {path} was refused by the weights-only loader: {first}") from None
+        raise CheckpointError(
+            f"checkpoint {path} was refused by the weights-only loader: {first}"
+        ) from None
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} does not hold a state dict")
     return CheckpointInfo(path, int(header["step"]), header), state
 
 
-def latest_valid_checkpoint(run_dir: str | Path, *, config_sha256: str | None = None
-                            ) -> tuple[CheckpointInfo, dict[str, Any]] | None:
+def latest_valid_checkpoint(
+    run_dir: str | Path, *, config_sha256: str | None = None
+) -> tuple[CheckpointInfo, dict[str, Any]] | None:
     """The newest checkpoint in ``run_dir`` that loads; each one skipped is named in a warning."""
+    wait_for_checkpoints()
     for path in reversed(list_checkpoints(run_dir)):
         try:
             return load_checkpoint(path, config_sha256=config_sha256)

@@ -52,11 +52,18 @@ def resolved_config_yaml(cfg: DictConfig, null_keys: tuple[str, ...] = ()) -> st
 def _open_append(path: Path) -> Any:
     """Open a record file for appending without following a symlink (a planted link is refused)."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        fd = os.open(
+            path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644
+        )
     except OSError as exc:
-        raise RunDirectoryError(f"cannot write {path}: {exc.strerror}"
-                                + (" (a symbolic link; record files are never written through one)"
-                                   if path.is_symlink() else "")) from None
+        raise RunDirectoryError(
+            f"cannot write {path}: {exc.strerror}"
+            + (
+                " (a symbolic link; record files are never written through one)"
+                if path.is_symlink()
+                else ""
+            )
+        ) from None
     return os.fdopen(fd, "a", encoding="utf-8")
 
 
@@ -85,8 +92,14 @@ def _restore_sigterm(record: Any) -> None:
 class RunRecord:
     """The single writer of a run directory's record files."""
 
-    def __init__(self, run_dir: Path, manifest: dict[str, Any], last_step: int = 0, *,
-                 dist: DistInfo | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        manifest: dict[str, Any],
+        last_step: int = 0,
+        *,
+        dist: DistInfo | None = None,
+    ) -> None:
         self._previous_sigterm = _raise_on_sigterm()
         self.run_dir = run_dir
         self.manifest = manifest
@@ -179,8 +192,11 @@ class RunRecord:
         dist = getattr(repro, "dist", None) or DistInfo()
         # Every rank reads what the interrupted process recorded after the checkpoint (to check itself
         # against it); rank 0 alone rewrites the files.
-        later = [r for r in read_jsonl(run_dir / FINGERPRINTS_FILE) if isinstance(r, dict)
-                 and isinstance(r.get("step"), int) and r["step"] > from_step]
+        later = [
+            r
+            for r in read_jsonl(run_dir / FINGERPRINTS_FILE)
+            if isinstance(r, dict) and isinstance(r.get("step"), int) and r["step"] > from_step
+        ]
         if not dist.is_main:
             record = cls(run_dir, {}, last_step=from_step, dist=dist)
             record.interrupted_rows = later
@@ -193,7 +209,8 @@ class RunRecord:
         entry = {
             "at": _now(),
             "from_step": from_step,
-            "checkpoint": str(Path(checkpoint).relative_to(run_dir)) if Path(checkpoint).is_relative_to(run_dir)
+            "checkpoint": str(Path(checkpoint).relative_to(run_dir))
+            if Path(checkpoint).is_relative_to(run_dir)
             else str(checkpoint),
             "previous_status": manifest.get("status"),
             "overrides": redact_args(list(overrides or [])),
@@ -223,17 +240,25 @@ class RunRecord:
         """Append one row to ``metrics.jsonl`` (rank 0 only)."""
         self._append(self._metrics, row)
 
-    def log_fingerprint(self, row: dict[str, Any], *, batch: tuple[Any, ...] | None = None) -> None:
+    def log_fingerprint(
+        self,
+        row: dict[str, Any],
+        *,
+        batch: tuple[Any, ...] | None = None,
+        batch_digests: list[int] | None = None,
+    ) -> None:
         """Append one row (with at least ``step``) to ``fingerprints.jsonl``. Every rank must call it.
 
         ``batch`` (the step's input tensors, sample-major) adds ``batch``: a digest of the set of
-        samples the step used, over all ranks. With several ranks, a ``params`` digest that is not
-        the same on every rank fails the run (RankMismatchError naming the step).
+        samples the step used, over all ranks. ``batch_digests`` gives this rank's per-sample
+        digests instead (``sample_digests_device(*batch)`` already moved to the host by the caller,
+        e.g. in the step's one transfer); the row is the same. With several ranks, a ``params``
+        digest that is not the same on every rank fails the run (RankMismatchError naming the step).
         """
         if "step" not in row:
             raise ValueError("a fingerprint row needs a 'step'")
-        if batch is not None:
-            mine = sample_digests(*batch)
+        if batch is not None or batch_digests is not None:
+            mine = batch_digests if batch_digests is not None else sample_digests(*batch)  # type: ignore[misc]
             everyone = gather_objects(mine, self.dist)
             row = {**row, "batch": set_digest(v for rank in everyone for v in rank)}  # type: ignore[union-attr]
         if "params" in row:
