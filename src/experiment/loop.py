@@ -46,10 +46,9 @@ def train(run: Run) -> dict[str, Any]:
             x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
             out = net(x)
             loss = task.loss(out, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
+            run.backward(loss)  # divided by the accumulation window (train.accumulate_grad_batches)
+            if run.optimizer_step(optimizer):  # a window's last batch: clip, step, zero the gradients
+                scheduler.step()
             run.step(loss, batch=(x, y), **task.metrics(out.detach(), y))
         if run.dist.is_main:  # evaluation on one rank, over the whole validation set
             run.log(**task.evaluate(model, val_loader, run.device))

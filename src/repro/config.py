@@ -99,6 +99,11 @@ class RunConfig:
     keep_checkpoints: int = 3
     #: Continue a run: its directory, or ``auto`` (resume hydra.run.dir if it holds a checkpoint, else start).
     resume: str | None = None
+    #: Micro-batches whose gradients add up to one optimizer step (1: a step per batch). An epoch's
+    #: last window may be shorter; its loss is averaged over the micro-batches it has.
+    accumulate_grad_batches: int = 1
+    #: Clip the global gradient norm to this value before each optimizer step (null: no clipping).
+    gradient_clip_val: float | None = None
 
 
 #: RunConfig keys that may differ when a run is resumed: they change speed or bookkeeping, never the bits.
@@ -114,6 +119,7 @@ def resume_safe_keys(node: str = "train", extra: Any = ()) -> tuple[str, ...]:
 
 def validate_run_config(node: Any, prefix: str = "train") -> RunConfig:
     """The kit's run settings from ``node`` (typed), with ranges checked; raises ConfigValueError."""
+    import math
     import re
 
     known = {f.name for f in dataclasses.fields(RunConfig)}
@@ -132,6 +138,9 @@ def validate_run_config(node: Any, prefix: str = "train") -> RunConfig:
         ("log_every", rc.log_every >= 1, "an int >= 1"),
         ("checkpoint_every", rc.checkpoint_every is None or rc.checkpoint_every >= 1, "an int >= 1 or null"),
         ("keep_checkpoints", rc.keep_checkpoints >= 1, "an int >= 1"),
+        ("accumulate_grad_batches", 1 <= rc.accumulate_grad_batches <= 1_000_000, "an int in [1, 1000000]"),
+        ("gradient_clip_val", rc.gradient_clip_val is None
+         or (math.isfinite(rc.gradient_clip_val) and rc.gradient_clip_val > 0), "a finite float > 0 or null"),
         ("device", re.fullmatch(r"auto|cpu|cuda(:\d+)?", rc.device) is not None, "auto, cpu, cuda or cuda:N"),
     ]
     for key, ok, allowed in checks:

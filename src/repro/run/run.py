@@ -12,7 +12,10 @@ experiment's loop holds only its own logic::
         run.track(optimizer=optimizer)             # everything else that has state
         for epoch in run.epochs():                 # resumes at the right epoch
             for x, y in train_loader:              # ... and the right batch, with no replay
-                loss = ...; loss.backward(); optimizer.step()
+                loss = ...
+                run.backward(loss)                 # scaled for gradient accumulation
+                if run.optimizer_step(optimizer):  # a window's last micro-batch: clip, step, zero
+                    scheduler.step()
                 run.step(loss, batch=(x, y), acc=...)  # fingerprint, metrics, checkpoint, max_steps
             run.log(val_loss=...)                  # epoch metrics
 
@@ -60,6 +63,8 @@ STEP, EPOCH = "step", "epoch"
 RNG, SUMS, LOADERS = "rng", "sums", "loaders"
 #: Timing fields of metric rows: they differ run to run and are never compared.
 TIME_FIELDS = ("time_s", "samples_per_s")
+#: RunConfig fields that say how an optimizer step is taken, written to run.json as ``training``.
+TRAINING_KEYS = ("accumulate_grad_batches", "gradient_clip_val")
 
 
 class StateError(ReproError):
@@ -134,6 +139,11 @@ class Run:
         #: The run directory's lock (rank 0), released by close().
         self.lock: Any = None
         self._resumed_mid_epoch = False
+        # The accumulation window: micro-batches backpropagated so far, its size, and what run.step
+        # received for them (loss and metric values, batches, sample count).
+        self._micro = 0
+        self._window = 1
+        self._pending_step: dict[str, Any] = {}
         if self.dist.is_main:
             log.info("seed %d (%s), determinism %s, device %s, %d rank(s)", repro.seed, repro.seed_source,
                      repro.report.mode, self.device, self.dist.world_size)
@@ -219,8 +229,10 @@ class Run:
         return self.settings.max_steps is not None and self.global_step >= self.settings.max_steps
 
     def total_steps(self, loader: Any) -> int:
-        """Optimizer steps this run will take with one step per batch of ``loader`` (for schedules)."""
-        total = len(loader) * self.settings.epochs
+        """Optimizer steps this run will take over ``loader`` (for schedules): one per window of
+        ``accumulate_grad_batches`` batches, an epoch's last window possibly shorter."""
+        per_epoch = -(-len(loader) // self.settings.accumulate_grad_batches)
+        total = per_epoch * self.settings.epochs
         return max(1, total if self.settings.max_steps is None else min(total, self.settings.max_steps))
 
     def epochs(self) -> Iterator[int]:
@@ -238,39 +250,100 @@ class Run:
                 self._sums = {"n": 0.0}
             self._resumed_mid_epoch = False
             self._logged = {}
+            self._micro, self._pending_step = 0, {}
             t0, seen_before = time.perf_counter(), self._sums["n"]
             yield epoch
             self._end_epoch(epoch, time.perf_counter() - t0, self._sums["n"] - seen_before)
 
+    def backward(self, loss: torch.Tensor) -> None:
+        """Backpropagate one micro-batch's ``loss``, divided by the size of its accumulation window
+        (``train.accumulate_grad_batches``; the epoch's last window may be shorter), so a window's
+        gradients are the mean over its micro-batches. Windows start at every epoch's first batch, and
+        checkpoints are taken only at a window's end, so a resume starts a window at its first batch."""
+        if self._micro == 0:
+            self._window = self._window_size()
+        self._micro += 1
+        (loss / self._window if self._window > 1 else loss).backward()
+
+    def should_step(self) -> bool:
+        """True once the current accumulation window has all its micro-batches (after run.backward)."""
+        return self._micro >= self._window
+
+    def optimizer_step(self, optimizer: torch.optim.Optimizer) -> bool:
+        """At a window's last micro-batch: clip the gradient norm (``train.gradient_clip_val``), step
+        ``optimizer`` and zero its gradients; return True. Otherwise do nothing and return False."""
+        if self._micro == 0:
+            raise StateError("run.optimizer_step() before run.backward(loss): backpropagate through the run")
+        if not self.should_step():
+            return False
+        clip = self.settings.gradient_clip_val
+        if clip is not None:
+            params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            torch.nn.utils.clip_grad_norm_(params, clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return True
+
+    def _window_size(self) -> int:
+        """Micro-batches in the window that starts now: ``accumulate_grad_batches``, or what is left of
+        the epoch in the training loader being iterated."""
+        size = self.settings.accumulate_grad_batches
+        loader = self._active[-1] if self._active else None
+        position = loader.position if loader is not None else None
+        if size == 1 or position is None:
+            return size
+        return max(1, min(size, len(loader) - position[1] + 1))  # position counts this batch
+
     def step(self, loss: torch.Tensor, *, batch: tuple[Any, ...] | None = None, n: int | None = None,
              **metrics: Any) -> None:
-        """Record one optimizer step: fingerprint (loss bits, parameter digest, batch digest), the step's
-        metrics (averaged over the epoch, a row every ``log_every`` steps), a checkpoint every
-        ``checkpoint_every`` steps. Every rank calls it. ``batch``: the step's input tensors (sample-major);
-        ``n``: samples in the step (default: the batch's first dimension)."""
+        """Record one batch; at the end of an accumulation window (every batch when
+        ``accumulate_grad_batches`` is 1) record the optimizer step: fingerprint (the window's mean loss
+        bits, parameter digest, digest of all its batches), the step's metrics (averaged over the epoch,
+        a row every ``log_every`` steps), a checkpoint every ``checkpoint_every`` steps. Every rank calls
+        it once per batch, after :meth:`optimizer_step`. ``batch``: the batch's input tensors
+        (sample-major); ``n``: samples in the batch (default: the batch's first dimension)."""
         if not self._begun:
             raise StateError("run.step() outside run.epochs(): iterate `for epoch in run.epochs():` first")
-        self.global_step += 1
-        model = next(iter(self.modules().values()), None)
-        self.faults.after_update(self.global_step, model)
+        if self._micro == 0 and self.settings.accumulate_grad_batches > 1:
+            raise StateError(f"train.accumulate_grad_batches={self.settings.accumulate_grad_batches} needs "
+                             "run.backward(loss) and run.optimizer_step(optimizer) in the loop, before run.step")
         names = [k for k, v in metrics.items() if isinstance(v, torch.Tensor)]
         values = [loss.detach().reshape(()).to(torch.float64)]
         values += [metrics[k].detach().reshape(()).to(device=values[0].device, dtype=torch.float64) for k in names]
-        host = torch.stack(values).cpu()  # the one host transfer of the step
+        host = torch.stack(values).cpu()  # the one host transfer of the batch
         scalars = {k: float(v) for k, v in metrics.items() if k not in names}
         scalars.update({k: float(host[i + 1]) for i, k in enumerate(names)})
-        loss_value = float(host[0])
-        row: dict[str, Any] = {"step": self.global_step, "epoch": self.epoch, "loss": float_bits(host[0])}
-        if model is not None:
-            row["params"] = tensors_digest(self._named_parameters())
         tensors = tuple(t for t in (batch or ()) if isinstance(t, torch.Tensor))
-        self.record.log_fingerprint(row, batch=tensors or None)
-        self._check_against_interrupted(self.record.last_row or row)
         if n is None:
             n = int(tensors[0].shape[0]) if tensors else 1
         self._sums["n"] += n
-        for key, value in {"loss": loss_value, **scalars}.items():
+        for key, value in {"loss": float(host[0]), **scalars}.items():
             self._sums[key] = self._sums.get(key, 0.0) + value * n
+        window = self._pending_step
+        window.setdefault("losses", []).append(host[0])
+        window.setdefault("batches", []).append(tensors)
+        for key, value in scalars.items():
+            window.setdefault("scalars", {}).setdefault(key, []).append(value)
+        if self._micro and not self.should_step():
+            return
+        self._micro, self._pending_step = 0, {}
+        self._optimizer_step_done(window)
+
+    def _optimizer_step_done(self, window: dict[str, Any]) -> None:
+        """Fingerprint, metrics row and checkpoint of the optimizer step that closed ``window``."""
+        self.global_step += 1
+        model = next(iter(self.modules().values()), None)
+        self.faults.after_update(self.global_step, model)
+        losses, batches = window["losses"], window["batches"]
+        loss64 = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
+        loss_value = float(loss64)
+        scalars = {k: v[0] if len(v) == 1 else sum(v) / len(v) for k, v in window.get("scalars", {}).items()}
+        row: dict[str, Any] = {"step": self.global_step, "epoch": self.epoch, "loss": float_bits(loss64)}
+        if model is not None:
+            row["params"] = tensors_digest(self._named_parameters())
+        tensors = batches[0] if len(batches) == 1 else tuple(torch.cat(parts) for parts in zip(*batches, strict=True))
+        self.record.log_fingerprint(row, batch=tensors or None)
+        self._check_against_interrupted(self.record.last_row or row)
         if self.global_step % self.settings.log_every == 0:
             lr = self._learning_rate()
             self.record.log_metrics({"split": "train", "epoch": self.epoch, "step": self.global_step, "loss": loss_value,
@@ -349,6 +422,8 @@ class Run:
         if self._begun:
             return
         self._begun = True
+        if self.dist.is_main:  # how the steps are taken: part of what the bits depend on
+            self.record.update(training={k: getattr(self.settings, k) for k in TRAINING_KEYS})
         state = self._resume_state
         if state is None:
             return
