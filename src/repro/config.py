@@ -104,7 +104,15 @@ class RunConfig:
     accumulate_grad_batches: int = 1
     #: Clip the global gradient norm to this value before each optimizer step (null: no clipping).
     gradient_clip_val: float | None = None
+    #: Lightning's names: 32-true (float32), bf16-mixed or 16-mixed (autocast in run.autocast(); a
+    #: gradient scaler for 16-mixed, saved in checkpoints).
+    precision: str = "32-true"
+    #: torch.compile the model in run.prepare (inductor, eager random ops; deterministic under strict/warn).
+    compile: bool = False
 
+
+#: train.precision values (Lightning's names).
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 
 #: RunConfig keys that may differ when a run is resumed: they change speed or bookkeeping, never the bits.
 RUN_RESUME_SAFE_KEYS = ("checkpoint_every", "keep_checkpoints", "resume")
@@ -141,6 +149,7 @@ def validate_run_config(node: Any, prefix: str = "train") -> RunConfig:
         ("accumulate_grad_batches", 1 <= rc.accumulate_grad_batches <= 1_000_000, "an int in [1, 1000000]"),
         ("gradient_clip_val", rc.gradient_clip_val is None
          or (math.isfinite(rc.gradient_clip_val) and rc.gradient_clip_val > 0), "a finite float > 0 or null"),
+        ("precision", rc.precision in PRECISIONS, ", ".join(PRECISIONS)),
         ("device", re.fullmatch(r"auto|cpu|cuda(:\d+)?", rc.device) is not None, "auto, cpu, cuda or cuda:N"),
     ]
     for key, ok, allowed in checks:

@@ -1,4 +1,4 @@
-"""How an optimizer step is taken (gradient accumulation, clipping), on the kit's fixture experiment:
+"""How an optimizer step is taken (gradient accumulation, clipping, mixed precision, compile), on the kit's fixture experiment:
 reruns, worker counts, SIGKILL + resume in the middle of an epoch and `repro verify`, in separate processes."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from conftest import FIXTURE, clean_env, run_fixture
+from repro import load_checkpoint
 
 KILL = "REPRO_FAULT_KILL_AT_STEP"
 #: 12 batches an epoch: windows of 5, 5 and 2 batches (a short last window), clipped hard enough to bite.
@@ -37,6 +38,8 @@ def test_accumulation_takes_one_step_per_window_and_is_recorded(accumulated):
     assert accumulated.manifest["training"] == {
         "accumulate_grad_batches": 5,
         "gradient_clip_val": 0.5,
+        "precision": "32-true",
+        "compile": False,
     }
     assert accumulated.manifest["result"]["steps"] == 9
 
@@ -104,6 +107,7 @@ def test_verify_of_an_accumulating_run_is_identical(accumulated, tmp_path):
         ("train.accumulate_grad_batches=0", "an int in [1, 1000000]"),
         ("train.gradient_clip_val=0", "a finite float > 0 or null"),
         ("train.gradient_clip_val=-1.5", "a finite float > 0 or null"),
+        ("train.precision=bf16", "32-true, bf16-mixed, 16-mixed"),
     ],
 )
 def test_bad_step_settings_are_one_line_naming_the_key(tmp_path, override, allowed):
@@ -111,3 +115,57 @@ def test_bad_step_settings_are_one_line_naming_the_key(tmp_path, override, allow
     assert out.proc.returncode == 2 and "Traceback" not in out.proc.stderr, out.proc.stderr
     key = override.split("=")[0]
     assert key in out.proc.stderr and allowed in out.proc.stderr
+
+
+def kill_and_resume(tmp_path, *overrides, at: int = 8):
+    """Kill after step ``at`` (the checkpoint of step 5 is mid-epoch), resume, return the run."""
+    killed = run_fixture(tmp_path / "killed", *overrides, env={KILL: str(at)}, check=False)
+    assert killed.proc.returncode == -9
+    run_fixture(tmp_path / "killed", "train.resume=auto")
+    assert killed.manifest["resumes"][-1]["self_check"]["exact"] is True
+    return killed
+
+
+@pytest.fixture(scope="module")
+def eager32(tmp_path_factory):
+    return run_fixture(tmp_path_factory.mktemp("fp32") / "run")
+
+
+@pytest.mark.slow
+def test_bf16_mixed_reruns_resumes_and_differs_from_32_true(eager32, tmp_path):
+    bf16 = run_fixture(tmp_path / "bf16", "train.precision=bf16-mixed")
+    assert bf16.manifest["training"]["precision"] == "bf16-mixed"
+    assert bf16.fingerprints()[0]["loss"] != eager32.fingerprints()[0]["loss"]  # autocast is live
+    same_bits(bf16, run_fixture(tmp_path / "again", "train.precision=bf16-mixed"))
+    same_bits(bf16, kill_and_resume(tmp_path, "train.precision=bf16-mixed"))
+
+
+@pytest.mark.slow
+def test_16_mixed_tracks_its_grad_scaler_and_resumes_exactly(tmp_path):
+    """The loss scale is kit state: in every checkpoint, restored on resume."""
+    fp16 = run_fixture(tmp_path / "fp16", "train.precision=16-mixed", "train.gradient_clip_val=1.0")
+    ckpt = sorted((fp16.dir / "checkpoints").iterdir())[-1]
+    _, state = load_checkpoint(ckpt)
+    assert state["objects"]["grad_scaler"]["scale"] > 0
+    resumed = kill_and_resume(tmp_path, "train.precision=16-mixed", "train.gradient_clip_val=1.0")
+    same_bits(fp16, resumed)
+
+
+@pytest.mark.slow
+def test_compile_reruns_and_resumes_to_the_same_bits(tmp_path):
+    """torch.compile on CPU (inductor, random ops left to the eager RNG that checkpoints save)."""
+    compiled = run_fixture(tmp_path / "compiled", "train.compile=true")
+    assert compiled.manifest["training"]["compile"] is True
+    same_bits(compiled, run_fixture(tmp_path / "again", "train.compile=true"))
+    same_bits(compiled, kill_and_resume(tmp_path, "train.compile=true"))
+
+
+@pytest.mark.slow
+def test_a_compiler_that_does_not_work_is_one_line(tmp_path):
+    env = {"CXX": "/bin/false", "TORCHINDUCTOR_FORCE_DISABLE_CACHES": "1"}
+    out = run_fixture(tmp_path / "run", "train.compile=true", env=env, check=False)
+    assert out.proc.returncode == 2 and "Traceback" not in out.proc.stderr, out.proc.stderr
+    assert (
+        "train.compile=True is not allowed: expected false: torch.compile does not work here"
+        in (out.proc.stderr)
+    )

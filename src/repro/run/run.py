@@ -64,7 +64,11 @@ RNG, SUMS, LOADERS = "rng", "sums", "loaders"
 #: Timing fields of metric rows: they differ run to run and are never compared.
 TIME_FIELDS = ("time_s", "samples_per_s")
 #: RunConfig fields that say how an optimizer step is taken, written to run.json as ``training``.
-TRAINING_KEYS = ("accumulate_grad_batches", "gradient_clip_val")
+TRAINING_KEYS = ("accumulate_grad_batches", "gradient_clip_val", "precision", "compile")
+#: The autocast dtype of each mixed precision.
+AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+#: The name under which the 16-mixed gradient scaler is tracked.
+SCALER = "grad_scaler"
 
 
 class StateError(ReproError):
@@ -144,6 +148,10 @@ class Run:
         self._micro = 0
         self._window = 1
         self._pending_step: dict[str, Any] = {}
+        self.scaler: torch.amp.GradScaler | None = None
+        if settings.precision == "16-mixed":  # its loss scale is state: checkpointed like the rest
+            self.scaler = torch.amp.GradScaler(self.device.type)
+            self.track(**{SCALER: self.scaler})
         if self.dist.is_main:
             log.info("seed %d (%s), determinism %s, device %s, %d rank(s)", repro.seed, repro.seed_source,
                      repro.report.mode, self.device, self.dist.world_size)
@@ -195,7 +203,32 @@ class Run:
         self.faults.check_model(model)
         self.record.watch(model)
         self.track(**{name: model})
-        return wrap_model(model, self.dist)
+        net = wrap_model(model, self.dist)
+        return self._compile(net) if self.settings.compile else net
+
+    def _compile(self, net: torch.nn.Module) -> torch.nn.Module:
+        """``torch.compile`` (``train.compile``) with random ops left to eager kernels, so dropout draws
+        from the checkpointed global RNG, and inductor's deterministic mode under strict/warn. The
+        tracked model keeps its own parameter names; a compiler that does not work here is one line."""
+        import torch._inductor.config as inductor
+
+        inductor.fallback_random = True
+        inductor.deterministic = self.repro.report.mode != "off"
+        try:  # compilation is lazy: try a tiny function now rather than fail at the first batch
+            torch.compile(lambda t: t * 2 + 1)(torch.zeros(2, device=self.device))
+        except Exception as exc:  # noqa: BLE001  (any failure of the compiler stack)
+            why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigValueError(f"{self.node}.compile", True,
+                                   f"false: torch.compile does not work here ({why[:200]})") from None
+        return torch.compile(net)
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """The forward pass's precision (``train.precision``): autocast to bfloat16 or float16 on the run's
+        device type for the mixed precisions, nothing for 32-true. Wrap the forward and the loss."""
+        dtype = AUTOCAST_DTYPES.get(self.settings.precision)
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
 
     def track(self, **objects: Any) -> None:
         """Register what has state (anything with ``state_dict``/``load_state_dict``, or a dict of plain
@@ -263,7 +296,8 @@ class Run:
         if self._micro == 0:
             self._window = self._window_size()
         self._micro += 1
-        (loss / self._window if self._window > 1 else loss).backward()
+        loss = loss / self._window if self._window > 1 else loss
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
 
     def should_step(self) -> bool:
         """True once the current accumulation window has all its micro-batches (after run.backward)."""
@@ -271,16 +305,23 @@ class Run:
 
     def optimizer_step(self, optimizer: torch.optim.Optimizer) -> bool:
         """At a window's last micro-batch: clip the gradient norm (``train.gradient_clip_val``), step
-        ``optimizer`` and zero its gradients; return True. Otherwise do nothing and return False."""
+        ``optimizer`` (through the gradient scaler under 16-mixed, which skips a step whose gradients
+        are not finite) and zero its gradients; return True. Otherwise do nothing and return False."""
         if self._micro == 0:
             raise StateError("run.optimizer_step() before run.backward(loss): backpropagate through the run")
         if not self.should_step():
             return False
         clip = self.settings.gradient_clip_val
         if clip is not None:
+            if self.scaler is not None:
+                self.scaler.unscale_(optimizer)  # clip the true gradients
             params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
             torch.nn.utils.clip_grad_norm_(params, clip)
-        optimizer.step()
+        if self.scaler is not None:
+            self.scaler.step(optimizer)
+            self.scaler.update()
+        else:
+            optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return True
 
