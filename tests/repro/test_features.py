@@ -169,3 +169,49 @@ def test_a_compiler_that_does_not_work_is_one_line(tmp_path):
         "train.compile=True is not allowed: expected false: torch.compile does not work here"
         in (out.proc.stderr)
     )
+
+
+BAR_MARKS = ("\r", "%|", "step/s", "█")
+
+
+@pytest.mark.slow
+def test_no_bar_when_stderr_is_not_a_terminal(eager32):
+    output = eager32.proc.stdout + eager32.proc.stderr
+    assert "epoch 3/3  step 36" in output  # the plain per-epoch lines
+    assert not [mark for mark in BAR_MARKS if mark in output]
+
+
+@pytest.mark.slow
+def test_a_terminal_gets_a_live_bar_and_the_same_bits(eager32, tmp_path):
+    """stderr on a pseudo-terminal: the bar is drawn (steps, loss, samples/s, ETA); the run's bits do
+    not change, since the bar draws no random number."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    from conftest import FIXTURE as module
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 160, 0, 0))  # rows, columns
+    cmd = [sys.executable, "-m", module, f"hydra.run.dir={tmp_path / 'tty'}"]
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=clean_env(), stdout=subprocess.DEVNULL, stderr=slave
+    )
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the terminal closed: the process is done with it
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    assert proc.wait(timeout=600) == 0
+    screen = b"".join(chunks).decode(errors="replace")
+    assert "epoch 1/3" in screen and "%|" in screen and "samples/s" in screen and "loss " in screen
+    assert "<" in screen and "step/s" in screen  # tqdm's ETA and rate
+    assert (tmp_path / "tty" / "weights.pt").read_bytes() == eager32.weights

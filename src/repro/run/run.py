@@ -53,6 +53,7 @@ from repro.files import atomic_write, sha256_file
 from repro.run.checkpoint import save_checkpoint
 from repro.run.faults import Faults
 from repro.run.layout import WEIGHTS_FILE
+from repro.run.progress import EpochProgress, wants_bar
 from repro.run.record import RunRecord
 
 log = logging.getLogger("repro.run.run")
@@ -148,6 +149,8 @@ class Run:
         self._micro = 0
         self._window = 1
         self._pending_step: dict[str, Any] = {}
+        #: A live bar per epoch when rank 0's stderr is a terminal (reads counters, draws no random number).
+        self.progress = EpochProgress(wants_bar(is_main=self.dist.is_main))
         self.scaler: torch.amp.GradScaler | None = None
         if settings.precision == "16-mixed":  # its loss scale is state: checkpointed like the rest
             self.scaler = torch.amp.GradScaler(self.device.type)
@@ -361,6 +364,7 @@ class Run:
         for key, value in {"loss": float(host[0]), **scalars}.items():
             self._sums[key] = self._sums.get(key, 0.0) + value * n
         window = self._pending_step
+        window["n"] = window.get("n", 0) + n
         window.setdefault("losses", []).append(host[0])
         window.setdefault("batches", []).append(tensors)
         for key, value in scalars.items():
@@ -385,6 +389,7 @@ class Run:
         tensors = batches[0] if len(batches) == 1 else tuple(torch.cat(parts) for parts in zip(*batches, strict=True))
         self.record.log_fingerprint(row, batch=tensors or None)
         self._check_against_interrupted(self.record.last_row or row)
+        self._show_progress(loss_value, window["n"])
         if self.global_step % self.settings.log_every == 0:
             lr = self._learning_rate()
             self.record.log_metrics({"split": "train", "epoch": self.epoch, "step": self.global_step, "loss": loss_value,
@@ -422,6 +427,14 @@ class Run:
                 return float(lr.item()) if isinstance(lr, torch.Tensor) else float(lr)
         return None
 
+    def _show_progress(self, loss: float, samples: float) -> None:
+        """Move the epoch's bar (terminals only) to the optimizer steps done in the training loader's epoch."""
+        if not self.progress.enabled or not self._active or self._active[-1].position is None:
+            return
+        loader, size = self._active[-1], self.settings.accumulate_grad_batches
+        done, total = -(-loader.position[1] // size), -(-len(loader) // size)
+        self.progress.update(self.epoch, self.settings.epochs, done, total, loss, samples)
+
     def _end_of_epoch(self) -> bool:
         if not self._active:
             return False
@@ -437,6 +450,7 @@ class Run:
         row.update(self._logged)
         row.update(time_s=round(elapsed, 4), samples_per_s=round(totals[-1] / max(elapsed, 1e-9), 1))
         self._last_epoch_row = row
+        self.progress.close()
         if self.dist.is_main:
             self.record.log_metrics(row)
             shown = "  ".join(_fmt(k, v) for k, v in row.items() if k not in ("split", "epoch", "step", *TIME_FIELDS))
@@ -529,6 +543,7 @@ class Run:
         if self._closed:
             return {}
         self._closed = True
+        self.progress.close()
         try:
             return self._close(result, error)
         finally:
