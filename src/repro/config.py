@@ -109,6 +109,13 @@ class RunConfig:
     precision: str = "32-true"
     #: torch.compile the model in run.prepare (inductor, eager random ops; deterministic under strict/warn).
     compile: bool = False
+    #: A metric of the epoch rows (e.g. val_acc, train_loss) to keep the best weights by
+    #: (checkpoints/best.pt); null: none.
+    monitor: str | None = None
+    #: min or max: which way train.monitor improves.
+    monitor_mode: str = "min"
+    #: Stop after this many epochs in a row without an improvement of train.monitor (null: never).
+    early_stopping_patience: int | None = None
 
 
 #: train.precision values (Lightning's names).
@@ -150,6 +157,11 @@ def validate_run_config(node: Any, prefix: str = "train") -> RunConfig:
         ("gradient_clip_val", rc.gradient_clip_val is None
          or (math.isfinite(rc.gradient_clip_val) and rc.gradient_clip_val > 0), "a finite float > 0 or null"),
         ("precision", rc.precision in PRECISIONS, ", ".join(PRECISIONS)),
+        ("monitor_mode", rc.monitor_mode in ("min", "max"), "min or max"),
+        ("early_stopping_patience", rc.early_stopping_patience is None or rc.early_stopping_patience >= 1,
+         "an int >= 1 or null"),
+        ("early_stopping_patience", rc.early_stopping_patience is None or bool(rc.monitor),
+         f"null while {prefix}.monitor is null (set {prefix}.monitor to the metric to watch)"),
         ("device", re.fullmatch(r"auto|cpu|cuda(:\d+)?", rc.device) is not None, "auto, cpu, cuda or cuda:N"),
     ]
     for key, ok, allowed in checks:

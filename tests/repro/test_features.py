@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from conftest import FIXTURE, clean_env, run_fixture
 from repro import load_checkpoint
@@ -40,6 +41,9 @@ def test_accumulation_takes_one_step_per_window_and_is_recorded(accumulated):
         "gradient_clip_val": 0.5,
         "precision": "32-true",
         "compile": False,
+        "monitor": None,
+        "monitor_mode": "min",
+        "early_stopping_patience": None,
     }
     assert accumulated.manifest["result"]["steps"] == 9
 
@@ -108,6 +112,9 @@ def test_verify_of_an_accumulating_run_is_identical(accumulated, tmp_path):
         ("train.gradient_clip_val=0", "a finite float > 0 or null"),
         ("train.gradient_clip_val=-1.5", "a finite float > 0 or null"),
         ("train.precision=bf16", "32-true, bf16-mixed, 16-mixed"),
+        ("train.monitor_mode=up", "min or max"),
+        ("train.early_stopping_patience=3", "null while train.monitor is null"),
+        ("train.monitor=nope", "a metric of the epoch rows (train_acc, train_loss, val_acc)"),
     ],
 )
 def test_bad_step_settings_are_one_line_naming_the_key(tmp_path, override, allowed):
@@ -215,3 +222,35 @@ def test_a_terminal_gets_a_live_bar_and_the_same_bits(eager32, tmp_path):
     assert "epoch 1/3" in screen and "%|" in screen and "samples/s" in screen and "loss " in screen
     assert "<" in screen and "step/s" in screen  # tqdm's ETA and rate
     assert (tmp_path / "tty" / "weights.pt").read_bytes() == eager32.weights
+
+
+#: Best by val_acc, patience 2: val_acc peaks at epoch 3 (steps 25..36) and the run stops after epoch 5.
+EARLY = (
+    "train.epochs=10",
+    "train.monitor=val_acc",
+    "train.monitor_mode=max",
+    "train.early_stopping_patience=2",
+)
+
+
+@pytest.mark.slow
+def test_best_checkpoint_and_early_stopping_survive_a_sigkill(tmp_path):
+    """Killed in epoch 5 (after the best epoch 3, before the stop), the resumed run restores the best
+    value and the patience counter: it stops after the same epoch with the same best.pt bytes."""
+    ref = run_fixture(tmp_path / "ref", *EARLY)
+    best = ref.manifest["best"]
+    epochs = [r for r in ref.metrics() if r["split"] == "epoch"]
+    assert len(epochs) == 5 and best["value"] == epochs[2]["val_acc"] and best["epoch"] == 2
+    assert best["stopped_early"] is True and ref.manifest["result"]["steps"] == 60
+    assert (
+        ref.dir / "checkpoints" / "best.pt"
+    ).read_bytes() != ref.weights  # epoch 3's, not the last
+    killed = run_fixture(tmp_path / "killed", *EARLY, env={KILL: "52"}, check=False)
+    assert killed.proc.returncode == -9
+    run_fixture(tmp_path / "killed", "train.resume=auto")
+    same_bits(ref, killed)
+    assert killed.manifest["best"] == best
+    best_pt = (killed.dir / "checkpoints" / "best.pt").read_bytes()
+    assert best_pt == (ref.dir / "checkpoints" / "best.pt").read_bytes()
+    weights = torch.load(killed.dir / "checkpoints" / "best.pt", weights_only=True)
+    assert set(weights) == {"0.weight", "0.bias", "3.weight", "3.bias"}

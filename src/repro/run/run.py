@@ -52,7 +52,7 @@ from repro.errors import ConfigValueError, ReproError
 from repro.files import atomic_write, sha256_file
 from repro.run.checkpoint import save_checkpoint
 from repro.run.faults import Faults
-from repro.run.layout import WEIGHTS_FILE
+from repro.run.layout import CHECKPOINT_DIR, WEIGHTS_FILE
 from repro.run.progress import EpochProgress, wants_bar
 from repro.run.record import RunRecord
 
@@ -60,12 +60,15 @@ log = logging.getLogger("repro.run.run")
 
 # Checkpoint keys, in one place.
 KIT, OBJECTS, RANKS = "kit", "objects", "ranks"
-STEP, EPOCH = "step", "epoch"
+STEP, EPOCH, BEST = "step", "epoch", "best"
+#: The best weights by ``train.monitor``, next to the rolling checkpoints.
+BEST_FILE = "best.pt"
 RNG, SUMS, LOADERS = "rng", "sums", "loaders"
 #: Timing fields of metric rows: they differ run to run and are never compared.
 TIME_FIELDS = ("time_s", "samples_per_s")
 #: RunConfig fields that say how an optimizer step is taken, written to run.json as ``training``.
-TRAINING_KEYS = ("accumulate_grad_batches", "gradient_clip_val", "precision", "compile")
+TRAINING_KEYS = ("accumulate_grad_batches", "gradient_clip_val", "precision", "compile", "monitor", "monitor_mode",
+                 "early_stopping_patience")
 #: The autocast dtype of each mixed precision.
 AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 #: The name under which the 16-mixed gradient scaler is tracked.
@@ -149,6 +152,8 @@ class Run:
         self._micro = 0
         self._window = 1
         self._pending_step: dict[str, Any] = {}
+        #: train.monitor's best value, its epoch, epochs since, and whether early stopping ended the run.
+        self._best: dict[str, Any] = {"value": None, "epoch": None, "bad_epochs": 0, "stopped": False}
         #: A live bar per epoch when rank 0's stderr is a terminal (reads counters, draws no random number).
         self.progress = EpochProgress(wants_bar(is_main=self.dist.is_main))
         self.scaler: torch.amp.GradScaler | None = None
@@ -279,7 +284,7 @@ class Run:
         """
         self._begin()
         for epoch in range(self.epoch, self.settings.epochs):
-            if self.finished:
+            if self.finished or self._best["stopped"]:
                 break
             self.epoch = epoch
             if not self._resumed_mid_epoch:
@@ -456,8 +461,46 @@ class Run:
             shown = "  ".join(_fmt(k, v) for k, v in row.items() if k not in ("split", "epoch", "step", *TIME_FIELDS))
             log.info("epoch %d/%d  step %d  %s  %.0f samples/s", epoch + 1, self.settings.epochs, self.global_step, shown,
                      row["samples_per_s"])
+        if self.settings.monitor:
+            self._watch_monitor(epoch, row)
         self.epoch = epoch + 1
         self._checkpoint()
+
+    def _watch_monitor(self, epoch: int, row: dict[str, Any]) -> None:
+        """Best weights and early stopping by ``train.monitor``: rank 0's value decides on every rank; the
+        best value and the patience counter are checkpointed with the rest, so a resume decides the same."""
+        name, mode = self.settings.monitor, self.settings.monitor_mode
+        value = row.get(name) if self.dist.is_main else None
+        present = isinstance(value, int | float) and not isinstance(value, bool)
+        shared = all_reduce_sum([1.0 if present else 0.0, float(value) if present else 0.0], self.dist)
+        if not shared[0]:
+            keys = sorted(k for k in row if k not in ("split", "epoch", "step", *TIME_FIELDS))
+            raise ConfigValueError(f"{self.node}.monitor", name,
+                                   f"a metric of the epoch rows ({', '.join(keys)})")
+        value, best = shared[1], self._best["value"]
+        better = value == value and (best is None or (value < best if mode == "min" else value > best))
+        if better:
+            self._best.update(value=value, epoch=epoch, bad_epochs=0)
+            if self.dist.is_main and self.modules():
+                (self.dir / CHECKPOINT_DIR).mkdir(exist_ok=True)
+                atomic_write(self.dir / CHECKPOINT_DIR / BEST_FILE, self._weights_bytes())
+                log.info("best %s %.4f at epoch %d: %s/%s", name, value, epoch + 1, CHECKPOINT_DIR, BEST_FILE)
+            return
+        self._best["bad_epochs"] += 1
+        patience = self.settings.early_stopping_patience
+        if patience is not None and self._best["bad_epochs"] >= patience:
+            self._best["stopped"] = True
+            if self.dist.is_main:
+                log.info("early stopping after epoch %d: %s has not improved on %.4f (epoch %d) for %d epoch(s)",
+                         epoch + 1, name, self._best["value"], self._best["epoch"] + 1, patience)
+
+    def _weights_bytes(self) -> bytes:
+        """The tracked model's state dict (a dict of them when several are tracked), serialized."""
+        mods = self.modules()
+        state = next(iter(mods.values())).state_dict() if len(mods) == 1 else {k: m.state_dict() for k, m in mods.items()}
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        return buffer.getvalue()
 
     def _checkpoint(self) -> None:
         """Everything needed to continue from here with the same bits; every rank takes part."""
@@ -466,7 +509,7 @@ class Run:
         ranks = gather_objects(mine, self.dist)
         if not self.dist.is_main:
             return
-        state = {KIT: {STEP: self.global_step, EPOCH: self.epoch},
+        state = {KIT: {STEP: self.global_step, EPOCH: self.epoch, BEST: dict(self._best)},
                  OBJECTS: {name: _state_of(obj) for name, obj in self._tracked.items()}, RANKS: ranks}
         save_checkpoint(self.dir, self.global_step, state, config_sha256=self._config_hash,
                         keep=self.settings.keep_checkpoints,
@@ -504,6 +547,7 @@ class Run:
             self._loaders[name].load_state_dict(loader_state)
         self._sums = dict(mine.get(SUMS) or {"n": 0.0})
         self.global_step, self.epoch = int(state[KIT][STEP]), int(state[KIT][EPOCH])
+        self._best.update(state[KIT].get(BEST) or {})
         self._resumed_mid_epoch = any(ld.repro_sampler._start > 0 for ld in self._loaders.values())
 
     def _check_against_interrupted(self, row: dict[str, Any]) -> None:
@@ -562,17 +606,16 @@ class Run:
         if self.modules():
             out["params_digest"] = tensors_digest(self._named_parameters())
             if self.dist.is_main:
-                mods = self.modules()
-                state = next(iter(mods.values())).state_dict() if len(mods) == 1 else {
-                    k: m.state_dict() for k, m in mods.items()}
-                buffer = io.BytesIO()
-                torch.save(state, buffer)
                 weights = self.dir / WEIGHTS_FILE
-                atomic_write(weights, buffer.getvalue())
+                atomic_write(weights, self._weights_bytes())
                 log.info("final weights: %s", sha256_file(weights))
         out.update(result or {})
         self._record_self_check()
         extra = {"resume_exact": self._self_check["exact"]} if self._self_check is not None else {}
+        if self.settings.monitor:
+            extra["best"] = {"monitor": self.settings.monitor, "mode": self.settings.monitor_mode,
+                             "value": self._best["value"], "epoch": self._best["epoch"],
+                             "stopped_early": self._best["stopped"], "file": f"{CHECKPOINT_DIR}/{BEST_FILE}"}
         self.record.finish("completed", weights_path=weights, result=out, **extra)
         shutdown_distributed(self.dist)  # every rank done: leave the process group together
         if self.dist.is_main:
