@@ -89,7 +89,8 @@ class AdamWConfig:
 
 @dataclass
 class TrainConfig(RunConfig):
-    #: Samples per optimizer step (the global batch under torchrun).
+    #: Samples per batch (the global batch under torchrun); an optimizer step takes
+    #: ``accumulate_grad_batches`` batches.
     batch_size: int = 64
 
 

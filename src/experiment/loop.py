@@ -35,7 +35,7 @@ def train(run: Run) -> dict[str, Any]:
 
     with run.scope("model"):  # initial weights from their own stream: the same on every rank
         model = instantiate(cfg.model)
-    net = run.prepare(model)  # device, deterministic CUDA layers, DDP under torchrun
+    net = run.prepare(model)  # device, deterministic CUDA layers, DDP, torch.compile (train.compile)
     optimizer = instantiate(cfg.optimizer)(params=model.parameters())
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=run.total_steps(train_loader))
     run.track(optimizer=optimizer, scheduler=scheduler)  # saved in checkpoints, restored on resume
@@ -44,12 +44,12 @@ def train(run: Run) -> dict[str, Any]:
         net.train()
         for x, y in train_loader:  # ...and its batch, with no replay
             x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
-            out = net(x)
-            loss = task.loss(out, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
+            with run.autocast():  # train.precision: bf16-mixed / 16-mixed autocast, else nothing
+                out = net(x)
+                loss = task.loss(out, y)
+            run.backward(loss)  # divided by the accumulation window (train.accumulate_grad_batches)
+            if run.optimizer_step(optimizer):  # a window's last batch: clip, step, zero the gradients
+                scheduler.step()
             run.step(loss, batch=(x, y), **task.metrics(out.detach(), y))
         if run.dist.is_main:  # evaluation on one rank, over the whole validation set
             run.log(**task.evaluate(model, val_loader, run.device))

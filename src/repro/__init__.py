@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from repro.launch.inprocess import start_run
     from repro.ops import audit, make_deterministic
     from repro.run.checkpoint import CheckpointError, load_checkpoint
+    from repro.run.load import LoadedRun, LoadRunError, load_run
     from repro.run.record import RunRecord
     from repro.run.resume import ResumeConflictError, config_sha256
     from repro.run.run import Run, StateError, resolve_device
@@ -70,6 +71,9 @@ _EXPORTS = {
     "sha256_file": "repro.files",
     "CheckpointError": "repro.run.checkpoint",
     "load_checkpoint": "repro.run.checkpoint",
+    "load_run": "repro.run.load",
+    "LoadedRun": "repro.run.load",
+    "LoadRunError": "repro.run.load",
     "config_sha256": "repro.run.resume",
     "ResumeConflictError": "repro.run.resume",
     "make_deterministic": "repro.ops",
@@ -83,6 +87,8 @@ __all__ = [
     "DeterminismReport",
     "DistInfo",
     "EnvironmentPinError",
+    "LoadRunError",
+    "LoadedRun",
     "RankMismatchError",
     "Repro",
     "ReproConfig",
@@ -101,6 +107,7 @@ __all__ = [
     "environment_fingerprint",
     "float_bits",
     "load_checkpoint",
+    "load_run",
     "make_dataloader",
     "make_deterministic",
     "register_configs",

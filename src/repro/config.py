@@ -99,7 +99,27 @@ class RunConfig:
     keep_checkpoints: int = 3
     #: Continue a run: its directory, or ``auto`` (resume hydra.run.dir if it holds a checkpoint, else start).
     resume: str | None = None
+    #: Micro-batches whose gradients add up to one optimizer step (1: a step per batch). An epoch's
+    #: last window may be shorter; its loss is averaged over the micro-batches it has.
+    accumulate_grad_batches: int = 1
+    #: Clip the global gradient norm to this value before each optimizer step (null: no clipping).
+    gradient_clip_val: float | None = None
+    #: Lightning's names: 32-true (float32), bf16-mixed or 16-mixed (autocast in run.autocast(); a
+    #: gradient scaler for 16-mixed, saved in checkpoints).
+    precision: str = "32-true"
+    #: torch.compile the model in run.prepare (inductor, eager random ops; deterministic under strict/warn).
+    compile: bool = False
+    #: A metric of the epoch rows (e.g. val_acc, train_loss) to keep the best weights by
+    #: (checkpoints/best.pt); null: none.
+    monitor: str | None = None
+    #: min or max: which way train.monitor improves.
+    monitor_mode: str = "min"
+    #: Stop after this many epochs in a row without an improvement of train.monitor (null: never).
+    early_stopping_patience: int | None = None
 
+
+#: train.precision values (Lightning's names).
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 
 #: RunConfig keys that may differ when a run is resumed: they change speed or bookkeeping, never the bits.
 RUN_RESUME_SAFE_KEYS = ("checkpoint_every", "keep_checkpoints", "resume")
@@ -125,6 +145,7 @@ def resume_safe_keys(node: str = "train", extra: Any = ()) -> tuple[str, ...]:
 
 def validate_run_config(node: Any, prefix: str = "train") -> RunConfig:
     """The kit's run settings from ``node`` (typed), with ranges checked; raises ConfigValueError."""
+    import math
     import re
 
     known = {f.name for f in dataclasses.fields(RunConfig)}
@@ -143,6 +164,15 @@ def validate_run_config(node: Any, prefix: str = "train") -> RunConfig:
         ("log_every", rc.log_every >= 1, "an int >= 1"),
         ("checkpoint_every", rc.checkpoint_every is None or rc.checkpoint_every >= 1, "an int >= 1 or null"),
         ("keep_checkpoints", rc.keep_checkpoints >= 1, "an int >= 1"),
+        ("accumulate_grad_batches", 1 <= rc.accumulate_grad_batches <= 1_000_000, "an int in [1, 1000000]"),
+        ("gradient_clip_val", rc.gradient_clip_val is None
+         or (math.isfinite(rc.gradient_clip_val) and rc.gradient_clip_val > 0), "a finite float > 0 or null"),
+        ("precision", rc.precision in PRECISIONS, ", ".join(PRECISIONS)),
+        ("monitor_mode", rc.monitor_mode in ("min", "max"), "min or max"),
+        ("early_stopping_patience", rc.early_stopping_patience is None or rc.early_stopping_patience >= 1,
+         "an int >= 1 or null"),
+        ("early_stopping_patience", rc.early_stopping_patience is None or bool(rc.monitor),
+         f"null while {prefix}.monitor is null (set {prefix}.monitor to the metric to watch)"),
         ("device", re.fullmatch(r"auto|cpu|cuda(:\d+)?", rc.device) is not None, "auto, cpu, cuda or cuda:N"),
     ]
     for key, ok, allowed in checks:

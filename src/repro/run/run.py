@@ -12,7 +12,10 @@ experiment's loop holds only its own logic::
         run.track(optimizer=optimizer)             # everything else that has state
         for epoch in run.epochs():                 # resumes at the right epoch
             for x, y in train_loader:              # ... and the right batch, with no replay
-                loss = ...; loss.backward(); optimizer.step()
+                loss = ...
+                run.backward(loss)                 # scaled for gradient accumulation
+                if run.optimizer_step(optimizer):  # a window's last micro-batch: clip, step, zero
+                    scheduler.step()
                 run.step(loss, batch=(x, y), acc=...)  # fingerprint, metrics, checkpoint, max_steps
             run.log(val_loss=...)                  # epoch metrics
 
@@ -49,17 +52,27 @@ from repro.errors import ConfigValueError, ReproError
 from repro.files import atomic_write, sha256_file
 from repro.run.checkpoint import save_checkpoint
 from repro.run.faults import Faults
-from repro.run.layout import WEIGHTS_FILE
+from repro.run.layout import CHECKPOINT_DIR, WEIGHTS_FILE
+from repro.run.progress import EpochProgress, wants_bar
 from repro.run.record import RunRecord
 
 log = logging.getLogger("repro.run")
 
 # Checkpoint keys, in one place.
 KIT, OBJECTS, RANKS = "kit", "objects", "ranks"
-STEP, EPOCH = "step", "epoch"
+STEP, EPOCH, BEST = "step", "epoch", "best"
+#: The best weights by ``train.monitor``, next to the rolling checkpoints.
+BEST_FILE = "best.pt"
 RNG, SUMS, LOADERS = "rng", "sums", "loaders"
 #: Timing fields of metric rows: they differ run to run and are never compared.
 TIME_FIELDS = ("time_s", "samples_per_s")
+#: RunConfig fields that say how an optimizer step is taken, written to run.json as ``training``.
+TRAINING_KEYS = ("accumulate_grad_batches", "gradient_clip_val", "precision", "compile", "monitor", "monitor_mode",
+                 "early_stopping_patience")
+#: The autocast dtype of each mixed precision.
+AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+#: The name under which the 16-mixed gradient scaler is tracked.
+SCALER = "grad_scaler"
 
 
 class StateError(ReproError):
@@ -134,6 +147,19 @@ class Run:
         #: The run directory's lock (rank 0), released by close().
         self.lock: Any = None
         self._resumed_mid_epoch = False
+        # The accumulation window: micro-batches backpropagated so far, its size, and what run.step
+        # received for them (loss and metric values, batches, sample count).
+        self._micro = 0
+        self._window = 1
+        self._pending_step: dict[str, Any] = {}
+        #: train.monitor's best value, its epoch, epochs since, and whether early stopping ended the run.
+        self._best: dict[str, Any] = {"value": None, "epoch": None, "bad_epochs": 0, "stopped": False}
+        #: A live bar per epoch when rank 0's stderr is a terminal (reads counters, draws no random number).
+        self.progress = EpochProgress(wants_bar(is_main=self.dist.is_main))
+        self.scaler: torch.amp.GradScaler | None = None
+        if settings.precision == "16-mixed":  # its loss scale is state: checkpointed like the rest
+            self.scaler = torch.amp.GradScaler(self.device.type)
+            self.track(**{SCALER: self.scaler})
         if self.dist.is_main:
             log.info("seed %d (%s), determinism %s, device %s, %d rank(s)", repro.seed, repro.seed_source,
                      repro.report.mode, self.device, self.dist.world_size)
@@ -185,7 +211,32 @@ class Run:
         self.faults.check_model(model)
         self.record.watch(model)
         self.track(**{name: model})
-        return wrap_model(model, self.dist)
+        net = wrap_model(model, self.dist)
+        return self._compile(net) if self.settings.compile else net
+
+    def _compile(self, net: torch.nn.Module) -> torch.nn.Module:
+        """``torch.compile`` (``train.compile``) with random ops left to eager kernels, so dropout draws
+        from the checkpointed global RNG, and inductor's deterministic mode under strict/warn. The
+        tracked model keeps its own parameter names; a compiler that does not work here is one line."""
+        import torch._inductor.config as inductor
+
+        inductor.fallback_random = True
+        inductor.deterministic = self.repro.report.mode != "off"
+        try:  # compilation is lazy: try a tiny function now rather than fail at the first batch
+            torch.compile(lambda t: t * 2 + 1)(torch.zeros(2, device=self.device))
+        except Exception as exc:  # noqa: BLE001  (any failure of the compiler stack)
+            why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigValueError(f"{self.node}.compile", True,
+                                   f"false: torch.compile does not work here ({why[:200]})") from None
+        return torch.compile(net)
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """The forward pass's precision (``train.precision``): autocast to bfloat16 or float16 on the run's
+        device type for the mixed precisions, nothing for 32-true. Wrap the forward and the loss."""
+        dtype = AUTOCAST_DTYPES.get(self.settings.precision)
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
 
     def track(self, **objects: Any) -> None:
         """Register what has state (anything with ``state_dict``/``load_state_dict``, or a dict of plain
@@ -219,8 +270,10 @@ class Run:
         return self.settings.max_steps is not None and self.global_step >= self.settings.max_steps
 
     def total_steps(self, loader: Any) -> int:
-        """Optimizer steps this run will take with one step per batch of ``loader`` (for schedules)."""
-        total = len(loader) * self.settings.epochs
+        """Optimizer steps this run will take over ``loader`` (for schedules): one per window of
+        ``accumulate_grad_batches`` batches, an epoch's last window possibly shorter."""
+        per_epoch = -(-len(loader) // self.settings.accumulate_grad_batches)
+        total = per_epoch * self.settings.epochs
         return max(1, total if self.settings.max_steps is None else min(total, self.settings.max_steps))
 
     def epochs(self) -> Iterator[int]:
@@ -231,46 +284,117 @@ class Run:
         """
         self._begin()
         for epoch in range(self.epoch, self.settings.epochs):
-            if self.finished:
+            if self.finished or self._best["stopped"]:
                 break
             self.epoch = epoch
             if not self._resumed_mid_epoch:
                 self._sums = {"n": 0.0}
             self._resumed_mid_epoch = False
             self._logged = {}
+            self._micro, self._pending_step = 0, {}
             t0, seen_before = time.perf_counter(), self._sums["n"]
             yield epoch
             self._end_epoch(epoch, time.perf_counter() - t0, self._sums["n"] - seen_before)
 
+    def backward(self, loss: torch.Tensor) -> None:
+        """Backpropagate one micro-batch's ``loss``, divided by the size of its accumulation window
+        (``train.accumulate_grad_batches``; the epoch's last window may be shorter), so a window's
+        gradients are the mean over its micro-batches. Windows start at every epoch's first batch, and
+        checkpoints are taken only at a window's end, so a resume starts a window at its first batch."""
+        if self._micro == 0:
+            self._window = self._window_size()
+        self._micro += 1
+        loss = loss / self._window if self._window > 1 else loss
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def should_step(self) -> bool:
+        """True once the current accumulation window has all its micro-batches (after run.backward)."""
+        return self._micro >= self._window
+
+    def optimizer_step(self, optimizer: torch.optim.Optimizer) -> bool:
+        """At a window's last micro-batch: clip the gradient norm (``train.gradient_clip_val``), step
+        ``optimizer`` (through the gradient scaler under 16-mixed, which skips a step whose gradients
+        are not finite) and zero its gradients; return True. Otherwise do nothing and return False."""
+        if self._micro == 0:
+            raise StateError("run.optimizer_step() before run.backward(loss): backpropagate through the run")
+        if not self.should_step():
+            return False
+        clip = self.settings.gradient_clip_val
+        if clip is not None:
+            if self.scaler is not None:
+                self.scaler.unscale_(optimizer)  # clip the true gradients
+            params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            torch.nn.utils.clip_grad_norm_(params, clip)
+        if self.scaler is not None:
+            self.scaler.step(optimizer)
+            self.scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return True
+
+    def _window_size(self) -> int:
+        """Micro-batches in the window that starts now: ``accumulate_grad_batches``, or what is left of
+        the epoch in the training loader being iterated."""
+        size = self.settings.accumulate_grad_batches
+        loader = self._active[-1] if self._active else None
+        position = loader.position if loader is not None else None
+        if size == 1 or position is None:
+            return size
+        return max(1, min(size, len(loader) - position[1] + 1))  # position counts this batch
+
     def step(self, loss: torch.Tensor, *, batch: tuple[Any, ...] | None = None, n: int | None = None,
              **metrics: Any) -> None:
-        """Record one optimizer step: fingerprint (loss bits, parameter digest, batch digest), the step's
-        metrics (averaged over the epoch, a row every ``log_every`` steps), a checkpoint every
-        ``checkpoint_every`` steps. Every rank calls it. ``batch``: the step's input tensors (sample-major);
-        ``n``: samples in the step (default: the batch's first dimension)."""
+        """Record one batch; at the end of an accumulation window (every batch when
+        ``accumulate_grad_batches`` is 1) record the optimizer step: fingerprint (the window's mean loss
+        bits, parameter digest, digest of all its batches), the step's metrics (averaged over the epoch,
+        a row every ``log_every`` steps), a checkpoint every ``checkpoint_every`` steps. Every rank calls
+        it once per batch, after :meth:`optimizer_step`. ``batch``: the batch's input tensors
+        (sample-major); ``n``: samples in the batch (default: the batch's first dimension)."""
         if not self._begun:
             raise StateError("run.step() outside run.epochs(): iterate `for epoch in run.epochs():` first")
-        self.global_step += 1
-        model = next(iter(self.modules().values()), None)
-        self.faults.after_update(self.global_step, model)
+        if self._micro == 0 and self.settings.accumulate_grad_batches > 1:
+            raise StateError(f"train.accumulate_grad_batches={self.settings.accumulate_grad_batches} needs "
+                             "run.backward(loss) and run.optimizer_step(optimizer) in the loop, before run.step")
         names = [k for k, v in metrics.items() if isinstance(v, torch.Tensor)]
         values = [loss.detach().reshape(()).to(torch.float64)]
         values += [metrics[k].detach().reshape(()).to(device=values[0].device, dtype=torch.float64) for k in names]
-        host = torch.stack(values).cpu()  # the one host transfer of the step
+        host = torch.stack(values).cpu()  # the one host transfer of the batch
         scalars = {k: float(v) for k, v in metrics.items() if k not in names}
         scalars.update({k: float(host[i + 1]) for i, k in enumerate(names)})
-        loss_value = float(host[0])
-        row: dict[str, Any] = {"step": self.global_step, "epoch": self.epoch, "loss": float_bits(host[0])}
-        if model is not None:
-            row["params"] = tensors_digest(self._named_parameters())
         tensors = tuple(t for t in (batch or ()) if isinstance(t, torch.Tensor))
-        self.record.log_fingerprint(row, batch=tensors or None)
-        self._check_against_interrupted(self.record.last_row or row)
         if n is None:
             n = int(tensors[0].shape[0]) if tensors else 1
         self._sums["n"] += n
-        for key, value in {"loss": loss_value, **scalars}.items():
+        for key, value in {"loss": float(host[0]), **scalars}.items():
             self._sums[key] = self._sums.get(key, 0.0) + value * n
+        window = self._pending_step
+        window["n"] = window.get("n", 0) + n
+        window.setdefault("losses", []).append(host[0])
+        window.setdefault("batches", []).append(tensors)
+        for key, value in scalars.items():
+            window.setdefault("scalars", {}).setdefault(key, []).append(value)
+        if self._micro and not self.should_step():
+            return
+        self._micro, self._pending_step = 0, {}
+        self._optimizer_step_done(window)
+
+    def _optimizer_step_done(self, window: dict[str, Any]) -> None:
+        """Fingerprint, metrics row and checkpoint of the optimizer step that closed ``window``."""
+        self.global_step += 1
+        model = next(iter(self.modules().values()), None)
+        self.faults.after_update(self.global_step, model)
+        losses, batches = window["losses"], window["batches"]
+        loss64 = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
+        loss_value = float(loss64)
+        scalars = {k: v[0] if len(v) == 1 else sum(v) / len(v) for k, v in window.get("scalars", {}).items()}
+        row: dict[str, Any] = {"step": self.global_step, "epoch": self.epoch, "loss": float_bits(loss64)}
+        if model is not None:
+            row["params"] = tensors_digest(self._named_parameters())
+        tensors = batches[0] if len(batches) == 1 else tuple(torch.cat(parts) for parts in zip(*batches, strict=True))
+        self.record.log_fingerprint(row, batch=tensors or None)
+        self._check_against_interrupted(self.record.last_row or row)
+        self._show_progress(loss_value, window["n"])
         if self.global_step % self.settings.log_every == 0:
             lr = self._learning_rate()
             self.record.log_metrics({"split": "train", "epoch": self.epoch, "step": self.global_step, "loss": loss_value,
@@ -308,6 +432,14 @@ class Run:
                 return float(lr.item()) if isinstance(lr, torch.Tensor) else float(lr)
         return None
 
+    def _show_progress(self, loss: float, samples: float) -> None:
+        """Move the epoch's bar (terminals only) to the optimizer steps done in the training loader's epoch."""
+        if not self.progress.enabled or not self._active or self._active[-1].position is None:
+            return
+        loader, size = self._active[-1], self.settings.accumulate_grad_batches
+        done, total = -(-loader.position[1] // size), -(-len(loader) // size)
+        self.progress.update(self.epoch, self.settings.epochs, done, total, loss, samples)
+
     def _end_of_epoch(self) -> bool:
         if not self._active:
             return False
@@ -323,13 +455,52 @@ class Run:
         row.update(self._logged)
         row.update(time_s=round(elapsed, 4), samples_per_s=round(totals[-1] / max(elapsed, 1e-9), 1))
         self._last_epoch_row = row
+        self.progress.close()
         if self.dist.is_main:
             self.record.log_metrics(row)
             shown = "  ".join(_fmt(k, v) for k, v in row.items() if k not in ("split", "epoch", "step", *TIME_FIELDS))
             log.info("epoch %d/%d  step %d  %s  %.0f samples/s", epoch + 1, self.settings.epochs, self.global_step, shown,
                      row["samples_per_s"])
+        if self.settings.monitor:
+            self._watch_monitor(epoch, row)
         self.epoch = epoch + 1
         self._checkpoint()
+
+    def _watch_monitor(self, epoch: int, row: dict[str, Any]) -> None:
+        """Best weights and early stopping by ``train.monitor``: rank 0's value decides on every rank; the
+        best value and the patience counter are checkpointed with the rest, so a resume decides the same."""
+        name, mode = self.settings.monitor, self.settings.monitor_mode
+        value = row.get(name) if self.dist.is_main else None
+        present = isinstance(value, int | float) and not isinstance(value, bool)
+        shared = all_reduce_sum([1.0 if present else 0.0, float(value) if present else 0.0], self.dist)
+        if not shared[0]:
+            keys = sorted(k for k in row if k not in ("split", "epoch", "step", *TIME_FIELDS))
+            raise ConfigValueError(f"{self.node}.monitor", name,
+                                   f"a metric of the epoch rows ({', '.join(keys)})")
+        value, best = shared[1], self._best["value"]
+        better = value == value and (best is None or (value < best if mode == "min" else value > best))
+        if better:
+            self._best.update(value=value, epoch=epoch, bad_epochs=0)
+            if self.dist.is_main and self.modules():
+                (self.dir / CHECKPOINT_DIR).mkdir(exist_ok=True)
+                atomic_write(self.dir / CHECKPOINT_DIR / BEST_FILE, self._weights_bytes())
+                log.info("best %s %.4f at epoch %d: %s/%s", name, value, epoch + 1, CHECKPOINT_DIR, BEST_FILE)
+            return
+        self._best["bad_epochs"] += 1
+        patience = self.settings.early_stopping_patience
+        if patience is not None and self._best["bad_epochs"] >= patience:
+            self._best["stopped"] = True
+            if self.dist.is_main:
+                log.info("early stopping after epoch %d: %s has not improved on %.4f (epoch %d) for %d epoch(s)",
+                         epoch + 1, name, self._best["value"], self._best["epoch"] + 1, patience)
+
+    def _weights_bytes(self) -> bytes:
+        """The tracked model's state dict (a dict of them when several are tracked), serialized."""
+        mods = self.modules()
+        state = next(iter(mods.values())).state_dict() if len(mods) == 1 else {k: m.state_dict() for k, m in mods.items()}
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        return buffer.getvalue()
 
     def _checkpoint(self) -> None:
         """Everything needed to continue from here with the same bits; every rank takes part."""
@@ -338,7 +509,7 @@ class Run:
         ranks = gather_objects(mine, self.dist)
         if not self.dist.is_main:
             return
-        state = {KIT: {STEP: self.global_step, EPOCH: self.epoch},
+        state = {KIT: {STEP: self.global_step, EPOCH: self.epoch, BEST: dict(self._best)},
                  OBJECTS: {name: _state_of(obj) for name, obj in self._tracked.items()}, RANKS: ranks}
         save_checkpoint(self.dir, self.global_step, state, config_sha256=self._config_hash,
                         keep=self.settings.keep_checkpoints,
@@ -349,6 +520,8 @@ class Run:
         if self._begun:
             return
         self._begun = True
+        if self.dist.is_main:  # how the steps are taken: part of what the bits depend on
+            self.record.update(training={k: getattr(self.settings, k) for k in TRAINING_KEYS})
         state = self._resume_state
         if state is None:
             return
@@ -374,6 +547,7 @@ class Run:
             self._loaders[name].load_state_dict(loader_state)
         self._sums = dict(mine.get(SUMS) or {"n": 0.0})
         self.global_step, self.epoch = int(state[KIT][STEP]), int(state[KIT][EPOCH])
+        self._best.update(state[KIT].get(BEST) or {})
         self._resumed_mid_epoch = any(ld.repro_sampler._start > 0 for ld in self._loaders.values())
 
     def _check_against_interrupted(self, row: dict[str, Any]) -> None:
@@ -413,6 +587,7 @@ class Run:
         if self._closed:
             return {}
         self._closed = True
+        self.progress.close()
         try:
             return self._close(result, error)
         finally:
@@ -431,17 +606,16 @@ class Run:
         if self.modules():
             out["params_digest"] = tensors_digest(self._named_parameters())
             if self.dist.is_main:
-                mods = self.modules()
-                state = next(iter(mods.values())).state_dict() if len(mods) == 1 else {
-                    k: m.state_dict() for k, m in mods.items()}
-                buffer = io.BytesIO()
-                torch.save(state, buffer)
                 weights = self.dir / WEIGHTS_FILE
-                atomic_write(weights, buffer.getvalue())
+                atomic_write(weights, self._weights_bytes())
                 log.info("final weights: %s", sha256_file(weights))
         out.update(result or {})
         self._record_self_check()
         extra = {"resume_exact": self._self_check["exact"]} if self._self_check is not None else {}
+        if self.settings.monitor:
+            extra["best"] = {"monitor": self.settings.monitor, "mode": self.settings.monitor_mode,
+                             "value": self._best["value"], "epoch": self._best["epoch"],
+                             "stopped_early": self._best["stopped"], "file": f"{CHECKPOINT_DIR}/{BEST_FILE}"}
         self.record.finish("completed", weights_path=weights, result=out, **extra)
         shutdown_distributed(self.dist)  # every rank done: leave the process group together
         if self.dist.is_main:

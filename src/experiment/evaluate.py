@@ -1,0 +1,86 @@
+"""Evaluate a finished run: ``python -m experiment.evaluate run=RUN_DIR [split=val] [which=final]``.
+
+Rebuilds the run's data from its own ``config.yaml`` and seed (the same named streams as training),
+loads its ``final`` or ``best`` weights with :func:`repro.load_run`, evaluates on ``split`` (val or
+train) with the run's task, and writes ``eval-<split>.json`` (``eval-<split>-best.json`` for the best
+weights) next to the run. ``run.json`` and ``metrics.jsonl`` are never touched. Only targets of this
+package are built from the run's config.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+#: What this entry builds from a run's config: the example's own classes, nothing else.
+TARGETS = ("experiment.",)
+SPLITS = ("val", "train")
+
+
+def evaluate(run_dir: str | Path, split: str = "val", which: str = "final") -> dict[str, Any]:
+    """The metrics of the run's model on ``split``, also written to the run's ``eval-*.json``."""
+    from hydra.utils import instantiate
+
+    from repro import (
+        ConfigValueError,
+        atomic_write,
+        load_run,
+        resolve_device,
+        setup_reproducibility,
+    )
+
+    if split not in SPLITS:
+        raise ConfigValueError("split", split, " or ".join(SPLITS))
+    loaded = load_run(run_dir, which, targets=TARGETS)
+    cfg = loaded.cfg
+    for node in ("data", "task"):
+        target = OmegaConf.select(cfg, f"{node}._target_", default=None)
+        if not isinstance(target, str) or not target.startswith(TARGETS):
+            raise ConfigValueError(f"{node}._target_", target, "a target of the experiment package")
+    repro = setup_reproducibility(cfg, in_process=True)  # the run's seed, flags and named streams
+    device = resolve_device(cfg.train.device)
+    data, task = instantiate(cfg.data), instantiate(cfg.task)
+    train_set, val_set = data.build(repro.numpy_rng)
+    dataset = val_set if split == "val" else train_set
+    loader = repro.dataloader(dataset, 256, False, stream=f"loader.{split}", shard=False)
+    metrics = task.evaluate(loaded.model.to(device), loader, device)
+    metrics = {f"{split}_{k.removeprefix('val_')}": v for k, v in metrics.items()}
+    out = {
+        "split": split,
+        "which": which,
+        "weights": str(loaded.weights.relative_to(loaded.dir)),
+        "samples": len(dataset),
+        **metrics,
+    }
+    name = f"eval-{split}.json" if which == "final" else f"eval-{split}-{which}.json"
+    atomic_write(loaded.dir / name, json.dumps(out, indent=2) + "\n")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from repro import ReproError
+
+    args = dict(a.split("=", 1) for a in (sys.argv[1:] if argv is None else argv) if "=" in a)
+    unknown = sorted(set(args) - {"run", "split", "which"})
+    if "run" not in args or unknown:
+        print(
+            "usage: python -m experiment.evaluate run=RUN_DIR [split=val|train] [which=final|best]"
+            + (f" (unknown: {', '.join(unknown)})" if unknown else ""),
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        out = evaluate(args["run"], args.get("split", "val"), args.get("which", "final"))
+    except ReproError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""A finished run's model, for evaluation and inference: ``repro.load_run(RUN_DIR)``.
+
+The run directory is untrusted data: ``config.yaml`` is parsed as YAML, the weights are loaded with
+``torch.load(weights_only=True)`` (no pickled code runs) after their sha256 is checked against
+``run.json`` where it records one, and the model is built either by the caller's ``build`` function
+or through the config's ``_target_``, only when that target starts with one of the prefixes the
+caller allows: a run directory never decides which code is imported.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from repro.errors import ConfigValueError, ReproError
+from repro.files import sha256_file
+from repro.run.layout import CHECKPOINT_DIR, CONFIG_FILE, RUN_FILE, WEIGHTS_FILE
+from repro.run.run import BEST_FILE
+
+#: ``which`` -> the weights file, relative to the run directory.
+WEIGHTS = {"final": WEIGHTS_FILE, "best": f"{CHECKPOINT_DIR}/{BEST_FILE}"}
+
+
+class LoadRunError(ReproError):
+    """A run directory does not hold what loading its model needs."""
+
+
+@dataclass
+class LoadedRun:
+    """A run's config (its own ``config.yaml``), its model in eval mode with the chosen weights, and
+    where those weights came from."""
+
+    dir: Path
+    cfg: DictConfig
+    model: torch.nn.Module
+    weights: Path
+    which: str
+
+
+def load_run(
+    run_dir: str | Path,
+    which: str = "final",
+    *,
+    build: Callable[[DictConfig], torch.nn.Module] | None = None,
+    targets: tuple[str, ...] = (),
+    node: str = "model",
+    map_location: str | torch.device = "cpu",
+) -> LoadedRun:
+    """Load the model of the run in ``run_dir`` with its ``final`` (``weights.pt``, a completed run
+    only) or ``best`` (``checkpoints/best.pt``, from ``train.monitor``) weights.
+
+    ``build(cfg)`` makes the model from the run's config; without it the config's ``node`` is
+    instantiated through its ``_target_``, which must start with one of ``targets`` (e.g.
+    ``("experiment.model.",)``). The weights must match the model's parameters exactly.
+    """
+    run_dir = Path(run_dir)
+    if which not in WEIGHTS:
+        raise ConfigValueError("which", which, " or ".join(WEIGHTS))
+    for name in (RUN_FILE, CONFIG_FILE):
+        if not (run_dir / name).is_file():
+            raise LoadRunError(f"{run_dir} holds no {name}: not a run directory")
+    manifest = json.loads((run_dir / RUN_FILE).read_text())
+    weights = run_dir / WEIGHTS[which]
+    if which == "final" and manifest.get("status") != "completed":
+        raise LoadRunError(
+            f"{run_dir} has status {manifest.get('status')!r}: final weights exist only "
+            "for a completed run (resume it with train.resume=RUN_DIR, or load which='best')"
+        )
+    if not weights.is_file():
+        raise LoadRunError(
+            f"{weights} does not exist"
+            + (" (set train.monitor to keep the best weights)" if which == "best" else "")
+        )
+    recorded = manifest.get("weights_sha256") if which == "final" else None
+    if recorded is not None and sha256_file(weights) != recorded:
+        raise LoadRunError(f"{weights} is not the file run.json records (sha256 {recorded})")
+    cfg = OmegaConf.load(run_dir / CONFIG_FILE)
+    if not isinstance(cfg, DictConfig):
+        raise LoadRunError(f"{run_dir / CONFIG_FILE} is not a mapping")
+    model = build(cfg) if build is not None else _instantiate(cfg, node, targets)
+    state = torch.load(weights, map_location=map_location, weights_only=True)
+    model.load_state_dict(state)
+    model.eval()
+    return LoadedRun(dir=run_dir, cfg=cfg, model=model, weights=weights, which=which)
+
+
+def _instantiate(cfg: DictConfig, node: str, targets: tuple[str, ...]) -> torch.nn.Module:
+    from hydra.utils import instantiate
+
+    target = OmegaConf.select(cfg, f"{node}._target_", default=None)
+    if not isinstance(target, str) or not target.startswith(targets or ("\0",)):
+        allowed = ", ".join(f"{t}*" for t in targets) or "none (pass build=...)"
+        raise ConfigValueError(f"{node}._target_", target, f"a target the caller allows: {allowed}")
+    model = instantiate(OmegaConf.select(cfg, node))
+    if not isinstance(model, torch.nn.Module):
+        raise LoadRunError(
+            f"{node}._target_={target!r} built a {type(model).__name__}, not a torch.nn.Module"
+        )
+    return model

@@ -1,0 +1,98 @@
+"""Evaluation of a finished run: `python -m experiment.evaluate` and `repro.load_run`, on real runs of the
+example in separate processes; a run directory never chooses the code that is imported."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import QUICK, clean_env, run_main
+from repro import ConfigValueError, LoadRunError, load_run
+
+BEST = ("train.monitor=val_acc", "train.monitor_mode=max", "train.epochs=3")
+
+
+def evaluate(*args: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "experiment.evaluate", *args],
+        cwd=cwd,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.mark.slow
+def test_evaluate_gives_the_logged_metrics_and_leaves_the_record_alone(tmp_path):
+    run = run_main(tmp_path / "run", *QUICK, *BEST)
+    before = {
+        n: (run.dir / n).read_bytes() for n in ("run.json", "metrics.jsonl", "fingerprints.jsonl")
+    }
+    epochs = [r for r in run.metrics() if r["split"] == "epoch"]
+
+    out = evaluate(f"run={run.dir}", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    final = json.loads((run.dir / "eval-val.json").read_text())
+    assert final["val_acc"] == epochs[-1]["val_acc"] and final["val_loss"] == epochs[-1]["val_loss"]
+    assert final["weights"] == "weights.pt" and final["which"] == "final"
+
+    out = evaluate(f"run={run.dir}", "which=best", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    best = json.loads((run.dir / "eval-val-best.json").read_text())
+    assert (
+        best["val_acc"]
+        == run.manifest["best"]["value"]
+        == epochs[run.manifest["best"]["epoch"]]["val_acc"]
+    )
+
+    out = evaluate(f"run={run.dir}", "split=train", cwd=tmp_path)
+    assert out.returncode == 0 and "train_acc" in json.loads(
+        (run.dir / "eval-train.json").read_text()
+    )
+    assert {n: (run.dir / n).read_bytes() for n in before} == before  # the record is untouched
+
+    loaded = load_run(run.dir, targets=("experiment.model.",))
+    assert loaded.cfg.train.monitor == "val_acc" and not loaded.model.training
+    assert torch.equal(
+        next(iter(loaded.model.state_dict().values())),
+        next(iter(torch.load(run.dir / "weights.pt", weights_only=True).values())),
+    )
+
+    bad = evaluate(f"run={run.dir}", "split=test", cwd=tmp_path)
+    assert (
+        bad.returncode == 2 and "split='test' is not allowed: expected val or train" in bad.stderr
+    )
+
+
+def fake_run(tmp_path, target: str, status: str = "completed"):
+    (tmp_path / "run.json").write_text(json.dumps({"status": status}))
+    (tmp_path / "config.yaml").write_text(f"model:\n  _target_: {target}\n  command: 'true'\n")
+    torch.save({}, tmp_path / "weights.pt")
+    return tmp_path
+
+
+def test_load_run_builds_only_targets_the_caller_allows(tmp_path):
+    run_dir = fake_run(tmp_path, "os.system")
+    with pytest.raises(ConfigValueError, match=r"model._target_='os.system' is not allowed"):
+        load_run(run_dir, targets=("experiment.model.",))
+    with pytest.raises(ConfigValueError, match=r"pass build="):
+        load_run(run_dir)
+    model = load_run(
+        run_dir, build=lambda cfg: torch.nn.Identity()
+    ).model  # the project's own builder
+    assert isinstance(model, torch.nn.Identity)
+
+
+def test_load_run_refuses_what_is_not_there(tmp_path):
+    run_dir = fake_run(tmp_path, "os.system", status="failed")
+    with pytest.raises(LoadRunError, match="final weights exist only for a completed run"):
+        load_run(run_dir, build=lambda cfg: torch.nn.Identity())
+    with pytest.raises(LoadRunError, match="set train.monitor"):
+        load_run(run_dir, "best", build=lambda cfg: torch.nn.Identity())
+    with pytest.raises(ConfigValueError, match="expected final or best"):
+        load_run(run_dir, "last")

@@ -1,0 +1,256 @@
+"""How an optimizer step is taken (gradient accumulation, clipping, mixed precision, compile), on the kit's fixture experiment:
+reruns, worker counts, SIGKILL + resume in the middle of an epoch and `repro verify`, in separate processes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import FIXTURE, clean_env, run_fixture
+from repro import load_checkpoint
+
+KILL = "REPRO_FAULT_KILL_AT_STEP"
+#: 12 batches an epoch: windows of 5, 5 and 2 batches (a short last window), clipped hard enough to bite.
+ACCUMULATE = (
+    "train.accumulate_grad_batches=5",
+    "train.gradient_clip_val=0.5",
+    "train.checkpoint_every=2",
+)
+
+
+def same_bits(a, b) -> None:
+    assert a.weights == b.weights
+    assert a.fingerprints() == b.fingerprints()
+    assert a.metrics() == b.metrics()
+
+
+@pytest.fixture(scope="module")
+def accumulated(tmp_path_factory):
+    return run_fixture(tmp_path_factory.mktemp("acc") / "run", *ACCUMULATE)
+
+
+@pytest.mark.slow
+def test_accumulation_takes_one_step_per_window_and_is_recorded(accumulated):
+    steps = [r["step"] for r in accumulated.fingerprints()]
+    assert steps == list(range(1, 10))  # 3 epochs x 3 windows
+    assert accumulated.manifest["training"] == {
+        "accumulate_grad_batches": 5,
+        "gradient_clip_val": 0.5,
+        "precision": "32-true",
+        "compile": False,
+        "monitor": None,
+        "monitor_mode": "min",
+        "early_stopping_patience": None,
+    }
+    assert accumulated.manifest["result"]["steps"] == 9
+
+
+@pytest.mark.slow
+def test_accumulation_and_clipping_change_the_bits(accumulated, tmp_path):
+    """Each setting is live: without clipping (same windows) the weights differ."""
+    unclipped = run_fixture(tmp_path / "noclip", *ACCUMULATE[:1], ACCUMULATE[2])
+    assert [r["batch"] for r in unclipped.fingerprints()] == [
+        r["batch"] for r in accumulated.fingerprints()
+    ]
+    assert unclipped.weights != accumulated.weights
+
+
+@pytest.mark.slow
+def test_accumulation_reruns_and_other_worker_counts_give_the_same_bits(accumulated, tmp_path):
+    same_bits(accumulated, run_fixture(tmp_path / "again", *ACCUMULATE))
+    same_bits(accumulated, run_fixture(tmp_path / "workers", *ACCUMULATE, "repro.num_workers=2"))
+
+
+@pytest.mark.slow
+def test_sigkill_in_an_accumulating_epoch_resumes_to_the_same_bits(accumulated, tmp_path):
+    """The checkpoint of step 4 sits after batch 5 of epoch 1; the kill comes after step 5 (a full window
+    later), so the resume restarts that window at its first batch and then takes the short last window."""
+    killed = run_fixture(tmp_path / "run", *ACCUMULATE, env={KILL: "5"}, check=False)
+    assert killed.proc.returncode == -9
+    run_fixture(tmp_path / "run", "train.resume=auto")
+    same_bits(accumulated, killed)
+    assert killed.manifest["resumes"][-1]["self_check"] == {
+        "exact": True,
+        "steps_checked": 1,
+        "steps_pending": 1,
+    }
+    assert killed.manifest["resumes"][-1]["from_step"] == 4
+
+
+@pytest.mark.slow
+def test_verify_of_an_accumulating_run_is_identical(accumulated, tmp_path):
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "repro",
+            "verify",
+            str(accumulated.dir),
+            "--out",
+            str(tmp_path / "replay"),
+            "--quiet",
+            "--entry",
+            FIXTURE,
+        ],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "IDENTICAL"
+
+
+@pytest.mark.parametrize(
+    ("override", "allowed"),
+    [
+        ("train.accumulate_grad_batches=0", "an int in [1, 1000000]"),
+        ("train.gradient_clip_val=0", "a finite float > 0 or null"),
+        ("train.gradient_clip_val=-1.5", "a finite float > 0 or null"),
+        ("train.precision=bf16", "32-true, bf16-mixed, 16-mixed"),
+        ("train.monitor_mode=up", "min or max"),
+        ("train.early_stopping_patience=3", "null while train.monitor is null"),
+        ("train.monitor=nope", "a metric of the epoch rows (train_acc, train_loss, val_acc)"),
+    ],
+)
+def test_bad_step_settings_are_one_line_naming_the_key(tmp_path, override, allowed):
+    out = run_fixture(tmp_path / "run", override, check=False)
+    assert out.proc.returncode == 2 and "Traceback" not in out.proc.stderr, out.proc.stderr
+    key = override.split("=")[0]
+    assert key in out.proc.stderr and allowed in out.proc.stderr
+
+
+def kill_and_resume(tmp_path, *overrides, at: int = 8):
+    """Kill after step ``at`` (the checkpoint of step 5 is mid-epoch), resume, return the run."""
+    killed = run_fixture(tmp_path / "killed", *overrides, env={KILL: str(at)}, check=False)
+    assert killed.proc.returncode == -9
+    run_fixture(tmp_path / "killed", "train.resume=auto")
+    assert killed.manifest["resumes"][-1]["self_check"]["exact"] is True
+    return killed
+
+
+@pytest.fixture(scope="module")
+def eager32(tmp_path_factory):
+    return run_fixture(tmp_path_factory.mktemp("fp32") / "run")
+
+
+@pytest.mark.slow
+def test_bf16_mixed_reruns_resumes_and_differs_from_32_true(eager32, tmp_path):
+    bf16 = run_fixture(tmp_path / "bf16", "train.precision=bf16-mixed")
+    assert bf16.manifest["training"]["precision"] == "bf16-mixed"
+    assert bf16.fingerprints()[0]["loss"] != eager32.fingerprints()[0]["loss"]  # autocast is live
+    same_bits(bf16, run_fixture(tmp_path / "again", "train.precision=bf16-mixed"))
+    same_bits(bf16, kill_and_resume(tmp_path, "train.precision=bf16-mixed"))
+
+
+@pytest.mark.slow
+def test_16_mixed_tracks_its_grad_scaler_and_resumes_exactly(tmp_path):
+    """The loss scale is kit state: in every checkpoint, restored on resume."""
+    fp16 = run_fixture(tmp_path / "fp16", "train.precision=16-mixed", "train.gradient_clip_val=1.0")
+    ckpt = sorted((fp16.dir / "checkpoints").iterdir())[-1]
+    _, state = load_checkpoint(ckpt)
+    assert state["objects"]["grad_scaler"]["scale"] > 0
+    resumed = kill_and_resume(tmp_path, "train.precision=16-mixed", "train.gradient_clip_val=1.0")
+    same_bits(fp16, resumed)
+
+
+@pytest.mark.slow
+def test_compile_reruns_and_resumes_to_the_same_bits(tmp_path):
+    """torch.compile on CPU (inductor, random ops left to the eager RNG that checkpoints save)."""
+    compiled = run_fixture(tmp_path / "compiled", "train.compile=true")
+    assert compiled.manifest["training"]["compile"] is True
+    same_bits(compiled, run_fixture(tmp_path / "again", "train.compile=true"))
+    same_bits(compiled, kill_and_resume(tmp_path, "train.compile=true"))
+
+
+@pytest.mark.slow
+def test_a_compiler_that_does_not_work_is_one_line(tmp_path):
+    env = {"CXX": "/bin/false", "TORCHINDUCTOR_FORCE_DISABLE_CACHES": "1"}
+    out = run_fixture(tmp_path / "run", "train.compile=true", env=env, check=False)
+    assert out.proc.returncode == 2 and "Traceback" not in out.proc.stderr, out.proc.stderr
+    assert (
+        "train.compile=True is not allowed: expected false: torch.compile does not work here"
+        in (out.proc.stderr)
+    )
+
+
+BAR_MARKS = ("\r", "%|", "step/s", "█")
+
+
+@pytest.mark.slow
+def test_no_bar_when_stderr_is_not_a_terminal(eager32):
+    output = eager32.proc.stdout + eager32.proc.stderr
+    assert "epoch 3/3  step 36" in output  # the plain per-epoch lines
+    assert not [mark for mark in BAR_MARKS if mark in output]
+
+
+@pytest.mark.slow
+def test_a_terminal_gets_a_live_bar_and_the_same_bits(eager32, tmp_path):
+    """stderr on a pseudo-terminal: the bar is drawn (steps, loss, samples/s, ETA); the run's bits do
+    not change, since the bar draws no random number."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    from conftest import FIXTURE as module
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 160, 0, 0))  # rows, columns
+    cmd = [sys.executable, "-m", module, f"hydra.run.dir={tmp_path / 'tty'}"]
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=clean_env(), stdout=subprocess.DEVNULL, stderr=slave
+    )
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the terminal closed: the process is done with it
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    assert proc.wait(timeout=600) == 0
+    screen = b"".join(chunks).decode(errors="replace")
+    assert "epoch 1/3" in screen and "%|" in screen and "samples/s" in screen and "loss " in screen
+    assert "<" in screen and "step/s" in screen  # tqdm's ETA and rate
+    assert (tmp_path / "tty" / "weights.pt").read_bytes() == eager32.weights
+
+
+#: Best by val_acc, patience 2: val_acc peaks at epoch 3 (steps 25..36) and the run stops after epoch 5.
+EARLY = (
+    "train.epochs=10",
+    "train.monitor=val_acc",
+    "train.monitor_mode=max",
+    "train.early_stopping_patience=2",
+)
+
+
+@pytest.mark.slow
+def test_best_checkpoint_and_early_stopping_survive_a_sigkill(tmp_path):
+    """Killed in epoch 5 (after the best epoch 3, before the stop), the resumed run restores the best
+    value and the patience counter: it stops after the same epoch with the same best.pt bytes."""
+    ref = run_fixture(tmp_path / "ref", *EARLY)
+    best = ref.manifest["best"]
+    epochs = [r for r in ref.metrics() if r["split"] == "epoch"]
+    assert len(epochs) == 5 and best["value"] == epochs[2]["val_acc"] and best["epoch"] == 2
+    assert best["stopped_early"] is True and ref.manifest["result"]["steps"] == 60
+    assert (
+        ref.dir / "checkpoints" / "best.pt"
+    ).read_bytes() != ref.weights  # epoch 3's, not the last
+    killed = run_fixture(tmp_path / "killed", *EARLY, env={KILL: "52"}, check=False)
+    assert killed.proc.returncode == -9
+    run_fixture(tmp_path / "killed", "train.resume=auto")
+    same_bits(ref, killed)
+    assert killed.manifest["best"] == best
+    best_pt = (killed.dir / "checkpoints" / "best.pt").read_bytes()
+    assert best_pt == (ref.dir / "checkpoints" / "best.pt").read_bytes()
+    weights = torch.load(killed.dir / "checkpoints" / "best.pt", weights_only=True)
+    assert set(weights) == {"0.weight", "0.bias", "3.weight", "3.bias"}
