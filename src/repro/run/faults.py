@@ -84,4 +84,7 @@ class Faults:
     def after_record(self, step: int) -> None:
         """Die here if asked to (the step's record rows are already flushed)."""
         if self.kill_at_step is not None and step == self.kill_at_step:
+            from repro.run.checkpoint import wait_for_checkpoints
+
+            wait_for_checkpoints()  # the kill lands after the checkpoints taken before this step, as documented
             os.kill(os.getpid(), signal.SIGKILL)

@@ -50,7 +50,7 @@ from repro.core.loader import ReproDataLoader
 from repro.core.setup import Repro
 from repro.errors import ConfigValueError, ReproError
 from repro.files import atomic_write, sha256_file
-from repro.run.checkpoint import save_checkpoint
+from repro.run.checkpoint import CheckpointError, save_checkpoint, wait_for_checkpoints
 from repro.run.faults import Faults
 from repro.run.layout import CHECKPOINT_DIR, WEIGHTS_FILE
 from repro.run.progress import EpochProgress, wants_bar
@@ -511,8 +511,10 @@ class Run:
             return
         state = {KIT: {STEP: self.global_step, EPOCH: self.epoch, BEST: dict(self._best)},
                  OBJECTS: {name: _state_of(obj) for name, obj in self._tracked.items()}, RANKS: ranks}
+        # Serialised here (a snapshot); hashed, written, fsynced and renamed on the writer thread while
+        # training goes on. The next save, every load and the end of the run wait for it.
         save_checkpoint(self.dir, self.global_step, state, config_sha256=self._config_hash,
-                        keep=self.settings.keep_checkpoints,
+                        keep=self.settings.keep_checkpoints, background=True,
                         meta={"epoch": self.epoch, "world_size": self.dist.world_size,
                               "tracked": sorted(self._tracked)})
 
@@ -595,6 +597,11 @@ class Run:
                 self.lock.release()
 
     def _close(self, result: dict[str, Any] | None, error: BaseException | None) -> dict[str, Any]:
+        try:
+            wait_for_checkpoints()  # the last checkpoint is on disk before the record says how the run ended
+        except CheckpointError as exc:
+            if error is None:
+                error = exc  # a checkpoint that could not be written fails the run
         if error is not None:
             self._record_self_check()
             self.record.finish("failed", error=f"{type(error).__name__}: {error}")
