@@ -34,7 +34,9 @@ def timed(fn, repeats: int, device: torch.device) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--steps", type=int, default=200)
     args = parser.parse_args()
@@ -57,18 +59,24 @@ def main() -> None:
     digest_s = timed(lambda: tensors_digest(model.named_parameters()), args.steps, device)
     batch_s = timed(lambda: set_digest(sample_digests(x, y)), args.steps, device)
     nparams = sum(p.numel() for p in model.parameters())
-    print(f"device: {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}), "
-          f"torch threads: {torch.get_num_threads()}")
+    print(
+        f"device: {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}), "
+        f"torch threads: {torch.get_num_threads()}"
+    )
     print(f"example step ({nparams:,} params, batch 64): {step_s * 1e3:8.3f} ms")
     print(f"fingerprint of all parameters:            {digest_s * 1e3:8.3f} ms")
     print(f"batch digest (set of 64 samples):         {batch_s * 1e3:8.3f} ms")
-    print(f"ratio fingerprint / step:                 {(digest_s + batch_s) / step_s:8.2%}  (goal <= 2%)")
+    print(
+        f"ratio fingerprint / step:                 {(digest_s + batch_s) / step_s:8.2%}  (goal <= 2%)"
+    )
     print()
     print(f"{'params':>12} {'fingerprint ms':>15} {'ns / param':>11}")
     for width in (256, 1024, 2048, 4096):
         mlp = torch.nn.Sequential(*[torch.nn.Linear(width, width) for _ in range(3)]).to(device)
         n = sum(p.numel() for p in mlp.parameters())
-        t = timed(lambda m=mlp: tensors_digest(m.named_parameters()), max(5, args.steps // 20), device)
+        t = timed(
+            lambda m=mlp: tensors_digest(m.named_parameters()), max(5, args.steps // 20), device
+        )
         print(f"{n:>12,} {t * 1e3:>15.3f} {t / n * 1e9:>11.3f}")
 
 

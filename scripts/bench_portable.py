@@ -21,15 +21,28 @@ from pathlib import Path
 
 def one_run(profile: str, run_dir: Path, overrides: list[str]) -> float:
     env = {k: v for k, v in os.environ.items() if not k.startswith("REPRO_")}
-    proc = subprocess.run([sys.executable, "-m", "experiment.train", f"repro={profile}", f"hydra.run.dir={run_dir}",
-                           *overrides], env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiment.train",
+            f"repro={profile}",
+            f"hydra.run.dir={run_dir}",
+            *overrides,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         raise SystemExit(f"{profile} run failed:\n{proc.stderr}")
     return float(json.loads((run_dir / "run.json").read_text())["wall_time_s"])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for both profiles")
     args = parser.parse_args()

@@ -40,14 +40,18 @@ class Synthetic(Dataset):
 def first_batch_time(dataset: Dataset, start_batch: int, workers: int, batch_size: int) -> float:
     """Seconds from building the loader at a position to holding its first batch."""
     t0 = time.perf_counter()
-    loader = make_dataloader(dataset, seed=1, batch_size=batch_size, shuffle=True, num_workers=workers)
+    loader = make_dataloader(
+        dataset, seed=1, batch_size=batch_size, shuffle=True, num_workers=workers
+    )
     loader.set_epoch(3, start_batch=start_batch)
     next(iter(loader))
     return time.perf_counter() - t0
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--samples", type=int, default=1_000_000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
@@ -57,20 +61,30 @@ def main() -> None:
     data = Synthetic(args.samples)
     batches = args.samples // args.batch_size
     print(f"epoch: {args.samples:,} samples, {batches:,} batches of {args.batch_size}")
-    print(f"{'workers':>7} {'at start ms':>12} {'at end ms':>10} {'end/start':>10} {'replay to end s (est.)':>23}")
+    print(
+        f"{'workers':>7} {'at start ms':>12} {'at end ms':>10} {'end/start':>10} {'replay to end s (est.)':>23}"
+    )
     for workers in args.workers:
-        start = statistics.median(first_batch_time(data, 0, workers, args.batch_size) for _ in range(args.repeats))
-        end = statistics.median(first_batch_time(data, batches - 1, workers, args.batch_size)
-                                for _ in range(args.repeats))
+        start = statistics.median(
+            first_batch_time(data, 0, workers, args.batch_size) for _ in range(args.repeats)
+        )
+        end = statistics.median(
+            first_batch_time(data, batches - 1, workers, args.batch_size)
+            for _ in range(args.repeats)
+        )
         # Contrast: reach the position by iterating and discarding (measured on a prefix).
-        loader = make_dataloader(data, seed=1, batch_size=args.batch_size, shuffle=True, num_workers=workers)
+        loader = make_dataloader(
+            data, seed=1, batch_size=args.batch_size, shuffle=True, num_workers=workers
+        )
         loader.set_epoch(3)
         t0 = time.perf_counter()
         for i, _ in enumerate(loader):
             if i + 1 >= args.replay_batches:
                 break
         replay = (time.perf_counter() - t0) / args.replay_batches * (batches - 1)
-        print(f"{workers:>7} {start * 1e3:>12.1f} {end * 1e3:>10.1f} {end / start:>10.2f} {replay:>23.1f}")
+        print(
+            f"{workers:>7} {start * 1e3:>12.1f} {end * 1e3:>10.1f} {end / start:>10.2f} {replay:>23.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -107,38 +107,75 @@ def check_config(cfg: Any) -> None:
         return isinstance(x, int | float) and math.isfinite(x)
 
     sizes = [k for k in ("data.train_size", "data.val_size") if get(k) is not None]
-    ranges = [(k, isinstance(get(k), int) and 1 <= get(k) <= MAX_ITEMS, f"an int in [1, {MAX_ITEMS}]")
-              for k in sizes]
+    ranges = [
+        (k, isinstance(get(k), int) and 1 <= get(k) <= MAX_ITEMS, f"an int in [1, {MAX_ITEMS}]")
+        for k in sizes
+    ]
     for key in ("data.noise", "data.augment_noise"):
         if get(key) is not None:
             ranges.append((key, finite(get(key)) and get(key) >= 0, "a finite float >= 0"))
     if get("data.image_size") is not None:
-        ranges.append(("data.image_size", 4 <= get("data.image_size") <= 1024, "an int in [4, 1024]"))
+        ranges.append(
+            ("data.image_size", 4 <= get("data.image_size") <= 1024, "an int in [4, 1024]")
+        )
     if get("data.num_classes") is not None:
         ranges.append(("data.num_classes", 1 <= get("data.num_classes") <= 4, "an int in [1, 4]"))
     if get("data.max_shift") is not None:
         ranges.append(("data.max_shift", 0 <= get("data.max_shift") <= 64, "an int in [0, 64]"))
     if get("data.features") is not None:
-        ranges.append(("data.features", 1 <= get("data.features") <= MAX_WIDTH, f"an int in [1, {MAX_WIDTH}]"))
-    for key in ("model.channels1", "model.channels2", "model.hidden", "model.in_features", "model.num_classes"):
+        ranges.append(
+            ("data.features", 1 <= get("data.features") <= MAX_WIDTH, f"an int in [1, {MAX_WIDTH}]")
+        )
+    for key in (
+        "model.channels1",
+        "model.channels2",
+        "model.hidden",
+        "model.in_features",
+        "model.num_classes",
+    ):
         if get(key) is not None:
             ranges.append((key, 1 <= get(key) <= MAX_WIDTH, f"an int in [1, {MAX_WIDTH}]"))
     if get("model.depth") is not None:
         ranges.append(("model.depth", 0 <= get("model.depth") <= 64, "an int in [0, 64]"))
     if get("model.dropout") is not None:
-        ranges.append(("model.dropout", finite(get("model.dropout")) and 0 <= get("model.dropout") < 1,
-                       "a float in [0, 1)"))
+        ranges.append(
+            (
+                "model.dropout",
+                finite(get("model.dropout")) and 0 <= get("model.dropout") < 1,
+                "a float in [0, 1)",
+            )
+        )
     ranges += [
-        ("optimizer.lr", finite(get("optimizer.lr")) and get("optimizer.lr") > 0, "a finite float > 0"),
-        ("optimizer.weight_decay", finite(get("optimizer.weight_decay")) and get("optimizer.weight_decay") >= 0,
-         "a finite float >= 0"),
-        ("optimizer.betas", len(get("optimizer.betas") or []) == 2
-         and all(finite(b) and 0 <= b < 1 for b in get("optimizer.betas")), "two floats in [0, 1)"),
-        ("train.batch_size", 1 <= get("train.batch_size") <= MAX_ITEMS, f"an int in [1, {MAX_ITEMS}]"),
+        (
+            "optimizer.lr",
+            finite(get("optimizer.lr")) and get("optimizer.lr") > 0,
+            "a finite float > 0",
+        ),
+        (
+            "optimizer.weight_decay",
+            finite(get("optimizer.weight_decay")) and get("optimizer.weight_decay") >= 0,
+            "a finite float >= 0",
+        ),
+        (
+            "optimizer.betas",
+            len(get("optimizer.betas") or []) == 2
+            and all(finite(b) and 0 <= b < 1 for b in get("optimizer.betas")),
+            "two floats in [0, 1)",
+        ),
+        (
+            "train.batch_size",
+            1 <= get("train.batch_size") <= MAX_ITEMS,
+            f"an int in [1, {MAX_ITEMS}]",
+        ),
     ]
     if get("data.train_size") is not None:
-        ranges.append(("train.batch_size", get("train.batch_size") <= get("data.train_size"),
-                       f"at most data.train_size={get('data.train_size')}"))
+        ranges.append(
+            (
+                "train.batch_size",
+                get("train.batch_size") <= get("data.train_size"),
+                f"at most data.train_size={get('data.train_size')}",
+            )
+        )
     for key, ok, allowed in ranges:
         if not ok:
             raise ConfigValueError(key, get(key), allowed)
@@ -150,9 +187,12 @@ def register_configs() -> None:
 
     cs = ConfigStore.instance()
     for group, name, node in [
-        ("data", "shapes_schema", ShapesDataConfig), ("data", "tabular_schema", TabularDataConfig),
-        ("model", "cnn_schema", CNNConfig), ("model", "mlp_schema", MLPConfig),
-        ("task", "schema", TaskConfig), ("optimizer", "adamw_schema", AdamWConfig),
+        ("data", "shapes_schema", ShapesDataConfig),
+        ("data", "tabular_schema", TabularDataConfig),
+        ("model", "cnn_schema", CNNConfig),
+        ("model", "mlp_schema", MLPConfig),
+        ("task", "schema", TaskConfig),
+        ("optimizer", "adamw_schema", AdamWConfig),
         ("train", "schema", TrainConfig),
     ]:
         cs.store(group=group, name=name, node=node)

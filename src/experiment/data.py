@@ -87,17 +87,33 @@ class ShapesDataset(Dataset):
 class ShapesData:
     """Procedural shapes (circle, square, triangle, cross) on noisy ``image_size`` canvases."""
 
-    def __init__(self, train_size: int = 2048, val_size: int = 512, image_size: int = 32, num_classes: int = 4,
-                 noise: float = 0.1, augment_noise: float = 0.1, max_shift: int = 2) -> None:
+    def __init__(
+        self,
+        train_size: int = 2048,
+        val_size: int = 512,
+        image_size: int = 32,
+        num_classes: int = 4,
+        noise: float = 0.1,
+        augment_noise: float = 0.1,
+        max_shift: int = 2,
+    ) -> None:
         self.train_size, self.val_size, self.image_size = train_size, val_size, image_size
         self.num_classes, self.noise = num_classes, noise
         self.augment_noise, self.max_shift = augment_noise, max_shift
 
     def build(self, rng: Streams) -> tuple[Dataset, Dataset]:
-        train = draw_shapes(rng("data.train"), self.train_size, self.image_size, self.num_classes, self.noise)
-        val = draw_shapes(rng("data.val"), self.val_size, self.image_size, self.num_classes, self.noise)
-        return (ShapesDataset(*train, augment=True, augment_noise=self.augment_noise, max_shift=self.max_shift),
-                ShapesDataset(*val, augment=False))
+        train = draw_shapes(
+            rng("data.train"), self.train_size, self.image_size, self.num_classes, self.noise
+        )
+        val = draw_shapes(
+            rng("data.val"), self.val_size, self.image_size, self.num_classes, self.noise
+        )
+        return (
+            ShapesDataset(
+                *train, augment=True, augment_noise=self.augment_noise, max_shift=self.max_shift
+            ),
+            ShapesDataset(*val, augment=False),
+        )
 
 
 class TabularData:
@@ -107,16 +123,33 @@ class TabularData:
     follow the same function.
     """
 
-    def __init__(self, train_size: int = 2048, val_size: int = 512, features: int = 8, noise: float = 0.1) -> None:
-        self.train_size, self.val_size, self.features, self.noise = train_size, val_size, features, noise
+    def __init__(
+        self, train_size: int = 2048, val_size: int = 512, features: int = 8, noise: float = 0.1
+    ) -> None:
+        self.train_size, self.val_size, self.features, self.noise = (
+            train_size,
+            val_size,
+            features,
+            noise,
+        )
 
-    def _rows(self, rng: np.random.Generator, n: int, w: np.ndarray, v: np.ndarray) -> TensorDataset:
+    def _rows(
+        self, rng: np.random.Generator, n: int, w: np.ndarray, v: np.ndarray
+    ) -> TensorDataset:
         x = rng.normal(0.0, 1.0, (n, self.features))
-        y = np.tanh(x @ w) @ v + 0.1 * (x[:, 0] * x[:, 1 % self.features]) + rng.normal(0.0, self.noise, n)
-        return TensorDataset(torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.float32)))
+        y = (
+            np.tanh(x @ w) @ v
+            + 0.1 * (x[:, 0] * x[:, 1 % self.features])
+            + rng.normal(0.0, self.noise, n)
+        )
+        return TensorDataset(
+            torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.float32))
+        )
 
     def build(self, rng: Streams) -> tuple[Dataset, Dataset]:
         fn = rng("data.function")
         w = fn.normal(0.0, 1.0 / np.sqrt(self.features), (self.features, 4))
         v = fn.normal(0.0, 1.0, 4)
-        return self._rows(rng("data.train"), self.train_size, w, v), self._rows(rng("data.val"), self.val_size, w, v)
+        return self._rows(rng("data.train"), self.train_size, w, v), self._rows(
+            rng("data.val"), self.val_size, w, v
+        )

@@ -27,17 +27,25 @@ def train(run: Run) -> dict[str, Any]:
     # Under torchrun each rank takes its share of every epoch by global sample index.
     world = run.dist.world_size
     if cfg.train.batch_size % world:
-        raise ConfigValueError("train.batch_size", cfg.train.batch_size,
-                               f"a multiple of the number of ranks ({world}): it is the global batch")
-    train_loader = run.dataloader(train_set, cfg.train.batch_size // world, shuffle=True, stream="train",
-                                  drop_last=True)
+        raise ConfigValueError(
+            "train.batch_size",
+            cfg.train.batch_size,
+            f"a multiple of the number of ranks ({world}): it is the global batch",
+        )
+    train_loader = run.dataloader(
+        train_set, cfg.train.batch_size // world, shuffle=True, stream="train", drop_last=True
+    )
     val_loader = run.dataloader(val_set, 256, stream="val", shard=False)
 
     with run.scope("model"):  # initial weights from their own stream: the same on every rank
         model = instantiate(cfg.model)
-    net = run.prepare(model)  # device, deterministic CUDA layers, DDP, torch.compile (train.compile)
+    net = run.prepare(
+        model
+    )  # device, deterministic CUDA layers, DDP, torch.compile (train.compile)
     optimizer = instantiate(cfg.optimizer)(params=model.parameters())
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=run.total_steps(train_loader))
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=run.total_steps(train_loader)
+    )
     run.track(optimizer=optimizer, scheduler=scheduler)  # saved in checkpoints, restored on resume
 
     for _epoch in run.epochs():  # a resumed run starts at its epoch...
@@ -48,7 +56,9 @@ def train(run: Run) -> dict[str, Any]:
                 out = net(x)
                 loss = task.loss(out, y)
             run.backward(loss)  # divided by the accumulation window (train.accumulate_grad_batches)
-            if run.optimizer_step(optimizer):  # a window's last batch: clip, step, zero the gradients
+            if run.optimizer_step(
+                optimizer
+            ):  # a window's last batch: clip, step, zero the gradients
                 scheduler.step()
             run.step(loss, batch=(x, y), **task.metrics(out.detach(), y))
         if run.dist.is_main:  # evaluation on one rank, over the whole validation set
@@ -65,7 +75,10 @@ def audit_target(cfg: Any) -> tuple[torch.nn.Module, torch.Tensor, Any]:
     device = resolve_device(cfg.train.device)
     data, task = instantiate(cfg.data), instantiate(cfg.task)
     train_set, _ = data.build(lambda name: np.random.default_rng(0))
-    x, y = (torch.stack(t) for t in zip(*(train_set[i] for i in range(cfg.train.batch_size)), strict=True))
+    x, y = (
+        torch.stack(t)
+        for t in zip(*(train_set[i] for i in range(cfg.train.batch_size)), strict=True)
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = instantiate(cfg.model)

@@ -34,7 +34,9 @@ class SmallCNN(nn.Module):
 class MLP(nn.Module):
     """``depth`` hidden layers of ``hidden`` units (GELU, dropout), one output per sample."""
 
-    def __init__(self, in_features: int, hidden: int = 64, depth: int = 2, dropout: float = 0.0) -> None:
+    def __init__(
+        self, in_features: int, hidden: int = 64, depth: int = 2, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         width = in_features

@@ -22,7 +22,9 @@ class Classification:
         return {"acc": (out.argmax(1) == y).float().mean()}
 
     @torch.no_grad()
-    def evaluate(self, model: torch.nn.Module, loader: Any, device: torch.device) -> dict[str, float]:
+    def evaluate(
+        self, model: torch.nn.Module, loader: Any, device: torch.device
+    ) -> dict[str, float]:
         model.eval()
         loss_sum, correct, seen = torch.zeros((), dtype=torch.float64), 0, 0
         for x, y in loader:
@@ -44,7 +46,9 @@ class Regression:
         return {"mae": (out - y).abs().mean()}
 
     @torch.no_grad()
-    def evaluate(self, model: torch.nn.Module, loader: Any, device: torch.device) -> dict[str, float]:
+    def evaluate(
+        self, model: torch.nn.Module, loader: Any, device: torch.device
+    ) -> dict[str, float]:
         model.eval()
         sse = sy = syy = torch.zeros((), dtype=torch.float64)
         seen = 0
@@ -56,4 +60,7 @@ class Regression:
             seen += len(y)
         n = max(seen, 1)
         sst = float(syy) - float(sy) ** 2 / n
-        return {"val_mse": float(sse) / n, "val_r2": 1.0 - float(sse) / sst if sst > 0 else float("nan")}
+        return {
+            "val_mse": float(sse) / n,
+            "val_r2": 1.0 - float(sse) / sst if sst > 0 else float("nan"),
+        }

@@ -22,12 +22,38 @@ SEED_MAX = 2**32 - 1
 #: Values ATen reads from ATEN_CPU_CAPABILITY (x86: default/avx2/avx512; arm: sve256; power: vsx; s390: zvector).
 CPU_CAPABILITIES = ("default", "avx2", "avx512", "sve256", "vsx", "zvector")
 #: MKL's conditional numerical reproducibility branches (MKL_CBWR), each optionally with ",STRICT".
-MKL_CBWR_BRANCHES = ("AUTO", "COMPATIBLE", "SSE2", "SSSE3", "SSE4_1", "SSE4_2", "AVX", "AVX2", "AVX512",
-                     "AVX512_E1", "AVX512_MIC", "AVX512_MIC_E1")
+MKL_CBWR_BRANCHES = (
+    "AUTO",
+    "COMPATIBLE",
+    "SSE2",
+    "SSSE3",
+    "SSE4_1",
+    "SSE4_2",
+    "AVX",
+    "AVX2",
+    "AVX512",
+    "AVX512_E1",
+    "AVX512_MIC",
+    "AVX512_MIC_E1",
+)
 #: oneDNN's instruction-set caps (ONEDNN_MAX_CPU_ISA), oldest first.
-ONEDNN_ISAS = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI",
-               "AVX512_CORE_BF16", "AVX10_1_512", "AVX512_CORE_FP16", "AVX10_1_512_AMX", "AVX512_CORE_AMX",
-               "AVX10_1_512_AMX_FP16", "AVX512_CORE_AMX_FP16", "DEFAULT")
+ONEDNN_ISAS = (
+    "SSE41",
+    "AVX",
+    "AVX2",
+    "AVX2_VNNI",
+    "AVX2_VNNI_2",
+    "AVX512_CORE",
+    "AVX512_CORE_VNNI",
+    "AVX512_CORE_BF16",
+    "AVX10_1_512",
+    "AVX512_CORE_FP16",
+    "AVX10_1_512_AMX",
+    "AVX512_CORE_AMX",
+    "AVX10_1_512_AMX_FP16",
+    "AVX512_CORE_AMX_FP16",
+    "DEFAULT",
+)
 
 
 class Determinism(str, Enum):
@@ -149,31 +175,59 @@ def validate_run_config(node: Any, prefix: str = "train") -> RunConfig:
     import re
 
     known = {f.name for f in dataclasses.fields(RunConfig)}
-    plain = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node or {})
+    plain = (
+        OmegaConf.to_container(node, resolve=True)
+        if isinstance(node, DictConfig)
+        else dict(node or {})
+    )
     values = {k: v for k, v in plain.items() if k in known}
     try:
         rc = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), values))
     except Exception as exc:
         key = str(getattr(exc, "full_key", "") or "").split(".")[-1]
         why = str(getattr(exc, "msg", exc)).splitlines()[0]
-        raise ConfigValueError(f"{prefix}.{key}" if key else prefix, values.get(key), f"a valid value ({why})") from None
+        raise ConfigValueError(
+            f"{prefix}.{key}" if key else prefix, values.get(key), f"a valid value ({why})"
+        ) from None
     assert isinstance(rc, RunConfig)
     checks = [
         ("epochs", rc.epochs >= 1, "an int >= 1"),
         ("max_steps", rc.max_steps is None or rc.max_steps >= 1, "an int >= 1 or null"),
         ("log_every", rc.log_every >= 1, "an int >= 1"),
-        ("checkpoint_every", rc.checkpoint_every is None or rc.checkpoint_every >= 1, "an int >= 1 or null"),
+        (
+            "checkpoint_every",
+            rc.checkpoint_every is None or rc.checkpoint_every >= 1,
+            "an int >= 1 or null",
+        ),
         ("keep_checkpoints", rc.keep_checkpoints >= 1, "an int >= 1"),
-        ("accumulate_grad_batches", 1 <= rc.accumulate_grad_batches <= 1_000_000, "an int in [1, 1000000]"),
-        ("gradient_clip_val", rc.gradient_clip_val is None
-         or (math.isfinite(rc.gradient_clip_val) and rc.gradient_clip_val > 0), "a finite float > 0 or null"),
+        (
+            "accumulate_grad_batches",
+            1 <= rc.accumulate_grad_batches <= 1_000_000,
+            "an int in [1, 1000000]",
+        ),
+        (
+            "gradient_clip_val",
+            rc.gradient_clip_val is None
+            or (math.isfinite(rc.gradient_clip_val) and rc.gradient_clip_val > 0),
+            "a finite float > 0 or null",
+        ),
         ("precision", rc.precision in PRECISIONS, ", ".join(PRECISIONS)),
         ("monitor_mode", rc.monitor_mode in ("min", "max"), "min or max"),
-        ("early_stopping_patience", rc.early_stopping_patience is None or rc.early_stopping_patience >= 1,
-         "an int >= 1 or null"),
-        ("early_stopping_patience", rc.early_stopping_patience is None or bool(rc.monitor),
-         f"null while {prefix}.monitor is null (set {prefix}.monitor to the metric to watch)"),
-        ("device", re.fullmatch(r"auto|cpu|cuda(:\d+)?", rc.device) is not None, "auto, cpu, cuda or cuda:N"),
+        (
+            "early_stopping_patience",
+            rc.early_stopping_patience is None or rc.early_stopping_patience >= 1,
+            "an int >= 1 or null",
+        ),
+        (
+            "early_stopping_patience",
+            rc.early_stopping_patience is None or bool(rc.monitor),
+            f"null while {prefix}.monitor is null (set {prefix}.monitor to the metric to watch)",
+        ),
+        (
+            "device",
+            re.fullmatch(r"auto|cpu|cuda(:\d+)?", rc.device) is not None,
+            "auto, cpu, cuda or cuda:N",
+        ),
     ]
     for key, ok, allowed in checks:
         if not ok:
@@ -194,14 +248,30 @@ ENV_PINS: dict[str, str] = {
 
 #: Environment variables that change numerics: recorded with every run, and re-applied by a replay.
 NUMERICS_ENV = (
-    "PYTHONHASHSEED", "CUBLAS_WORKSPACE_CONFIG", "ATEN_CPU_CAPABILITY", "MKL_CBWR", "OMP_NUM_THREADS",
-    "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "KMP_DETERMINISTIC_REDUCTION", "NVIDIA_TF32_OVERRIDE",
-    "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ONEDNN_DEFAULT_FPMATH_MODE",
+    "PYTHONHASHSEED",
+    "CUBLAS_WORKSPACE_CONFIG",
+    "ATEN_CPU_CAPABILITY",
+    "MKL_CBWR",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "KMP_DETERMINISTIC_REDUCTION",
+    "NVIDIA_TF32_OVERRIDE",
+    "ONEDNN_MAX_CPU_ISA",
+    "DNNL_MAX_CPU_ISA",
+    "ONEDNN_DEFAULT_FPMATH_MODE",
 )
 #: Variables that say where and how a run ran: recorded, never re-applied (they belong to the machine).
 PLACEMENT_ENV = (
-    "OPENBLAS_CORETYPE", "CUDA_VISIBLE_DEVICES", "CUDA_LAUNCH_BLOCKING", "CUDNN_DETERMINISTIC",
-    "TORCH_CUDNN_V8_API_DISABLED", "PYTORCH_CUDA_ALLOC_CONF", "WORLD_SIZE", "RANK", "LOCAL_RANK",
+    "OPENBLAS_CORETYPE",
+    "CUDA_VISIBLE_DEVICES",
+    "CUDA_LAUNCH_BLOCKING",
+    "CUDNN_DETERMINISTIC",
+    "TORCH_CUDNN_V8_API_DISABLED",
+    "PYTORCH_CUDA_ALLOC_CONF",
+    "WORLD_SIZE",
+    "RANK",
+    "LOCAL_RANK",
 )
 #: Everything the environment fingerprint records.
 RECORDED_ENV = NUMERICS_ENV + PLACEMENT_ENV
@@ -276,13 +346,19 @@ def validate(rc: ReproConfig) -> ReproConfig:
         raise ConfigValueError("repro.seed", rc.seed, f"an int in [0, {SEED_MAX}] or null")
     limit = max_parallelism()
     if not 0 <= rc.num_workers <= limit:
-        raise ConfigValueError("repro.num_workers", rc.num_workers,
-                               f"an int in [0, {limit}] (4 per CPU of this machine, at least 8)")
+        raise ConfigValueError(
+            "repro.num_workers",
+            rc.num_workers,
+            f"an int in [0, {limit}] (4 per CPU of this machine, at least 8)",
+        )
     for key in ("threads", "interop_threads"):
         value = getattr(rc, key)
         if value is not None and not 1 <= value <= limit:
-            raise ConfigValueError(f"repro.{key}", value,
-                                   f"an int in [1, {limit}] (4 per CPU of this machine, at least 8) or null")
+            raise ConfigValueError(
+                f"repro.{key}",
+                value,
+                f"an int in [1, {limit}] (4 per CPU of this machine, at least 8) or null",
+            )
     if rc.cudnn_benchmark and rc.deterministic == Determinism.strict:
         raise ConfigValueError(
             "repro.cudnn_benchmark",
@@ -295,12 +371,22 @@ def validate(rc: ReproConfig) -> ReproConfig:
             "repro.pythonhashseed", rc.pythonhashseed, f"an int in [0, {SEED_MAX}] or null"
         )
     if rc.cpu_capability is not None and rc.cpu_capability.lower() not in CPU_CAPABILITIES:
-        raise ConfigValueError("repro.cpu_capability", rc.cpu_capability, f"null or one of {list(CPU_CAPABILITIES)}")
-    if rc.mkl_cbwr is not None and rc.mkl_cbwr.upper().removesuffix(",STRICT") not in MKL_CBWR_BRANCHES:
-        raise ConfigValueError("repro.mkl_cbwr", rc.mkl_cbwr,
-                               f"null or one of {list(MKL_CBWR_BRANCHES)}, optionally with ',STRICT'")
+        raise ConfigValueError(
+            "repro.cpu_capability", rc.cpu_capability, f"null or one of {list(CPU_CAPABILITIES)}"
+        )
+    if (
+        rc.mkl_cbwr is not None
+        and rc.mkl_cbwr.upper().removesuffix(",STRICT") not in MKL_CBWR_BRANCHES
+    ):
+        raise ConfigValueError(
+            "repro.mkl_cbwr",
+            rc.mkl_cbwr,
+            f"null or one of {list(MKL_CBWR_BRANCHES)}, optionally with ',STRICT'",
+        )
     if rc.onednn_max_cpu_isa is not None and rc.onednn_max_cpu_isa.upper() not in ONEDNN_ISAS:
-        raise ConfigValueError("repro.onednn_max_cpu_isa", rc.onednn_max_cpu_isa, f"null or one of {list(ONEDNN_ISAS)}")
+        raise ConfigValueError(
+            "repro.onednn_max_cpu_isa", rc.onednn_max_cpu_isa, f"null or one of {list(ONEDNN_ISAS)}"
+        )
     if rc.dist_backend not in ("auto", "gloo", "nccl"):
         raise ConfigValueError("repro.dist_backend", rc.dist_backend, "auto, gloo or nccl")
     if rc.cublas_workspace_config is not None and rc.cublas_workspace_config not in (

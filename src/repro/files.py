@@ -34,7 +34,9 @@ def atomic_write(path: str | Path, data: str | bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
             f.flush()
-            os.fchmod(f.fileno(), 0o666 & ~UMASK)  # mkstemp makes 0600: follow the umask as open() would
+            os.fchmod(
+                f.fileno(), 0o666 & ~UMASK
+            )  # mkstemp makes 0600: follow the umask as open() would
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:

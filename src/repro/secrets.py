@@ -15,8 +15,12 @@ REDACTED = "<redacted>"
 # Config keys are named by people ("key_dim" is no secret): match whole words at the end of the key.
 _SECRET_KEY = re.compile(
     r"(^|[_.-])(token|secret|password|passwd|pwd|api[_-]?key|access[_-]?key|secret[_-]?key|private[_-]?key|"
-    r"wandb[_-]?key|auth[_-]?key|license[_-]?key|credentials?|auth[_-]?token|bearer)s?$", re.I)
-_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)(?P<password>[^@/\s]+)(?P<tail>@)")
+    r"wandb[_-]?key|auth[_-]?key|license[_-]?key|credentials?|auth[_-]?token|bearer)s?$",
+    re.I,
+)
+_URL_PASSWORD = re.compile(
+    r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)(?P<password>[^@/\s]+)(?P<tail>@)"
+)
 
 
 def is_secret_key(name: str) -> bool:
@@ -32,8 +36,12 @@ def redact_text(value: str) -> str:
 def redact_tree(tree: Any) -> Any:
     """A copy of a plain config tree with secret values hidden (by key name, and URL passwords anywhere)."""
     if isinstance(tree, dict):
-        return {k: REDACTED if is_secret_key(str(k)) and v is not None and not isinstance(v, dict | list)
-                else redact_tree(v) for k, v in tree.items()}
+        return {
+            k: REDACTED
+            if is_secret_key(str(k)) and v is not None and not isinstance(v, dict | list)
+            else redact_tree(v)
+            for k, v in tree.items()
+        }
     if isinstance(tree, list):
         return [redact_tree(v) for v in tree]
     if isinstance(tree, str):
@@ -56,8 +64,12 @@ def redact_args(args: list[str]) -> list[str]:
 
 def _redact_strings(tree: Any) -> Any:
     if isinstance(tree, dict):
-        return {k: REDACTED if is_secret_key(str(k)) and v is not None and not isinstance(v, dict | list)
-                else _redact_strings(v) for k, v in tree.items()}
+        return {
+            k: REDACTED
+            if is_secret_key(str(k)) and v is not None and not isinstance(v, dict | list)
+            else _redact_strings(v)
+            for k, v in tree.items()
+        }
     if isinstance(tree, list):
         return [_redact_strings(v) for v in tree]
     if isinstance(tree, str):

@@ -66,15 +66,29 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize(("args", "text"), [
-    (["-m", "repro.seed=[1,2"], "[1,2"),                        # a sweep that does not parse
-    (["-m", "repro.seed=0,1", "repro.num_workers=0,-1"], "repro.num_workers"),  # a bad value in any job
-    (["hydra.run.dir=/dev/null/x"], "is a file"),               # a run directory under a file
-    (["-m", "repro=default,portable"], "run them as separate sweeps"),  # pins fixed at process start differ
-])
+@pytest.mark.parametrize(
+    ("args", "text"),
+    [
+        (["-m", "repro.seed=[1,2"], "[1,2"),  # a sweep that does not parse
+        (
+            ["-m", "repro.seed=0,1", "repro.num_workers=0,-1"],
+            "repro.num_workers",
+        ),  # a bad value in any job
+        (["hydra.run.dir=/dev/null/x"], "is a file"),  # a run directory under a file
+        (
+            ["-m", "repro=default,portable"],
+            "run them as separate sweeps",
+        ),  # pins fixed at process start differ
+    ],
+)
 def test_bad_command_lines_give_one_line_errors(tmp_path, args, text):
-    proc = subprocess.run([sys.executable, "-m", "experiment.train", *args], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiment.train", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and text in proc.stderr
@@ -85,9 +99,24 @@ def test_replayed_config_with_a_bad_value_is_refused(tmp_path):
     """A hand-edited config.yaml replayed with --config-path is checked against the schema too."""
     (tmp_path / "cfg").mkdir()
     (tmp_path / "cfg" / "config.yaml").write_text(
-        "repro: {seed: 1}\ndata: {train_size: 64}\nmodel: {dropout: 0.1}\ntrain: {epochs: abc}\n")
-    proc = subprocess.run([sys.executable, "-m", "experiment.train", "--config-path", "cfg", "--config-name", "config",
-                           "hydra.run.dir=run"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        "repro: {seed: 1}\ndata: {train_size: 64}\nmodel: {dropout: 0.1}\ntrain: {epochs: abc}\n"
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiment.train",
+            "--config-path",
+            "cfg",
+            "--config-name",
+            "config",
+            "hydra.run.dir=run",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "train.epochs" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "run").exists()
 
@@ -138,15 +167,35 @@ def test_a_device_missing_at_runtime_leaves_nothing_behind(tmp_path):
 def test_config_dir_profiles_are_checked_and_pinned_too(tmp_path):
     """A profile from --config-dir goes through the same preflight: checks, one-line errors, pins."""
     (tmp_path / "mine" / "repro").mkdir(parents=True)
-    (tmp_path / "mine" / "repro" / "mine.yaml").write_text("defaults:\n  - schema\n  - _self_\nseed: 77\n")
-    base = [sys.executable, "-m", "experiment.train", "--config-dir", str(tmp_path / "mine"), "repro=mine"]
-    bad = subprocess.run([*base, "repro.seed=-3", "hydra.run.dir=bad"], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=120)
+    (tmp_path / "mine" / "repro" / "mine.yaml").write_text(
+        "defaults:\n  - schema\n  - _self_\nseed: 77\n"
+    )
+    base = [
+        sys.executable,
+        "-m",
+        "experiment.train",
+        "--config-dir",
+        str(tmp_path / "mine"),
+        "repro=mine",
+    ]
+    bad = subprocess.run(
+        [*base, "repro.seed=-3", "hydra.run.dir=bad"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error: repro.seed=-3")
     assert not (tmp_path / "bad").exists()
     env = clean_env()
-    good = subprocess.run([*base, "experiment=quick", "train.max_steps=2", "hydra.run.dir=good"], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=300)
+    good = subprocess.run(
+        [*base, "experiment=quick", "train.max_steps=2", "hydra.run.dir=good"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert good.returncode == 0, good.stderr
     manifest = json.loads((tmp_path / "good" / "run.json").read_text())
     assert manifest["seed"] == 77 and manifest["determinism"]["all_took_effect"] is True

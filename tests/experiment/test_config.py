@@ -66,5 +66,11 @@ def test_experiment_override_sets_several_groups():
     cfg = composed("experiment=quick")
     assert cfg.data.train_size == 256 and cfg.train.epochs == 2
     cfg = composed("experiment=regress")
-    assert cfg.data._target_ == "experiment.data.TabularData" and cfg.model._target_ == "experiment.model.MLP"
-    assert cfg.task._target_ == "experiment.tasks.Regression" and cfg.model.in_features == cfg.data.features
+    assert (
+        cfg.data._target_ == "experiment.data.TabularData"
+        and cfg.model._target_ == "experiment.model.MLP"
+    )
+    assert (
+        cfg.task._target_ == "experiment.tasks.Regression"
+        and cfg.model.in_features == cfg.data.features
+    )

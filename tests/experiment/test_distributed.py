@@ -15,13 +15,25 @@ RUN = [*QUICK, "train.epochs=3", "train.checkpoint_every=5"]
 
 def torchrun(run_dir, *overrides, nproc=2, check=True, env=None):
     env = {**clean_env(), **(env or {})}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "experiment.train", *overrides]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "experiment.train",
+        *overrides,
+    ]
     if not any(o.startswith("train.resume=") and o != "train.resume=auto" for o in overrides):
         cmd.append(f"hydra.run.dir={run_dir}")
-    proc = subprocess.run(cmd, cwd=run_dir.parent, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        cmd, cwd=run_dir.parent, env=env, capture_output=True, text=True, timeout=600
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"torchrun failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        raise AssertionError(
+            f"torchrun failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
     return Run(run_dir, proc)
 
 
@@ -41,10 +53,24 @@ def test_two_process_run_reproduces_itself(two_ranks, tmp_path):
 def test_one_run_directory_written_by_rank_zero_only(two_ranks):
     run_dir = two_ranks.dir
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        ".hydra", ".lock", "checkpoints", "config.yaml", "fingerprints.jsonl", "metrics.jsonl", "run.json", "train.log",
-        "weights.pt"]
-    assert sorted(p.name for p in (run_dir / ".hydra").iterdir()) == ["config.yaml", "hydra.yaml", "overrides.yaml"]
-    assert sorted(p.name for p in run_dir.parent.iterdir()) == ["run"]  # no stray outputs/ from other ranks
+        ".hydra",
+        ".lock",
+        "checkpoints",
+        "config.yaml",
+        "fingerprints.jsonl",
+        "metrics.jsonl",
+        "run.json",
+        "train.log",
+        "weights.pt",
+    ]
+    assert sorted(p.name for p in (run_dir / ".hydra").iterdir()) == [
+        "config.yaml",
+        "hydra.yaml",
+        "overrides.yaml",
+    ]
+    assert sorted(p.name for p in run_dir.parent.iterdir()) == [
+        "run"
+    ]  # no stray outputs/ from other ranks
     steps = [r["step"] for r in two_ranks.fingerprints()]
     assert steps == list(range(1, 25))  # one row per step, not one per rank
     assert two_ranks.proc.stdout.count("weights sha256:") == 1
@@ -65,15 +91,22 @@ def test_sigkill_then_resume_under_torchrun_gives_identical_bits(two_ranks, tmp_
     killed = torchrun(run_dir, *RUN, check=False, env={"REPRO_FAULT_KILL_AT_STEP": "7"})
     assert killed.proc.returncode != 0 and killed.manifest["status"] == "running"
     before = (run_dir / "run.json").read_bytes()
-    alone = subprocess.run([sys.executable, "-m", "experiment.train", f"train.resume={run_dir}"], cwd=tmp_path,
-                           capture_output=True, text=True, timeout=300)  # one process for a 2-rank run
+    alone = subprocess.run(
+        [sys.executable, "-m", "experiment.train", f"train.resume={run_dir}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # one process for a 2-rank run
     assert alone.returncode == 2 and "written by 2 rank(s)" in alone.stderr
     assert (run_dir / "run.json").read_bytes() == before  # refused before anything was written
     resumed = torchrun(run_dir, f"train.resume={run_dir}")
     assert resumed.weights == two_ranks.weights
     assert resumed.fingerprints() == two_ranks.fingerprints()
     assert [r["from_step"] for r in resumed.manifest["resumes"]] == [5]
-    assert resumed.manifest["resume_exact"] is True  # every rank checked the steps the dead job had recorded
+    assert (
+        resumed.manifest["resume_exact"] is True
+    )  # every rank checked the steps the dead job had recorded
 
 
 def test_the_regression_example_under_torchrun_reproduces_itself(tmp_path):
@@ -85,7 +118,9 @@ def test_the_regression_example_under_torchrun_reproduces_itself(tmp_path):
 
 def test_ranks_that_drift_apart_fail_the_run_naming_the_step(tmp_path):
     """perturb adds OS-entropy noise on each rank: different on each, so the replicas disagree."""
-    run = torchrun(tmp_path / "run", *RUN, check=False, env={"REPRO_FAULT_PERTURB": "classifier.weight@4"})
+    run = torchrun(
+        tmp_path / "run", *RUN, check=False, env={"REPRO_FAULT_PERTURB": "classifier.weight@4"}
+    )
     assert run.proc.returncode != 0
     assert run.manifest["status"] == "failed"
     assert "step 4: the params digest differs across ranks" in run.manifest["error"]
@@ -94,9 +129,25 @@ def test_ranks_that_drift_apart_fail_the_run_naming_the_step(tmp_path):
 
 def test_repro_verify_replays_a_torchrun_run_with_its_ranks(two_ranks, tmp_path):
     env = clean_env()
-    out = subprocess.run([sys.executable, "-m", "repro", "verify", str(two_ranks.dir), "--steps", "6", "--quiet",
-                          "--out", str(tmp_path / "replay")], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         timeout=600)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "repro",
+            "verify",
+            str(two_ranks.dir),
+            "--steps",
+            "6",
+            "--quiet",
+            "--out",
+            str(tmp_path / "replay"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.strip().splitlines()[-1] == "IDENTICAL"
     assert "environment (recorded vs replay): no differences" in out.stdout
@@ -106,5 +157,11 @@ def test_a_null_seed_is_drawn_once_and_shared_by_every_rank(tmp_path):
     """Each rank drawing its own seed would build different models: the per-step rank check would fail."""
     run = torchrun(tmp_path / "run", *QUICK, "train.max_steps=3", "repro.seed=null")
     m = run.manifest
-    assert m["status"] == "completed" and m["seed_source"] == "entropy" and isinstance(m["seed"], int)
-    assert [r["step"] for r in run.fingerprints()] == [1, 2, 3]  # every step passed the cross-rank check
+    assert (
+        m["status"] == "completed" and m["seed_source"] == "entropy" and isinstance(m["seed"], int)
+    )
+    assert [r["step"] for r in run.fingerprints()] == [
+        1,
+        2,
+        3,
+    ]  # every step passed the cross-rank check

@@ -51,7 +51,9 @@ def launch_cases() -> list[tuple[str, dict, tuple, list]]:
         ("PYTHONHASHSEED=1", {"PYTHONHASHSEED": "1"}, (), []),
         ("PYTHONHASHSEED=2", {"PYTHONHASHSEED": "2"}, (), []),
     ]
-    cases += [(f"ATEN_CPU_CAPABILITY={c}", {"ATEN_CPU_CAPABILITY": c}, (), []) for c in capabilities()]
+    cases += [
+        (f"ATEN_CPU_CAPABILITY={c}", {"ATEN_CPU_CAPABILITY": c}, (), []) for c in capabilities()
+    ]
     if shutil.which("taskset") and hasattr(os, "sched_getaffinity"):
         cpus = sorted(os.sched_getaffinity(0))
         cases.append(("affinity: one core", {}, ("taskset", "-c", str(cpus[0])), []))
@@ -63,8 +65,17 @@ def launch_cases() -> list[tuple[str, dict, tuple, list]]:
 def launch(run_dir, overrides, env=None, prefix=()):
     full = clean_env("OMP_", "ATEN_")
     full.update(env or {})
-    cmd = [*prefix, sys.executable, "-m", "experiment.train", f"hydra.run.dir={run_dir}", *overrides]
-    proc = subprocess.run(cmd, cwd=run_dir.parent, env=full, capture_output=True, text=True, timeout=600)
+    cmd = [
+        *prefix,
+        sys.executable,
+        "-m",
+        "experiment.train",
+        f"hydra.run.dir={run_dir}",
+        *overrides,
+    ]
+    proc = subprocess.run(
+        cmd, cwd=run_dir.parent, env=full, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr
     from conftest import Run
 
@@ -76,8 +87,12 @@ def portable_reference(tmp_path_factory):
     return run_main(tmp_path_factory.mktemp("portable") / "ref", *SHORT, "repro=portable")
 
 
-@pytest.mark.parametrize(("name", "env", "prefix", "extra"), launch_cases(), ids=[c[0] for c in launch_cases()])
-def test_portable_gives_the_same_bits_however_it_is_launched(tmp_path, portable_reference, name, env, prefix, extra):
+@pytest.mark.parametrize(
+    ("name", "env", "prefix", "extra"), launch_cases(), ids=[c[0] for c in launch_cases()]
+)
+def test_portable_gives_the_same_bits_however_it_is_launched(
+    tmp_path, portable_reference, name, env, prefix, extra
+):
     run = launch(tmp_path / "run", [*SHORT, "repro=portable", *extra], env, prefix)
     assert run.weights == portable_reference.weights, name
     assert run.fingerprints() == portable_reference.fingerprints(), name
@@ -85,8 +100,14 @@ def test_portable_gives_the_same_bits_however_it_is_launched(tmp_path, portable_
 
 def test_portable_records_every_pin_as_in_effect(portable_reference):
     settings = portable_reference.manifest["determinism"]["settings"]
-    expected = {"env.ATEN_CPU_CAPABILITY": "avx2", "env.MKL_CBWR": "COMPATIBLE", "env.ONEDNN_MAX_CPU_ISA": "AVX2",
-                "env.PYTHONHASHSEED": "0", "torch.num_threads": 1, "torch.num_interop_threads": 1}
+    expected = {
+        "env.ATEN_CPU_CAPABILITY": "avx2",
+        "env.MKL_CBWR": "COMPATIBLE",
+        "env.ONEDNN_MAX_CPU_ISA": "AVX2",
+        "env.PYTHONHASHSEED": "0",
+        "torch.num_threads": 1,
+        "torch.num_interop_threads": 1,
+    }
     for key, value in expected.items():
         assert settings[key]["applied"] == value and settings[key]["took_effect"], key
     assert portable_reference.manifest["environment"]["cpu"]["aten_capability"] == "AVX2"
@@ -110,9 +131,21 @@ def test_a_capability_the_cpu_lacks_is_refused(tmp_path):
     if "sve" in cpu_flags():
         pytest.skip("this CPU has SVE")
     run_dir = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "experiment.train", f"hydra.run.dir={run_dir}", *SHORT,
-                           "repro=portable", "repro.cpu_capability=sve256"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiment.train",
+            f"hydra.run.dir={run_dir}",
+            *SHORT,
+            "repro=portable",
+            "repro.cpu_capability=sve256",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith("error: env.ATEN_CPU_CAPABILITY='sve256' did not take effect")
@@ -132,8 +165,14 @@ def test_a_pin_set_after_kernels_ran_is_refused():
             print("error", e)
     """)
     env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
     if "avx" not in cpu_flags() and out.startswith("no error"):
         pytest.skip("this CPU runs the default kernels anyway")
-    assert out.startswith("error") and "ATEN_CPU_CAPABILITY" in out and "a CPU kernel ran before it was set" in out
+    assert (
+        out.startswith("error")
+        and "ATEN_CPU_CAPABILITY" in out
+        and "a CPU kernel ran before it was set" in out
+    )
     assert "`" in out  # says how to launch so the pin is in place from the start

@@ -28,7 +28,9 @@ def same_bits(a, b):
 
 def test_its_own_metrics_reach_the_record(reference):
     result = reference.manifest["result"]
-    assert {"val_mse", "val_r2", "train_loss", "train_mae"} <= set(result) and "val_acc" not in result
+    assert {"val_mse", "val_r2", "train_loss", "train_mae"} <= set(
+        result
+    ) and "val_acc" not in result
     assert 0.5 < result["val_r2"] <= 1.0  # it learns the table
     assert "val_r2" in reference.proc.stdout
 
@@ -48,21 +50,56 @@ def test_sigkill_then_resume_is_exact(reference, tmp_path):
 
 
 def test_verify_says_identical(reference, tmp_path):
-    out = subprocess.run([sys.executable, "-m", "repro", "verify", str(reference.dir), "--quiet", "--out",
-                          str(tmp_path / "replay")], cwd=tmp_path, env=clean_env(), capture_output=True, text=True,
-                         timeout=600)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "repro",
+            "verify",
+            str(reference.dir),
+            "--quiet",
+            "--out",
+            str(tmp_path / "replay"),
+        ],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.strip().splitlines()[-1] == "IDENTICAL"
 
 
 def test_a_seed_sweep_and_its_report(tmp_path):
     sweep = tmp_path / "sweep"
-    proc = subprocess.run([sys.executable, "-m", "experiment.train", "-m", "experiment=regress", "train.max_steps=6",
-                           "data.train_size=256", "repro.seed=0,1", f"hydra.sweep.dir={sweep}"], cwd=tmp_path,
-                          env=clean_env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiment.train",
+            "-m",
+            "experiment=regress",
+            "train.max_steps=6",
+            "data.train_size=256",
+            "repro.seed=0,1",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
-    out = subprocess.run([sys.executable, "-m", "repro", "report", str(sweep), "--json", "--no-plot"], cwd=tmp_path,
-                         env=clean_env(), capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "repro", "report", str(sweep), "--json", "--no-plot"],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert len(data["jobs"]) == 2

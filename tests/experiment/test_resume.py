@@ -46,16 +46,28 @@ def resume(run_dir, *extra, args=None, env=None):
     from conftest import Run
 
     env = {**clean_env(), **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "experiment.train", f"train.resume={run_dir}", *extra],
-                          cwd=run_dir.parent, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiment.train", f"train.resume={run_dir}", *extra],
+        cwd=run_dir.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     return Run(run_dir, proc)
 
 
-@pytest.mark.parametrize(("kill_at", "workers"), [
-    (7, ["repro.num_workers=0"]),                                   # mid-epoch
-    (8, ["repro.num_workers=2"]),                                   # last step of an epoch, before its checkpoint
-    (11, ["repro.num_workers=2", "repro.persistent_workers=true"]),  # mid-epoch, persistent workers
-])
+@pytest.mark.parametrize(
+    ("kill_at", "workers"),
+    [
+        (7, ["repro.num_workers=0"]),  # mid-epoch
+        (8, ["repro.num_workers=2"]),  # last step of an epoch, before its checkpoint
+        (
+            11,
+            ["repro.num_workers=2", "repro.persistent_workers=true"],
+        ),  # mid-epoch, persistent workers
+    ],
+)
 def test_sigkill_then_resume_gives_identical_bits(tmp_path, reference, kill_at, workers):
     run_dir = tmp_path / "run"
     killed(run_dir, kill_at, *workers)
@@ -63,10 +75,17 @@ def test_sigkill_then_resume_gives_identical_bits(tmp_path, reference, kill_at, 
     run = resume(run_dir, *workers)
     assert run.proc.returncode == 0, run.proc.stderr
     assert_same_bits(run, reference)
-    assert run.manifest["resume_exact"] is True and run.manifest["resumes"][-1]["self_check"]["exact"]
-    assert {p.name: p.read_bytes() for p in (run_dir / ".hydra").iterdir() if p.is_file()} == hydra_files
+    assert (
+        run.manifest["resume_exact"] is True and run.manifest["resumes"][-1]["self_check"]["exact"]
+    )
+    assert {
+        p.name: p.read_bytes() for p in (run_dir / ".hydra").iterdir() if p.is_file()
+    } == hydra_files
     (entry,) = run.manifest["resumes"]
-    assert entry["from_step"] == max(s for s in (5, 10, 15, 20, 8, 16, 24) if s < kill_at) and entry["at"]
+    assert (
+        entry["from_step"] == max(s for s in (5, 10, 15, 20, 8, 16, 24) if s < kill_at)
+        and entry["at"]
+    )
 
 
 def test_killed_twice_and_resumed_with_other_workers(tmp_path, reference):
@@ -83,7 +102,9 @@ def test_killed_twice_and_resumed_with_other_workers(tmp_path, reference):
 def test_auto_starts_fresh_then_resumes(tmp_path, reference):
     run_dir = tmp_path / "run"
     killed(run_dir, 3, "train.resume=auto")  # dies before its first checkpoint
-    killed(run_dir, 12, "train.resume=auto")  # the same command line: starts fresh, old attempt moved aside
+    killed(
+        run_dir, 12, "train.resume=auto"
+    )  # the same command line: starts fresh, old attempt moved aside
     assert len(list((run_dir / ".abandoned").iterdir())) == 1
     run = run_main(run_dir, *RUN, "train.resume=auto")  # and again: resumes from step 10
     assert_same_bits(run, reference)
@@ -114,12 +135,17 @@ def test_overrides_that_change_the_result_are_refused(tmp_path):
         run = resume(run_dir, override)
         assert run.proc.returncode == 2
         line = run.proc.stderr.strip()
-        assert line.startswith("error: ") and "would change the result" in line and len(line.splitlines()) == 1
+        assert (
+            line.startswith("error: ")
+            and "would change the result" in line
+            and len(line.splitlines()) == 1
+        )
     assert (run_dir / "run.json").read_bytes() == before
 
 
-@pytest.mark.parametrize(("target", "message"), [("missing", "no such directory"),
-                                                 ("empty", "not a run directory")])
+@pytest.mark.parametrize(
+    ("target", "message"), [("missing", "no such directory"), ("empty", "not a run directory")]
+)
 def test_resume_of_something_that_is_not_a_run(tmp_path, target, message):
     path = tmp_path / target
     if target == "empty":

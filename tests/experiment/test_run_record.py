@@ -85,17 +85,31 @@ def test_multirun_gives_independent_complete_records(tmp_path):
     assert manifests[0]["weights_sha256"] != manifests[1]["weights_sha256"]
 
 
-@pytest.mark.parametrize(("signum", "exit_code", "reason"), [
-    (signal.SIGINT, 130, "KeyboardInterrupt"),  # Ctrl-C
-    (signal.SIGTERM, 143, "SIGTERM"),         # a scheduler preempting the job
-])
+@pytest.mark.parametrize(
+    ("signum", "exit_code", "reason"),
+    [
+        (signal.SIGINT, 130, "KeyboardInterrupt"),  # Ctrl-C
+        (signal.SIGTERM, 143, "SIGTERM"),  # a scheduler preempting the job
+    ],
+)
 def test_interrupted_run_is_recorded_as_failed(tmp_path, signum, exit_code, reason):
     """Mid-training: run.json says failed, with the reason, and no weights hash; never 'running' forever."""
     run_dir = tmp_path / "r"
     env = clean_env()
-    proc = subprocess.Popen([sys.executable, "-m", "experiment.train", f"hydra.run.dir={run_dir}", *QUICK,
-                             "train.epochs=200"], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "experiment.train",
+            f"hydra.run.dir={run_dir}",
+            *QUICK,
+            "train.epochs=200",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     fp = run_dir / "fingerprints.jsonl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (fp.exists() and fp.read_text().count("\n") >= 3):
@@ -109,8 +123,13 @@ def test_interrupted_run_is_recorded_as_failed(tmp_path, signum, exit_code, reas
 
 
 def test_secrets_never_reach_config_yaml_or_run_json(run_train):
-    run = run_train("r", *QUICK, "train.max_steps=2", "+logger.api_key=${oc.env:MY_API_TOKEN}",
-                    env={"MY_API_TOKEN": "s3cr3t-value"})
+    run = run_train(
+        "r",
+        *QUICK,
+        "train.max_steps=2",
+        "+logger.api_key=${oc.env:MY_API_TOKEN}",
+        env={"MY_API_TOKEN": "s3cr3t-value"},
+    )
     for name in ("config.yaml", "run.json"):
         assert "s3cr3t-value" not in (run.dir / name).read_text(), name
     assert "api_key: <redacted>" in (run.dir / "config.yaml").read_text()
@@ -126,24 +145,59 @@ def test_sweep_job_equals_the_same_run_alone(tmp_path):
     """Jobs of one -m sweep share a process: a pinned thread count must not leak into the next job."""
     sweep = tmp_path / "sweep"
     proc = subprocess.run(
-        [sys.executable, "-m", "experiment.train", "-m", "repro.threads=1,null", *QUICK, "train.max_steps=6",
-         f"hydra.sweep.dir={sweep}"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "experiment.train",
+            "-m",
+            "repro.threads=1,null",
+            *QUICK,
+            "train.max_steps=6",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     alone = run_main(tmp_path / "alone", *QUICK, "train.max_steps=6", "repro.threads=null")
     second = json.loads((sweep / "1" / "run.json").read_text())
     assert second["weights_sha256"] == alone.manifest["weights_sha256"]
-    assert second["determinism"]["settings"]["torch.num_threads"]["applied"] == \
-        alone.manifest["determinism"]["settings"]["torch.num_threads"]["applied"]
+    assert (
+        second["determinism"]["settings"]["torch.num_threads"]["applied"]
+        == alone.manifest["determinism"]["settings"]["torch.num_threads"]["applied"]
+    )
 
 
 def test_a_failing_sweep_job_is_recorded_and_the_others_still_run(tmp_path):
     sweep = tmp_path / "sweep"
     proc = subprocess.run(
-        [sys.executable, "-m", "experiment.train", "-m", *QUICK, "train.max_steps=2",
-         "train.device=cpu,cuda:7,cpu", f"hydra.sweep.dir={sweep}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "experiment.train",
+            "-m",
+            *QUICK,
+            "train.max_steps=2",
+            "train.device=cpu,cuda:7,cpu",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 1  # the sweep says something failed
     assert "Traceback" not in proc.stderr and "error: train.device='cuda:7'" in proc.stderr
-    statuses = [json.loads((sweep / str(i) / "run.json").read_text())["status"] if (sweep / str(i) / "run.json")
-                .exists() else None for i in range(3)]
-    assert statuses == ["completed", None, "completed"]  # refused before its record started: nothing written
+    statuses = [
+        json.loads((sweep / str(i) / "run.json").read_text())["status"]
+        if (sweep / str(i) / "run.json").exists()
+        else None
+        for i in range(3)
+    ]
+    assert statuses == [
+        "completed",
+        None,
+        "completed",
+    ]  # refused before its record started: nothing written

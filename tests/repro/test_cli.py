@@ -21,8 +21,14 @@ def repro(*args, cwd, env=None):
     """The tools on fixture runs: replays run the fixture's entry module, named as a user would."""
     env = {**clean_env(), **(env or {})}
     entry = ["--entry", FIXTURE] if args and args[0] in ("verify", "diff") else []
-    return subprocess.run([sys.executable, "-m", "repro", *map(str, args), *entry], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "repro", *map(str, args), *entry],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -45,15 +51,37 @@ def test_verify_of_a_normal_run_is_identical(runs, tmp_path):
 def test_verify_json_and_steps(runs, tmp_path):
     clean, _ = runs
     before = {p.name: p.stat().st_mtime_ns for p in clean.dir.iterdir()}
-    out = repro("verify", clean.dir, "--steps", "4", "--json", "--out", tmp_path / "r", "--quiet", cwd=tmp_path)
+    out = repro(
+        "verify",
+        clean.dir,
+        "--steps",
+        "4",
+        "--json",
+        "--out",
+        tmp_path / "r",
+        "--quiet",
+        cwd=tmp_path,
+    )
     data = json.loads(out.stdout)
     assert out.returncode == 0 and data["verdict"] == "IDENTICAL" and data["steps_compared"] == 4
-    assert {p.name: p.stat().st_mtime_ns for p in clean.dir.iterdir()} == before  # the original is untouched
+    assert {
+        p.name: p.stat().st_mtime_ns for p in clean.dir.iterdir()
+    } == before  # the original is untouched
 
 
 def test_verify_spot_checks_segments_from_checkpoints(runs, tmp_path):
     clean, _ = runs
-    out = repro("verify", clean.dir, "--spot", "2", "--json", "--out", tmp_path / "spot", "--quiet", cwd=tmp_path)
+    out = repro(
+        "verify",
+        clean.dir,
+        "--spot",
+        "2",
+        "--json",
+        "--out",
+        tmp_path / "spot",
+        "--quiet",
+        cwd=tmp_path,
+    )
     data = json.loads(out.stdout)
     assert out.returncode == 0, out.stderr
     assert data["verdict"] == "IDENTICAL" and len(data["segments"]) == 2
@@ -71,7 +99,10 @@ def test_diff_names_the_perturbed_parameter_and_no_earlier_tensor(runs, tmp_path
     clean, noisy = runs
     # The configs are the same (the fault came from the environment). Without the fault, both re-runs agree:
     plain = repro("diff", clean.dir, noisy.dir, "--quiet", cwd=tmp_path)
-    assert plain.returncode == 1 and "every captured tensor is identical when both re-run here" in plain.stdout
+    assert (
+        plain.returncode == 1
+        and "every captured tensor is identical when both re-run here" in plain.stdout
+    )
     # With it set for the tool (a nondeterministic kernel in this environment), the re-runs localise it.
     out = repro("diff", clean.dir, noisy.dir, "--json", "--quiet", cwd=tmp_path, env=PERTURB)
     assert out.returncode == 1, out.stderr
@@ -79,7 +110,10 @@ def test_diff_names_the_perturbed_parameter_and_no_earlier_tensor(runs, tmp_path
     assert data["config_diff"] == []  # the fault came from the environment, not the config
     assert data["divergence"]["step"] == 12 and data["divergence"]["quantity"] == "params"
     loc = data["localisation"]
-    assert loc["replayed_from"] == {"a": "checkpoint step-000000010.ckpt", "b": "checkpoint step-000000010.ckpt"}
+    assert loc["replayed_from"] == {
+        "a": "checkpoint step-000000010.ckpt",
+        "b": "checkpoint step-000000010.ckpt",
+    }
     assert loc["first"]["phase"] == "update" and loc["first"]["name"] == "3.weight"
     assert loc["differing"] == ["update:3.weight"]  # nothing before it, nothing else
     assert 0 < loc["first"]["max_abs"] < 0.1
@@ -106,8 +140,12 @@ def crafted(src, dest, *, config=None, environment=None, manifest=None):
 
 def test_config_and_environment_diffs_on_crafted_runs(runs, tmp_path):
     clean, _ = runs
-    other = crafted(clean, tmp_path / "other", config={"lr: 0.2": "lr: 0.3"},
-                    environment={"torch.version": "9.9.9", "cpu.aten_capability": "CRAFTED"})
+    other = crafted(
+        clean,
+        tmp_path / "other",
+        config={"lr: 0.2": "lr: 0.3"},
+        environment={"torch.version": "9.9.9", "cpu.aten_capability": "CRAFTED"},
+    )
     out = repro("diff", clean.dir, other, "--no-localise", "--json", cwd=tmp_path)
     data = json.loads(out.stdout)
     assert out.returncode == 1
@@ -131,7 +169,9 @@ def test_bad_arguments_give_one_line_errors_and_write_nothing(runs, tmp_path, ca
     if case == "not_a_run":
         target.mkdir()
     elif case in ("running", "failed"):
-        crafted(clean, target, manifest={"status": case, "error": "boom" if case == "failed" else None})
+        crafted(
+            clean, target, manifest={"status": case, "error": "boom" if case == "failed" else None}
+        )
     elif case == "other_experiment":
         crafted(clean, target, manifest={"entry": {"module": "someone_else.train"}})
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))

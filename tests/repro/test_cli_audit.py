@@ -13,8 +13,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def repro(*args):
-    return subprocess.run([sys.executable, "-m", "repro", *args, "--entry", FIXTURE], cwd=REPO, capture_output=True,
-                          text=True, timeout=300, env=clean_env())
+    return subprocess.run(
+        [sys.executable, "-m", "repro", *args, "--entry", FIXTURE],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=clean_env(),
+    )
 
 
 def test_audit_of_the_fixture_on_cpu_says_what_it_cannot_know():
@@ -28,4 +34,7 @@ def test_audit_of_the_fixture_on_cpu_says_what_it_cannot_know():
 def test_audit_with_a_bad_override_is_a_one_line_error():
     out = repro("audit", "train.batch_size=abc")
     assert out.returncode == 2
-    assert out.stderr.strip().startswith("error: train.batch_size=abc") and "Traceback" not in out.stderr
+    assert (
+        out.stderr.strip().startswith("error: train.batch_size=abc")
+        and "Traceback" not in out.stderr
+    )

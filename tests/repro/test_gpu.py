@@ -29,8 +29,15 @@ def test_cuda_rng_is_seeded():
         setup_reproducibility(ReproConfig(seed=int(sys.argv[1]), pythonhashseed=None))
         print(torch.rand(3, device="cuda").tolist())
     """)
-    draw = lambda seed: subprocess.run([sys.executable, "-c", code, str(seed)], capture_output=True,  # noqa: E731
-                                       text=True, check=True).stdout
+
+    def draw(seed):
+        return subprocess.run(
+            [sys.executable, "-c", code, str(seed)],
+            capture_output=True,  # noqa: E731
+            text=True,
+            check=True,
+        ).stdout
+
     assert draw(5) == draw(5) != draw(6)
 
 
@@ -46,5 +53,7 @@ def test_cublas_workspace_set_after_cuda_started_is_caught():
             print("error", e)
     """)
     env = {k: v for k, v in os.environ.items() if k != "CUBLAS_WORKSPACE_CONFIG"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
     assert out.startswith("error") and "CUBLAS_WORKSPACE_CONFIG" in out

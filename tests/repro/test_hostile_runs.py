@@ -21,12 +21,18 @@ def all_bytes(folder) -> bytes:
 
 
 def test_a_secret_given_in_any_form_is_in_no_file_of_the_run(tmp_path):
-    run = run_fixture(tmp_path / "run", "train.max_steps=3", "service.api_key=sk-SECRET-123",
-                      "service.url=postgres://user:pw-SECRET-456@db/x")
+    run = run_fixture(
+        tmp_path / "run",
+        "train.max_steps=3",
+        "service.api_key=sk-SECRET-123",
+        "service.url=postgres://user:pw-SECRET-456@db/x",
+    )
     data = all_bytes(run.dir)
     assert b"SECRET-123" not in data and b"pw-SECRET-456" not in data
     overrides = (run.dir / ".hydra" / "overrides.yaml").read_text()
-    assert "service.api_key=<redacted>" in overrides and "postgres://user:<redacted>@db/x" in overrides
+    assert (
+        "service.api_key=<redacted>" in overrides and "postgres://user:<redacted>@db/x" in overrides
+    )
 
 
 def test_a_path_with_non_ascii_characters_resumes(tmp_path):
@@ -34,14 +40,28 @@ def test_a_path_with_non_ascii_characters_resumes(tmp_path):
     reference = run_fixture(tmp_path / "ref")
     # Hydra's grammar takes such a path quoted; the kit must keep it quoted when it points Hydra at the run
     quoted = "'" + str(run_dir) + "'"
-    killed = subprocess.run([sys.executable, "-m", FIXTURE, f"hydra.run.dir={quoted}"], cwd=tmp_path,
-                            env={**clean_env(), **KILL}, capture_output=True, text=True, timeout=300)
+    killed = subprocess.run(
+        [sys.executable, "-m", FIXTURE, f"hydra.run.dir={quoted}"],
+        cwd=tmp_path,
+        env={**clean_env(), **KILL},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert killed.returncode == -9, killed.stderr
-    proc = subprocess.run([sys.executable, "-m", FIXTURE, f"train.resume={quoted}"], cwd=tmp_path,
-                          env=clean_env(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", FIXTURE, f"train.resume={quoted}"],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((run_dir / "run.json").read_text())
-    assert (run_dir / "weights.pt").read_bytes() == reference.weights and manifest["resume_exact"] is True
+    assert (run_dir / "weights.pt").read_bytes() == reference.weights and manifest[
+        "resume_exact"
+    ] is True
 
 
 def test_record_files_are_never_written_through_a_planted_link(tmp_path):
@@ -62,7 +82,10 @@ def test_record_files_are_never_written_through_a_planted_link(tmp_path):
 def test_stale_partial_files_are_removed_on_resume(tmp_path):
     run_dir = tmp_path / "run"
     run_fixture(run_dir, env=KILL, check=False)
-    stale = [run_dir / ".run.json.abc123.tmp", run_dir / "checkpoints" / ".step-000000010.ckpt.xyz.tmp"]
+    stale = [
+        run_dir / ".run.json.abc123.tmp",
+        run_dir / "checkpoints" / ".step-000000010.ckpt.xyz.tmp",
+    ]
     for path in stale:
         path.write_bytes(b"half a file")
     run_fixture(run_dir, "train.resume=auto")
@@ -78,4 +101,6 @@ def test_a_huge_junk_checkpoint_is_refused_without_reading_it(tmp_path):
         f.truncate(2 << 30)
     out = run_fixture(run_dir, "train.resume=auto")
     assert "skipping checkpoint step-000000006.ckpt" in out.proc.stdout + out.proc.stderr
-    assert [r["from_step"] for r in json.loads((run_dir / "run.json").read_text())["resumes"]] == [5]
+    assert [r["from_step"] for r in json.loads((run_dir / "run.json").read_text())["resumes"]] == [
+        5
+    ]

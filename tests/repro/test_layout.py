@@ -21,8 +21,14 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-MODULES = {".".join(p.relative_to(KIT.parent).with_suffix("").parts[:-1] if p.name == "__init__.py"
-                    else p.relative_to(KIT.parent).with_suffix("").parts) for p in KIT.rglob("*.py")}
+MODULES = {
+    ".".join(
+        p.relative_to(KIT.parent).with_suffix("").parts[:-1]
+        if p.name == "__init__.py"
+        else p.relative_to(KIT.parent).with_suffix("").parts
+    )
+    for p in KIT.rglob("*.py")
+}
 
 
 def module_level_imports(path: Path) -> set[str]:
@@ -38,7 +44,9 @@ def module_level_imports(path: Path) -> set[str]:
                 found.update(a.name for a in sub.names)
             elif isinstance(sub, ast.ImportFrom) and sub.module and sub.level == 0:
                 submodules = {f"{sub.module}.{a.name}" for a in sub.names} & MODULES
-                found.update(submodules)  # `from pkg import module` needs the module (and pkg, loading)
+                found.update(
+                    submodules
+                )  # `from pkg import module` needs the module (and pkg, loading)
                 if len(submodules) < len(sub.names):
                     found.add(sub.module)
     return found
@@ -46,8 +54,10 @@ def module_level_imports(path: Path) -> set[str]:
 
 def graph() -> dict[str, set[str]]:
     modules = {module_name(p): p for p in KIT.rglob("*.py")}
-    return {name: {m for m in module_level_imports(path) if m in modules and m != name}
-            for name, path in modules.items()}
+    return {
+        name: {m for m in module_level_imports(path) if m in modules and m != name}
+        for name, path in modules.items()
+    }
 
 
 def test_no_import_cycle_inside_the_kit():
@@ -60,7 +70,7 @@ def test_no_import_cycle_inside_the_kit():
             if nxt == "repro":  # the package's own __init__ only loads names lazily
                 continue
             if state.get(nxt) == 1:
-                cycle = trail[trail.index(nxt):] + [nxt] if nxt in trail else [node, nxt]
+                cycle = trail[trail.index(nxt) :] + [nxt] if nxt in trail else [node, nxt]
                 pytest.fail("import cycle: " + " -> ".join(cycle))
             if nxt not in state:
                 visit(nxt, [*trail, nxt])
@@ -81,7 +91,11 @@ def test_the_launch_phase_imports_no_torch_at_module_level():
         seen.add(m)
         todo.extend(g[m])
     files = {module_name(p): p for p in KIT.rglob("*.py")}
-    heavy = [m for m in seen if any(i == "torch" or i.startswith("torch.") for i in module_level_imports(files[m]))]
+    heavy = [
+        m
+        for m in seen
+        if any(i == "torch" or i.startswith("torch.") for i in module_level_imports(files[m]))
+    ]
     assert not heavy, f"the launch phase reaches torch through {heavy}"
 
 
@@ -93,19 +107,30 @@ runpy.run_module(sys.argv_module if False else {module!r}, run_name="__main__", 
 """
 
 
-@pytest.mark.parametrize("args", [["--help"], ["--cfg", "job"], ["repro.seed=-1"], ["train.resume=/nonexistent"]])
+@pytest.mark.parametrize(
+    "args", [["--help"], ["--cfg", "job"], ["repro.seed=-1"], ["train.resume=/nonexistent"]]
+)
 def test_help_cfg_and_refused_command_lines_import_no_torch(args, tmp_path):
     code = PROBE.format(module=FIXTURE)
-    out = subprocess.run([sys.executable, "-c", code, "-", *args], cwd=tmp_path, env=clean_env(),
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code, "-", *args],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.stdout.strip().splitlines()[-1] == "NO-TORCH", out.stdout[-500:] + out.stderr[-500:]
 
 
 def test_the_kit_never_imports_the_example():
     for path in [*KIT.rglob("*.py"), *(TESTS).rglob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            )
             assert not any(n == "experiment" or n.startswith("experiment.") for n in names), path
 
 
@@ -113,7 +138,12 @@ def test_the_top_level_holds_a_handful_of_modules():
     top = sorted(p.name for p in KIT.glob("*.py"))
     assert len(top) <= 9, top
     assert {p.name for p in KIT.iterdir() if p.is_dir() and (p / "__init__.py").exists()} >= {
-        "launch", "core", "run", "tools", "ops"}
+        "launch",
+        "core",
+        "run",
+        "tools",
+        "ops",
+    }
 
 
 def test_one_list_of_environment_variables():

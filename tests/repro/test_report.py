@@ -471,7 +471,9 @@ def sweep(tmp_path_factory):
         "repro.seed=3",
         *SHORT,
         cwd=root,
-        env={"REPRO_FAULT_PERTURB": "nope@3"},  # refused once the run has started: recorded as failed
+        env={
+            "REPRO_FAULT_PERTURB": "nope@3"
+        },  # refused once the run has started: recorded as failed
     )
     assert bad.returncode != 0
     return root / "sw"
@@ -487,7 +489,9 @@ def test_report_of_a_sweep_with_a_failed_job(sweep):
     failed = data["jobs"][3]
     assert failed["status"] == "failed" and "REPRO_FAULT_PERTURB" in failed["error"]
     group = data["jobs"][0]["group"]
-    assert len({j["group"] for j in data["jobs"]}) == 1  # the failed job shares the group, not its stats
+    assert (
+        len({j["group"] for j in data["jobs"]}) == 1
+    )  # the failed job shares the group, not its stats
     accs = [
         json.loads((sweep / str(i) / "run.json").read_text())["result"]["val_acc"] for i in range(3)
     ]
@@ -516,9 +520,7 @@ def test_joblib_sweep_runs_jobs_in_parallel_processes_with_the_same_bits(sweep, 
     runs = [json.loads((tmp_path / "par" / str(i) / "run.json").read_text()) for i in (0, 1)]
     assert all(r["status"] == "completed" for r in runs)
     assert runs[0]["process"]["pid"] != runs[1]["process"]["pid"]  # two worker processes
-    assert all(
-        r["entry"]["module"] == FIXTURE for r in runs
-    )  # replayable by `repro verify`
+    assert all(r["entry"]["module"] == FIXTURE for r in runs)  # replayable by `repro verify`
     for i, run in enumerate(runs):  # the same bits as the same seed run one after the other
         basic = json.loads((sweep / str(i) / "run.json").read_text())
         assert run["weights_sha256"] == basic["weights_sha256"]

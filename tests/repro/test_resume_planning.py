@@ -27,20 +27,30 @@ def test_changed_keys_lists_leaves():
 
 
 def test_overrides_that_change_the_result_are_refused():
-    base = OmegaConf.create({"repro": {"seed": 1, "num_workers": 0}, "train": {"lr": 0.1, "resume": None}})
+    base = OmegaConf.create(
+        {"repro": {"seed": 1, "num_workers": 0}, "train": {"lr": 0.1, "resume": None}}
+    )
     saved = OmegaConf.create(SAVED)
-    ok = OmegaConf.create({"repro": {"seed": 5, "num_workers": 4}, "train": {"lr": 0.1, "resume": "x"}})
+    ok = OmegaConf.create(
+        {"repro": {"seed": 5, "num_workers": 4}, "train": {"lr": 0.1, "resume": "x"}}
+    )
     check_overrides(base, ok, saved, SAFE)  # same seed as recorded, a safe key, the resume key
-    null_seed = OmegaConf.create({"repro": {"seed": None, "num_workers": 0}, "train": {"lr": 0.1, "resume": "x"}})
+    null_seed = OmegaConf.create(
+        {"repro": {"seed": None, "num_workers": 0}, "train": {"lr": 0.1, "resume": "x"}}
+    )
     check_overrides(base, null_seed, saved, SAFE)  # the recorded seed was drawn once: compatible
-    bad = OmegaConf.create({"repro": {"seed": 5, "num_workers": 0}, "train": {"lr": 0.3, "resume": "x"}})
+    bad = OmegaConf.create(
+        {"repro": {"seed": 5, "num_workers": 0}, "train": {"lr": 0.3, "resume": "x"}}
+    )
     with pytest.raises(ResumeConflictError, match=r"train.lr=0.3 would change .* train.lr=0.1"):
         check_overrides(base, bad, saved, SAFE)
 
 
 def test_merged_config_takes_only_safe_keys_from_the_command_line():
     saved = OmegaConf.create(SAVED)
-    current = OmegaConf.create({"repro": {"seed": 9, "num_workers": 3}, "train": {"lr": 9.0, "resume": "auto"}})
+    current = OmegaConf.create(
+        {"repro": {"seed": 9, "num_workers": 3}, "train": {"lr": 9.0, "resume": "auto"}}
+    )
     merged = merged_config(saved, current, SAFE)
     assert merged.repro.seed == 5 and merged.train.lr == 0.1
     assert merged.repro.num_workers == 3 and merged.train.resume == "auto"

@@ -31,7 +31,9 @@ def test_rerun_and_other_worker_counts_give_the_same_bits(reference, tmp_path):
     same_bits(reference, run_fixture(tmp_path / "again"))
     same_bits(reference, run_fixture(tmp_path / "workers", "repro.num_workers=2"))
     row = reference.metrics()[-1]
-    assert {"train_loss", "train_acc", "val_acc"} <= set(row)  # the user's metrics, nothing hard-wired
+    assert {"train_loss", "train_acc", "val_acc"} <= set(
+        row
+    )  # the user's metrics, nothing hard-wired
     assert reference.manifest["result"]["val_acc"] == row["val_acc"]
 
 
@@ -56,21 +58,30 @@ def test_a_resume_of_too_little_state_is_reported_not_exact(tmp_path):
     resumed = run_fixture(run_dir, "train.resume=auto")
     manifest = json.loads((run_dir / "run.json").read_text())
     check = manifest["resumes"][-1]["self_check"]
-    assert check["exact"] is False and check["step"] == 9 and check["quantity"] in ("params", "loss")
+    assert (
+        check["exact"] is False and check["step"] == 9 and check["quantity"] in ("params", "loss")
+    )
     assert manifest["resume_exact"] is False
     assert "RESUME IS NOT EXACT: at step 9" in resumed.proc.stdout + resumed.proc.stderr
 
 
 def test_fault_hooks_live_in_the_kit_not_in_the_project():
-    found = subprocess.run(["grep", "-rE", "kill_at_step|perturb", "conf", "src/experiment"], cwd=REPO,
-                           capture_output=True, text=True)
+    found = subprocess.run(
+        ["grep", "-rE", "kill_at_step|perturb", "conf", "src/experiment"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert found.returncode == 1, found.stdout  # grep: 1 means nothing found
 
 
 def test_a_bad_fault_variable_is_one_line(tmp_path):
     out = run_fixture(tmp_path / "run", env={"REPRO_FAULT_PERTURB": "nope@3"}, check=False)
     assert out.proc.returncode == 2 and "Traceback" not in out.proc.stderr
-    assert "REPRO_FAULT_PERTURB='nope' is not allowed: expected a parameter of the model" in out.proc.stderr
+    assert (
+        "REPRO_FAULT_PERTURB='nope' is not allowed: expected a parameter of the model"
+        in out.proc.stderr
+    )
 
 
 def test_a_locked_run_directory_is_refused_naming_the_holder(reference, tmp_path):
@@ -106,11 +117,19 @@ with start_run(sys.argv[1], overrides=sys.argv[3:], run_dir=sys.argv[2], registe
 def test_start_run_from_python_gives_the_cli_bits_and_records_what_cannot_hold(reference, tmp_path):
     conf = FIXTURE_PATH / "repro_fixture" / "conf"
     env = clean_env()  # no PYTHONHASHSEED: a running interpreter cannot take the pin
-    out = subprocess.run([sys.executable, "-c", NOTEBOOK, str(conf), str(tmp_path / "nb")], env=env, cwd=tmp_path,
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", NOTEBOOK, str(conf), str(tmp_path / "nb")],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     run_dir = tmp_path / "nb"
-    assert (run_dir / "weights.pt").read_bytes() == reference.weights  # this model's bits ignore hash order
+    assert (
+        run_dir / "weights.pt"
+    ).read_bytes() == reference.weights  # this model's bits ignore hash order
     manifest = json.loads((run_dir / "run.json").read_text())
     assert manifest["status"] == "completed" and manifest["launch"] == "in-process"
     pin = manifest["determinism"]["settings"]["env.PYTHONHASHSEED"]

@@ -61,7 +61,11 @@ def init(backend: str = "auto") -> DistInfo:
 
 
 def _device(info: DistInfo) -> torch.device:
-    return torch.device("cuda", torch.cuda.current_device()) if info.backend == "nccl" else torch.device("cpu")
+    return (
+        torch.device("cuda", torch.cuda.current_device())
+        if info.backend == "nccl"
+        else torch.device("cpu")
+    )
 
 
 def broadcast_int(value: int, info: DistInfo) -> int:
@@ -106,8 +110,10 @@ def check_same(step: int, name: str, hex_digest: str, info: DistInfo) -> None:
     values = [v[0] for v in gather_ints([value], info)]
     if len(set(values)) > 1:
         ranks = ", ".join(f"rank {r}: {v:016x}" for r, v in enumerate(values))
-        raise RankMismatchError(f"step {step}: the {name} digest differs across ranks ({ranks}); "
-                                "the replicas have drifted apart")
+        raise RankMismatchError(
+            f"step {step}: the {name} digest differs across ranks ({ranks}); "
+            "the replicas have drifted apart"
+        )
 
 
 def all_reduce_sum(values: list[float], info: DistInfo) -> list[float]:

@@ -44,7 +44,11 @@ class Repro:
     """
 
     def __init__(
-        self, config: ReproConfig, seed: int, seed_source: str, report: DeterminismReport,
+        self,
+        config: ReproConfig,
+        seed: int,
+        seed_source: str,
+        report: DeterminismReport,
         dist: DistInfo | None = None,
     ) -> None:
         self.config = config
@@ -87,7 +91,13 @@ class Repro:
         return {
             "seed": self.seed,
             "python": [version, list(mt), gauss],
-            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+            "numpy": [
+                name,
+                torch.from_numpy(keys.astype(np.int64)),
+                int(pos),
+                int(has_gauss),
+                float(cached),
+            ],
             "torch": g["torch"],
             "cuda": g.get("cuda", []),
             "streams": streams,
@@ -96,7 +106,9 @@ class Repro:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`. Streams are matched by name: create them before loading."""
         if state["seed"] != self.seed:
-            raise ValueError(f"RNG state of seed {state['seed']} cannot be loaded into a run with seed {self.seed}")
+            raise ValueError(
+                f"RNG state of seed {state['seed']} cannot be loaded into a run with seed {self.seed}"
+            )
         version, mt, gauss = state["python"]
         name, keys, pos, has_gauss, cached = state["numpy"]
         restored = {
@@ -211,7 +223,10 @@ def setup_reproducibility(cfg: Any, *, in_process: bool = False) -> Repro:
     rc = validate(to_repro_config(cfg))
     dist = distributed.init(rc.dist_backend)  # under torchrun: join the process group first
     if rc.seed is None:
-        seed, source = distributed.broadcast_int(secrets.randbits(32), dist), "entropy"  # rank 0's draw
+        seed, source = (
+            distributed.broadcast_int(secrets.randbits(32), dist),
+            "entropy",
+        )  # rank 0's draw
         _write_back_seed(cfg, seed)
     else:
         seed, source = rc.seed, "config"

@@ -48,7 +48,15 @@ from repro.launch.preflight import (
 from repro.run.layout import RUN_FILE
 from repro.run.resume import RunCompleted
 
-__all__ = ["LaunchError", "current_entry", "describe_compose_error", "entrypoint", "fail", "relaunch_if_needed", "PLAN_ENV"]
+__all__ = [
+    "LaunchError",
+    "current_entry",
+    "describe_compose_error",
+    "entrypoint",
+    "fail",
+    "relaunch_if_needed",
+    "PLAN_ENV",
+]
 
 #: Set in the environment of a re-executed process: the launch plan its parent checked (JSON), so the
 #: child neither checks nor composes again, and is re-executed at most once.
@@ -56,7 +64,15 @@ PLAN_ENV = "REPRO_LAUNCH_PLAN"
 #: How the entry point was launched, for jobs that launcher plugins run in worker processes.
 ENTRY_ENV = "REPRO_ENTRY"
 #: Storage errors a user can act on (disk full, read-only, no permission): one line, no traceback.
-_STORAGE_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.ENOTDIR, errno.ELOOP)
+_STORAGE_ERRORS = (
+    errno.ENOSPC,
+    errno.EROFS,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EDQUOT,
+    errno.ENOTDIR,
+    errno.ELOOP,
+)
 _SKIP_FLAGS = ("help", "hydra_help", "cfg", "info", "shell_completion", "experimental_rerun")
 
 #: The experiment: takes the run object (``repro.Run``), returns its result (a dict) or None.
@@ -69,7 +85,9 @@ _ENTRY: dict[str, Any] = {}
 def current_entry() -> dict[str, Any]:
     """How this process was launched: the entry module and the resume key (for the ``repro`` tools)."""
     entry = dict(_ENTRY)
-    if not entry and os.environ.get(ENTRY_ENV):  # a job that a launcher (joblib, submitit) started for us
+    if not entry and os.environ.get(
+        ENTRY_ENV
+    ):  # a job that a launcher (joblib, submitit) started for us
         try:
             entry = json.loads(os.environ[ENTRY_ENV])
         except ValueError:
@@ -170,21 +188,36 @@ def entrypoint(
                     raise CompactHydraException(f"error: {exc}") from None
                 fail(str(exc))
             except KeyboardInterrupt:
-                fail("interrupted; a started run is recorded as failed (resume it from its checkpoint)", code=130)
+                fail(
+                    "interrupted; a started run is recorded as failed (resume it from its checkpoint)",
+                    code=130,
+                )
             except RuntimeError as exc:
-                if int(os.environ.get("WORLD_SIZE", "1")) > 1 and type(exc).__name__ in (
-                        "DistBackendError", "DistNetworkError", "RuntimeError") and _looks_like_peer_loss(exc):
-                    fail(f"lost contact with another rank ({_one_line(str(exc))[:160]}); it probably failed: see "
-                         "its output. The run is recorded as failed; resume it from its checkpoint", code=1)
+                if (
+                    int(os.environ.get("WORLD_SIZE", "1")) > 1
+                    and type(exc).__name__
+                    in ("DistBackendError", "DistNetworkError", "RuntimeError")
+                    and _looks_like_peer_loss(exc)
+                ):
+                    fail(
+                        f"lost contact with another rank ({_one_line(str(exc))[:160]}); it probably failed: see "
+                        "its output. The run is recorded as failed; resume it from its checkpoint",
+                        code=1,
+                    )
                 raise
             except Terminated:
-                fail("terminated by SIGTERM; the run is recorded as failed (resume it from its checkpoint)", code=143)
+                fail(
+                    "terminated by SIGTERM; the run is recorded as failed (resume it from its checkpoint)",
+                    code=143,
+                )
             except OSError as exc:
                 if exc.errno not in _STORAGE_ERRORS:
                     raise
                 _remove_unused_run_dir(plan)
                 where = exc.filename or "the run directory"
-                fail(f"cannot write {where}: {exc.strerror} (the run is recorded as failed if it had started)")
+                fail(
+                    f"cannot write {where}: {exc.strerror} (the run is recorded as failed if it had started)"
+                )
 
         hydra_main = hydra.main(
             config_path=config_dir, config_name=config_name, version_base="1.3"
@@ -194,26 +227,49 @@ def entrypoint(
         def main() -> Any:
             register_configs()
             register_help_resolvers()  # for --help (conf/hydra/help/repro.yaml)
-            _ENTRY.update(module=getattr(getattr(sys.modules.get("__main__"), "__spec__", None), "name", None),
-                          config_name=config_name, resume_key=resume_key)
-            os.environ[ENTRY_ENV] = json.dumps(_ENTRY)  # for jobs a launcher plugin runs in other processes
+            _ENTRY.update(
+                module=getattr(
+                    getattr(sys.modules.get("__main__"), "__spec__", None), "name", None
+                ),
+                config_name=config_name,
+                resume_key=resume_key,
+            )
+            os.environ[ENTRY_ENV] = json.dumps(
+                _ENTRY
+            )  # for jobs a launcher plugin runs in other processes
             sys.argv = _absolute_config_path(sys.argv)
             args = _parse_args(sys.argv[1:])
             rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
             inherited = os.environ.pop(PLAN_ENV, None)
-            if inherited is not None:  # re-executed by our parent: the plan is checked, the argv complete
+            if (
+                inherited is not None
+            ):  # re-executed by our parent: the plan is checked, the argv complete
                 launch["plan"] = LaunchPlan.from_json(inherited)
             elif args is not None and not any(getattr(args, f, None) for f in _SKIP_FLAGS):
                 ranks_extra = _torchrun_overrides(args, rank, world, resume_key)
                 args.overrides = [*args.overrides, *ranks_extra]
-                cdir = config_dir if args.config_path is None else str(Path(args.config_path).resolve())
+                cdir = (
+                    config_dir
+                    if args.config_path is None
+                    else str(Path(args.config_path).resolve())
+                )
                 checked = list(args.overrides)
-                if args.config_dir:  # --config-dir adds a directory to the search path: compose with it too
+                if (
+                    args.config_dir
+                ):  # --config-dir adds a directory to the search path: compose with it too
                     checked.append(f"hydra.searchpath=[file://{Path(args.config_dir).resolve()}]")
                 try:
-                    plan = preflight(cdir, args.config_name or config_name, checked, multirun=args.multirun,
-                                     existing_run_ok=existing_run_ok, check=check, resume_key=resume_key,
-                                     resume_safe_keys=resume_safe_keys, is_main=rank == 0)
+                    plan = preflight(
+                        cdir,
+                        args.config_name or config_name,
+                        checked,
+                        multirun=args.multirun,
+                        existing_run_ok=existing_run_ok,
+                        check=check,
+                        resume_key=resume_key,
+                        resume_safe_keys=resume_safe_keys,
+                        is_main=rank == 0,
+                    )
                 except RunCompleted as exc:
                     print(str(exc), file=sys.stderr)
                     sys.exit(0)
@@ -229,8 +285,12 @@ def entrypoint(
             return hydra_main()
 
         # How this entry runs, for the repro tools (they read it from the installed project, never a record).
-        main.repro_entry = {"config_dir": config_dir, "config_name": config_name, "resume_key": resume_key,
-                            "resume_safe_keys": resume_safe_keys}
+        main.repro_entry = {
+            "config_dir": config_dir,
+            "config_name": config_name,
+            "resume_key": resume_key,
+            "resume_safe_keys": resume_safe_keys,
+        }
         return main
 
     return decorate
@@ -266,14 +326,22 @@ def _run_task(task: TaskFn, cfg: DictConfig, node: str, safe_keys: tuple[str, ..
 
         redact_yaml_files(run_dir / str(hc.output_subdir))  # Hydra wrote the overrides as given
     try:
-        run = open_run(cfg, run_dir, overrides=list(hc.overrides.task), node=node, safe_keys=safe_keys,
-                       entry=current_entry())
+        run = open_run(
+            cfg,
+            run_dir,
+            overrides=list(hc.overrides.task),
+            node=node,
+            safe_keys=safe_keys,
+            entry=current_entry(),
+        )
     except RunCompleted as done:  # a requeued sweep job that had already finished
         logging.getLogger("repro.run").info("%s", done)
         return json.loads((run_dir / RUN_FILE).read_text()).get("result") or {}
     try:
         result = task(run)
-    except BaseException as exc:  # KeyboardInterrupt and SIGTERM too: the record must say the run failed
+    except (
+        BaseException
+    ) as exc:  # KeyboardInterrupt and SIGTERM too: the record must say the run failed
         run.close(error=exc)
         raise
     return run.close(result=result)
@@ -281,8 +349,18 @@ def _run_task(task: TaskFn, cfg: DictConfig, node: str, safe_keys: tuple[str, ..
 
 def _looks_like_peer_loss(exc: BaseException) -> bool:
     text = str(exc).lower()
-    return any(w in text for w in ("connection reset", "connection closed", "broken pipe", "gloo", "nccl",
-                                   "peer", "timed out"))
+    return any(
+        w in text
+        for w in (
+            "connection reset",
+            "connection closed",
+            "broken pipe",
+            "gloo",
+            "nccl",
+            "peer",
+            "timed out",
+        )
+    )
 
 
 def _in_multirun() -> bool:
@@ -306,8 +384,10 @@ def _torchrun_overrides(args: Any, rank: int, world: int, resume_key: str | None
         return []  # named by the user, or the resumed run's own directory
     run_id = os.environ.get("TORCHELASTIC_RUN_ID", "")
     if run_id in ("", "none"):
-        fail("under torchrun without --standalone, name the run: hydra.run.dir=DIR (the same on every node), "
-             "or torchrun --rdzv-id=JOB_ID")
+        fail(
+            "under torchrun without --standalone, name the run: hydra.run.dir=DIR (the same on every node), "
+            "or torchrun --rdzv-id=JOB_ID"
+        )
     return [f"hydra.run.dir=outputs/torchrun/{run_id}"]
 
 
@@ -319,7 +399,9 @@ def _remove_unused_run_dir(plan: LaunchPlan) -> None:
         out = Path(HydraConfig.get().runtime.output_dir).resolve()
     except Exception:
         return
-    made_now = plan.run_dir is not None and Path(plan.run_dir) == out and plan.run_dir_existed is False
+    made_now = (
+        plan.run_dir is not None and Path(plan.run_dir) == out and plan.run_dir_existed is False
+    )
     if not made_now or not out.is_dir() or (out / RUN_FILE).exists():
         return
     if all(p.name in (".hydra", ".lock") or p.suffix == ".log" for p in out.iterdir()):

@@ -28,10 +28,17 @@ def default_run_dir(root: str | Path = "outputs") -> Path:
     return Path(root) / now.strftime("%Y-%m-%d") / now.strftime("%H-%M-%S-%f")
 
 
-def start_run(config_dir: str | Path, config_name: str = "config", overrides: Iterable[str] = (), *,
-              run_dir: str | Path | None = None, node: str = "train", safe_keys: Iterable[str] = (),
-              check: Callable[[DictConfig], None] | None = None,
-              register: Callable[[], None] | None = None) -> Run:
+def start_run(
+    config_dir: str | Path,
+    config_name: str = "config",
+    overrides: Iterable[str] = (),
+    *,
+    run_dir: str | Path | None = None,
+    node: str = "train",
+    safe_keys: Iterable[str] = (),
+    check: Callable[[DictConfig], None] | None = None,
+    register: Callable[[], None] | None = None,
+) -> Run:
     """A run from Python (a script or a notebook), without the command line and without the relaunch.
 
     Composes ``config_name`` from ``config_dir`` with ``overrides`` (Hydra's override syntax), checks it
@@ -66,11 +73,24 @@ def start_run(config_dir: str | Path, config_name: str = "config", overrides: It
         run_dir = Path(str(resume))
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
     if resume is None and (run_dir / RUN_FILE).exists():
-        raise RunDirectoryError(f"{run_dir} already holds a run (run.json exists) and is never overwritten; "
-                                "choose another run_dir")
+        raise RunDirectoryError(
+            f"{run_dir} already holds a run (run.json exists) and is never overwritten; "
+            "choose another run_dir"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     main = sys.modules.get("__main__")
-    entry = {"module": getattr(getattr(main, "__spec__", None), "name", None), "config_name": config_name,
-             "resume_key": f"{node}.resume", "launch": "in-process"}
-    return open_run(cfg, run_dir, overrides=overrides, node=node, safe_keys=safe_keys, in_process=True,
-                    entry=entry)
+    entry = {
+        "module": getattr(getattr(main, "__spec__", None), "name", None),
+        "config_name": config_name,
+        "resume_key": f"{node}.resume",
+        "launch": "in-process",
+    }
+    return open_run(
+        cfg,
+        run_dir,
+        overrides=overrides,
+        node=node,
+        safe_keys=safe_keys,
+        in_process=True,
+        entry=entry,
+    )

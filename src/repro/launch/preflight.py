@@ -60,7 +60,13 @@ class LaunchPlan:
     @classmethod
     def from_json(cls, text: str) -> LaunchPlan:
         data = json.loads(text)
-        return cls(**{k: data[k] for k in ("pins", "extra", "run_dir", "run_dir_existed", "resume") if k in data})
+        return cls(
+            **{
+                k: data[k]
+                for k in ("pins", "extra", "run_dir", "run_dir_existed", "resume")
+                if k in data
+            }
+        )
 
 
 class LaunchError(ReproError):
@@ -121,7 +127,9 @@ def _sweep_jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
             continue
         try:
             options.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()])
-        except Exception:  # a sweep a sweeper plugin samples (interval(...)): nothing to enumerate here
+        except (
+            Exception
+        ):  # a sweep a sweeper plugin samples (interval(...)): nothing to enumerate here
             options.append([])
     firsts = [opts[0] for opts in options if opts]
     jobs = [firsts]
@@ -169,10 +177,16 @@ def preflight(
                 check(cfg)
         except ReproError as exc:
             raise LaunchError(str(exc)) from None
-        except Exception as exc:  # a failing interpolation (${oc.env:NOPE}) and other OmegaConf errors
+        except (
+            Exception
+        ) as exc:  # a failing interpolation (${oc.env:NOPE}) and other OmegaConf errors
             raise LaunchError(describe_compose_error(exc)) from None
-        if pins is not None and pins != job_pins:  # a null pin means "as the process started": not the same
-            var = next(v for v in sorted(set(pins) | set(job_pins)) if pins.get(v) != job_pins.get(v))
+        if (
+            pins is not None and pins != job_pins
+        ):  # a null pin means "as the process started": not the same
+            var = next(
+                v for v in sorted(set(pins) | set(job_pins)) if pins.get(v) != job_pins.get(v)
+            )
             raise LaunchError(
                 f"the jobs of this sweep pin {var} differently ({pins.get(var) or 'unset'} and "
                 f"{job_pins.get(var) or 'unset'}); it is fixed when the process starts, so run them as "
@@ -183,12 +197,15 @@ def preflight(
         if resume_key is not None and OmegaConf.select(cfg, resume_key, default=None) is not None:
             if multirun:  # each job resumes in its own directory, decided when it runs
                 if str(OmegaConf.select(cfg, resume_key)) != "auto":
-                    raise LaunchError(f"{resume_key}=RUN_DIR resumes a single run; a -m sweep takes "
-                                      f"{resume_key}=auto (each job resumes its own directory)")
+                    raise LaunchError(
+                        f"{resume_key}=RUN_DIR resumes a single run; a -m sweep takes "
+                        f"{resume_key}=auto (each job resumes its own directory)"
+                    )
                 continue
             try:
-                extra, resumed_pins = _plan_resume(cfg, job, config_dir, config_name, resume_key,
-                                                   resume_safe_keys, is_main)
+                extra, resumed_pins = _plan_resume(
+                    cfg, job, config_dir, config_name, resume_key, resume_safe_keys, is_main
+                )
             except RunCompleted:
                 raise
             except ReproError as exc:
@@ -197,7 +214,9 @@ def preflight(
                 plan.extra, plan.resume = extra, "resume"
                 pins = resumed_pins if resumed_pins is not None else pins
             resuming = bool(extra)
-        if not multirun and not resuming and is_main:  # other ranks of a torchrun job share rank 0's directory
+        if (
+            not multirun and not resuming and is_main
+        ):  # other ranks of a torchrun job share rank 0's directory
             plan.run_dir, plan.run_dir_existed = _check_run_dir(cfg, existing_run_ok)
     if multirun:
         _check_sweep_dir(cfg)
@@ -208,7 +227,9 @@ def preflight(
 _BOOL_WORDS = ("true", "false")
 
 
-def _check_job_overrides(cfg: DictConfig, job: list[str], config_dir: str | Path, config_name: str) -> None:
+def _check_job_overrides(
+    cfg: DictConfig, job: list[str], config_dir: str | Path, config_name: str
+) -> None:
     """What composing accepts but a careful tool refuses: several options of one config group at once,
     a bool given as anything but true/false, and ``+key=value`` for a key the config does not have."""
     from repro.secrets import redact_override
@@ -221,8 +242,10 @@ def _check_job_overrides(cfg: DictConfig, job: list[str], config_dir: str | Path
         if group.startswith("hydra") or choice is None:
             continue
         if isinstance(choice, list) or str(choice).startswith("["):
-            raise LaunchError(f"{group}={choice}: selects several options of config group '{group}' at once "
-                              "(their values would be merged silently); choose one")
+            raise LaunchError(
+                f"{group}={choice}: selects several options of config group '{group}' at once "
+                "(their values would be merged silently); choose one"
+            )
     added: list[str] = []
     for override in job:
         key, sep, value = override.partition("=")
@@ -230,14 +253,18 @@ def _check_job_overrides(cfg: DictConfig, job: list[str], config_dir: str | Path
         if not sep or bare.startswith("hydra.") or bare.startswith("hydra/"):
             continue
         if value.strip().startswith("[") and _is_config_group(bare, config_dir):
-            raise LaunchError(f"{bare}={value}: selects several options of config group '{bare}' at once "
-                              "(their values would be merged silently); choose one")
+            raise LaunchError(
+                f"{bare}={value}: selects several options of config group '{bare}' at once "
+                "(their values would be merged silently); choose one"
+            )
         if key.startswith("+"):
             added.append(override)
             continue
         current = OmegaConf.select(cfg, bare, default=None, throw_on_resolution_failure=False)
         if isinstance(current, bool) and value.strip().lower() not in _BOOL_WORDS:
-            raise LaunchError(f"{redact_override(override)}: {bare} is a bool; expected true or false")
+            raise LaunchError(
+                f"{redact_override(override)}: {bare} is a bool; expected true or false"
+            )
     if added:
         _check_added_keys(cfg, job, added, config_dir, config_name)
 
@@ -245,11 +272,14 @@ def _check_job_overrides(cfg: DictConfig, job: list[str], config_dir: str | Path
 def _is_config_group(name: str, config_dir: str | Path) -> bool:
     from hydra.core.config_store import ConfigStore
 
-    return (Path(config_dir) / name).is_dir() or isinstance(ConfigStore.instance().repo.get(name), dict)
+    return (Path(config_dir) / name).is_dir() or isinstance(
+        ConfigStore.instance().repo.get(name), dict
+    )
 
 
-def _check_added_keys(cfg: DictConfig, job: list[str], added: list[str], config_dir: str | Path,
-                      config_name: str) -> None:
+def _check_added_keys(
+    cfg: DictConfig, job: list[str], added: list[str], config_dir: str | Path, config_name: str
+) -> None:
     """Refuse ``+key=value`` (or ``++``) for a key that the config without it does not have."""
     from hydra import compose, initialize_config_dir
 
@@ -263,18 +293,30 @@ def _check_added_keys(cfg: DictConfig, job: list[str], added: list[str], config_
         key = override_key(override)
         if key in groups:  # +group=option: a config group Hydra resolved, not a value
             continue
-        if OmegaConf.select(base, key, default="<absent>", throw_on_resolution_failure=False) == "<absent>":
+        if (
+            OmegaConf.select(base, key, default="<absent>", throw_on_resolution_failure=False)
+            == "<absent>"
+        ):
             parent, _, leaf = key.rpartition(".")
             node = OmegaConf.select(base, parent, default=None) if parent else base
             known = sorted(str(k) for k in node) if isinstance(node, DictConfig) else []
             where = f"'{parent}'" if parent else "the config"
-            raise LaunchError(f"{redact_override(override)}: unknown key ({where} has no key '{leaf}'"
-                              + (f"; its keys are {', '.join(known)}" if known else "")
-                              + "). Keys are never added on the command line; add it to the schema")
+            raise LaunchError(
+                f"{redact_override(override)}: unknown key ({where} has no key '{leaf}'"
+                + (f"; its keys are {', '.join(known)}" if known else "")
+                + "). Keys are never added on the command line; add it to the schema"
+            )
 
 
-def _plan_resume(cfg: DictConfig, job: list[str], config_dir: str | Path, config_name: str, resume_key: str,
-                 safe_keys: tuple[str, ...], is_main: bool = True) -> tuple[list[str], dict[str, str] | None]:
+def _plan_resume(
+    cfg: DictConfig,
+    job: list[str],
+    config_dir: str | Path,
+    config_name: str,
+    resume_key: str,
+    safe_keys: tuple[str, ...],
+    is_main: bool = True,
+) -> tuple[list[str], dict[str, str] | None]:
     """Check a resume request; return the overrides that point Hydra at the resumed run's directory and
     the resumed run's own environment pins.
 
@@ -285,17 +327,24 @@ def _plan_resume(cfg: DictConfig, job: list[str], config_dir: str | Path, config
     from repro.run.resume import AUTO, check_overrides, decide, next_resume_subdir
 
     value = str(OmegaConf.select(cfg, resume_key))
-    given_dir = next((split_override(o)[1] for o in job if override_key(o) == "hydra.run.dir"), None)
+    given_dir = next(
+        (split_override(o)[1] for o in job if override_key(o) == "hydra.run.dir"), None
+    )
     run_dir = Path(str(cfg.hydra.run.dir) if value == AUTO else value).resolve()
     if value != AUTO and given_dir is not None and Path(given_dir).resolve() != run_dir:
-        raise LaunchError(f"{resume_key}={value} and hydra.run.dir={given_dir} disagree; a resumed run "
-                          f"continues in its own directory (use {resume_key}=auto with hydra.run.dir to "
-                          "name it once)")
+        raise LaunchError(
+            f"{resume_key}={value} and hydra.run.dir={given_dir} disagree; a resumed run "
+            f"continues in its own directory (use {resume_key}=auto with hydra.run.dir to "
+            "name it once)"
+        )
     state = decide(value, run_dir, key=resume_key, is_main=is_main)
     if state is None:
         return [], None
-    extra = [] if value == AUTO or given_dir is not None else [
-        f"hydra.run.dir={quote_override_value(str(run_dir))}"]
+    extra = (
+        []
+        if value == AUTO or given_dir is not None
+        else [f"hydra.run.dir={quote_override_value(str(run_dir))}"]
+    )
     saved = OmegaConf.load(run_dir / CONFIG_FILE)
     keep = (resume_key, *safe_keys)
     base_job = [o for o in job if override_key(o).startswith("hydra.") or override_key(o) in keep]
@@ -304,7 +353,10 @@ def _plan_resume(cfg: DictConfig, job: list[str], config_dir: str | Path, config
     check_overrides(base, cfg, saved, keep)
     _check_world_size(state.checkpoints[-1], resume_key, value)
     pins = wanted_environment(validate(to_repro_config(saved.repro))) if "repro" in saved else None
-    return [*extra, f"hydra.output_subdir={next_resume_subdir(run_dir) if is_main else 'null'}"], pins
+    return [
+        *extra,
+        f"hydra.output_subdir={next_resume_subdir(run_dir) if is_main else 'null'}",
+    ], pins
 
 
 def _check_world_size(checkpoint: Path, resume_key: str, value: str) -> None:
@@ -317,9 +369,15 @@ def _check_world_size(checkpoint: Path, resume_key: str, value: str) -> None:
         return  # the task picks the newest intact checkpoint and reports on it
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if written != world:
-        how = f"torchrun --nproc_per_node={written} -m ..." if written > 1 else "one process (no torchrun)"
-        raise LaunchError(f"{resume_key}={value}: its checkpoints were written by {written} rank(s), this "
-                          f"launch has {world}; resume with {how}")
+        how = (
+            f"torchrun --nproc_per_node={written} -m ..."
+            if written > 1
+            else "one process (no torchrun)"
+        )
+        raise LaunchError(
+            f"{resume_key}={value}: its checkpoints were written by {written} rank(s), this "
+            f"launch has {world}; resume with {how}"
+        )
 
 
 def _check_path_is_usable(key: str, path: Path) -> None:
@@ -328,15 +386,19 @@ def _check_path_is_usable(key: str, path: Path) -> None:
             raise LaunchError(f"{key}={path}: {p} is a file, not a directory")
 
 
-def _check_run_dir(cfg: DictConfig, existing_run_ok: ExistingRunPolicy | None) -> tuple[str | None, bool | None]:
+def _check_run_dir(
+    cfg: DictConfig, existing_run_ok: ExistingRunPolicy | None
+) -> tuple[str | None, bool | None]:
     """Refuse an unusable run directory or one that holds a run; return it and whether it existed."""
     try:
         text = str(cfg.hydra.run.dir)
     except Exception:  # an interpolation only Hydra's runtime can resolve: it checks again later
         return None, None
     if not text.strip():
-        raise LaunchError("hydra.run.dir='' is not allowed: expected a directory for the run (an empty value "
-                          "would write the run into the current directory)")
+        raise LaunchError(
+            "hydra.run.dir='' is not allowed: expected a directory for the run (an empty value "
+            "would write the run into the current directory)"
+        )
     run_dir = Path(text)
     _check_path_is_usable("hydra.run.dir", run_dir)
     existed = run_dir.exists()

@@ -54,7 +54,9 @@ class AuditReport:
     raised: list[Finding] = field(default_factory=list)
     warned: list[Finding] = field(default_factory=list)
     cuda_risks: list[Finding] = field(default_factory=list)  # traced, raise under strict on CUDA
-    strict_only: list[Finding] = field(default_factory=list)  # traced, deterministic on CUDA only under strict
+    strict_only: list[Finding] = field(
+        default_factory=list
+    )  # traced, deterministic on CUDA only under strict
     error: str | None = None  # an unrelated failure of the step
 
     @property
@@ -68,7 +70,9 @@ class AuditReport:
     def format(self) -> str:
         lines = [f"repro.ops.audit on {self.device}: one forward and backward under strict mode"]
         if not self.checked_on_cuda:
-            lines.append(f"checked on {self.device.split(' ')[0].upper()}: this says nothing about CUDA")
+            lines.append(
+                f"checked on {self.device.split(' ')[0].upper()}: this says nothing about CUDA"
+            )
         if self.error:
             lines.append(f"the step failed for another reason: {self.error}")
         if self.raised:
@@ -171,7 +175,10 @@ def _parse(messages: list[str], how: str) -> list[Finding]:
             continue
         row = known.CUBLAS if name == "cuBLAS" else known.for_kernel(name)
         found[name] = Finding(
-            name, row.api if row else "(not in repro.ops' table)", row.replacement if row else None, how
+            name,
+            row.api if row else "(not in repro.ops' table)",
+            row.replacement if row else None,
+            how,
         )
     return list(found.values())
 
@@ -234,7 +241,11 @@ def audit(
                     except Exception as e:
                         report.error = f"{type(e).__name__}: {e}"
                 raised = {f.op for f in report.raised}
-                report.warned = [f for f in _parse([str(w.message) for w in caught], "warned") if f.op not in raised]
+                report.warned = [
+                    f
+                    for f in _parse([str(w.message) for w in caught], "warned")
+                    if f.op not in raised
+                ]
     finally:
         torch.use_deterministic_algorithms(was_on, warn_only=was_warn)
         _restore(model, grads, buffers)

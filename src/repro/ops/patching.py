@@ -61,7 +61,9 @@ _F_NAMES["adaptive_max_pool2d_with_indices"] = _with_indices(pooling.adaptive_ma
 
 _TORCH_NAMES = {
     "adaptive_avg_pool1d": pooling.adaptive_avg_pool1d,
-    "adaptive_max_pool1d": lambda input, output_size: pooling.adaptive_max_pool1d(input, output_size, True),
+    "adaptive_max_pool1d": lambda input, output_size: pooling.adaptive_max_pool1d(
+        input, output_size, True
+    ),
     "bincount": counting.bincount,
     "cumsum": scan.cumsum,
     "histc": counting.histc,

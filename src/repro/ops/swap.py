@@ -38,7 +38,10 @@ class SwapReport:
     left: list[Entry] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"swapped": [asdict(e) for e in self.swapped], "left": [asdict(e) for e in self.left]}
+        return {
+            "swapped": [asdict(e) for e in self.swapped],
+            "left": [asdict(e) for e in self.left],
+        }
 
     def format(self) -> str:
         lines = [f"make_deterministic: {len(self.swapped)} module(s) swapped"]
@@ -79,7 +82,11 @@ def make_deterministic(model: nn.Module) -> SwapReport:
             base = next((b for b in REPLACEMENTS if isinstance(module, b)), None)
             if base is not None:
                 report.left.append(
-                    Entry(path, _qualname(cls), f"a subclass of {_qualname(base)} with its own class; "
-                          "not swapped (use repro.ops functions in its forward, or patch())")
+                    Entry(
+                        path,
+                        _qualname(cls),
+                        f"a subclass of {_qualname(base)} with its own class; "
+                        "not swapped (use repro.ops functions in its forward, or patch())",
+                    )
                 )
     return report

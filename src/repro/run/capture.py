@@ -98,12 +98,14 @@ class StepCapture:
             if self._active():
                 for suffix, tensor in _tensors(output, ""):
                     self._add("forward", f"{name}{suffix}", tensor)
+
         return hook
 
     def _on_grad(self, name: str) -> Any:
         def hook(grad: torch.Tensor) -> None:
             if self._active():
                 self._add("backward", name, grad)
+
         return hook
 
     def step_recorded(self, step: int) -> None:

@@ -68,7 +68,9 @@ class Faults:
             return
         names = [n for n, _ in model.named_parameters()]
         if self.perturb_param not in names:
-            raise ConfigValueError(PERTURB_ENV, self.perturb_param, f"a parameter of the model: one of {names}")
+            raise ConfigValueError(
+                PERTURB_ENV, self.perturb_param, f"a parameter of the model: one of {names}"
+            )
 
     def after_update(self, step: int, model: Any) -> None:
         """Apply the perturbation of this step, if any (before the step is fingerprinted)."""
@@ -79,7 +81,9 @@ class Faults:
         with torch.no_grad():
             param = dict(model.named_parameters())[self.perturb_param]
             gen = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little") >> 1)
-            param.add_(torch.randn(param.shape, generator=gen).to(param.device) * self.perturb_scale)
+            param.add_(
+                torch.randn(param.shape, generator=gen).to(param.device) * self.perturb_scale
+            )
 
     def after_record(self, step: int) -> None:
         """Die here if asked to (the step's record rows are already flushed)."""

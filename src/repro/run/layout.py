@@ -70,10 +70,12 @@ def _read_header(f: Any, path: Path, size: int) -> tuple[dict[str, Any], int]:
     """The header of an open checkpoint and where its payload starts; reads at most 64 KiB."""
     head = f.read(_MAX_HEADER)
     if not head.startswith(MAGIC):
-        raise CheckpointError(f"{path} is not a checkpoint written by this kit (no {MAGIC.strip().decode()} header)")
+        raise CheckpointError(
+            f"{path} is not a checkpoint written by this kit (no {MAGIC.strip().decode()} header)"
+        )
     end = head.find(b"\n", len(MAGIC))
     try:
-        header = json.loads(head[len(MAGIC):end]) if end > 0 else None
+        header = json.loads(head[len(MAGIC) : end]) if end > 0 else None
     except (ValueError, UnicodeDecodeError):
         header = None
     if not isinstance(header, dict):
@@ -108,7 +110,9 @@ def _split(path: Path, *, payload: bool = True) -> tuple[dict[str, Any], bytes]:
     except OSError as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror}") from None
     if hashlib.sha256(data).hexdigest() != header.get("payload_sha256"):
-        raise CheckpointError(f"checkpoint {path} is corrupt: its payload does not match its sha256")
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt: its payload does not match its sha256"
+        )
     return header, data
 
 

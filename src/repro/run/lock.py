@@ -33,7 +33,9 @@ class RunLock:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
         except OSError as exc:
-            raise RunDirectoryError(f"cannot lock run directory {path.parent}: {exc.strerror}") from None
+            raise RunDirectoryError(
+                f"cannot lock run directory {path.parent}: {exc.strerror}"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

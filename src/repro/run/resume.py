@@ -72,7 +72,11 @@ def changed_keys(base: Any, full: Any) -> dict[str, Any]:
     """Leaf keys whose value differs between two configs (the ``hydra`` node ignored), with ``full``'s value."""
     b = flatten({k: v for k, v in _container(base).items() if k != "hydra"})
     f = flatten({k: v for k, v in _container(full).items() if k != "hydra"})
-    return {k: f.get(k, "<deleted>") for k in sorted(set(b) | set(f)) if b.get(k, "<absent>") != f.get(k, "<absent>")}
+    return {
+        k: f.get(k, "<deleted>")
+        for k in sorted(set(b) | set(f))
+        if b.get(k, "<absent>") != f.get(k, "<absent>")
+    }
 
 
 def check_overrides(base: Any, full: Any, saved: Any, safe_keys: Iterable[str]) -> None:
@@ -87,9 +91,13 @@ def check_overrides(base: Any, full: Any, saved: Any, safe_keys: Iterable[str]) 
         if key in safe or any(key.startswith(f"{s}.") for s in safe):
             continue
         recorded = saved_leaves.get(key, "<absent>")
-        if value == "<deleted>" and recorded == "<absent>":  # a group choice without this key, as recorded
+        if (
+            value == "<deleted>" and recorded == "<absent>"
+        ):  # a group choice without this key, as recorded
             continue
-        if value == recorded or (key.endswith("seed") and value is None and isinstance(recorded, int)):
+        if value == recorded or (
+            key.endswith("seed") and value is None and isinstance(recorded, int)
+        ):
             continue
         raise ResumeConflictError(
             f"{key}={value!r} would change the result of the run being resumed (it has {key}={recorded!r}); "
@@ -97,8 +105,13 @@ def check_overrides(base: Any, full: Any, saved: Any, safe_keys: Iterable[str]) 
         )
 
 
-def merged_config(saved: DictConfig, current: DictConfig, safe_keys: Iterable[str],
-                  given: set[str] | None = None, reset: Iterable[str] = ()) -> DictConfig:
+def merged_config(
+    saved: DictConfig,
+    current: DictConfig,
+    safe_keys: Iterable[str],
+    given: set[str] | None = None,
+    reset: Iterable[str] = (),
+) -> DictConfig:
     """The run's own config; a safe key changes only when this command line gives it.
 
     ``given`` holds the keys the command line overrides (None: take every safe key from
@@ -114,7 +127,9 @@ def merged_config(saved: DictConfig, current: DictConfig, safe_keys: Iterable[st
         value = OmegaConf.select(current, key, default=None)
         if OmegaConf.select(current, key, default="<absent>") == "<absent>":
             continue
-        OmegaConf.update(out, key, _container(value) if isinstance(value, DictConfig) else value, force_add=True)
+        OmegaConf.update(
+            out, key, _container(value) if isinstance(value, DictConfig) else value, force_add=True
+        )
     return out
 
 
@@ -134,8 +149,10 @@ def inspect_run_dir(run_dir: str | Path) -> RunDirectoryState:
     run_dir = Path(run_dir)
     for name in (RUN_FILE, CONFIG_FILE, METRICS_FILE, FINGERPRINTS_FILE, LOCK_FILE, CHECKPOINT_DIR):
         if (run_dir / name).is_symlink():
-            raise RunDirectoryError(f"{run_dir / name} is a symbolic link; a run's record files are never read "
-                                    "or written through one (replace it with the file itself)")
+            raise RunDirectoryError(
+                f"{run_dir / name} is a symbolic link; a run's record files are never read "
+                "or written through one (replace it with the file itself)"
+            )
     run_json = run_dir / RUN_FILE
     status = None
     if run_json.is_file():
@@ -156,7 +173,9 @@ def require_resumable(run_dir: str | Path, key: str = "train.resume") -> RunDire
         raise RunDirectoryError(f"{key}={run_dir}: no such directory")
     state = inspect_run_dir(run_dir)
     if not state.has_record or not (run_dir / CONFIG_FILE).is_file():
-        raise RunDirectoryError(f"{key}={run_dir}: not a run directory (no run.json and config.yaml)")
+        raise RunDirectoryError(
+            f"{key}={run_dir}: not a run directory (no run.json and config.yaml)"
+        )
     if not state.checkpoints:
         raise RunDirectoryError(f"{key}={run_dir}: the run holds no checkpoint to resume from")
     return state
@@ -224,7 +243,9 @@ class RunCompleted(ReproError):
     """``auto`` found a completed run in its directory: nothing to do."""
 
 
-def decide(value: str | None, run_dir: str | Path, *, key: str, is_main: bool = True) -> RunDirectoryState | None:
+def decide(
+    value: str | None, run_dir: str | Path, *, key: str, is_main: bool = True
+) -> RunDirectoryState | None:
     """The one resume decision, for the pre-run check and for each job of a sweep at its start.
 
     ``value`` is what ``key`` asks for (``auto`` or a run directory, ``run_dir`` being where it points).
@@ -243,15 +264,25 @@ def decide(value: str | None, run_dir: str | Path, *, key: str, is_main: bool = 
             moved = abandon_attempt(run_dir)
             import sys
 
-            print(f"{key}=auto: {run_dir} holds an attempt with no checkpoint; moved it to {moved} and "
-                  "starting fresh", file=sys.stderr)
+            print(
+                f"{key}=auto: {run_dir} holds an attempt with no checkpoint; moved it to {moved} and "
+                "starting fresh",
+                file=sys.stderr,
+            )
         return None
     return state
 
 
-def find_resumption(cfg: DictConfig, run_dir: str | Path, *, key: str, safe_keys: Iterable[str],
-                    is_main: bool = True, given: set[str] | None = None, reset: Iterable[str] = ()
-                    ) -> Resumption | None:
+def find_resumption(
+    cfg: DictConfig,
+    run_dir: str | Path,
+    *,
+    key: str,
+    safe_keys: Iterable[str],
+    is_main: bool = True,
+    given: set[str] | None = None,
+    reset: Iterable[str] = (),
+) -> Resumption | None:
     """What ``cfg[key]`` asks for in ``run_dir`` (see :func:`decide`): a :class:`Resumption` on the run's
     own config, or None to start fresh."""
     value = OmegaConf.select(cfg, key, default=None)
@@ -260,5 +291,8 @@ def find_resumption(cfg: DictConfig, run_dir: str | Path, *, key: str, safe_keys
     run_dir = Path(run_dir)
     ignore = (key, *safe_keys)
     saved = OmegaConf.load(run_dir / CONFIG_FILE)
-    return Resumption(run_dir, merged_config(saved, cfg, ignore, None if given is None else {*given, key}, reset),
-                      ignore)
+    return Resumption(
+        run_dir,
+        merged_config(saved, cfg, ignore, None if given is None else {*given, key}, reset),
+        ignore,
+    )

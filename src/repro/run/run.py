@@ -67,8 +67,15 @@ RNG, SUMS, LOADERS = "rng", "sums", "loaders"
 #: Timing fields of metric rows: they differ run to run and are never compared.
 TIME_FIELDS = ("time_s", "samples_per_s")
 #: RunConfig fields that say how an optimizer step is taken, written to run.json as ``training``.
-TRAINING_KEYS = ("accumulate_grad_batches", "gradient_clip_val", "precision", "compile", "monitor", "monitor_mode",
-                 "early_stopping_patience")
+TRAINING_KEYS = (
+    "accumulate_grad_batches",
+    "gradient_clip_val",
+    "precision",
+    "compile",
+    "monitor",
+    "monitor_mode",
+    "early_stopping_patience",
+)
 #: The autocast dtype of each mixed precision.
 AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 #: The name under which the 16-mixed gradient scaler is tracked.
@@ -115,10 +122,20 @@ class Run:
     ``dist``, ``device``, ``global_step`` (optimizer steps done), ``epoch``.
     """
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, settings: RunConfig, repro: Repro, record: RunRecord,
-                 *, config_hash: str, resume_state: dict[str, Any] | None = None,
-                 pending_check: list[dict[str, Any]] | None = None, node: str = "train",
-                 device: torch.device | None = None) -> None:
+    def __init__(
+        self,
+        cfg: DictConfig,
+        run_dir: Path,
+        settings: RunConfig,
+        repro: Repro,
+        record: RunRecord,
+        *,
+        config_hash: str,
+        resume_state: dict[str, Any] | None = None,
+        pending_check: list[dict[str, Any]] | None = None,
+        node: str = "train",
+        device: torch.device | None = None,
+    ) -> None:
         self.cfg = cfg
         self.dir = run_dir
         self.settings = settings
@@ -126,15 +143,21 @@ class Run:
         self.dist = repro.dist
         self.record = record
         self.node = node
-        self.device = device or resolve_device(settings.device, self.dist.local_rank, key=f"{node}.device")
+        self.device = device or resolve_device(
+            settings.device, self.dist.local_rank, key=f"{node}.device"
+        )
         self.global_step = 0
         self.epoch = 0
         self.faults = Faults.from_environment()
         self._config_hash = config_hash
         self._resume_state = resume_state
-        self._pending = {int(r["step"]): r for r in (pending_check or []) if isinstance(r.get("step"), int)}
+        self._pending = {
+            int(r["step"]): r for r in (pending_check or []) if isinstance(r.get("step"), int)
+        }
         self._self_check: dict[str, Any] | None = (
-            {"exact": True, "steps_checked": 0, "steps_pending": len(self._pending)} if resume_state else None
+            {"exact": True, "steps_checked": 0, "steps_pending": len(self._pending)}
+            if resume_state
+            else None
         )
         self._tracked: dict[str, Any] = {}
         self._loaders: dict[str, ReproDataLoader] = {}
@@ -153,7 +176,12 @@ class Run:
         self._window = 1
         self._pending_step: dict[str, Any] = {}
         #: train.monitor's best value, its epoch, epochs since, and whether early stopping ended the run.
-        self._best: dict[str, Any] = {"value": None, "epoch": None, "bad_epochs": 0, "stopped": False}
+        self._best: dict[str, Any] = {
+            "value": None,
+            "epoch": None,
+            "bad_epochs": 0,
+            "stopped": False,
+        }
         #: A live bar per epoch when rank 0's stderr is a terminal (reads counters, draws no random number).
         self.progress = EpochProgress(wants_bar(is_main=self.dist.is_main))
         self.scaler: torch.amp.GradScaler | None = None
@@ -161,8 +189,14 @@ class Run:
             self.scaler = torch.amp.GradScaler(self.device.type)
             self.track(**{SCALER: self.scaler})
         if self.dist.is_main:
-            log.info("seed %d (%s), determinism %s, device %s, %d rank(s)", repro.seed, repro.seed_source,
-                     repro.report.mode, self.device, self.dist.world_size)
+            log.info(
+                "seed %d (%s), determinism %s, device %s, %d rank(s)",
+                repro.seed,
+                repro.seed_source,
+                repro.report.mode,
+                self.device,
+                self.dist.world_size,
+            )
 
     # -- randomness and data -------------------------------------------------------------------
 
@@ -182,18 +216,29 @@ class Run:
         """Run a block with the global RNGs seeded from the named stream (``with run.scope("model"):``)."""
         return self.repro.scope(name)
 
-    def dataloader(self, dataset: Dataset, batch_size: int = 1, shuffle: bool = False, *, stream: str,
-                   shard: bool = True, **kwargs: Any) -> ReproDataLoader:
+    def dataloader(
+        self,
+        dataset: Dataset,
+        batch_size: int = 1,
+        shuffle: bool = False,
+        *,
+        stream: str,
+        shard: bool = True,
+        **kwargs: Any,
+    ) -> ReproDataLoader:
         """A loader whose batches depend on (seed, stream, epoch, sample index) only; its position is
         saved in checkpoints under ``stream``, so a resumed run continues mid-epoch without replay.
 
         A pass over it ends early once the run reaches ``max_steps``. Under torchrun each rank takes
         its share of every epoch (``shard=False``: every sample, e.g. for evaluation)."""
         if stream in self._loaders:
-            raise ValueError(f"dataloader(stream={stream!r}): this run already has a loader on that stream")
+            raise ValueError(
+                f"dataloader(stream={stream!r}): this run already has a loader on that stream"
+            )
         kwargs.setdefault("pin_memory", self.device.type == "cuda")
-        loader = self.repro.dataloader(dataset, batch_size, shuffle, stream=f"loader.{stream}", shard=shard,
-                                       **kwargs)
+        loader = self.repro.dataloader(
+            dataset, batch_size, shuffle, stream=f"loader.{stream}", shard=shard, **kwargs
+        )
         loader.bind(self)
         self._loaders[stream] = loader
         return loader
@@ -226,8 +271,11 @@ class Run:
             torch.compile(lambda t: t * 2 + 1)(torch.zeros(2, device=self.device))
         except Exception as exc:  # noqa: BLE001  (any failure of the compiler stack)
             why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ConfigValueError(f"{self.node}.compile", True,
-                                   f"false: torch.compile does not work here ({why[:200]})") from None
+            raise ConfigValueError(
+                f"{self.node}.compile",
+                True,
+                f"false: torch.compile does not work here ({why[:200]})",
+            ) from None
         return torch.compile(net)
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -243,14 +291,20 @@ class Run:
         values such as counters and running sums). Checkpoints save it; a resume restores it before the
         first step. Call before :meth:`epochs`."""
         if self._begun:
-            raise StateError(f"run.track({', '.join(objects)}) after training started: track everything "
-                             "before the first run.epochs()")
+            raise StateError(
+                f"run.track({', '.join(objects)}) after training started: track everything "
+                "before the first run.epochs()"
+            )
         for name, obj in objects.items():
             if name in self._tracked:
                 raise StateError(f"run.track({name}=...): already tracked")
-            if not (hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict")) and not isinstance(obj, dict):
-                raise TypeError(f"run.track({name}=...): a {type(obj).__name__} has no state_dict/load_state_dict; "
-                                "track an object that has them, or a dict of plain values")
+            if not (
+                hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict")
+            ) and not isinstance(obj, dict):
+                raise TypeError(
+                    f"run.track({name}=...): a {type(obj).__name__} has no state_dict/load_state_dict; "
+                    "track an object that has them, or a dict of plain values"
+                )
             self._tracked[name] = obj
 
     def modules(self) -> dict[str, torch.nn.Module]:
@@ -274,7 +328,9 @@ class Run:
         ``accumulate_grad_batches`` batches, an epoch's last window possibly shorter."""
         per_epoch = -(-len(loader) // self.settings.accumulate_grad_batches)
         total = per_epoch * self.settings.epochs
-        return max(1, total if self.settings.max_steps is None else min(total, self.settings.max_steps))
+        return max(
+            1, total if self.settings.max_steps is None else min(total, self.settings.max_steps)
+        )
 
     def epochs(self) -> Iterator[int]:
         """The epochs still to run: all of them, or from where a resumed run stopped.
@@ -316,14 +372,18 @@ class Run:
         ``optimizer`` (through the gradient scaler under 16-mixed, which skips a step whose gradients
         are not finite) and zero its gradients; return True. Otherwise do nothing and return False."""
         if self._micro == 0:
-            raise StateError("run.optimizer_step() before run.backward(loss): backpropagate through the run")
+            raise StateError(
+                "run.optimizer_step() before run.backward(loss): backpropagate through the run"
+            )
         if not self.should_step():
             return False
         clip = self.settings.gradient_clip_val
         if clip is not None:
             if self.scaler is not None:
                 self.scaler.unscale_(optimizer)  # clip the true gradients
-            params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            params = [
+                p for group in optimizer.param_groups for p in group["params"] if p.grad is not None
+            ]
             torch.nn.utils.clip_grad_norm_(params, clip)
         if self.scaler is not None:
             self.scaler.step(optimizer)
@@ -343,8 +403,14 @@ class Run:
             return size
         return max(1, min(size, len(loader) - position[1] + 1))  # position counts this batch
 
-    def step(self, loss: torch.Tensor, *, batch: tuple[Any, ...] | None = None, n: int | None = None,
-             **metrics: Any) -> None:
+    def step(
+        self,
+        loss: torch.Tensor,
+        *,
+        batch: tuple[Any, ...] | None = None,
+        n: int | None = None,
+        **metrics: Any,
+    ) -> None:
         """Record one batch; at the end of an accumulation window (every batch when
         ``accumulate_grad_batches`` is 1) record the optimizer step: fingerprint (the window's mean loss
         bits, parameter digest, digest of all its batches), the step's metrics (averaged over the epoch,
@@ -352,13 +418,20 @@ class Run:
         it once per batch, after :meth:`optimizer_step`. ``batch``: the batch's input tensors
         (sample-major); ``n``: samples in the batch (default: the batch's first dimension)."""
         if not self._begun:
-            raise StateError("run.step() outside run.epochs(): iterate `for epoch in run.epochs():` first")
+            raise StateError(
+                "run.step() outside run.epochs(): iterate `for epoch in run.epochs():` first"
+            )
         if self._micro == 0 and self.settings.accumulate_grad_batches > 1:
-            raise StateError(f"train.accumulate_grad_batches={self.settings.accumulate_grad_batches} needs "
-                             "run.backward(loss) and run.optimizer_step(optimizer) in the loop, before run.step")
+            raise StateError(
+                f"train.accumulate_grad_batches={self.settings.accumulate_grad_batches} needs "
+                "run.backward(loss) and run.optimizer_step(optimizer) in the loop, before run.step"
+            )
         names = [k for k, v in metrics.items() if isinstance(v, torch.Tensor)]
         values = [loss.detach().reshape(()).to(torch.float64)]
-        values += [metrics[k].detach().reshape(()).to(device=values[0].device, dtype=torch.float64) for k in names]
+        values += [
+            metrics[k].detach().reshape(()).to(device=values[0].device, dtype=torch.float64)
+            for k in names
+        ]
         host = torch.stack(values).cpu()  # the one host transfer of the batch
         scalars = {k: float(v) for k, v in metrics.items() if k not in names}
         scalars.update({k: float(host[i + 1]) for i, k in enumerate(names)})
@@ -387,21 +460,45 @@ class Run:
         losses, batches = window["losses"], window["batches"]
         loss64 = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
         loss_value = float(loss64)
-        scalars = {k: v[0] if len(v) == 1 else sum(v) / len(v) for k, v in window.get("scalars", {}).items()}
-        row: dict[str, Any] = {"step": self.global_step, "epoch": self.epoch, "loss": float_bits(loss64)}
+        scalars = {
+            k: v[0] if len(v) == 1 else sum(v) / len(v)
+            for k, v in window.get("scalars", {}).items()
+        }
+        row: dict[str, Any] = {
+            "step": self.global_step,
+            "epoch": self.epoch,
+            "loss": float_bits(loss64),
+        }
         if model is not None:
             row["params"] = tensors_digest(self._named_parameters())
-        tensors = batches[0] if len(batches) == 1 else tuple(torch.cat(parts) for parts in zip(*batches, strict=True))
+        tensors = (
+            batches[0]
+            if len(batches) == 1
+            else tuple(torch.cat(parts) for parts in zip(*batches, strict=True))
+        )
         self.record.log_fingerprint(row, batch=tensors or None)
         self._check_against_interrupted(self.record.last_row or row)
         self._show_progress(loss_value, window["n"])
         if self.global_step % self.settings.log_every == 0:
             lr = self._learning_rate()
-            self.record.log_metrics({"split": "train", "epoch": self.epoch, "step": self.global_step, "loss": loss_value,
-                                     **scalars, **({"lr": lr} if lr is not None else {})})
+            self.record.log_metrics(
+                {
+                    "split": "train",
+                    "epoch": self.epoch,
+                    "step": self.global_step,
+                    "loss": loss_value,
+                    **scalars,
+                    **({"lr": lr} if lr is not None else {}),
+                }
+            )
         self.faults.after_record(self.global_step)
         every = self.settings.checkpoint_every
-        if every and self.global_step % every == 0 and not self.finished and not self._end_of_epoch():
+        if (
+            every
+            and self.global_step % every == 0
+            and not self.finished
+            and not self._end_of_epoch()
+        ):
             self._checkpoint()
 
     def log(self, **metrics: Any) -> None:
@@ -453,14 +550,26 @@ class Run:
         row: dict[str, Any] = {"split": "epoch", "epoch": epoch, "step": self.global_step}
         row.update({f"train_{k}": totals[i + 1] / count for i, k in enumerate(keys)})
         row.update(self._logged)
-        row.update(time_s=round(elapsed, 4), samples_per_s=round(totals[-1] / max(elapsed, 1e-9), 1))
+        row.update(
+            time_s=round(elapsed, 4), samples_per_s=round(totals[-1] / max(elapsed, 1e-9), 1)
+        )
         self._last_epoch_row = row
         self.progress.close()
         if self.dist.is_main:
             self.record.log_metrics(row)
-            shown = "  ".join(_fmt(k, v) for k, v in row.items() if k not in ("split", "epoch", "step", *TIME_FIELDS))
-            log.info("epoch %d/%d  step %d  %s  %.0f samples/s", epoch + 1, self.settings.epochs, self.global_step, shown,
-                     row["samples_per_s"])
+            shown = "  ".join(
+                _fmt(k, v)
+                for k, v in row.items()
+                if k not in ("split", "epoch", "step", *TIME_FIELDS)
+            )
+            log.info(
+                "epoch %d/%d  step %d  %s  %.0f samples/s",
+                epoch + 1,
+                self.settings.epochs,
+                self.global_step,
+                shown,
+                row["samples_per_s"],
+            )
         if self.settings.monitor:
             self._watch_monitor(epoch, row)
         self.epoch = epoch + 1
@@ -472,51 +581,88 @@ class Run:
         name, mode = self.settings.monitor, self.settings.monitor_mode
         value = row.get(name) if self.dist.is_main else None
         present = isinstance(value, int | float) and not isinstance(value, bool)
-        shared = all_reduce_sum([1.0 if present else 0.0, float(value) if present else 0.0], self.dist)
+        shared = all_reduce_sum(
+            [1.0 if present else 0.0, float(value) if present else 0.0], self.dist
+        )
         if not shared[0]:
             keys = sorted(k for k in row if k not in ("split", "epoch", "step", *TIME_FIELDS))
-            raise ConfigValueError(f"{self.node}.monitor", name,
-                                   f"a metric of the epoch rows ({', '.join(keys)})")
+            raise ConfigValueError(
+                f"{self.node}.monitor", name, f"a metric of the epoch rows ({', '.join(keys)})"
+            )
         value, best = shared[1], self._best["value"]
-        better = value == value and (best is None or (value < best if mode == "min" else value > best))
+        better = value == value and (
+            best is None or (value < best if mode == "min" else value > best)
+        )
         if better:
             self._best.update(value=value, epoch=epoch, bad_epochs=0)
             if self.dist.is_main and self.modules():
                 (self.dir / CHECKPOINT_DIR).mkdir(exist_ok=True)
                 atomic_write(self.dir / CHECKPOINT_DIR / BEST_FILE, self._weights_bytes())
-                log.info("best %s %.4f at epoch %d: %s/%s", name, value, epoch + 1, CHECKPOINT_DIR, BEST_FILE)
+                log.info(
+                    "best %s %.4f at epoch %d: %s/%s",
+                    name,
+                    value,
+                    epoch + 1,
+                    CHECKPOINT_DIR,
+                    BEST_FILE,
+                )
             return
         self._best["bad_epochs"] += 1
         patience = self.settings.early_stopping_patience
         if patience is not None and self._best["bad_epochs"] >= patience:
             self._best["stopped"] = True
             if self.dist.is_main:
-                log.info("early stopping after epoch %d: %s has not improved on %.4f (epoch %d) for %d epoch(s)",
-                         epoch + 1, name, self._best["value"], self._best["epoch"] + 1, patience)
+                log.info(
+                    "early stopping after epoch %d: %s has not improved on %.4f (epoch %d) for %d epoch(s)",
+                    epoch + 1,
+                    name,
+                    self._best["value"],
+                    self._best["epoch"] + 1,
+                    patience,
+                )
 
     def _weights_bytes(self) -> bytes:
         """The tracked model's state dict (a dict of them when several are tracked), serialized."""
         mods = self.modules()
-        state = next(iter(mods.values())).state_dict() if len(mods) == 1 else {k: m.state_dict() for k, m in mods.items()}
+        state = (
+            next(iter(mods.values())).state_dict()
+            if len(mods) == 1
+            else {k: m.state_dict() for k, m in mods.items()}
+        )
         buffer = io.BytesIO()
         torch.save(state, buffer)
         return buffer.getvalue()
 
     def _checkpoint(self) -> None:
         """Everything needed to continue from here with the same bits; every rank takes part."""
-        mine = {RNG: self.repro.state_dict(), SUMS: dict(self._sums),
-                LOADERS: {name: loader.state_dict() for name, loader in self._loaders.items()}}
+        mine = {
+            RNG: self.repro.state_dict(),
+            SUMS: dict(self._sums),
+            LOADERS: {name: loader.state_dict() for name, loader in self._loaders.items()},
+        }
         ranks = gather_objects(mine, self.dist)
         if not self.dist.is_main:
             return
-        state = {KIT: {STEP: self.global_step, EPOCH: self.epoch, BEST: dict(self._best)},
-                 OBJECTS: {name: _state_of(obj) for name, obj in self._tracked.items()}, RANKS: ranks}
+        state = {
+            KIT: {STEP: self.global_step, EPOCH: self.epoch, BEST: dict(self._best)},
+            OBJECTS: {name: _state_of(obj) for name, obj in self._tracked.items()},
+            RANKS: ranks,
+        }
         # Serialised here (a snapshot); hashed, written, fsynced and renamed on the writer thread while
         # training goes on. The next save, every load and the end of the run wait for it.
-        save_checkpoint(self.dir, self.global_step, state, config_sha256=self._config_hash,
-                        keep=self.settings.keep_checkpoints, background=True,
-                        meta={"epoch": self.epoch, "world_size": self.dist.world_size,
-                              "tracked": sorted(self._tracked)})
+        save_checkpoint(
+            self.dir,
+            self.global_step,
+            state,
+            config_sha256=self._config_hash,
+            keep=self.settings.keep_checkpoints,
+            background=True,
+            meta={
+                "epoch": self.epoch,
+                "world_size": self.dist.world_size,
+                "tracked": sorted(self._tracked),
+            },
+        )
 
     def _begin(self) -> None:
         if self._begun:
@@ -530,8 +676,11 @@ class Run:
         self._resume_state = None
         ranks = state.get(RANKS) or []
         if len(ranks) != self.dist.world_size:
-            raise ConfigValueError("world size", self.dist.world_size,
-                                   f"{len(ranks)} ranks, as the checkpoint was written with")
+            raise ConfigValueError(
+                "world size",
+                self.dist.world_size,
+                f"{len(ranks)} ranks, as the checkpoint was written with",
+            )
         saved, tracked = set(state.get(OBJECTS) or {}), set(self._tracked)
         if saved != tracked:
             raise StateError(
@@ -544,8 +693,10 @@ class Run:
         self.repro.load_state_dict(mine[RNG])
         for name, loader_state in (mine.get(LOADERS) or {}).items():
             if name not in self._loaders:
-                raise StateError(f"the checkpoint holds the position of loader stream {name!r}, which this run "
-                                 f"did not create (it has {sorted(self._loaders)}); create it before run.epochs()")
+                raise StateError(
+                    f"the checkpoint holds the position of loader stream {name!r}, which this run "
+                    f"did not create (it has {sorted(self._loaders)}); create it before run.epochs()"
+                )
             self._loaders[name].load_state_dict(loader_state)
         self._sums = dict(mine.get(SUMS) or {"n": 0.0})
         self.global_step, self.epoch = int(state[KIT][STEP]), int(state[KIT][EPOCH])
@@ -562,13 +713,22 @@ class Run:
             return
         for key in ("loss", "params", "batch"):
             if key in expected and expected.get(key) != row.get(key):
-                self._self_check.update(exact=False, step=row["step"], quantity=key, recorded=expected[key],
-                                        now=row.get(key))
+                self._self_check.update(
+                    exact=False,
+                    step=row["step"],
+                    quantity=key,
+                    recorded=expected[key],
+                    now=row.get(key),
+                )
                 log.error(
                     "RESUME IS NOT EXACT: at step %d the %s fingerprint differs from what the interrupted run "
                     "recorded (%s, now %s). Some state was probably not registered with run.track(...) or not "
                     "restored; results after this resume differ from an uninterrupted run.",
-                    row["step"], key, expected[key], row.get(key))
+                    row["step"],
+                    key,
+                    expected[key],
+                    row.get(key),
+                )
                 self._record_self_check()
                 return
         if not self._pending:
@@ -584,7 +744,9 @@ class Run:
 
     # -- the end -----------------------------------------------------------------------------------
 
-    def close(self, result: dict[str, Any] | None = None, error: BaseException | None = None) -> dict[str, Any]:
+    def close(
+        self, result: dict[str, Any] | None = None, error: BaseException | None = None
+    ) -> dict[str, Any]:
         """Finish the record: ``completed`` with the final weights and result, or ``failed``."""
         if self._closed:
             return {}
@@ -607,8 +769,13 @@ class Run:
             self.record.finish("failed", error=f"{type(error).__name__}: {error}")
             return {}
         out: dict[str, Any] = {"steps": self.global_step}
-        out.update({k: v for k, v in self._last_epoch_row.items()
-                    if k not in ("split", "epoch", "step", *TIME_FIELDS)})
+        out.update(
+            {
+                k: v
+                for k, v in self._last_epoch_row.items()
+                if k not in ("split", "epoch", "step", *TIME_FIELDS)
+            }
+        )
         weights = None
         if self.modules():
             out["params_digest"] = tensors_digest(self._named_parameters())
@@ -620,9 +787,14 @@ class Run:
         self._record_self_check()
         extra = {"resume_exact": self._self_check["exact"]} if self._self_check is not None else {}
         if self.settings.monitor:
-            extra["best"] = {"monitor": self.settings.monitor, "mode": self.settings.monitor_mode,
-                             "value": self._best["value"], "epoch": self._best["epoch"],
-                             "stopped_early": self._best["stopped"], "file": f"{CHECKPOINT_DIR}/{BEST_FILE}"}
+            extra["best"] = {
+                "monitor": self.settings.monitor,
+                "mode": self.settings.monitor_mode,
+                "value": self._best["value"],
+                "epoch": self._best["epoch"],
+                "stopped_early": self._best["stopped"],
+                "file": f"{CHECKPOINT_DIR}/{BEST_FILE}",
+            }
         self.record.finish("completed", weights_path=weights, result=out, **extra)
         shutdown_distributed(self.dist)  # every rank done: leave the process group together
         if self.dist.is_main:

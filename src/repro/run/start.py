@@ -23,8 +23,16 @@ from repro.run.resume import config_sha256, find_resumption, remove_stale_partia
 from repro.run.run import Run, resolve_device, settings_of
 
 
-def open_run(cfg: DictConfig, run_dir: str | Path, *, overrides: Iterable[str] = (), node: str = "train",
-             safe_keys: Iterable[str] = (), in_process: bool = False, entry: dict[str, Any] | None = None) -> Run:
+def open_run(
+    cfg: DictConfig,
+    run_dir: str | Path,
+    *,
+    overrides: Iterable[str] = (),
+    node: str = "train",
+    safe_keys: Iterable[str] = (),
+    in_process: bool = False,
+    entry: dict[str, Any] | None = None,
+) -> Run:
     """Open the run of ``cfg`` in ``run_dir``: a resume when ``cfg[node].resume`` asks for one.
 
     Raises :class:`repro.run.resume.RunCompleted` when ``auto`` finds a completed run.
@@ -37,32 +45,56 @@ def open_run(cfg: DictConfig, run_dir: str | Path, *, overrides: Iterable[str] =
     lock = RunLock.acquire(run_dir) if is_main else None
     try:
         given = {override_key(o) for o in overrides}
-        resumption = find_resumption(cfg, run_dir, key=resume_key, safe_keys=safe, is_main=is_main, given=given)
+        resumption = find_resumption(
+            cfg, run_dir, key=resume_key, safe_keys=safe, is_main=is_main, given=given
+        )
         if resumption is not None:
             cfg = resumption.config
             if is_main:
                 remove_stale_partials(run_dir)  # half-written files of the attempt that died
         settings = settings_of(cfg, node)
-        device = resolve_device(settings.device, int(os.environ.get("LOCAL_RANK", "0")), key=f"{node}.device")
-        repro = setup_reproducibility(cfg, in_process=in_process)  # before anything draws a random number
+        device = resolve_device(
+            settings.device, int(os.environ.get("LOCAL_RANK", "0")), key=f"{node}.device"
+        )
+        repro = setup_reproducibility(
+            cfg, in_process=in_process
+        )  # before anything draws a random number
         config_hash = config_sha256(cfg, ignore=(resume_key, *safe))
         state, pending = None, []
         if resumption is not None:
             info, state = resumption.load_latest()
-            record = RunRecord.resume(run_dir, repro, from_step=info.step, checkpoint=info.path,
-                                      overrides=overrides)
+            record = RunRecord.resume(
+                run_dir, repro, from_step=info.step, checkpoint=info.path, overrides=overrides
+            )
             pending = record.interrupted_rows
             if repro.dist.is_main:
                 import logging
 
-                logging.getLogger("repro.run").info("resuming %s from %s (step %d)", run_dir, info.path.name,
-                                                    info.step)
+                logging.getLogger("repro.run").info(
+                    "resuming %s from %s (step %d)", run_dir, info.path.name, info.step
+                )
         else:
-            record = RunRecord.start(run_dir, cfg, repro, overrides=overrides, entry=entry,
-                                     extra={"launch": "in-process"} if in_process else None)
+            record = RunRecord.start(
+                run_dir,
+                cfg,
+                repro,
+                overrides=overrides,
+                entry=entry,
+                extra={"launch": "in-process"} if in_process else None,
+            )
         try:
-            run = Run(cfg, run_dir, settings, repro, record, config_hash=config_hash, resume_state=state,
-                      pending_check=pending, node=node, device=device)
+            run = Run(
+                cfg,
+                run_dir,
+                settings,
+                repro,
+                record,
+                config_hash=config_hash,
+                resume_state=state,
+                pending_check=pending,
+                node=node,
+                device=device,
+            )
         except BaseException as exc:  # the record is started: it must say how this attempt ended
             record.finish("failed", error=f"{type(exc).__name__}: {exc}")
             raise

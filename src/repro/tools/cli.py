@@ -341,11 +341,15 @@ def build_parser() -> argparse.ArgumentParser:
     from repro.tools import report as report_cmd
     from repro.tools import selftest as selftest_cmd
 
-    p = sub.add_parser("report", help="summarise a sweep: a figure, tables per swept key, statistics")
+    p = sub.add_parser(
+        "report", help="summarise a sweep: a figure, tables per swept key, statistics"
+    )
     report_cmd.add_arguments(p)
     p.set_defaults(func=report_cmd.run)
 
-    p = sub.add_parser("selftest", help="does this machine give the reference bits of its torch build?")
+    p = sub.add_parser(
+        "selftest", help="does this machine give the reference bits of its torch build?"
+    )
     selftest_cmd.add_arguments(p)
     p.set_defaults(func=selftest_cmd.run)
 
@@ -371,8 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
     else:  # a generated project does not carry the template's tooling
 
         def new_elsewhere(_: argparse.Namespace) -> int:
-            print("error: repro new is available in the template repository, not in a generated "
-                  "project: run it from a clone of the template", file=sys.stderr)
+            print(
+                "error: repro new is available in the template repository, not in a generated "
+                "project: run it from a clone of the template",
+                file=sys.stderr,
+            )
             return EXIT_USAGE
 
         p = sub.add_parser("new", help="start a new project (in the template repository only)")

@@ -325,7 +325,11 @@ def replay_environment(run: Run) -> tuple[dict[str, str], dict[str, str]]:
             pins["OMP_NUM_THREADS"] = str(threads)
     # The kit's own variables never leak into a replay, except a fault the user sets for the tool itself
     # (REPRO_FAULT_*: e.g. to see `repro diff` localise an injected perturbation); never from the record.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REPRO_") or k.startswith("REPRO_FAULT_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("REPRO_") or k.startswith("REPRO_FAULT_")
+    }
     env.update(pins)
     env["PYTHONSAFEPATH"] = "1"  # never import from the directory the replay starts in
     return env, pins

@@ -41,9 +41,11 @@ def assert_same(a: torch.Tensor, b: torch.Tensor, atol: float = 0.0, rtol: float
     assert a.shape == b.shape, (a.shape, b.shape)
     assert a.dtype == b.dtype, (a.dtype, b.dtype)
     if atol == 0 and rtol == 0:
-        assert torch.equal(torch.nan_to_num(a, 7.0, 8.0, 9.0), torch.nan_to_num(b, 7.0, 8.0, 9.0)) and torch.equal(
-            a.isnan(), b.isnan()
-        ), f"not bitwise equal: max diff {(a.double() - b.double()).abs().nan_to_num().max()}"
+        assert torch.equal(
+            torch.nan_to_num(a, 7.0, 8.0, 9.0), torch.nan_to_num(b, 7.0, 8.0, 9.0)
+        ) and torch.equal(a.isnan(), b.isnan()), (
+            f"not bitwise equal: max diff {(a.double() - b.double()).abs().nan_to_num().max()}"
+        )
     else:
         torch.testing.assert_close(a, b, atol=atol, rtol=rtol, equal_nan=True)
 
@@ -81,7 +83,9 @@ def compare(
 def gradcheck(fn: Callable, inputs: Sequence, gradgrad: bool = False) -> None:
     """``torch.autograd.gradcheck`` in float64 (and ``gradgradcheck`` if asked)."""
     leaves = [
-        t.detach().double().requires_grad_(True) if isinstance(t, torch.Tensor) and t.is_floating_point() else t
+        t.detach().double().requires_grad_(True)
+        if isinstance(t, torch.Tensor) and t.is_floating_point()
+        else t
         for t in inputs
     ]
     assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-5, rtol=1e-4)
@@ -114,33 +118,158 @@ def cases(device: str | torch.device = "cpu") -> list:
 
     # (name, replacement call, the same call through torch's names, inputs that get gradients)
     CASES = [
-        ("adaptive_avg_pool1d", lambda x: R.adaptive_avg_pool1d(x, 3), lambda x: F.adaptive_avg_pool1d(x, 3), [_x(2, 3, 7)]),
-        ("adaptive_avg_pool2d", lambda x: R.adaptive_avg_pool2d(x, (2, 3)), lambda x: F.adaptive_avg_pool2d(x, (2, 3)), [_x(2, 3, 5, 7)]),
-        ("adaptive_avg_pool3d", lambda x: R.adaptive_avg_pool3d(x, 2), lambda x: F.adaptive_avg_pool3d(x, 2), [_x(1, 2, 3, 5, 4)]),
-        ("adaptive_max_pool1d", lambda x: R.adaptive_max_pool1d(x, 3), lambda x: F.adaptive_max_pool1d(x, 3), [_x(2, 3, 7)]),
-        ("adaptive_max_pool2d", lambda x: R.adaptive_max_pool2d(x, 3, True)[0], lambda x: F.adaptive_max_pool2d(x, 3, True)[0], [_x(2, 3, 5, 7)]),
-        ("adaptive_max_pool2d_with_indices", lambda x: R.adaptive_max_pool2d(x, 2, True)[0], lambda x: F.adaptive_max_pool2d_with_indices(x, 2)[0], [_x(2, 3, 5, 7)]),
-        ("avg_pool3d", lambda x: R.avg_pool3d(x, 2, 1, 1), lambda x: F.avg_pool3d(x, 2, 1, 1), [_x(1, 2, 3, 5, 4)]),
-        ("interpolate-bilinear", lambda x: R.interpolate(x, scale_factor=2, mode="bilinear"), lambda x: F.interpolate(x, scale_factor=2, mode="bilinear"), [_x(2, 3, 4, 5)]),
-        ("interpolate-bicubic", lambda x: R.interpolate(x, size=(7, 3), mode="bicubic", align_corners=True), lambda x: F.interpolate(x, size=(7, 3), mode="bicubic", align_corners=True), [_x(2, 3, 4, 5)]),
-        ("interpolate-linear", lambda x: R.interpolate(x, scale_factor=1.5, mode="linear"), lambda x: F.interpolate(x, scale_factor=1.5, mode="linear"), [_x(2, 3, 5)]),
-        ("interpolate-trilinear", lambda x: R.interpolate(x, scale_factor=2, mode="trilinear"), lambda x: F.interpolate(x, scale_factor=2, mode="trilinear"), [_x(1, 2, 2, 3, 4)]),
-        ("interpolate-area", lambda x: R.interpolate(x, size=(3, 2), mode="area"), lambda x: F.interpolate(x, size=(3, 2), mode="area"), [_x(2, 3, 4, 5)]),
-        ("interpolate-nearest", lambda x: R.interpolate(x, scale_factor=2), lambda x: F.interpolate(x, scale_factor=2), [_x(2, 3, 4, 5)]),
-        ("pad-reflect", lambda x: R.pad(x, (1, 2, 2, 1), "reflect"), lambda x: F.pad(x, (1, 2, 2, 1), "reflect"), [_x(2, 3, 4, 5)]),
-        ("pad-replicate", lambda x: R.pad(x, (1, 2, 2, 1, 1, 1), "replicate"), lambda x: F.pad(x, (1, 2, 2, 1, 1, 1), "replicate"), [_x(1, 2, 3, 4, 5)]),
-        ("nll_loss", lambda x: R.nll_loss(x.log_softmax(1), _T), lambda x: F.nll_loss(x.log_softmax(1), _T), [_x(2, 3, 4, 5)]),
-        ("cross_entropy", lambda x: R.cross_entropy(x, _T, label_smoothing=0.1), lambda x: F.cross_entropy(x, _T, label_smoothing=0.1), [_x(2, 3, 4, 5)]),
-        ("grid_sample", lambda x, g: R.grid_sample(x, g, align_corners=False), lambda x, g: F.grid_sample(x, g, align_corners=False), [_x(2, 3, 4, 5), _G]),
-        ("grid_sample-nearest", lambda x, g: R.grid_sample(x, g, "nearest", "reflection", True), lambda x, g: F.grid_sample(x, g, "nearest", "reflection", True), [_x(2, 3, 4, 5), _G]),
-        ("embedding_bag", lambda w: R.embedding_bag(_I, w, _OFF, mode="max"), lambda w: F.embedding_bag(_I, w, _OFF, mode="max"), [_x(6, 3)]),
+        (
+            "adaptive_avg_pool1d",
+            lambda x: R.adaptive_avg_pool1d(x, 3),
+            lambda x: F.adaptive_avg_pool1d(x, 3),
+            [_x(2, 3, 7)],
+        ),
+        (
+            "adaptive_avg_pool2d",
+            lambda x: R.adaptive_avg_pool2d(x, (2, 3)),
+            lambda x: F.adaptive_avg_pool2d(x, (2, 3)),
+            [_x(2, 3, 5, 7)],
+        ),
+        (
+            "adaptive_avg_pool3d",
+            lambda x: R.adaptive_avg_pool3d(x, 2),
+            lambda x: F.adaptive_avg_pool3d(x, 2),
+            [_x(1, 2, 3, 5, 4)],
+        ),
+        (
+            "adaptive_max_pool1d",
+            lambda x: R.adaptive_max_pool1d(x, 3),
+            lambda x: F.adaptive_max_pool1d(x, 3),
+            [_x(2, 3, 7)],
+        ),
+        (
+            "adaptive_max_pool2d",
+            lambda x: R.adaptive_max_pool2d(x, 3, True)[0],
+            lambda x: F.adaptive_max_pool2d(x, 3, True)[0],
+            [_x(2, 3, 5, 7)],
+        ),
+        (
+            "adaptive_max_pool2d_with_indices",
+            lambda x: R.adaptive_max_pool2d(x, 2, True)[0],
+            lambda x: F.adaptive_max_pool2d_with_indices(x, 2)[0],
+            [_x(2, 3, 5, 7)],
+        ),
+        (
+            "avg_pool3d",
+            lambda x: R.avg_pool3d(x, 2, 1, 1),
+            lambda x: F.avg_pool3d(x, 2, 1, 1),
+            [_x(1, 2, 3, 5, 4)],
+        ),
+        (
+            "interpolate-bilinear",
+            lambda x: R.interpolate(x, scale_factor=2, mode="bilinear"),
+            lambda x: F.interpolate(x, scale_factor=2, mode="bilinear"),
+            [_x(2, 3, 4, 5)],
+        ),
+        (
+            "interpolate-bicubic",
+            lambda x: R.interpolate(x, size=(7, 3), mode="bicubic", align_corners=True),
+            lambda x: F.interpolate(x, size=(7, 3), mode="bicubic", align_corners=True),
+            [_x(2, 3, 4, 5)],
+        ),
+        (
+            "interpolate-linear",
+            lambda x: R.interpolate(x, scale_factor=1.5, mode="linear"),
+            lambda x: F.interpolate(x, scale_factor=1.5, mode="linear"),
+            [_x(2, 3, 5)],
+        ),
+        (
+            "interpolate-trilinear",
+            lambda x: R.interpolate(x, scale_factor=2, mode="trilinear"),
+            lambda x: F.interpolate(x, scale_factor=2, mode="trilinear"),
+            [_x(1, 2, 2, 3, 4)],
+        ),
+        (
+            "interpolate-area",
+            lambda x: R.interpolate(x, size=(3, 2), mode="area"),
+            lambda x: F.interpolate(x, size=(3, 2), mode="area"),
+            [_x(2, 3, 4, 5)],
+        ),
+        (
+            "interpolate-nearest",
+            lambda x: R.interpolate(x, scale_factor=2),
+            lambda x: F.interpolate(x, scale_factor=2),
+            [_x(2, 3, 4, 5)],
+        ),
+        (
+            "pad-reflect",
+            lambda x: R.pad(x, (1, 2, 2, 1), "reflect"),
+            lambda x: F.pad(x, (1, 2, 2, 1), "reflect"),
+            [_x(2, 3, 4, 5)],
+        ),
+        (
+            "pad-replicate",
+            lambda x: R.pad(x, (1, 2, 2, 1, 1, 1), "replicate"),
+            lambda x: F.pad(x, (1, 2, 2, 1, 1, 1), "replicate"),
+            [_x(1, 2, 3, 4, 5)],
+        ),
+        (
+            "nll_loss",
+            lambda x: R.nll_loss(x.log_softmax(1), _T),
+            lambda x: F.nll_loss(x.log_softmax(1), _T),
+            [_x(2, 3, 4, 5)],
+        ),
+        (
+            "cross_entropy",
+            lambda x: R.cross_entropy(x, _T, label_smoothing=0.1),
+            lambda x: F.cross_entropy(x, _T, label_smoothing=0.1),
+            [_x(2, 3, 4, 5)],
+        ),
+        (
+            "grid_sample",
+            lambda x, g: R.grid_sample(x, g, align_corners=False),
+            lambda x, g: F.grid_sample(x, g, align_corners=False),
+            [_x(2, 3, 4, 5), _G],
+        ),
+        (
+            "grid_sample-nearest",
+            lambda x, g: R.grid_sample(x, g, "nearest", "reflection", True),
+            lambda x, g: F.grid_sample(x, g, "nearest", "reflection", True),
+            [_x(2, 3, 4, 5), _G],
+        ),
+        (
+            "embedding_bag",
+            lambda w: R.embedding_bag(_I, w, _OFF, mode="max"),
+            lambda w: F.embedding_bag(_I, w, _OFF, mode="max"),
+            [_x(6, 3)],
+        ),
         ("cumsum", lambda x: R.cumsum(x, 1), lambda x: torch.cumsum(x, 1), [_x(3, 70)]),
         ("Tensor.cumsum", lambda x: R.cumsum(x, 0), lambda x: x.cumsum(0), [_x(9, 2)]),
-        ("median", lambda x: R.median(x, 1).values, lambda x: torch.median(x, 1).values, [_x(3, 7)]),
-        ("Tensor.median", lambda x: R.median(x, 0).values, lambda x: x.median(0).values, [_x(3, 7)]),
-        ("kthvalue", lambda x: R.kthvalue(x, 2, 1).values, lambda x: x.kthvalue(2, 1).values, [_x(3, 7)]),
-        ("index_select", lambda x: R.index_select(x, 0, _I), lambda x: x.index_select(0, _I), [_x(6, 3)]),
-        ("scatter_reduce", lambda x, s: R.scatter_reduce(x, 0, _IDX, s, "prod"), lambda x, s: x.scatter_reduce(0, _IDX, s, "prod"), [_x(3, 4), _x(5, 4, seed=5)]),
+        (
+            "median",
+            lambda x: R.median(x, 1).values,
+            lambda x: torch.median(x, 1).values,
+            [_x(3, 7)],
+        ),
+        (
+            "Tensor.median",
+            lambda x: R.median(x, 0).values,
+            lambda x: x.median(0).values,
+            [_x(3, 7)],
+        ),
+        (
+            "kthvalue",
+            lambda x: R.kthvalue(x, 2, 1).values,
+            lambda x: x.kthvalue(2, 1).values,
+            [_x(3, 7)],
+        ),
+        (
+            "index_select",
+            lambda x: R.index_select(x, 0, _I),
+            lambda x: x.index_select(0, _I),
+            [_x(6, 3)],
+        ),
+        (
+            "scatter_reduce",
+            lambda x, s: R.scatter_reduce(x, 0, _IDX, s, "prod"),
+            lambda x, s: x.scatter_reduce(0, _IDX, s, "prod"),
+            [_x(3, 4), _x(5, 4, seed=5)],
+        ),
         ("histc", lambda x: R.histc(x, 10), lambda x: torch.histc(x, 10), [_x(50).detach()]),
         ("bincount", lambda w: R.bincount(_I, w), lambda w: _I.bincount(w), [_x(9).detach()]),
     ]

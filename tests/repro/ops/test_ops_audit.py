@@ -28,7 +28,10 @@ class Seg(nn.Module):
 
 @pytest.fixture(autouse=True)
 def _keep_determinism_setting():
-    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
     yield
     torch.use_deterministic_algorithms(before[0], warn_only=before[1])
 
@@ -47,13 +50,20 @@ def test_cpu_audit_says_cpu_and_lists_cuda_problems():
     assert "checked on CPU: this says nothing about CUDA" in text
     assert "ops known to be nondeterministic on CUDA found in the model (4)" in text
     ops = {f.op: f for f in report.cuda_risks}
-    assert set(ops) == {"aten._adaptive_avg_pool2d_backward", "aten.cumsum", "aten.nll_loss2d_forward", "aten.reflection_pad2d_backward"}
+    assert set(ops) == {
+        "aten._adaptive_avg_pool2d_backward",
+        "aten.cumsum",
+        "aten.nll_loss2d_forward",
+        "aten.reflection_pad2d_backward",
+    }
     assert ops["aten.cumsum"].replacement == "repro.ops.cumsum"
     assert "repro.ops.adaptive_avg_pool2d" in ops["aten._adaptive_avg_pool2d_backward"].replacement
     assert [f.op for f in report.strict_only] == ["aten.upsample_bilinear2d_backward"]
     assert not report.clean and report.to_dict()["checked_on_cuda"] is False
     # The model, the RNG and the global flag are as before.
-    assert torch.equal(model.conv.weight.grad, grad_before) and torch.equal(model.bn.running_mean, stats_before)
+    assert torch.equal(model.conv.weight.grad, grad_before) and torch.equal(
+        model.bn.running_mean, stats_before
+    )
     assert torch.equal(torch.get_rng_state(), rng_before)
     assert not torch.are_deterministic_algorithms_enabled()
 
@@ -99,11 +109,17 @@ def test_cuda_messages_map_to_replacements():
     ]
     found = {f.op: f for f in auditing._parse(messages, "warned")}
     assert found["adaptive_avg_pool2d_backward_cuda"].count == 2
-    assert found["adaptive_avg_pool2d_backward_cuda"].replacement.startswith("repro.ops.adaptive_avg_pool2d")
-    assert found["upsample_bicubic2d_backward_out_cuda"].replacement.startswith("repro.ops.interpolate")
+    assert found["adaptive_avg_pool2d_backward_cuda"].replacement.startswith(
+        "repro.ops.adaptive_avg_pool2d"
+    )
+    assert found["upsample_bicubic2d_backward_out_cuda"].replacement.startswith(
+        "repro.ops.interpolate"
+    )
     assert found["avg_pool3d_backward_cuda"].replacement.startswith("repro.ops.avg_pool3d")
     assert found["median CUDA with indices output"].replacement == "repro.ops.median"
-    assert found["nll_loss2d_forward_out_cuda_template"].replacement.startswith("repro.ops.nll_loss")
+    assert found["nll_loss2d_forward_out_cuda_template"].replacement.startswith(
+        "repro.ops.nll_loss"
+    )
     assert found["ctc_loss_backward_gpu"].replacement is None
     assert "CUBLAS_WORKSPACE_CONFIG" in found["cuBLAS"].replacement
     assert len(found) == 7
@@ -127,6 +143,10 @@ def test_an_op_that_raises_on_cpu_too_is_reported_with_every_other_offender():
     model = Unpool()
     report = R.audit(model, torch.randn(3, 4))
     assert [(f.op, f.how) for f in report.raised] == [("put_", "raised")]
-    assert [f.api for f in report.warned] == ["nn.MaxUnpool1d/2d/3d"]  # found by the warn_only re-run
-    assert "raised under strict mode (1)" in str(report) and "no replacement in repro.ops" in str(report)
+    assert [f.api for f in report.warned] == [
+        "nn.MaxUnpool1d/2d/3d"
+    ]  # found by the warn_only re-run
+    assert "raised under strict mode (1)" in str(report) and "no replacement in repro.ops" in str(
+        report
+    )
     assert model.lin.weight.grad is None

@@ -22,28 +22,122 @@ import repro.ops as R
 # ATen ops with one deterministic CUDA algorithm (no atomics on floats, stable or order-free results).
 ALLOWED = {
     # creation, views, copies, shape
-    "alias", "arange", "as_strided", "cat", "clone", "copy_", "detach", "empty", "empty_like",
-    "expand", "flip", "full", "full_like", "lift_fresh", "new_empty", "new_full", "new_zeros",
-    "ones", "ones_like", "permute", "scalar_tensor", "select", "select_backward", "slice",
-    "slice_backward", "squeeze", "stack", "t", "transpose", "unsqueeze", "view", "_unsafe_view",
-    "zeros", "zeros_like", "_to_copy", "_local_scalar_dense", "resize_", "unbind", "split",
-    "new_empty_strided", "empty_strided",
+    "alias",
+    "arange",
+    "as_strided",
+    "cat",
+    "clone",
+    "copy_",
+    "detach",
+    "empty",
+    "empty_like",
+    "expand",
+    "flip",
+    "full",
+    "full_like",
+    "lift_fresh",
+    "new_empty",
+    "new_full",
+    "new_zeros",
+    "ones",
+    "ones_like",
+    "permute",
+    "scalar_tensor",
+    "select",
+    "select_backward",
+    "slice",
+    "slice_backward",
+    "squeeze",
+    "stack",
+    "t",
+    "transpose",
+    "unsqueeze",
+    "view",
+    "_unsafe_view",
+    "zeros",
+    "zeros_like",
+    "_to_copy",
+    "_local_scalar_dense",
+    "resize_",
+    "unbind",
+    "split",
+    "new_empty_strided",
+    "empty_strided",
     # elementwise
-    "abs", "add", "add_", "bitwise_and", "bitwise_not", "bitwise_or", "clamp", "clamp_max", "clamp_min",
-    "div", "eq", "floor", "fmod", "ge", "gt", "isnan", "isinf", "isfinite", "le", "lt",
-    "masked_fill", "maximum", "minimum", "mul", "ne", "neg", "remainder", "round", "rsub",
-    "sub", "where", "complex", "view_as_real", "real", "imag", "nan_to_num", "sign", "sgn",
-    "logical_and", "logical_not",
+    "abs",
+    "add",
+    "add_",
+    "bitwise_and",
+    "bitwise_not",
+    "bitwise_or",
+    "clamp",
+    "clamp_max",
+    "clamp_min",
+    "div",
+    "eq",
+    "floor",
+    "fmod",
+    "ge",
+    "gt",
+    "isnan",
+    "isinf",
+    "isfinite",
+    "le",
+    "lt",
+    "masked_fill",
+    "maximum",
+    "minimum",
+    "mul",
+    "ne",
+    "neg",
+    "remainder",
+    "round",
+    "rsub",
+    "sub",
+    "where",
+    "complex",
+    "view_as_real",
+    "real",
+    "imag",
+    "nan_to_num",
+    "sign",
+    "sgn",
+    "logical_and",
+    "logical_not",
     # reductions over fixed shapes (tree reductions, no atomics)
-    "all", "amax", "any", "argmax", "max", "min", "sum", "_log_softmax", "_log_softmax_backward_data",
+    "all",
+    "amax",
+    "any",
+    "argmax",
+    "max",
+    "min",
+    "sum",
+    "_log_softmax",
+    "_log_softmax_backward_data",
     # gathers (forward only), sort, search, compaction
-    "gather", "index", "index_select", "nonzero", "searchsorted", "sort",
+    "gather",
+    "index",
+    "index_select",
+    "nonzero",
+    "searchsorted",
+    "sort",
     # conditionally allowed (checked below)
-    "bincount", "cumsum", "index_put", "index_put_", "embedding_renorm_",
+    "bincount",
+    "cumsum",
+    "index_put",
+    "index_put_",
+    "embedding_renorm_",
     # delegated stock ops whose CUDA kernels are deterministic
-    "upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d", "upsample_nearest2d_backward",
-    "constant_pad_nd", "reflection_pad1d", "replication_pad1d",  # forward copies: builds pad maps "_embedding_bag", "_embedding_bag_backward", "_embedding_bag_dense_backward",
-    "_embedding_bag_per_sample_weights_backward", "scatter_reduce", "median",
+    "upsample_nearest1d",
+    "upsample_nearest2d",
+    "upsample_nearest3d",
+    "upsample_nearest2d_backward",
+    "constant_pad_nd",
+    "reflection_pad1d",
+    "replication_pad1d",  # forward copies: builds pad maps "_embedding_bag", "_embedding_bag_backward", "_embedding_bag_dense_backward",
+    "_embedding_bag_per_sample_weights_backward",
+    "scatter_reduce",
+    "median",
 }
 
 
@@ -82,7 +176,9 @@ class _Audit(TorchDispatchMode):
 
 
 def _run(fn, inputs):
-    leaves = [t.detach().clone().requires_grad_(t.requires_grad or t.is_floating_point()) for t in inputs]
+    leaves = [
+        t.detach().clone().requires_grad_(t.requires_grad or t.is_floating_point()) for t in inputs
+    ]
     out = fn(*leaves)
     if out.requires_grad:
         out.backward(torch.ones_like(out))
@@ -94,7 +190,10 @@ CASES = cases()
 
 @pytest.mark.parametrize("name,ours,_,inputs", CASES, ids=[c[0] for c in CASES])
 def test_replacement_uses_only_deterministic_kernels(name, ours, _, inputs):
-    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
     torch.use_deterministic_algorithms(True)
     try:
         with _Audit() as audit:
@@ -121,4 +220,7 @@ def test_repeated_runs_are_bitwise_identical():
         for _ in range(2):
             out, grads = _run(ours, inputs)
             assert torch.equal(out, first_out), name
-            assert all((a is None and b is None) or torch.equal(a, b) for a, b in zip(grads, first_grads, strict=True)), name
+            assert all(
+                (a is None and b is None) or torch.equal(a, b)
+                for a, b in zip(grads, first_grads, strict=True)
+            ), name

@@ -19,11 +19,30 @@ pytestmark = pytest.mark.gpu
 #: (nearest, bilinear/trilinear via PyTorch's strict-mode decomposition, replicate
 #: padding, index_select) have a deterministic stock path under strict mode.
 STOCK_RAISES = {
-    "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool1d",
-    "adaptive_max_pool2d", "adaptive_max_pool2d_with_indices", "avg_pool3d", "interpolate-bicubic",
-    "interpolate-linear", "interpolate-area", "pad-reflect", "nll_loss", "cross_entropy",
-    "grid_sample", "grid_sample-nearest", "embedding_bag", "cumsum", "Tensor.cumsum", "median",
-    "Tensor.median", "kthvalue", "scatter_reduce", "histc", "bincount",
+    "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d",
+    "adaptive_avg_pool3d",
+    "adaptive_max_pool1d",
+    "adaptive_max_pool2d",
+    "adaptive_max_pool2d_with_indices",
+    "avg_pool3d",
+    "interpolate-bicubic",
+    "interpolate-linear",
+    "interpolate-area",
+    "pad-reflect",
+    "nll_loss",
+    "cross_entropy",
+    "grid_sample",
+    "grid_sample-nearest",
+    "embedding_bag",
+    "cumsum",
+    "Tensor.cumsum",
+    "median",
+    "Tensor.median",
+    "kthvalue",
+    "scatter_reduce",
+    "histc",
+    "bincount",
 }
 REPEATS = 50
 
@@ -90,7 +109,9 @@ def _stable_without_strict():
 
 
 def test_replacements_match_cpu_results():
-    for (name, ours, _, inputs), (_, ours_cpu, _, inputs_cpu) in zip(_cuda_cases(), cases("cpu"), strict=True):
+    for (name, ours, _, inputs), (_, ours_cpu, _, inputs_cpu) in zip(
+        _cuda_cases(), cases("cpu"), strict=True
+    ):
         out, grads = _run(ours, inputs)
         cpu_out, cpu_grads = _run(ours_cpu, inputs_cpu)
         torch.testing.assert_close(out.cpu(), cpu_out, atol=1e-5, rtol=1e-5, msg=name)

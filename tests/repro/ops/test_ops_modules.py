@@ -31,7 +31,9 @@ LAYERS = [
 ]
 
 
-@pytest.mark.parametrize("layer,shape", LAYERS, ids=lambda v: type(v).__name__ if isinstance(v, nn.Module) else "")
+@pytest.mark.parametrize(
+    "layer,shape", LAYERS, ids=lambda v: type(v).__name__ if isinstance(v, nn.Module) else ""
+)
 def test_module_counterparts_match_stock_layers(layer, shape):
     ours = R.modules.REPLACEMENTS[type(layer)].__new__(R.modules.REPLACEMENTS[type(layer)])
     ours.__dict__.update(layer.__dict__)
@@ -42,8 +44,22 @@ def test_module_counterparts_match_stock_layers(layer, shape):
 def test_loss_and_embedding_modules():
     x, t = torch.randn(3, 4, 2, generator=rng(1)), torch.tensor([[0, 1], [3, -100], [2, 2]])
     w = torch.rand(4, generator=rng(2))
-    compare(R.CrossEntropyLoss(w, label_smoothing=0.1), nn.CrossEntropyLoss(w, label_smoothing=0.1), [x, t], grad=[True, False], atol=1e-6, rtol=1e-6)
-    compare(R.NLLLoss(w, reduction="sum"), nn.NLLLoss(w, reduction="sum"), [x, t], grad=[True, False], atol=1e-6, rtol=1e-6)
+    compare(
+        R.CrossEntropyLoss(w, label_smoothing=0.1),
+        nn.CrossEntropyLoss(w, label_smoothing=0.1),
+        [x, t],
+        grad=[True, False],
+        atol=1e-6,
+        rtol=1e-6,
+    )
+    compare(
+        R.NLLLoss(w, reduction="sum"),
+        nn.NLLLoss(w, reduction="sum"),
+        [x, t],
+        grad=[True, False],
+        atol=1e-6,
+        rtol=1e-6,
+    )
     bag = nn.EmbeddingBag(6, 3, mode="max")
     ours = R.EmbeddingBag(6, 3, mode="max", _weight=bag.weight.detach().clone())
     i, o = torch.tensor([1, 2, 5, 5, 0]), torch.tensor([0, 2])
@@ -53,7 +69,9 @@ def test_loss_and_embedding_modules():
 class Net(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReflectionPad2d(1), nn.AdaptiveAvgPool2d(3))
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1), nn.ReflectionPad2d(1), nn.AdaptiveAvgPool2d(3)
+        )
         self.up = nn.Upsample(scale_factor=2, mode="bilinear")
         self.frac = nn.FractionalMaxPool2d(2, output_size=2)
 
@@ -76,12 +94,21 @@ def test_make_deterministic_swaps_in_place_and_reports():
     pool.register_forward_hook(lambda *a: calls.append(1))
     expected = net(x)
     report = R.make_deterministic(net)
-    assert net.body[2] is pool and type(pool) is R.AdaptiveAvgPool2d and isinstance(pool, nn.AdaptiveAvgPool2d)
+    assert (
+        net.body[2] is pool
+        and type(pool) is R.AdaptiveAvgPool2d
+        and isinstance(pool, nn.AdaptiveAvgPool2d)
+    )
     assert [e.path for e in report.swapped] == ["body.1", "body.2", "up"]
-    assert [(e.path, "no replacement" in e.note) for e in report.left] == [("frac", True), ("extra", False)]
+    assert [(e.path, "no replacement" in e.note) for e in report.left] == [
+        ("frac", True),
+        ("extra", False),
+    ]
     assert "a subclass of torch.nn.pooling.AdaptiveAvgPool2d" in report.left[1].note
     text = str(report)
-    assert "body.2: torch.nn.pooling.AdaptiveAvgPool2d -> repro.ops.modules.AdaptiveAvgPool2d" in text
+    assert (
+        "body.2: torch.nn.pooling.AdaptiveAvgPool2d -> repro.ops.modules.AdaptiveAvgPool2d" in text
+    )
     assert "functional calls" in text and report.to_dict()["swapped"][0]["path"] == "body.1"
     assert {k: v for k, v in net.state_dict().items()}.keys() == before.keys()
     torch.testing.assert_close(net(x), expected, atol=1e-5, rtol=1e-5)
@@ -92,12 +119,16 @@ def test_make_deterministic_swaps_in_place_and_reports():
 
 
 _MISSING = object()
-_ORIGINALS = [(owner, name, owner.__dict__.get(name, _MISSING)) for owner, name, _ in patching.TARGETS]
+_ORIGINALS = [
+    (owner, name, owner.__dict__.get(name, _MISSING)) for owner, name, _ in patching.TARGETS
+]
 
 
 def _all_stock() -> bool:
     """Every patched name holds its original object again (or is absent from Tensor's own dict)."""
-    return all(owner.__dict__.get(name, _MISSING) is original for owner, name, original in _ORIGINALS)
+    return all(
+        owner.__dict__.get(name, _MISSING) is original for owner, name, original in _ORIGINALS
+    )
 
 
 def test_patch_routes_calls_and_restores_even_after_errors():
@@ -110,11 +141,17 @@ def test_patch_routes_calls_and_restores_even_after_errors():
         assert F.adaptive_max_pool2d(x, 2, True)[1].shape == (2, 3, 2, 2)
         assert torch.equal(x.cumsum(1), R.cumsum(x, 1))
         assert torch.equal(x.flatten().median(0).values, torch.median(x.flatten(), 0).values)
-        assert torch.equal(nn.Upsample(scale_factor=2, mode="bilinear")(x), R.interpolate(x, scale_factor=2, mode="bilinear"))
+        assert torch.equal(
+            nn.Upsample(scale_factor=2, mode="bilinear")(x),
+            R.interpolate(x, scale_factor=2, mode="bilinear"),
+        )
         with R.patch():  # nesting keeps the outer patch
             pass
         assert R.is_enabled()
-        assert torch.equal(F.interpolate(x, scale_factor=2, mode="area"), R.interpolate(x, scale_factor=2, mode="area"))
+        assert torch.equal(
+            F.interpolate(x, scale_factor=2, mode="area"),
+            R.interpolate(x, scale_factor=2, mode="area"),
+        )
     assert _all_stock()
     with pytest.raises(KeyError), R.patch():
         raise KeyError("boom")
