@@ -95,6 +95,29 @@ def run_train(tmp_path: Path):
     return _run
 
 
+_TORCH_PROBE = """
+import atexit, runpy, sys
+atexit.register(lambda: print("TORCH-IMPORTED" if "torch" in sys.modules else "NO-TORCH"))
+module, sys.argv = sys.argv[1], ["prog", *sys.argv[2:]]
+runpy.run_module(module, run_name="__main__", alter_sys=True)
+"""
+
+
+def imports_torch(module: str, *args: str, cwd: Path) -> bool:
+    """Whether ``python -m module args`` imported torch by the time it exited (checked in a fresh process)."""
+    out = subprocess.run(
+        [sys.executable, "-c", _TORCH_PROBE, module, *args],
+        cwd=cwd,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    last = (out.stdout.strip().splitlines() or ["?"])[-1]
+    assert last in ("NO-TORCH", "TORCH-IMPORTED"), out.stdout[-500:] + out.stderr[-500:]
+    return last == "TORCH-IMPORTED"
+
+
 def run_fixture(run_dir: Path, *overrides: str, **kwargs) -> Run:
     """The kit's fixture experiment in a fresh process, writing into ``run_dir``."""
     return run_main(run_dir, *overrides, module=FIXTURE, **kwargs)

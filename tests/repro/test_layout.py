@@ -4,13 +4,11 @@ launch phase imports no torch, the kit never imports the example, and the top le
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURE, clean_env
+from conftest import FIXTURE, imports_torch
 
 KIT = Path(__file__).resolve().parents[2] / "src" / "repro"
 TESTS = Path(__file__).resolve().parent
@@ -99,28 +97,11 @@ def test_the_launch_phase_imports_no_torch_at_module_level():
     assert not heavy, f"the launch phase reaches torch through {heavy}"
 
 
-PROBE = """
-import atexit, runpy, sys
-atexit.register(lambda: print("TORCH-IMPORTED" if "torch" in sys.modules else "NO-TORCH"))
-sys.argv = ["prog", *sys.argv[2:]]
-runpy.run_module(sys.argv_module if False else {module!r}, run_name="__main__", alter_sys=True)
-"""
-
-
 @pytest.mark.parametrize(
     "args", [["--help"], ["--cfg", "job"], ["repro.seed=-1"], ["train.resume=/nonexistent"]]
 )
 def test_help_cfg_and_refused_command_lines_import_no_torch(args, tmp_path):
-    code = PROBE.format(module=FIXTURE)
-    out = subprocess.run(
-        [sys.executable, "-c", code, "-", *args],
-        cwd=tmp_path,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.stdout.strip().splitlines()[-1] == "NO-TORCH", out.stdout[-500:] + out.stderr[-500:]
+    assert not imports_torch(FIXTURE, *args, cwd=tmp_path)
 
 
 def test_the_kit_never_imports_the_example():
