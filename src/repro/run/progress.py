@@ -51,8 +51,13 @@ class EpochProgress:
         self._samples += samples
         elapsed = self._bar.format_dict.get("elapsed") or 0.0
         rate = self._samples / elapsed if elapsed > 0 else 0.0
-        self._bar.set_postfix_str(f"loss {loss:.4f}  {rate:.0f} samples/s", refresh=False)
+        first = self._bar.n == self._bar.initial
         self._bar.update(done - self._bar.n)
+        # Drawn at least on the epoch's first and last step, however short the epoch (tqdm's own
+        # redraws wait for mininterval).
+        self._bar.set_postfix_str(
+            f"loss {loss:.4f}  {rate:.0f} samples/s", refresh=first or done >= total
+        )
 
     def close(self) -> None:
         """End the epoch's bar (the epoch line follows)."""
