@@ -331,13 +331,13 @@ def _plan_resume(
         (split_override(o)[1] for o in job if override_key(o) == "hydra.run.dir"), None
     )
     run_dir = Path(str(cfg.hydra.run.dir) if value == AUTO else value).resolve()
+    state = decide(value, run_dir, key=resume_key, is_main=is_main)
     if value != AUTO and given_dir is not None and Path(given_dir).resolve() != run_dir:
         raise LaunchError(
             f"{resume_key}={value} and hydra.run.dir={given_dir} disagree; a resumed run "
             f"continues in its own directory (use {resume_key}=auto with hydra.run.dir to "
             "name it once)"
         )
-    state = decide(value, run_dir, key=resume_key, is_main=is_main)
     if state is None:
         return [], None
     extra = (
