@@ -71,3 +71,22 @@ def test_secrets_are_never_recorded():
         "+wandb.api_key=<redacted>",
         "db.password=<redacted>",
     ]
+
+
+def test_files_follow_the_umask_so_colleagues_can_read_runs(tmp_path):
+    import os
+    import stat
+
+    from repro import files
+
+    previous = os.umask(0o022)
+    try:
+        files.UMASK = 0o022  # as if the process had started with it
+        files.atomic_write(tmp_path / "a.json", "{}")
+        assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
+        files.UMASK = 0o077
+        files.atomic_write(tmp_path / "b.json", "{}")
+        assert stat.S_IMODE((tmp_path / "b.json").stat().st_mode) == 0o600
+    finally:
+        os.umask(previous)
+        files.UMASK = files._umask()

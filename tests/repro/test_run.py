@@ -4,6 +4,7 @@ fault injection, the run-directory lock and the in-process (notebook) API. Separ
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -136,6 +137,18 @@ def test_start_run_from_python_gives_the_cli_bits_and_records_what_cannot_hold(r
     assert pin["took_effect"] is False and pin["note"].startswith("in-process run (no relaunch)")
     assert manifest["determinism"]["in_process"] is True
     assert (Path(run_dir) / ".lock").read_text() != ""  # the lock file names the pid that held it
+
+
+def test_run_files_are_readable_by_the_group_under_the_default_umask(reference):
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("config.yaml", "run.json", "metrics.jsonl", "fingerprints.jsonl", "weights.pt"):
+        mode = stat.S_IMODE((reference.dir / name).stat().st_mode)
+        assert mode == 0o666 & ~umask, (name, oct(mode))
+    for ckpt in (reference.dir / "checkpoints").iterdir():
+        assert stat.S_IMODE(ckpt.stat().st_mode) == 0o666 & ~umask, ckpt.name
 
 
 def test_time_fields_are_the_only_metrics_that_differ(reference):

@@ -31,7 +31,7 @@ class RunLock:
         path = Path(run_dir) / LOCK_FILE
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
         except OSError as exc:
             raise RunDirectoryError(
                 f"cannot lock run directory {path.parent}: {exc.strerror}"

@@ -53,7 +53,7 @@ def _open_append(path: Path) -> Any:
     """Open a record file for appending without following a symlink (a planted link is refused)."""
     try:
         fd = os.open(
-            path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644
+            path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666
         )
     except OSError as exc:
         raise RunDirectoryError(

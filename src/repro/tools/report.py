@@ -378,11 +378,10 @@ def _panel_order(curve: str) -> tuple[bool, str, str]:
 
 
 def _write(path: Path, data: str | bytes) -> None:
-    """Write atomically, readable by others (the figure and tables are meant to be shared)."""
+    """Write atomically, with the permissions the user's umask gives (0644 by default)."""
     from repro.files import atomic_write
 
     atomic_write(path, data)
-    path.chmod(0o644)
 
 
 def _curves(job: Job) -> dict[str, dict[int, float]]:
