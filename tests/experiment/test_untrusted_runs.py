@@ -527,7 +527,7 @@ def test_a_replay_that_cannot_start_is_an_error_not_a_verdict(base, tmp_path):
     assert out.returncode == 3, out.stdout + out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("cannot replay: the replay of "), out.stderr
-    assert "before recording a step: error: train.lr=-1.0 is not allowed" in lines[0]
+    assert "before recording a step: error: optimizer.lr=-1.0 is not allowed" in lines[0]
     assert "DIVERGED" not in out.stdout and not (tmp_path / "replay").exists()
 
 
