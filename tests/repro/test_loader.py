@@ -213,3 +213,32 @@ def test_main_process_loading_keeps_rngs_and_threads_whatever_the_thread_count(t
     finally:
         torch.set_num_threads(before)
     assert same(got, epochs(make_dataloader(Augmenting(), seed=5, batch_size=4, shuffle=True)))
+
+
+def test_state_dict_protocol_resumes_mid_epoch_in_a_new_loader():
+    """The StatefulDataLoader protocol docs/run.md promises: state_dict() during a pass, load_state_dict()
+    into a new loader, and the rest of that epoch and the next one come out the same."""
+
+    def make():
+        return make_dataloader(Augmenting(), seed=5, batch_size=4, shuffle=True)
+
+    def flat(batches):
+        return [torch.cat([t.reshape(-1).float() for t in b]) for b in batches]
+
+    whole = make()
+    first = flat(list(whole))
+    second = flat(list(whole))
+    loader = make()
+    it = iter(loader)
+    for _ in range(3):
+        next(it)
+    state = loader.state_dict()
+    assert state == {"epoch": 0, "batch": 3}
+    other = make()
+    other.load_state_dict(state)
+    rest, after = flat(list(other)), flat(list(other))
+    assert all(torch.equal(a, b) for a, b in zip(rest, first[3:], strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(after, second, strict=True))
+    assert other.state_dict() == {"epoch": 2, "batch": 0}
+    with pytest.raises(ValueError, match="expected"):
+        other.load_state_dict({"epoch": "x"})

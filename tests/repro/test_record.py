@@ -8,7 +8,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from repro import ReproConfig, RunDirectoryError, RunRecord, atomic_write, setup_reproducibility
-from repro.core.environment import is_secret_name, redact_args, relevant_environment
+from repro.core.environment import is_secret_name, relevant_environment
+from repro.secrets import redact_args
 
 
 @pytest.fixture

@@ -151,6 +151,6 @@ def test_run_files_are_readable_by_the_group_under_the_default_umask(reference):
         assert stat.S_IMODE(ckpt.stat().st_mode) == 0o666 & ~umask, ckpt.name
 
 
-def test_time_fields_are_the_only_metrics_that_differ(reference):
+def test_epoch_rows_carry_the_timing_fields_that_comparisons_leave_out(reference):
     rows = [json.loads(x) for x in (reference.dir / "metrics.jsonl").read_text().splitlines()]
     assert {k for r in rows for k in r} & set(TIME_FIELDS) == set(TIME_FIELDS)

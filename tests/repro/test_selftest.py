@@ -27,7 +27,7 @@ from repro.tools.selftest import (
 
 def selftest(*args):
     return subprocess.run(
-        [sys.executable, "-m", "repro.tools.selftest", *map(str, args)],
+        [sys.executable, "-m", "repro", "selftest", *map(str, args)],
         env=clean_env(),
         capture_output=True,
         text=True,
@@ -154,6 +154,6 @@ def test_an_unusable_reference_file_is_one_line_naming_it(tmp_path, content):
     path.write_text(content)
     with pytest.raises(SelftestError, match=f"--reference {path}"):
         load_reference(path)
-    from repro.tools.selftest import main
+    from repro.tools.cli import main
 
-    assert main(["--reference", str(path)]) == 2  # refused before the workload runs
+    assert main(["selftest", "--reference", str(path)]) == 2  # refused before the workload runs

@@ -34,16 +34,6 @@ def is_secret_name(name: str) -> bool:
     return bool(_SECRET.search(name))
 
 
-def is_secret_key(name: str) -> bool:
-    """Whether a config key's name says it holds a credential (see :mod:`repro.secrets`)."""
-    return _secrets.is_secret_key(name)
-
-
-def redact_config(tree: Any) -> Any:
-    """A copy of a plain config tree with every secret hidden (see :mod:`repro.secrets`)."""
-    return _secrets.redact_tree(tree)
-
-
 def relevant_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
     """The numerics-relevant variables that are set, secrets never included."""
     environ = dict(os.environ) if environ is None else environ
@@ -242,10 +232,5 @@ def environment_fingerprint(cwd: str | Path | None = None) -> dict[str, Any]:
         "env_at_start": relevant_environment(startup.ENVIRON),
         "code_dir": str(Path(cwd).resolve()),
         "git": git_state(cwd),
-        "argv": redact_args(sys.argv),
+        "argv": _secrets.redact_args(sys.argv),
     }
-
-
-def redact_args(args: list[str]) -> list[str]:
-    """Command-line arguments with every secret value hidden (see :mod:`repro.secrets`)."""
-    return _secrets.redact_args(args)

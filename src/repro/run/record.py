@@ -192,20 +192,23 @@ class RunRecord:
         dist = getattr(repro, "dist", None) or DistInfo()
         # Every rank reads what the interrupted process recorded after the checkpoint (to check itself
         # against it); rank 0 alone rewrites the files.
-        later = [
-            r
-            for r in read_jsonl(run_dir / FINGERPRINTS_FILE)
-            if isinstance(r, dict) and isinstance(r.get("step"), int) and r["step"] > from_step
-        ]
+        # One read of the fingerprints: rows up to the checkpoint stay, later ones are kept aside.
+        kept: list[dict[str, Any]] = []
+        later: list[dict[str, Any]] = []
+        for row in read_jsonl(run_dir / FINGERPRINTS_FILE):
+            step = row.get("step", 0)
+            if isinstance(step, int):
+                (later if step > from_step else kept).append(row)
         if not dist.is_main:
             record = cls(run_dir, {}, last_step=from_step, dist=dist)
             record.interrupted_rows = later
             return record
         manifest = json.loads((run_dir / RUN_FILE).read_text())
-        for name in (METRICS_FILE, FINGERPRINTS_FILE):
-            path = run_dir / name
-            if path.exists():
-                atomic_write(path, jsonl_text(read_jsonl(path, up_to_step=from_step)))
+        if (run_dir / FINGERPRINTS_FILE).exists():
+            atomic_write(run_dir / FINGERPRINTS_FILE, jsonl_text(kept))
+        if (run_dir / METRICS_FILE).exists():
+            metrics = read_jsonl(run_dir / METRICS_FILE, up_to_step=from_step)
+            atomic_write(run_dir / METRICS_FILE, jsonl_text(metrics))
         entry = {
             "at": _now(),
             "from_step": from_step,

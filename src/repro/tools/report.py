@@ -21,7 +21,6 @@ import io
 import json
 import math
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -596,23 +595,3 @@ def run(args: argparse.Namespace) -> int:
     elif report.plot_note:
         print(f"curves: {report.plot_note}")
     return exit_code
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m repro.tools.report``: the same as ``repro report``."""
-    parser = argparse.ArgumentParser(
-        prog="repro report",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except ReproError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -376,23 +376,3 @@ def run(args: argparse.Namespace) -> int:
         json.dumps(verdict.to_dict(), indent=2) if args.json else describe(verdict, args.reference)
     )
     return verdict.exit_code
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m repro.tools.selftest``: the same as ``repro selftest``."""
-    parser = argparse.ArgumentParser(
-        prog="repro selftest",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except ReproError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
