@@ -807,7 +807,7 @@ class Run:
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        self.close(error=exc) if exc is not None else self.close()
+        self.close(error=exc)
 
 
 def _fmt(key: str, value: Any) -> str:

@@ -8,6 +8,7 @@ calls ``setup_reproducibility`` and starts or continues the record.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,6 +22,8 @@ from repro.run.lock import RunLock
 from repro.run.record import RunRecord
 from repro.run.resume import config_sha256, find_resumption, remove_stale_partials
 from repro.run.run import Run, resolve_device, settings_of
+
+log = logging.getLogger("repro.run")
 
 
 def open_run(
@@ -68,11 +71,7 @@ def open_run(
             )
             pending = record.interrupted_rows
             if repro.dist.is_main:
-                import logging
-
-                logging.getLogger("repro.run").info(
-                    "resuming %s from %s (step %d)", run_dir, info.path.name, info.step
-                )
+                log.info("resuming %s from %s (step %d)", run_dir, info.path.name, info.step)
         else:
             record = RunRecord.start(
                 run_dir,
