@@ -20,11 +20,11 @@ import pytest
 import yaml
 
 from conftest import FIXTURE, clean_env
+from repro.tools.cli import main as repro_main
 from repro.tools.report import (
     collect,
     figure_title,
     job_table,
-    main,
     panel_labels,
     plot,
     readable,
@@ -191,7 +191,7 @@ def test_a_key_is_swept_by_its_resolved_value_not_its_spelling(tmp_path):
 
 def test_tables_export_to_csv_markdown_and_latex(tmp_path):
     sweep = make_sweep(tmp_path / "sw")
-    assert main([str(sweep), "--no-plot", "--json"]) == 0
+    assert repro_main(["report", str(sweep), "--no-plot", "--json"]) == 0
     out = sweep / "report"
     jobs = list(csv.DictReader(io.StringIO((out / "jobs.csv").read_text())))
     assert [(r["model.dropout"], r["seed"]) for r in jobs][:2] == [("0.1", "0"), ("0.1", "1")]
@@ -392,7 +392,7 @@ def test_failed_jobs_are_listed_and_left_out_of_the_statistics(tmp_path, capsys)
         result={},
         error="ValueError: boom",
     )
-    assert main([str(sweep), "--no-plot"]) == 1
+    assert repro_main(["report", str(sweep), "--no-plot"]) == 1
     text = capsys.readouterr().out
     assert "4 jobs, 3 completed, 1 not" in text and "job 3 failed: ValueError: boom" in text
     assert "95% interval" in text
@@ -405,7 +405,7 @@ def test_failed_jobs_are_listed_and_left_out_of_the_statistics(tmp_path, capsys)
 def test_an_out_path_that_is_a_file_is_refused_with_one_line(tmp_path, capsys):
     sweep = make_sweep(tmp_path / "sw", dropouts=(0.1,), seeds=(0,))
     (tmp_path / "taken").write_text("")
-    assert main([str(sweep), "--out", str(tmp_path / "taken")]) == 2
+    assert repro_main(["report", str(sweep), "--out", str(tmp_path / "taken")]) == 2
     assert (
         capsys.readouterr().err
         == f"error: --out {tmp_path / 'taken'}: exists and is not a directory; give a directory\n"
@@ -434,7 +434,9 @@ def test_report_survives_odd_sweep_content(tmp_path, capsys):
     (sweep / "odd" / "metrics.jsonl").write_text(
         '7\n{"step": "x", "loss": 1}\n{"step": 2, "loss": 0.5}\n'
     )
-    assert main([str(sweep), "--json"]) == 1  # an unreadable job counts as not completed
+    assert (
+        repro_main(["report", str(sweep), "--json"]) == 1
+    )  # an unreadable job counts as not completed
     data = json.loads(capsys.readouterr().out)
     assert {j["name"]: j["status"] for j in data["jobs"]} == {
         "junk": "unreadable",
