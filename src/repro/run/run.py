@@ -45,7 +45,13 @@ from torch.utils.data import Dataset
 
 from repro.config import RunConfig, validate_run_config
 from repro.core.distributed import all_reduce_sum, gather_objects, shutdown_distributed, wrap_model
-from repro.core.fingerprint import float_bits, tensors_digest
+from repro.core.fingerprint import (
+    float_bits,
+    sample_digests_device,
+    tensors_digest,
+    tensors_digest_from,
+    tensors_digest_parts,
+)
 from repro.core.loader import ReproDataLoader
 from repro.core.setup import Repro
 from repro.errors import ConfigValueError, ReproError
@@ -112,6 +118,20 @@ def _load_into(name: str, obj: Any, state: Any) -> None:
     else:
         obj.clear()
         obj.update(state)
+
+
+def _to_host(pieces: list[torch.Tensor]) -> list[torch.Tensor]:
+    """1-D int64 ``pieces`` on the host, with one transfer per device (a piece on the host stays)."""
+    out = list(pieces)
+    by_device: dict[torch.device, list[int]] = {}
+    for i, piece in enumerate(pieces):
+        if piece.device.type != "cpu":
+            by_device.setdefault(piece.device, []).append(i)
+    for idx in by_device.values():
+        host = torch.cat([pieces[i] for i in idx]).cpu()
+        for i, part in zip(idx, host.split([pieces[i].numel() for i in idx]), strict=True):
+            out[i] = part
+    return out
 
 
 class Run:
@@ -432,10 +452,25 @@ class Run:
             metrics[k].detach().reshape(()).to(device=values[0].device, dtype=torch.float64)
             for k in names
         ]
-        host = torch.stack(values).cpu()  # the one host transfer of the batch
+        tensors = tuple(t for t in (batch or ()) if isinstance(t, torch.Tensor))
+        window_ends = not self._micro or self.should_step()
+        model = next(iter(self.modules().values()), None)
+        # Everything the step needs on the host crosses in one transfer per device: the loss and metric
+        # bits, the batch's per-sample digests and, at a window's end, the parameter digest.
+        pieces = [torch.stack(values).view(torch.int64)]
+        if tensors:
+            pieces.append(sample_digests_device(*tensors))
+        params_meta = None
+        if window_ends:
+            self.global_step += 1
+            self.faults.after_update(self.global_step, model)
+            if model is not None:
+                params_meta, parts = tensors_digest_parts(self._named_parameters())
+                pieces += [v.reshape(1) for v in parts]
+        host_pieces = _to_host(pieces)
+        host = host_pieces[0].view(torch.float64)
         scalars = {k: float(v) for k, v in metrics.items() if k not in names}
         scalars.update({k: float(host[i + 1]) for i, k in enumerate(names)})
-        tensors = tuple(t for t in (batch or ()) if isinstance(t, torch.Tensor))
         if n is None:
             n = int(tensors[0].shape[0]) if tensors else 1
         self._sums["n"] += n
@@ -444,20 +479,22 @@ class Run:
         window = self._pending_step
         window["n"] = window.get("n", 0) + n
         window.setdefault("losses", []).append(host[0])
-        window.setdefault("batches", []).append(tensors)
+        if tensors:
+            window.setdefault("digests", []).extend(host_pieces[1].tolist())
         for key, value in scalars.items():
             window.setdefault("scalars", {}).setdefault(key, []).append(value)
-        if self._micro and not self.should_step():
+        if not window_ends:
             return
         self._micro, self._pending_step = 0, {}
-        self._optimizer_step_done(window)
+        params = None
+        if params_meta is not None:
+            params = tensors_digest_from(params_meta, (int(v) for v in host_pieces[-len(parts) :]))
+        self._optimizer_step_done(window, params)
 
-    def _optimizer_step_done(self, window: dict[str, Any]) -> None:
-        """Fingerprint, metrics row and checkpoint of the optimizer step that closed ``window``."""
-        self.global_step += 1
-        model = next(iter(self.modules().values()), None)
-        self.faults.after_update(self.global_step, model)
-        losses, batches = window["losses"], window["batches"]
+    def _optimizer_step_done(self, window: dict[str, Any], params: str | None) -> None:
+        """Fingerprint, metrics row and checkpoint of the optimizer step that closed ``window``
+        (``global_step`` already counts it; ``params``: the parameter digest after it)."""
+        losses = window["losses"]
         loss64 = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
         loss_value = float(loss64)
         scalars = {
@@ -469,14 +506,9 @@ class Run:
             "epoch": self.epoch,
             "loss": float_bits(loss64),
         }
-        if model is not None:
-            row["params"] = tensors_digest(self._named_parameters())
-        tensors = (
-            batches[0]
-            if len(batches) == 1
-            else tuple(torch.cat(parts) for parts in zip(*batches, strict=True))
-        )
-        self.record.log_fingerprint(row, batch=tensors or None)
+        if params is not None:
+            row["params"] = params
+        self.record.log_fingerprint(row, batch_digests=window.get("digests"))
         self._check_against_interrupted(self.record.last_row or row)
         self._show_progress(loss_value, window["n"])
         if self.global_step % self.settings.log_every == 0:
