@@ -54,7 +54,10 @@ def tb_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
             if event.HasField("session_log") and event.session_log.status == SessionLog.START:
                 out = {t: [(s, v) for s, v in pts if s < event.step] for t, pts in out.items()}
             for value in event.summary.value:
-                out.setdefault(value.tag, []).append((event.step, value.simple_value))
+                number = (
+                    value.tensor.float_val[0] if value.HasField("tensor") else value.simple_value
+                )
+                out.setdefault(value.tag, []).append((event.step, number))
     return out
 
 
