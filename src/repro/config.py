@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from repro.errors import ConfigValueError
+from repro.errors import ConfigValueError, MissingPackageError
 
 SEED_MAX = 2**32 - 1
 #: Values ATen reads from ATEN_CPU_CAPABILITY (x86: default/avx2/avx512; arm: sve256; power: vsx; s390: zvector).
@@ -144,6 +144,114 @@ class RunConfig:
     early_stopping_patience: int | None = None
 
 
+@dataclass
+class CsvLoggerConfig:
+    """``logger=csv``: every metrics row as a line of a CSV file (no extra package)."""
+
+    #: The CSV file; a relative path is under the run directory.
+    path: str = "logs/metrics.csv"
+
+
+@dataclass
+class TensorBoardLoggerConfig:
+    """``logger=tensorboard``: scalars in TensorBoard event files (``pip install -e ".[tensorboard]"``)."""
+
+    #: The event files' directory; a relative path is under the run directory.
+    log_dir: str = "logs/tensorboard"
+
+
+@dataclass
+class MLflowLoggerConfig:
+    """``logger=mlflow``: metrics in an MLflow run (``pip install -e ".[mlflow]"``)."""
+
+    #: An MLflow tracking URI (http://..., databricks, ...); null: a file store in the run directory
+    #: (logs/mlflow). Credentials belong in MLFLOW_TRACKING_USERNAME/PASSWORD, not here.
+    tracking_uri: str | None = None
+    #: The MLflow experiment the run goes to (created when missing).
+    experiment_name: str = "repro"
+    #: The MLflow run's name; null: the run directory's name.
+    run_name: str | None = None
+
+
+@dataclass
+class WandbLoggerConfig:
+    """``logger=wandb``: metrics in a Weights & Biases run (``pip install -e ".[wandb]"``)."""
+
+    #: offline (files under the run directory, ``wandb sync`` later), online or disabled.
+    mode: str = "offline"
+    #: The W&B project; null: W&B's default. The API key comes from WANDB_API_KEY or ``wandb login``.
+    project: str | None = None
+    #: The W&B entity (user or team); null: W&B's default.
+    entity: str | None = None
+    #: The W&B run's name; null: the run directory's name.
+    name: str | None = None
+    #: Where W&B writes its files; a relative path is under the run directory.
+    dir: str = "logs"
+
+
+#: The loggers the kit has (``logger=NAME``), with their schemas.
+LOGGER_SCHEMAS: dict[str, type] = {
+    "csv": CsvLoggerConfig,
+    "tensorboard": TensorBoardLoggerConfig,
+    "mlflow": MLflowLoggerConfig,
+    "wandb": WandbLoggerConfig,
+}
+#: Config groups of which a command line may select several options at once (``logger=[csv,mlflow]``):
+#: each option writes its own key, so nothing is merged over anything else.
+MULTI_OPTION_GROUPS = ("logger",)
+WANDB_MODES = ("offline", "online", "disabled")
+#: logger -> (the module it imports, the pip extra that installs it); csv needs nothing.
+LOGGER_PACKAGES = {
+    "tensorboard": ("tensorboard", "tensorboard"),
+    "mlflow": ("mlflow", "mlflow"),
+    "wandb": ("wandb", "wandb"),
+}
+
+
+def check_logger_packages(names: Any) -> None:
+    """Raise MissingPackageError, naming ``logger=NAME``, the package and the extra, for a logger whose
+    package is not installed. Imports nothing (``find_spec``), so it runs before any file is written."""
+    import importlib.util
+
+    for name in names:
+        module, extra = LOGGER_PACKAGES.get(name, (None, None))
+        if module is not None and importlib.util.find_spec(module) is None:
+            raise MissingPackageError(
+                f"logger={name} needs the {module} package, which is not installed: "
+                f'pip install -e ".[{extra}]" (or choose another logger, e.g. logger=csv)'
+            )
+
+
+def logger_configs(node: Any) -> dict[str, Any]:
+    """The typed settings of each logger in the ``logger`` node (``{}``/null: none), in config order.
+
+    Raises ConfigValueError naming the key for an unknown logger or a bad value."""
+    if node is None:
+        return {}
+    plain = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+    if not isinstance(plain, dict):
+        raise ConfigValueError("logger", plain, "a mapping of logger names to their settings")
+    out: dict[str, Any] = {}
+    for name, values in plain.items():
+        schema = LOGGER_SCHEMAS.get(str(name))
+        if schema is None:
+            raise ConfigValueError(f"logger.{name}", values, f"one of {', '.join(LOGGER_SCHEMAS)}")
+        try:
+            typed = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values or {}))
+        except Exception as exc:
+            key = str(getattr(exc, "full_key", "") or "").split(".")[-1]
+            why = str(getattr(exc, "msg", exc)).splitlines()[0]
+            where = f"logger.{name}.{key}" if key else f"logger.{name}"
+            raise ConfigValueError(
+                where, (values or {}).get(key), f"a valid value ({why})"
+            ) from None
+        out[str(name)] = typed
+    wandb = out.get("wandb")
+    if wandb is not None and wandb.mode not in WANDB_MODES:
+        raise ConfigValueError("logger.wandb.mode", wandb.mode, ", ".join(WANDB_MODES))
+    return out
+
+
 #: train.precision values (Lightning's names).
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 
@@ -151,6 +259,9 @@ PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 RUN_RESUME_SAFE_KEYS = ("checkpoint_every", "keep_checkpoints", "resume")
 #: repro keys that may differ on resume.
 REPRO_RESUME_SAFE_KEYS = ("repro.num_workers", "repro.persistent_workers")
+#: The loggers may differ on resume (and are ignored by a config's hash): they copy metrics, never
+#: change the bits.
+LOGGER_RESUME_SAFE_KEYS = ("logger",)
 
 
 def split_override(arg: str) -> tuple[str, str]:
@@ -166,7 +277,12 @@ def override_key(arg: str) -> str:
 
 def resume_safe_keys(node: str = "train", extra: Any = ()) -> tuple[str, ...]:
     """Keys that may differ when a run is resumed: the kit's own plus a project's ``extra``."""
-    return (*REPRO_RESUME_SAFE_KEYS, *(f"{node}.{k}" for k in RUN_RESUME_SAFE_KEYS), *extra)
+    return (
+        *REPRO_RESUME_SAFE_KEYS,
+        *LOGGER_RESUME_SAFE_KEYS,
+        *(f"{node}.{k}" for k in RUN_RESUME_SAFE_KEYS),
+        *extra,
+    )
 
 
 def validate_run_config(node: Any, prefix: str = "train") -> RunConfig:
@@ -293,10 +409,14 @@ def wanted_environment(rc: ReproConfig) -> dict[str, str]:
 
 
 def register_configs() -> None:
-    """Store the schema in Hydra's ConfigStore as ``repro/schema``. Idempotent."""
+    """Store the schemas in Hydra's ConfigStore: ``repro/schema``, and ``logger/<name>_schema`` for each
+    logger (a project's ``conf/logger/csv.yaml`` lists ``csv_schema@csv`` first). Idempotent."""
     from hydra.core.config_store import ConfigStore
 
-    ConfigStore.instance().store(group="repro", name="schema", node=ReproConfig)
+    cs = ConfigStore.instance()
+    cs.store(group="repro", name="schema", node=ReproConfig)
+    for name, schema in LOGGER_SCHEMAS.items():
+        cs.store(group="logger", name=f"{name}_schema", node=schema)
 
 
 def to_repro_config(cfg: Any) -> ReproConfig:

@@ -24,6 +24,10 @@ class ConfigValueError(ReproError, ValueError):
         super().__init__(f"{key}={value!r} is not allowed: expected {allowed}")
 
 
+class MissingPackageError(ReproError, ImportError):
+    """A config choice needs an optional package that is not installed (the message names the extra)."""
+
+
 class EnvironmentPinError(ReproError, RuntimeError):
     """A process-environment pin cannot take effect in this process."""
 

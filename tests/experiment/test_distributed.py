@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import subprocess
 import sys
 
@@ -58,11 +59,17 @@ def test_one_run_directory_written_by_rank_zero_only(two_ranks):
         "checkpoints",
         "config.yaml",
         "fingerprints.jsonl",
+        "logs",
         "metrics.jsonl",
         "run.json",
         "train.log",
         "weights.pt",
     ]
+    # The example's default logger (csv) writes on rank 0 only: each metrics row once.
+    assert sorted(p.name for p in (run_dir / "logs").iterdir()) == ["metrics.csv"]
+    with open(run_dir / "logs" / "metrics.csv", newline="") as f:
+        csv_steps = [(r["split"], int(r["step"])) for r in csv.DictReader(f)]
+    assert csv_steps == [(r["split"], r["step"]) for r in two_ranks.metrics()]
     assert sorted(p.name for p in (run_dir / ".hydra").iterdir()) == [
         "config.yaml",
         "hydra.yaml",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import re
@@ -48,6 +49,29 @@ def test_run_directory_contract(run_train):
     # The command line tells the user where the run is and what it produced.
     assert str(run.dir) in run.proc.stdout and m["weights_sha256"] in run.proc.stdout
     assert re.search(r"epoch 1/2 .*loss .*acc .*samples/s", run.proc.stdout)
+
+
+def test_csv_and_tensorboard_loggers_at_once_write_the_metrics_rows(run_train):
+    run = run_train("r", "logger=[csv,tensorboard]", *QUICK)
+    assert set(run.manifest["loggers"]) == {"csv", "tensorboard"}
+    with open(run.dir / "logs" / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    metrics = run.metrics(drop_time=False)
+    assert [(r["split"], int(r["step"])) for r in rows] == [
+        (m["split"], m["step"]) for m in metrics
+    ]
+    assert [float(r["val_acc"]) for r in rows if r["split"] == "epoch"] == [
+        m["val_acc"] for m in metrics if m["split"] == "epoch"
+    ]
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    (events,) = (run.dir / "logs" / "tensorboard").glob("events.out.tfevents.*")
+    steps: dict[str, list[int]] = {}
+    for event in EventFileLoader(str(events)).Load():
+        for value in event.summary.value:
+            steps.setdefault(value.tag, []).append(event.step)
+    assert steps["epoch/val_acc"] == [8, 16]
+    assert steps["train/loss"] == [m["step"] for m in metrics if m["split"] == "train"]
 
 
 def test_existing_run_is_never_overwritten(run_train):

@@ -302,9 +302,10 @@ def _with_run_check(check: ConfigCheck | None, node: str) -> ConfigCheck:
     def checked(cfg: DictConfig) -> None:
         from omegaconf import OmegaConf
 
-        from repro.config import validate_run_config
+        from repro.config import check_logger_packages, logger_configs, validate_run_config
 
         validate_run_config(OmegaConf.select(cfg, node, default=None) or {}, prefix=node)
+        check_logger_packages(logger_configs(OmegaConf.select(cfg, "logger", default=None)))
         if check is not None:
             check(cfg)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from repro.config import (
+    MULTI_OPTION_GROUPS,
     override_key,
     register_configs,
     split_override,
@@ -230,8 +231,9 @@ _BOOL_WORDS = ("true", "false")
 def _check_job_overrides(
     cfg: DictConfig, job: list[str], config_dir: str | Path, config_name: str
 ) -> None:
-    """What composing accepts but a careful tool refuses: several options of one config group at once,
-    a bool given as anything but true/false, and ``+key=value`` for a key the config does not have."""
+    """What composing accepts but a careful tool refuses: several options of one config group at once
+    (except in the groups whose options each write their own key: ``logger=[csv,tensorboard]``), a bool
+    given as anything but true/false, and ``+key=value`` for a key the config does not have."""
     from repro.secrets import redact_override
 
     try:
@@ -239,7 +241,7 @@ def _check_job_overrides(
     except Exception:
         choices = {}
     for group, choice in (choices or {}).items():
-        if group.startswith("hydra") or choice is None:
+        if group.startswith("hydra") or choice is None or group in MULTI_OPTION_GROUPS:
             continue
         if isinstance(choice, list) or str(choice).startswith("["):
             raise LaunchError(
@@ -252,7 +254,11 @@ def _check_job_overrides(
         bare = override_key(override)
         if not sep or bare.startswith("hydra.") or bare.startswith("hydra/"):
             continue
-        if value.strip().startswith("[") and _is_config_group(bare, config_dir):
+        if (
+            value.strip().startswith("[")
+            and bare not in MULTI_OPTION_GROUPS
+            and _is_config_group(bare, config_dir)
+        ):
             raise LaunchError(
                 f"{bare}={value}: selects several options of config group '{bare}' at once "
                 "(their values would be merged silently); choose one"

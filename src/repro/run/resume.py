@@ -120,7 +120,7 @@ def merged_config(
     out = OmegaConf.create(_container(saved))
     reset = set(reset)
     for key in safe_keys:
-        if given is not None and key not in given:
+        if given is not None and not any(g == key or g.startswith(f"{key}.") for g in given):
             if key in reset and OmegaConf.select(out, key, default="<absent>") != "<absent>":
                 OmegaConf.update(out, key, None, force_add=True)
             continue

@@ -59,6 +59,7 @@ from repro.files import atomic_write, sha256_file
 from repro.run.checkpoint import CheckpointError, save_checkpoint, wait_for_checkpoints
 from repro.run.faults import Faults
 from repro.run.layout import CHECKPOINT_DIR, WEIGHTS_FILE
+from repro.run.loggers import Loggers
 from repro.run.progress import EpochProgress, wants_bar
 from repro.run.record import RunRecord
 
@@ -155,6 +156,7 @@ class Run:
         pending_check: list[dict[str, Any]] | None = None,
         node: str = "train",
         device: torch.device | None = None,
+        loggers: Loggers | None = None,
     ) -> None:
         self.cfg = cfg
         self.dir = run_dir
@@ -169,6 +171,8 @@ class Run:
         self.global_step = 0
         self.epoch = 0
         self.faults = Faults.from_environment()
+        #: Copies of the metrics rows (logger=csv, tensorboard, ...); none on ranks other than 0.
+        self.loggers = loggers or Loggers()
         self._config_hash = config_hash
         self._resume_state = resume_state
         self._pending = {
@@ -513,7 +517,7 @@ class Run:
         self._show_progress(loss_value, window["n"])
         if self.global_step % self.settings.log_every == 0:
             lr = self._learning_rate()
-            self.record.log_metrics(
+            self._log_row(
                 {
                     "split": "train",
                     "epoch": self.epoch,
@@ -553,6 +557,12 @@ class Run:
 
     # -- internals ---------------------------------------------------------------------------------
 
+    def _log_row(self, row: dict[str, Any]) -> None:
+        """One metrics row: metrics.jsonl first (the record), then a copy to each logger."""
+        self.record.log_metrics(row)
+        if self.record.writer:
+            self.loggers.log(row)
+
     def _learning_rate(self) -> float | None:
         for obj in self._tracked.values():
             groups = getattr(obj, "param_groups", None)
@@ -588,7 +598,7 @@ class Run:
         self._last_epoch_row = row
         self.progress.close()
         if self.dist.is_main:
-            self.record.log_metrics(row)
+            self._log_row(row)
             shown = "  ".join(
                 _fmt(k, v)
                 for k, v in row.items()
@@ -796,6 +806,7 @@ class Run:
         except CheckpointError as exc:
             if error is None:
                 error = exc  # a checkpoint that could not be written fails the run
+        self.loggers.close("failed" if error is not None else "completed")
         if error is not None:
             self._record_self_check()
             self.record.finish("failed", error=f"{type(error).__name__}: {error}")

@@ -16,9 +16,10 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from repro.config import override_key, resume_safe_keys
+from repro.config import check_logger_packages, logger_configs, override_key, resume_safe_keys
 from repro.core.setup import setup_reproducibility
 from repro.run.lock import RunLock
+from repro.run.loggers import Loggers
 from repro.run.record import RunRecord
 from repro.run.resume import config_sha256, find_resumption, remove_stale_partials
 from repro.run.run import Run, resolve_device, settings_of
@@ -56,6 +57,8 @@ def open_run(
             if is_main:
                 remove_stale_partials(run_dir)  # half-written files of the attempt that died
         settings = settings_of(cfg, node)
+        logger_settings = logger_configs(cfg.get("logger")) if is_main else {}
+        check_logger_packages(logger_settings)  # before anything is written
         device = resolve_device(
             settings.device, int(os.environ.get("LOCAL_RANK", "0")), key=f"{node}.device"
         )
@@ -63,13 +66,13 @@ def open_run(
             cfg, in_process=in_process
         )  # before anything draws a random number
         config_hash = config_sha256(cfg, ignore=(resume_key, *safe))
-        state, pending = None, []
+        state, pending, from_step = None, [], None
         if resumption is not None:
             info, state = resumption.load_latest()
             record = RunRecord.resume(
                 run_dir, repro, from_step=info.step, checkpoint=info.path, overrides=overrides
             )
-            pending = record.interrupted_rows
+            pending, from_step = record.interrupted_rows, info.step
             if repro.dist.is_main:
                 log.info("resuming %s from %s (step %d)", run_dir, info.path.name, info.step)
         else:
@@ -81,7 +84,16 @@ def open_run(
                 entry=entry,
                 extra={"launch": "in-process"} if in_process else None,
             )
+        loggers = Loggers()
         try:
+            loggers = Loggers.open(
+                logger_settings,
+                run_dir,
+                from_step=from_step,
+                recorded=record.manifest.get("loggers"),
+            )
+            if loggers.recorded:
+                record.update(loggers=loggers.recorded)
             run = Run(
                 cfg,
                 run_dir,
@@ -93,8 +105,10 @@ def open_run(
                 pending_check=pending,
                 node=node,
                 device=device,
+                loggers=loggers,
             )
         except BaseException as exc:  # the record is started: it must say how this attempt ended
+            loggers.close("failed")
             record.finish("failed", error=f"{type(exc).__name__}: {exc}")
             raise
     except BaseException:

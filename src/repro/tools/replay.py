@@ -6,7 +6,8 @@ What a replay runs comes from the project, never from the record alone:
   ``pyproject.toml``) or the one the user names with ``--entry``; a record
   naming another module is refused, with the flag that overrides;
 * the config is a sanitised copy of the run's ``config.yaml``, written into
-  the replay's own directory: a ``hydra:`` section is dropped, and the
+  the replay's own directory: a ``hydra:`` section and the loggers
+  (``logger:``, so a replay never writes to the run's trackers) are dropped, and the
   replay is refused when the config holds interpolations, a ``defaults``
   list, or instantiation keys (``_target_`` and friends) that the project's
   own composed config does not hold with the same value;
@@ -52,6 +53,8 @@ from repro.tools.runs import (
 REPLAYED_ENV = NUMERICS_ENV  # one list, in repro.config
 #: Keys through which a config makes Hydra build objects; a record may hold them only as the project does.
 INSTANTIATE_KEYS = frozenset({"_target_", "_partial_", "_args_", "_recursive_", "_convert_"})
+#: The loggers' config node: dropped from every replay's config.
+LOGGER_NODE = "logger"
 #: Where a replay keeps the sanitised config it runs (its --config-path), inside its own directory.
 REPLAY_CONFIG_DIR = ".replay-config"
 _MAX_NODES = 100_000
@@ -274,6 +277,9 @@ def sanitise_config(run: Run, entry: EntrySettings) -> tuple[dict[str, Any], lis
                     f"{where}: {path}={value!r} is refused: {', '.join(sorted(INSTANTIATE_KEYS))} are allowed only "
                     f"where the project's own config ({entry.module}) holds the same key and value, and it {has}"
                 )
+    # A replay logs nowhere but its own metrics.jsonl: never to the user's trackers (an MLflow server,
+    # W&B), never into the logger runs of the run it checks. Loggers never change the bits.
+    config.pop(LOGGER_NODE, None)
     if entry.resume_key:  # a fresh replay never continues another run, whatever the record says
         node: Any = config
         *parents, leaf = entry.resume_key.split(".")
