@@ -226,7 +226,7 @@ def _full(
     progress: ToolProgress,
 ) -> None:
     run = spec.run
-    last = steps if steps else recorded[-1]["step"]
+    last = min(steps, recorded[-1]["step"]) if steps else recorded[-1]["step"]
     with progress.phase(
         f"replaying {steps_text(1, last)} of {run.dir} into {out}",
         label=f"replay 1-{last}",
@@ -278,6 +278,7 @@ def _spot(
             for i in sorted({round(j * (len(usable) - 1) / max(k - 1, 1)) for j in range(k)})
         ]
     by_step = {row["step"]: row for row in recorded}
+    progress.write(f"spot-checking {len(chosen)} segments of {spec.run.dir} into {out}\n")
     for number, (ckpt, start) in enumerate(chosen, start=1):
         stop = min(start + segment, last_step)
         scratch = out / f"from-step-{start}"
