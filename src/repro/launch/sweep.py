@@ -64,12 +64,14 @@ def _this_job() -> tuple[int, int | None, str] | None:
     from hydra.types import RunMode
     from omegaconf import OmegaConf
 
+    from repro.secrets import redact_args
+
     try:
         hc = HydraConfig.get()
         if hc.mode != RunMode.MULTIRUN:
             return None
         number = int(hc.job.num) + 1
-        task = " ".join(str(o) for o in hc.overrides.task)
+        task = " ".join(redact_args([str(o) for o in hc.overrides.task]))  # the job's log file too
         sweeper = OmegaConf.to_container(hc.sweeper, resolve=False)
     except Exception:  # no Hydra config here: not a sweep job
         return None
