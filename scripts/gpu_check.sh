@@ -7,7 +7,8 @@
 #                    detection, repro.ops replacements bitwise over repeats (and the stock op where it
 #                    no longer refuses strict mode), the OpInfo samples on CUDA run twice and compared
 #   opinfo_cuda.md   the measured agreement table of repro.ops on CUDA
-#   runs.log         the example runs behind summary.txt (rerun, workers, SIGKILL + resume, strict vs off)
+#   runs.log         the example runs behind summary.txt (rerun, workers, SIGKILL + resume, strict vs off;
+#                    bf16-mixed, 16-mixed and compile reruns, 16-mixed SIGKILL + resume)
 #   bench_ops.txt    repro.ops vs stock on CUDA: time and peak-memory ratios
 # The device image has torch. hydra-core, omegaconf and expecttest may be missing: carry their wheels
 # in .whl (see the device tool's README) and they are installed to /tmp/site.
@@ -73,6 +74,48 @@ for mode in ("strict", "off", "strict", "off"):
     times.setdefault(mode, []).append(manifest(d)["wall_time_s"])
 s, o = min(times["strict"]), min(times["off"])
 check("strict vs off training time", True, f"strict {s:.2f} s, off {o:.2f} s, ratio {s / o:.3f}")
+EOF
+
+# Mixed precision and compile on CUDA (GPU_CHECK_DEVICE=cpu tries it here): each reruns to the same bits
+# under strict, and 16-mixed (its grad scaler in the checkpoint) resumes exactly after a SIGKILL.
+timeout 420 $PY - >> "$OUT/summary.txt" 2>> "$OUT/runs.log" <<'EOF'
+import json, os, subprocess, sys, tempfile
+from pathlib import Path
+
+root = Path(tempfile.mkdtemp(prefix="gpu-check-amp-"))
+env = {k: v for k, v in os.environ.items() if not k.startswith("REPRO_")}
+device = os.environ.get("GPU_CHECK_DEVICE", "cuda")
+base = ["experiment=quick", "train.epochs=1", f"train.device={device}", "train.checkpoint_every=3"]
+
+def run(name, *overrides, extra_env=None):
+    d = root / name
+    p = subprocess.run([sys.executable, "-m", "experiment.train", f"hydra.run.dir={d}", *base, *overrides],
+                       env={**env, **(extra_env or {})}, capture_output=True, text=True)
+    sys.stderr.write(f"== {name} rc={p.returncode}\n{p.stdout[-2000:]}{p.stderr[-2000:]}\n")
+    return d, p.returncode
+
+def result(d):
+    try:
+        return json.loads((d / "run.json").read_text()).get("weights_sha256"), (d / "fingerprints.jsonl").read_text()
+    except OSError:
+        return None, None
+
+def check(label, ok, detail=""):
+    print(f"{'PASS' if ok else 'FAIL'}  {label}  {detail}".rstrip(), flush=True)
+
+for name, overrides in (("bf16-mixed", ["train.precision=bf16-mixed"]),
+                        ("16-mixed", ["train.precision=16-mixed", "train.gradient_clip_val=1.0"]),
+                        ("compile", ["train.compile=true"])):
+    a, rc_a = run(f"{name}-a", *overrides)
+    b, rc_b = run(f"{name}-b", *overrides)
+    (wa, fa), (wb, fb) = result(a), result(b)
+    check(f"{name}: rerun identical under strict", rc_a == rc_b == 0 and wa is not None and (wa, fa) == (wb, fb),
+          f"rc {rc_a}/{rc_b} {(wa or '')[:16]}")
+    if name == "16-mixed":
+        k, rc = run(f"{name}-killed", *overrides, extra_env={"REPRO_FAULT_KILL_AT_STEP": "5"})
+        _, rc2 = run(f"{name}-killed", *overrides, "train.resume=auto")
+        check(f"{name}: SIGKILL + resume identical", rc == -9 and rc2 == 0 and result(k) == (wa, fa),
+              f"kill rc={rc}, resume rc={rc2}")
 EOF
 cat "$OUT/summary.txt"
 

@@ -103,6 +103,12 @@ def test_multirun_gives_independent_complete_records(tmp_path):
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
+    output = proc.stdout + proc.stderr
+    # where the sweep stands, one plain line as each job starts and ends (no bar: not a terminal)
+    for line in ("sweep job 1/2 started: repro.seed=0", "sweep job 1/2 completed in"):
+        assert line in output, output
+    assert output.index("sweep job 1/2 completed") < output.index("sweep job 2/2 started")
+    assert "sweep job 2/2 completed in" in output and "%|" not in output
     manifests = [json.loads((sweep / str(i) / "run.json").read_text()) for i in (0, 1)]
     assert [m["seed"] for m in manifests] == [0, 1]
     assert all(m["status"] == "completed" for m in manifests)

@@ -48,22 +48,23 @@ def test_verify_of_a_normal_run_is_identical(runs, tmp_path):
     assert (tmp_path / "replay" / "run.json").exists()
 
 
+#: What a live bar writes; none of it may reach a file or a pipe.
+BAR_MARKS = ("\r", "%|", "step/s", "\u2588", "\x1b[")
+
+
 def test_verify_json_and_steps(runs, tmp_path):
+    """With progress on (no --quiet) and stderr not a terminal: stdout is the JSON alone, stderr has
+    the phase line and the replay's own lines, and no bar."""
     clean, _ = runs
     before = {p.name: p.stat().st_mtime_ns for p in clean.dir.iterdir()}
     out = repro(
-        "verify",
-        clean.dir,
-        "--steps",
-        "4",
-        "--json",
-        "--out",
-        tmp_path / "r",
-        "--quiet",
-        cwd=tmp_path,
+        "verify", clean.dir, "--steps", "4", "--json", "--out", tmp_path / "r", cwd=tmp_path
     )
     data = json.loads(out.stdout)
     assert out.returncode == 0 and data["verdict"] == "IDENTICAL" and data["steps_compared"] == 4
+    assert f"replaying steps 1-4 of {clean.dir} into {tmp_path / 'r'}" in out.stderr.splitlines()
+    assert "    | " in out.stderr  # the replay's own output, echoed
+    assert not [mark for mark in BAR_MARKS if mark in out.stderr], out.stderr
     assert {
         p.name: p.stat().st_mtime_ns for p in clean.dir.iterdir()
     } == before  # the original is untouched
@@ -79,13 +80,58 @@ def test_verify_spot_checks_segments_from_checkpoints(runs, tmp_path):
         "--json",
         "--out",
         tmp_path / "spot",
-        "--quiet",
         cwd=tmp_path,
     )
     data = json.loads(out.stdout)
     assert out.returncode == 0, out.stderr
     assert data["verdict"] == "IDENTICAL" and len(data["segments"]) == 2
+    phases = [line for line in out.stderr.splitlines() if line.startswith("segment ")]
+    assert [p.split(":")[0] for p in phases] == ["segment 1/2", "segment 2/2"], out.stderr
+    first = data["segments"][0]
+    assert (
+        f"replaying steps {first['from_step'] + 1}-{first['to_step']} of {clean.dir}" in phases[0]
+    )
+    assert not [mark for mark in BAR_MARKS if mark in out.stderr]
     assert all(s["identical"] for s in data["segments"]) and data["steps_compared"] >= 2
+
+
+def test_verify_on_a_terminal_draws_a_bar_and_keeps_stdout_json(runs, tmp_path):
+    """stderr on a pseudo-terminal: a bar over the replayed steps; stdout (a pipe) is the JSON alone."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    clean, _ = runs
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 160, 0, 0))  # rows, columns
+    cmd = [sys.executable, "-m", "repro", "verify", str(clean.dir), "--steps", "6", "--json"]
+    proc = subprocess.Popen(
+        [*cmd, "--out", str(tmp_path / "r"), "--entry", FIXTURE],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=slave,
+    )
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the terminal closed: the process is done with it
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    stdout = proc.stdout.read()
+    assert proc.wait(timeout=600) == 0
+    screen = b"".join(chunks).decode(errors="replace")
+    assert f"replaying steps 1-6 of {clean.dir}" in screen
+    assert "replay 1-6:" in screen and "%|" in screen and "6/6 [" in screen, screen
+    data = json.loads(stdout)
+    assert data["verdict"] == "IDENTICAL" and data["steps_compared"] == 6
 
 
 def test_verify_finds_the_step_where_a_run_diverges(runs, tmp_path):
@@ -104,9 +150,15 @@ def test_diff_names_the_perturbed_parameter_and_no_earlier_tensor(runs, tmp_path
         and "every captured tensor is identical when both re-run here" in plain.stdout
     )
     # With it set for the tool (a nondeterministic kernel in this environment), the re-runs localise it.
-    out = repro("diff", clean.dir, noisy.dir, "--json", "--quiet", cwd=tmp_path, env=PERTURB)
+    out = repro("diff", clean.dir, noisy.dir, "--json", cwd=tmp_path, env=PERTURB)
     assert out.returncode == 1, out.stderr
-    data = json.loads(out.stdout)
+    data = json.loads(out.stdout)  # progress on: stdout is still the JSON alone
+    phases = [line for line in out.stderr.splitlines() if line.startswith("capturing ")]
+    assert phases == [
+        f"capturing step 12 of run {x} ({d}), replaying from checkpoint step-000000010.ckpt"
+        for x, d in (("A", clean.dir), ("B", noisy.dir))
+    ], out.stderr
+    assert not [mark for mark in BAR_MARKS if mark in out.stderr]
     assert data["config_diff"] == []  # the fault came from the environment, not the config
     assert data["divergence"]["step"] == 12 and data["divergence"]["quantity"] == "params"
     loc = data["localisation"]

@@ -468,6 +468,7 @@ def sweep(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
     out = train("-m", "repro.seed=0,1,2", *SHORT, f"hydra.sweep.dir={root / 'sw'}", cwd=root)
     assert out.returncode == 0, out.stderr
+    assert "sweep job 3/3 completed in" in out.stdout + out.stderr  # the sweep's own progress
     bad = train(
         f"hydra.run.dir={root / 'sw' / '3'}",
         "repro.seed=3",

@@ -45,6 +45,7 @@ from repro.launch.preflight import (
     describe_compose_error,
     preflight,
 )
+from repro.launch.sweep import job_lines, remember_sweep
 from repro.run.layout import RUN_FILE
 from repro.run.resume import RunCompleted
 
@@ -176,7 +177,8 @@ def entrypoint(
         def guarded(cfg: DictConfig) -> Any:
             plan = launch.get("plan") or LaunchPlan()
             try:
-                return _run_task(task, cfg, node, safe_keys)
+                with job_lines():  # in a -m sweep: "sweep job i/N started ... completed"
+                    return _run_task(task, cfg, node, safe_keys)
             except ReproError as exc:
                 _remove_unused_run_dir(plan)
                 _remove_unused_resume_subdir()
@@ -239,6 +241,7 @@ def entrypoint(
             )  # for jobs a launcher plugin runs in other processes
             sys.argv = _absolute_config_path(sys.argv)
             args = _parse_args(sys.argv[1:])
+            remember_sweep(args.overrides if args is not None and args.multirun else None)
             rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
             inherited = os.environ.pop(PLAN_ENV, None)
             if (

@@ -53,9 +53,10 @@ def _print_diff(title: str, rows: list[tuple[str, Any, Any]], left: str, right: 
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from repro.tools.progress import ToolProgress
     from repro.tools.verify import verify
 
-    log = None if args.quiet else sys.stderr
+    log = None if args.quiet else ToolProgress(sys.stderr)
     verdict = verify(
         args.run_dir,
         out_dir=args.out,
@@ -103,6 +104,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     from repro.tools.diff import diff_runs
+    from repro.tools.progress import ToolProgress
 
     report = diff_runs(
         args.run_a,
@@ -110,7 +112,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
         localise=not args.no_localise,
         deep=args.deep,
         entry=args.entry,
-        log=None if args.quiet else sys.stderr,
+        log=None if args.quiet else ToolProgress(sys.stderr),
     )
     same = report.divergence is None and not report.config_diff
     if args.json:
@@ -305,7 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
         "the project's pyproject.toml; a run made by another module is refused without this flag)",
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--quiet", action="store_true", help="do not show the replay's own output")
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="show neither progress nor the replay's own output (stderr: errors only)",
+    )
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("diff", help="compare two runs and find the first tensor that differs")
@@ -328,7 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
         "the project's pyproject.toml; a run made by another module is refused without this flag)",
     )
     p.add_argument("--json", action="store_true")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="show neither progress nor the re-runs' own output (stderr: errors only)",
+    )
     p.set_defaults(func=cmd_diff)
 
     p = sub.add_parser(

@@ -24,6 +24,7 @@ from typing import Any, TextIO
 
 from repro.config import diff_trees
 from repro.errors import RunDirectoryError
+from repro.tools.progress import ToolProgress
 from repro.tools.replay import (
     EntrySettings,
     ReplayFailed,
@@ -35,7 +36,7 @@ from repro.tools.replay import (
     replay_from_checkpoint,
     resolve_entry,
 )
-from repro.tools.runs import VOLATILE_ENV_KEYS, first_divergence, load_run
+from repro.tools.runs import FINGERPRINTS_FILE, VOLATILE_ENV_KEYS, first_divergence, load_run
 from repro.tools.verify import checkpoint_steps
 
 #: Config keys the kit promises never change the bits (results must not depend on the worker count).
@@ -155,21 +156,29 @@ def compare_captures(a: dict[str, Any], b: dict[str, Any]) -> list[TensorDiffere
 
 
 def _capture_step(
-    spec: ReplaySpec, step: int, scratch: Path, label: str, log: TextIO | None
+    spec: ReplaySpec, step: int, scratch: Path, label: str, progress: ToolProgress
 ) -> tuple[dict[str, Any], str]:
     """Re-run ``step`` of a run with capture hooks; return the capture and where it started from."""
     run = spec.run
     before = [(path, at) for path, at in checkpoint_steps(run) if at < step]
     target = scratch / f"capture-{label}.pt"
     folder = scratch / f"run-{label}"
-    if before:
-        path, at = before[-1]
-        result = replay_from_checkpoint(spec, path, at, folder, capture=(step, target), log=log)
-        origin = f"checkpoint {path.name}"
-    else:
-        make_replay_dir(folder, "replay directory")
-        result = replay_fresh(spec, folder, capture=(step, target), log=log)
-        origin = "the start (no earlier checkpoint)"
+    at = before[-1][1] if before else 0
+    origin = f"checkpoint {before[-1][0].name}" if before else "the start (no earlier checkpoint)"
+    with progress.phase(
+        f"capturing step {step} of run {label.upper()} ({run.dir}), replaying from {origin}",
+        label=f"capture step {step} of {label.upper()}",
+        total=step - at,
+        watch=folder / FINGERPRINTS_FILE,
+        after_step=at,
+    ):
+        if before:
+            result = replay_from_checkpoint(
+                spec, before[-1][0], at, folder, capture=(step, target), log=progress.echo
+            )
+        else:
+            make_replay_dir(folder, "replay directory")
+            result = replay_fresh(spec, folder, capture=(step, target), log=progress.echo)
     if not target.exists():
         why = f": {result.last_error_line}" if result.last_error_line else ""
         raise ReplayFailed(
@@ -201,7 +210,7 @@ def diff_runs(
     deep: bool = False,
     entry: str | None = None,
     keep: str | Path | None = None,
-    log: TextIO | None = None,
+    log: TextIO | ToolProgress | None = None,
 ) -> DiffReport:
     """Compare two runs; RunDirectoryError/ReproError for bad input, ReplayFailed for a broken re-run.
 
@@ -250,11 +259,12 @@ def diff_runs(
         if report.explained_by:
             return report
     spec_a, spec_b = prepare_replay(a, settings), prepare_replay(b, settings)
+    progress = log if isinstance(log, ToolProgress) else ToolProgress(log)
     with tempfile.TemporaryDirectory(prefix="repro-diff-") as tmp:
         scratch = Path(keep) if keep is not None else Path(tmp)
         scratch.mkdir(parents=True, exist_ok=True)
-        cap_a, origin_a = _capture_step(spec_a, step, scratch, "a", log)
-        cap_b, origin_b = _capture_step(spec_b, step, scratch, "b", log)
+        cap_a, origin_a = _capture_step(spec_a, step, scratch, "a", progress)
+        cap_b, origin_b = _capture_step(spec_b, step, scratch, "b", progress)
     differences = compare_captures(cap_a, cap_b)
     report.localisation = {
         "step": step,

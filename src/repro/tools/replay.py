@@ -33,7 +33,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol
 
 from omegaconf import OmegaConf
 
@@ -60,6 +60,14 @@ REPLAY_CONFIG_DIR = ".replay-config"
 _MAX_NODES = 100_000
 #: What a recorded numerics variable may hold before a replay applies it.
 _PIN_VALUE = re.compile(r"[A-Za-z0-9_:.,=-]{0,64}")
+
+
+class Echo(Protocol):
+    """Where a replay's own output is echoed: a text stream (stderr) or a tool's progress."""
+
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
 
 
 class ReplayFailed(ReproError):
@@ -368,7 +376,7 @@ def entry_command(spec: ReplaySpec) -> list[str]:
     return [sys.executable, "-m", spec.entry.module]
 
 
-def _launch(cmd: list[str], env: dict[str, str], log: TextIO | None) -> tuple[int, float, str]:
+def _launch(cmd: list[str], env: dict[str, str], log: Echo | None) -> tuple[int, float, str]:
     """Run ``cmd``, echoing its output to ``log``; (exit status, seconds, last non-empty stderr line)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(
@@ -440,7 +448,7 @@ def replay_fresh(
     *,
     stop_after: int | None = None,
     capture: tuple[int, Path] | None = None,
-    log: TextIO | None = None,
+    log: Echo | None = None,
 ) -> ReplayResult:
     """Replay the run from the start into ``out_dir``, which must exist and be empty (see make_replay_dir)."""
     run_dir = override_value(out_dir.resolve(), "replay directory")
@@ -467,7 +475,7 @@ def replay_from_checkpoint(
     *,
     stop_after: int | None = None,
     capture: tuple[int, Path] | None = None,
-    log: TextIO | None = None,
+    log: Echo | None = None,
 ) -> ReplayResult:
     """Resume a copy of the run from ``checkpoint`` (taken at ``step``) in ``scratch`` (made here).
 

@@ -22,6 +22,7 @@ from typing import Any, TextIO
 
 from repro.config import diff_trees
 from repro.errors import ReproError, RunDirectoryError
+from repro.tools.progress import ToolProgress, steps_text
 from repro.tools.replay import (
     ReplayFailed,
     ReplaySpec,
@@ -36,6 +37,7 @@ from repro.tools.replay import (
     resolve_entry,
 )
 from repro.tools.runs import (
+    FINGERPRINTS_FILE,
     RUN_FILE,
     VOLATILE_ENV_KEYS,
     Run,
@@ -165,7 +167,7 @@ def verify(
     spot: int | None = None,
     segment: int = 3,
     entry: str | None = None,
-    log: TextIO | None = None,
+    log: TextIO | ToolProgress | None = None,
 ) -> Verdict:
     """Replay the run in ``run_path`` and compare.
 
@@ -189,18 +191,13 @@ def verify(
     override_value(out.resolve(), "--out")
     make_replay_dir(out, "--out")
     _, pinned = replay_environment(run)
-    if log is not None:  # only now: bad arguments must print nothing but their error
-        what = (
-            f"the first {steps} steps"
-            if steps
-            else (f"{spot} segments" if spot else f"{len(recorded)} steps")
+    progress = log if isinstance(log, ToolProgress) else ToolProgress(log)
+    # Only now: bad arguments must print nothing but their error.
+    if spec.dropped:
+        progress.write(
+            f"ignored the {', '.join(spec.dropped)} section of {run.dir / 'config.yaml'}: "
+            "a replay takes only the experiment's own keys from a record\n"
         )
-        log.write(f"replaying {what} of {run.dir} into {out} ...\n")
-        if spec.dropped:
-            log.write(
-                f"ignored the {', '.join(spec.dropped)} section of {run.dir / 'config.yaml'}: "
-                "a replay takes only the experiment's own keys from a record\n"
-            )
     verdict = Verdict(
         str(run.dir),
         str(out),
@@ -210,9 +207,9 @@ def verify(
     )
     try:
         if spot:
-            _spot(spec, recorded, checkpoints, spot, segment, out, verdict, log)
+            _spot(spec, recorded, checkpoints, spot, segment, out, verdict, progress)
         else:
-            _full(spec, recorded, steps, out, verdict, log)
+            _full(spec, recorded, steps, out, verdict, progress)
     except ReplayFailed:
         if not (out / RUN_FILE).exists():  # nothing worth keeping: leave no directory behind
             shutil.rmtree(out, ignore_errors=True)
@@ -226,10 +223,17 @@ def _full(
     steps: int | None,
     out: Path,
     verdict: Verdict,
-    log: TextIO | None,
+    progress: ToolProgress,
 ) -> None:
     run = spec.run
-    result = replay_fresh(spec, out, stop_after=steps, log=log)
+    last = min(steps, recorded[-1]["step"]) if steps else recorded[-1]["step"]
+    with progress.phase(
+        f"replaying {steps_text(1, last)} of {run.dir} into {out}",
+        label=f"replay 1-{last}",
+        total=last,
+        watch=out / FINGERPRINTS_FILE,
+    ):
+        result = replay_fresh(spec, out, stop_after=steps, log=progress.echo)
     verdict.replay_seconds = result.seconds
     replayed = require_started(result, 0, f"the replay of {run.dir}")
     replay_manifest = _replay_manifest(out)
@@ -262,7 +266,7 @@ def _spot(
     segment: int,
     out: Path,
     verdict: Verdict,
-    log: TextIO | None,
+    progress: ToolProgress,
 ) -> None:
     last_step = recorded[-1]["step"]
     usable = [c for c in checkpoints if c[1] < last_step] or checkpoints[:1]
@@ -274,10 +278,21 @@ def _spot(
             for i in sorted({round(j * (len(usable) - 1) / max(k - 1, 1)) for j in range(k)})
         ]
     by_step = {row["step"]: row for row in recorded}
-    for ckpt, start in chosen:
+    progress.write(f"spot-checking {len(chosen)} segments of {spec.run.dir} into {out}\n")
+    for number, (ckpt, start) in enumerate(chosen, start=1):
         stop = min(start + segment, last_step)
         scratch = out / f"from-step-{start}"
-        result = replay_from_checkpoint(spec, ckpt, start, scratch, stop_after=stop, log=log)
+        with progress.phase(
+            f"segment {number}/{len(chosen)}: replaying {steps_text(start + 1, stop)} of {spec.run.dir} "
+            f"from {ckpt.name}",
+            label=f"segment {number}/{len(chosen)}",
+            total=stop - start,
+            watch=scratch / FINGERPRINTS_FILE,
+            after_step=start,
+        ):
+            result = replay_from_checkpoint(
+                spec, ckpt, start, scratch, stop_after=stop, log=progress.echo
+            )
         verdict.replay_seconds += result.seconds
         replayed = require_started(result, start, f"the replay of {spec.run.dir} from {ckpt.name}")
         replayed = [r for r in replayed if r["step"] <= stop]
