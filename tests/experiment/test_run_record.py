@@ -138,7 +138,7 @@ def test_interrupted_run_is_recorded_as_failed(tmp_path, signum, exit_code, reas
         cwd=tmp_path,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=(tmp_path / "stderr.txt").open("w"),
     )
     fp = run_dir / "fingerprints.jsonl"
     deadline = time.monotonic() + 120
@@ -146,7 +146,14 @@ def test_interrupted_run_is_recorded_as_failed(tmp_path, signum, exit_code, reas
         time.sleep(0.05)
     assert proc.poll() is None, "the run ended before the signal was sent"
     proc.send_signal(signum)
-    assert proc.wait(timeout=120) == exit_code
+    try:
+        code = proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        code = "still running 120 s after the signal"
+    steps = fp.read_text().count("\n")
+    assert code == exit_code, (steps, (tmp_path / "stderr.txt").read_text()[-3000:])
     m = json.loads((run_dir / "run.json").read_text())
     assert m["status"] == "failed" and reason in m["error"]
     assert m["weights_sha256"] is None

@@ -91,3 +91,39 @@ def test_files_follow_the_umask_so_colleagues_can_read_runs(tmp_path):
     finally:
         os.umask(previous)
         files.UMASK = files._umask()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped one
+@pytest.mark.parametrize(
+    ("signame", "expected"), [("SIGINT", KeyboardInterrupt), ("SIGTERM", "Terminated")]
+)
+def test_a_swallowed_interrupt_is_raised_again_at_the_next_step(tmp_path, repro, signame, expected):
+    """Python drops an exception raised inside ``__del__`` ("Exception ignored in ..."): a Ctrl-C or
+    SIGTERM landing there must still stop the run, at its next step; after the record closes, no
+    signal is pending and the previous handlers are back."""
+    import os
+    import signal
+    import threading
+
+    from repro.errors import Terminated
+    from repro.run.record import raise_pending_signal
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers belong to the main thread")
+    expected = Terminated if expected == "Terminated" else expected
+    sig = getattr(signal, signame)
+    before = signal.getsignal(sig)
+    rec = RunRecord.start(tmp_path, OmegaConf.create({"repro": {"seed": 3}}), repro)
+
+    class RaisesOnDeletion:
+        def __del__(self):
+            os.kill(
+                os.getpid(), sig
+            )  # the handler runs here, inside __del__: its exception is dropped
+
+    RaisesOnDeletion()
+    with pytest.raises(expected):
+        raise_pending_signal()
+    raise_pending_signal()  # raised once, then forgotten
+    rec.finish("failed", error="interrupted")
+    assert signal.getsignal(sig) is before

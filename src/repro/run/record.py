@@ -71,21 +71,47 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
+#: Signals (SIGINT, SIGTERM) received while a record is open whose exception has not reached the run's
+#: close: Python drops an exception raised inside a ``__del__`` or a callback that ignores errors
+#: ("Exception ignored in ..."), so the run raises it again at its next step (:func:`raise_pending_signal`).
+_pending_signals: list[int] = []
+
+
+def _interrupt_for(signum: int) -> BaseException:
+    if signum == signal.SIGTERM:
+        return Terminated("SIGTERM received")
+    return KeyboardInterrupt()
+
+
 def _raise_on_sigterm() -> Any:
-    """While a record is open, SIGTERM raises Terminated instead of ending the process silently."""
+    """While a record is open, SIGTERM raises Terminated instead of ending the process silently, and
+    SIGINT raises KeyboardInterrupt as usual; both are remembered until the run closes, so one that
+    was swallowed on the way is raised again at the next step."""
     if threading.current_thread() is not threading.main_thread():
         return None
 
     def handler(signum: int, frame: Any) -> None:
-        raise Terminated("SIGTERM received")
+        _pending_signals.append(signum)
+        raise _interrupt_for(signum)
 
-    return signal.signal(signal.SIGTERM, handler)
+    _pending_signals.clear()
+    return {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+
+def raise_pending_signal() -> None:
+    """Raise again a SIGINT/SIGTERM whose exception never left the code it interrupted."""
+    if _pending_signals:
+        signum = _pending_signals[-1]
+        _pending_signals.clear()
+        raise _interrupt_for(signum)
 
 
 def _restore_sigterm(record: Any) -> None:
     previous = getattr(record, "_previous_sigterm", None)
+    _pending_signals.clear()
     if previous is not None and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         record._previous_sigterm = None
 
 

@@ -61,7 +61,7 @@ from repro.run.faults import Faults
 from repro.run.layout import CHECKPOINT_DIR, WEIGHTS_FILE
 from repro.run.loggers import Loggers
 from repro.run.progress import EpochProgress, wants_bar
-from repro.run.record import RunRecord
+from repro.run.record import RunRecord, raise_pending_signal
 
 log = logging.getLogger("repro.run")
 
@@ -445,6 +445,7 @@ class Run:
             raise StateError(
                 "run.step() outside run.epochs(): iterate `for epoch in run.epochs():` first"
             )
+        raise_pending_signal()  # a Ctrl-C or SIGTERM that something on the way swallowed
         if self._micro == 0 and self.settings.accumulate_grad_batches > 1:
             raise StateError(
                 f"train.accumulate_grad_batches={self.settings.accumulate_grad_batches} needs "
