@@ -123,6 +123,48 @@ def run_fixture(run_dir: Path, *overrides: str, **kwargs) -> Run:
     return run_main(run_dir, *overrides, module=FIXTURE, **kwargs)
 
 
+def verify_identical(run_dir: Path, out: Path, *, entry: str | None = None) -> None:
+    """``repro verify RUN --out OUT --quiet`` (a full replay in a new process) says IDENTICAL.
+    ``entry``: the project's entry module (the fixture's, for the kit's tests)."""
+    cmd = [sys.executable, "-m", "repro", "verify", str(run_dir), "--out", str(out), "--quiet"]
+    done = subprocess.run(
+        [*cmd, *(["--entry", entry] if entry else [])],
+        cwd=out.parent,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "IDENTICAL"
+
+
+def run_on_terminal(cmd: list[str], cwd: Path) -> tuple[int, str, bytes]:
+    """Run ``cmd`` with its stderr on a pseudo-terminal (160 columns): (exit status, what the terminal
+    showed, stdout)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 160, 0, 0))  # rows, columns
+    proc = subprocess.Popen(cmd, cwd=cwd, env=clean_env(), stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the terminal closed: the process is done with it
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    stdout = proc.stdout.read()
+    return proc.wait(timeout=600), b"".join(chunks).decode(errors="replace"), stdout
+
+
 @pytest.fixture
 def fixture_run(tmp_path: Path):
     """Factory: ``fixture_run("name", *overrides)`` runs the fixture experiment into ``tmp_path/name``."""

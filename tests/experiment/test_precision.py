@@ -6,12 +6,9 @@ tests/repro/test_features.py (the fixture experiment)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
-from conftest import clean_env, run_main
+from conftest import run_main, verify_identical
 
 pytestmark = pytest.mark.slow
 QUICK = ["experiment=quick", "train.epochs=1"]  # 8 steps
@@ -37,14 +34,4 @@ def test_workers_and_verify_give_the_same_bits(case, tmp_path):
     assert training["precision"] == next(o for o in overrides if "precision" in o).split("=")[1]
     assert training["compile"] is ("train.compile=true" in overrides)
     same_bits(ref, run_main(tmp_path / "workers", *overrides, "repro.num_workers=2"))
-    out = subprocess.run(
-        [sys.executable, "-m", "repro", "verify", str(ref.dir), "--quiet"]
-        + ["--out", str(tmp_path / "replay")],
-        cwd=tmp_path,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "IDENTICAL"
+    verify_identical(ref.dir, tmp_path / "replay")

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import clean_env, run_main
+from conftest import clean_env, run_main, verify_identical
 
 pytestmark = pytest.mark.slow
 RUN = ["experiment=regress", "train.epochs=3", "data.train_size=512", "train.checkpoint_every=5"]
@@ -50,25 +50,7 @@ def test_sigkill_then_resume_is_exact(reference, tmp_path):
 
 
 def test_verify_says_identical(reference, tmp_path):
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "repro",
-            "verify",
-            str(reference.dir),
-            "--quiet",
-            "--out",
-            str(tmp_path / "replay"),
-        ],
-        cwd=tmp_path,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "IDENTICAL"
+    verify_identical(reference.dir, tmp_path / "replay")
 
 
 def test_a_seed_sweep_and_its_report(tmp_path):

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import FIXTURE, clean_env, run_fixture
+from conftest import FIXTURE, clean_env, run_fixture, run_on_terminal
 
 pytestmark = pytest.mark.slow
 #: The fixture's config: 3 epochs of 12 steps, a checkpoint every 5 steps, 20 kept.
@@ -97,37 +97,12 @@ def test_verify_spot_checks_segments_from_checkpoints(runs, tmp_path):
 
 def test_verify_on_a_terminal_draws_a_bar_and_keeps_stdout_json(runs, tmp_path):
     """stderr on a pseudo-terminal: a bar over the replayed steps; stdout (a pipe) is the JSON alone."""
-    import fcntl
-    import os
-    import pty
-    import struct
-    import termios
-
     clean, _ = runs
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 160, 0, 0))  # rows, columns
     cmd = [sys.executable, "-m", "repro", "verify", str(clean.dir), "--steps", "6", "--json"]
-    proc = subprocess.Popen(
-        [*cmd, "--out", str(tmp_path / "r"), "--entry", FIXTURE],
-        cwd=tmp_path,
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=slave,
+    code, screen, stdout = run_on_terminal(
+        [*cmd, "--out", str(tmp_path / "r"), "--entry", FIXTURE], tmp_path
     )
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # the terminal closed: the process is done with it
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(master)
-    stdout = proc.stdout.read()
-    assert proc.wait(timeout=600) == 0
-    screen = b"".join(chunks).decode(errors="replace")
+    assert code == 0
     assert f"replaying steps 1-6 of {clean.dir}" in screen
     assert "replay 1-6:" in screen and "%|" in screen and "6/6 [" in screen, screen
     data = json.loads(stdout)

@@ -4,13 +4,12 @@ reruns, worker counts, SIGKILL + resume in the middle of an epoch and `repro ver
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 
 import pytest
 import torch
 
-from conftest import FIXTURE, clean_env, run_fixture
+from conftest import FIXTURE, run_fixture, run_on_terminal, verify_identical
 from repro import load_checkpoint
 
 KILL = "REPRO_FAULT_KILL_AT_STEP"
@@ -83,17 +82,7 @@ def test_sigkill_in_an_accumulating_epoch_resumes_to_the_same_bits(accumulated, 
 
 def verify_is_identical(run, tmp_path) -> None:
     """``repro verify`` of ``run`` (a full replay in a new process) says IDENTICAL."""
-    out = subprocess.run(
-        [sys.executable, "-m", "repro", "verify", str(run.dir), "--out", str(tmp_path / "replay")]
-        + ["--quiet", "--entry", FIXTURE],
-        cwd=tmp_path,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "IDENTICAL"
+    verify_identical(run.dir, tmp_path / "replay", entry=FIXTURE)
 
 
 @pytest.mark.slow
@@ -198,33 +187,11 @@ def test_no_bar_when_stderr_is_not_a_terminal(eager32):
 def test_a_terminal_gets_a_live_bar_and_the_same_bits(eager32, tmp_path):
     """stderr on a pseudo-terminal: the bar is drawn (steps, loss, samples/s, ETA); the run's bits do
     not change, since the bar draws no random number."""
-    import fcntl
-    import os
-    import pty
-    import struct
-    import termios
-
     from conftest import FIXTURE as module
 
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 160, 0, 0))  # rows, columns
     cmd = [sys.executable, "-m", module, f"hydra.run.dir={tmp_path / 'tty'}"]
-    proc = subprocess.Popen(
-        cmd, cwd=tmp_path, env=clean_env(), stdout=subprocess.DEVNULL, stderr=slave
-    )
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # the terminal closed: the process is done with it
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(master)
-    assert proc.wait(timeout=600) == 0
-    screen = b"".join(chunks).decode(errors="replace")
+    code, screen, _ = run_on_terminal(cmd, tmp_path)
+    assert code == 0
     assert "epoch 1/3" in screen and "%|" in screen and "samples/s" in screen and "loss " in screen
     # steps done, elapsed<ETA, rate (tqdm writes s/step below one step a second, as on a busy machine)
     assert re.search(r"\d+/12 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+(step/s|s/step)", screen)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURE, clean_env, run_fixture
+from conftest import FIXTURE, clean_env, run_fixture, verify_identical
 from repro.config import check_logger_packages, logger_configs
 from repro.errors import ConfigValueError, MissingPackageError
 from repro.run.loggers import Loggers, rng_untouched
@@ -157,17 +157,7 @@ def test_sigkill_and_resume_continue_the_same_logger_runs_without_a_step_twice(l
 @pytest.mark.slow
 def test_verify_of_a_run_with_loggers_is_identical_and_the_replay_logs_nowhere(logged, tmp_path):
     before = sorted(p.relative_to(logged.dir) for p in (logged.dir / "logs").rglob("*"))
-    out = subprocess.run(
-        [sys.executable, "-m", "repro", "verify", str(logged.dir), "--out", str(tmp_path / "rp")]
-        + ["--quiet", "--entry", FIXTURE],
-        cwd=tmp_path,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "IDENTICAL"
+    verify_identical(logged.dir, tmp_path / "rp", entry=FIXTURE)
     assert not (tmp_path / "rp" / "logs").exists()
     assert "loggers" not in json.loads((tmp_path / "rp" / "run.json").read_text())
     assert sorted(p.relative_to(logged.dir) for p in (logged.dir / "logs").rglob("*")) == before
