@@ -119,7 +119,8 @@ for name, overrides in (("bf16-mixed", ["train.precision=bf16-mixed"]),
 EOF
 cat "$OUT/summary.txt"
 
-timeout 300 $PY -m pytest -q -p no:cacheprovider -m gpu tests > "$OUT/gpu_tests.log" 2>&1
+# -o addopts: the project runs its suite with pytest-xdist (-n auto), which the device image may lack.
+timeout 300 $PY -m pytest -q -o addopts="-ra --strict-markers" -p no:cacheprovider -m gpu tests > "$OUT/gpu_tests.log" 2>&1
 echo "gpu tests: $(tail -1 "$OUT/gpu_tests.log")" | tee -a "$OUT/summary.txt"
 timeout 120 $PY tests/repro/ops/opinfo.py cuda > "$OUT/opinfo_cuda.md" 2>&1
 timeout 150 $PY scripts/bench_ops.py --device cuda > "$OUT/bench_ops.txt" 2>&1
