@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from repro.core.distributed import DistInfo, check_same, gather_objects
 from repro.core.environment import environment_fingerprint
-from repro.core.fingerprint import sample_digests, set_digest
+from repro.core.fingerprint import set_digest
 from repro.errors import RunDirectoryError, Terminated
 from repro.files import atomic_write, jsonl_text, read_jsonl, sha256_file
 from repro.run.capture import StepCapture, stop_after_step
@@ -270,25 +270,20 @@ class RunRecord:
         self._append(self._metrics, row)
 
     def log_fingerprint(
-        self,
-        row: dict[str, Any],
-        *,
-        batch: tuple[Any, ...] | None = None,
-        batch_digests: list[int] | None = None,
+        self, row: dict[str, Any], *, batch_digests: list[int] | None = None
     ) -> None:
         """Append one row (with at least ``step``) to ``fingerprints.jsonl``. Every rank must call it.
 
-        ``batch`` (the step's input tensors, sample-major) adds ``batch``: a digest of the set of
-        samples the step used, over all ranks. ``batch_digests`` gives this rank's per-sample
-        digests instead (``sample_digests_device(*batch)`` already moved to the host by the caller,
-        e.g. in the step's one transfer); the row is the same. With several ranks, a ``params``
-        digest that is not the same on every rank fails the run (RankMismatchError naming the step).
+        ``batch_digests`` (this rank's per-sample digests of the step's inputs:
+        ``sample_digests(*batch)``, or ``sample_digests_device`` moved to the host in the step's one
+        transfer) adds ``batch``: a digest of the set of samples the step used, over all ranks. With
+        several ranks, a ``params`` digest that is not the same on every rank fails the run
+        (RankMismatchError naming the step).
         """
         if "step" not in row:
             raise ValueError("a fingerprint row needs a 'step'")
-        if batch is not None or batch_digests is not None:
-            mine = batch_digests if batch_digests is not None else sample_digests(*batch)  # type: ignore[misc]
-            everyone = gather_objects(mine, self.dist)
+        if batch_digests is not None:
+            everyone = gather_objects(batch_digests, self.dist)
             row = {**row, "batch": set_digest(v for rank in everyone for v in rank)}  # type: ignore[union-attr]
         if "params" in row:
             check_same(row["step"], "params", row["params"], self.dist)

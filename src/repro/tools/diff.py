@@ -259,7 +259,7 @@ def diff_runs(
         if report.explained_by:
             return report
     spec_a, spec_b = prepare_replay(a, settings), prepare_replay(b, settings)
-    progress = log if isinstance(log, ToolProgress) else ToolProgress(log)
+    progress = ToolProgress.of(log)
     with tempfile.TemporaryDirectory(prefix="repro-diff-") as tmp:
         scratch = Path(keep) if keep is not None else Path(tmp)
         scratch.mkdir(parents=True, exist_ok=True)

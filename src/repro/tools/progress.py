@@ -111,6 +111,11 @@ class ToolProgress:
         self._bar: Any = None
         self._lock = threading.RLock()
 
+    @classmethod
+    def of(cls, log: TextIO | ToolProgress | None) -> ToolProgress:
+        """``log`` as a progress: itself, or a plain stream (or nowhere) wrapped."""
+        return log if isinstance(log, ToolProgress) else cls(log)
+
     def write(self, text: str) -> int:
         """A line of the tool or of a replay: above the bar when one is drawn."""
         if self.stream is None:

@@ -191,7 +191,7 @@ def verify(
     override_value(out.resolve(), "--out")
     make_replay_dir(out, "--out")
     _, pinned = replay_environment(run)
-    progress = log if isinstance(log, ToolProgress) else ToolProgress(log)
+    progress = ToolProgress.of(log)
     # Only now: bad arguments must print nothing but their error.
     if spec.dropped:
         progress.write(
