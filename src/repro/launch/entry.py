@@ -36,6 +36,7 @@ from omegaconf import DictConfig
 from repro.config import register_configs, split_override
 from repro.errors import ReproError, Terminated
 from repro.launch.helptext import register_help_resolvers
+from repro.launch.hydra_run import HydraSession, single_run_mode
 from repro.launch.preflight import (
     ConfigCheck,
     ExistingRunPolicy,
@@ -62,6 +63,9 @@ __all__ = [
 #: Set in the environment of a re-executed process: the launch plan its parent checked (JSON), so the
 #: child neither checks nor composes again, and is re-executed at most once.
 PLAN_ENV = "REPRO_LAUNCH_PLAN"
+#: Set in the environment of a process re-executed with the kit's default hash seed before its config
+#: was composed (:func:`guess_hash_seed`).
+GUESS_ENV = "REPRO_HASH_SEED_GUESSED"
 #: How the entry point was launched, for jobs that launcher plugins run in worker processes.
 ENTRY_ENV = "REPRO_ENTRY"
 #: Storage errors a user can act on (disk full, read-only, no permission): one line, no traceback.
@@ -99,21 +103,71 @@ def current_entry() -> dict[str, Any]:
     return entry
 
 
-def relaunch_if_needed(plan: LaunchPlan, argv: list[str]) -> None:
-    """Re-execute ``argv`` with the plan's pins in the environment, unless they already hold.
+def relaunch_if_needed(
+    plan: LaunchPlan, argv: list[str], *, hash_seed_guessed: bool = False
+) -> None:
+    """Put the plan's pins in place: in this process where they still can be, else by re-executing.
 
+    Before torch is imported, the variables its libraries read once when they start (cuBLAS' workspace,
+    the ATen CPU capability, MKL's CBWR branch, oneDNN's ISA) are set here: in effect as if the process
+    had started with them. ``PYTHONHASHSEED`` is read by the interpreter itself: it needs a new one.
     ``os.execve`` keeps the process id (schedulers and torchrun see one process); the plan travels in
-    the environment, so the new process starts the task at once.
+    the environment, so the new process starts the task at once. ``hash_seed_guessed``: this process was
+    re-executed with the kit's default hash seed before the config was composed (see
+    :func:`guess_hash_seed`); if the config leaves the seed unpinned, the guess is taken back.
     """
+    from repro import startup
+
     missing = {k: v for k, v in plan.pins.items() if os.environ.get(k) != v}
-    if not missing:
+    take_back = hash_seed_guessed and "PYTHONHASHSEED" not in plan.pins
+    late = "PYTHONHASHSEED" in missing or take_back or "torch" in sys.modules
+    if not late:
+        for var, value in missing.items():
+            startup.set_before_libraries(var, value)
         return
     env = dict(os.environ, **plan.pins, **{PLAN_ENV: plan.to_json()})
+    if take_back:
+        env.pop("PYTHONHASHSEED", None)
+    _execute_again(argv, env)
+
+
+def guess_hash_seed(argv: list[str]) -> None:
+    """Re-execute at once with the kit's default ``PYTHONHASHSEED`` when the shell set none.
+
+    The hash seed is fixed when the interpreter starts, so a run that pins it (every profile the kit
+    ships) needs a second interpreter. Doing it before the config is composed makes that second start
+    cost only the interpreter and the imports; the composed config then decides (a different pin, or
+    none, re-executes once more: see :func:`relaunch_if_needed`).
+    """
+    from repro.config import ReproConfig
+
+    if "PYTHONHASHSEED" in os.environ or ReproConfig.pythonhashseed is None:
+        return
+    if not _repeatable_launch(argv):
+        return  # python -c, stdin, an embedded interpreter: the check decides, as it always did
+    env = dict(os.environ, PYTHONHASHSEED=str(ReproConfig.pythonhashseed), **{GUESS_ENV: "1"})
+    _execute_again(argv, env)
+
+
+def _execute_again(argv: list[str], env: dict[str, str]) -> None:
+    """``os.execve`` this interpreter with its own flags, on ``argv`` (``sys.argv``-shaped)."""
     head = _interpreter_flags()
     argv = [sys.executable, *head, *(argv[1:] if "-m" in head else argv)]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, argv, env)
+
+
+def _repeatable_launch(argv: list[str]) -> bool:
+    """Whether this process started as ``python [flags] -m module ...`` or ``python [flags] script ...``."""
+    orig = list(getattr(sys, "orig_argv", []))[1:]
+    while orig and orig[0].startswith("-") and orig[0] not in ("-m", "-c", "-"):
+        flag = orig.pop(0)
+        if flag in ("-X", "-W") and orig:
+            orig.pop(0)
+    if orig[:1] == ["-m"]:
+        return True
+    return bool(orig and argv and orig[0] == argv[0] and os.path.isfile(orig[0]))
 
 
 def _interpreter_flags() -> list[str]:
@@ -244,47 +298,56 @@ def entrypoint(
             remember_sweep(args.overrides if args is not None and args.multirun else None)
             rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
             inherited = os.environ.pop(PLAN_ENV, None)
+            guessed = os.environ.pop(GUESS_ENV, None) is not None
             if (
                 inherited is not None
             ):  # re-executed by our parent: the plan is checked, the argv complete
                 launch["plan"] = LaunchPlan.from_json(inherited)
-            elif args is not None and not any(getattr(args, f, None) for f in _SKIP_FLAGS):
-                ranks_extra = _torchrun_overrides(args, rank, world, resume_key)
-                args.overrides = [*args.overrides, *ranks_extra]
-                cdir = (
-                    config_dir
-                    if args.config_path is None
-                    else str(Path(args.config_path).resolve())
+                return hydra_main()
+            if args is None or any(getattr(args, f, None) for f in _SKIP_FLAGS):
+                return hydra_main()
+            if not guessed:
+                guess_hash_seed(sys.argv)
+            ranks_extra = _torchrun_overrides(args, rank, world, resume_key)
+            # Hydra's own files and log belong to rank 0
+            rank_files = (
+                [] if rank == 0 else ["hydra.output_subdir=null", "hydra/job_logging=stdout"]
+            )
+            cdir = config_dir if args.config_path is None else str(Path(args.config_path).resolve())
+            checked = [*args.overrides, *ranks_extra, *rank_files]
+            if (
+                args.config_dir
+            ):  # --config-dir adds a directory to the search path: compose with it too
+                checked.append(f"hydra.searchpath=[file://{Path(args.config_dir).resolve()}]")
+            # A plain single run composes once: the check's config is the run's (repro.launch.hydra_run)
+            plain = not (args.multirun or args.config_dir or args.experimental_rerun)
+            session = (
+                HydraSession(guarded, cdir, args.config_name or config_name) if plain else None
+            )
+            try:
+                plan = preflight(
+                    cdir,
+                    args.config_name or config_name,
+                    checked,
+                    multirun=args.multirun,
+                    existing_run_ok=existing_run_ok,
+                    check=check,
+                    resume_key=resume_key,
+                    resume_safe_keys=resume_safe_keys,
+                    is_main=rank == 0,
+                    compose=session.compose if session is not None else None,
                 )
-                checked = list(args.overrides)
-                if (
-                    args.config_dir
-                ):  # --config-dir adds a directory to the search path: compose with it too
-                    checked.append(f"hydra.searchpath=[file://{Path(args.config_dir).resolve()}]")
-                try:
-                    plan = preflight(
-                        cdir,
-                        args.config_name or config_name,
-                        checked,
-                        multirun=args.multirun,
-                        existing_run_ok=existing_run_ok,
-                        check=check,
-                        resume_key=resume_key,
-                        resume_safe_keys=resume_safe_keys,
-                        is_main=rank == 0,
-                    )
-                except RunCompleted as exc:
-                    print(str(exc), file=sys.stderr)
-                    sys.exit(0)
-                except LaunchError as exc:
-                    fail(str(exc))
-                extra = list(plan.extra)
-                if rank > 0:  # Hydra's own files and log belong to rank 0
-                    extra = [e for e in extra if not e.startswith("hydra.output_subdir=")]
-                    extra += ["hydra.output_subdir=null", "hydra/job_logging=stdout"]
-                sys.argv = [*sys.argv, *ranks_extra, *extra]
-                launch["plan"] = plan
-                relaunch_if_needed(plan, sys.argv)
+            except RunCompleted as exc:
+                print(str(exc), file=sys.stderr)
+                sys.exit(0)
+            except LaunchError as exc:
+                fail(str(exc))
+            extra = [e for e in plan.extra if rank == 0 or not e.startswith("hydra.output_subdir=")]
+            sys.argv = [*sys.argv, *ranks_extra, *rank_files, *extra]
+            launch["plan"] = plan
+            relaunch_if_needed(plan, sys.argv, hash_seed_guessed=guessed)
+            if session is not None and not extra and single_run_mode(plan.config):
+                return session.run(plan.config, guarded)
             return hydra_main()
 
         # How this entry runs, for the repro tools (they read it from the installed project, never a record).

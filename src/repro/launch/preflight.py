@@ -54,9 +54,12 @@ class LaunchPlan:
     run_dir: str | None = None
     run_dir_existed: bool | None = None
     resume: str | None = None
+    #: The composed config of a single run (not a sweep), when the check composed it with the entry
+    #: point's own Hydra session: the run reuses it instead of composing again. Never serialised.
+    config: DictConfig | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        return json.dumps({k: v for k, v in asdict(self).items() if k != "config"})
 
     @classmethod
     def from_json(cls, text: str) -> LaunchPlan:
@@ -152,21 +155,23 @@ def preflight(
     resume_key: str | None = None,
     resume_safe_keys: tuple[str, ...] = (),
     is_main: bool = True,
+    compose: Callable[[list[str]], DictConfig] | None = None,
 ) -> LaunchPlan:
     """Compose and check every job the command line asks for; return the :class:`LaunchPlan`.
+
+    ``compose`` composes one job's config with Hydra's node (the entry point's
+    :class:`repro.launch.hydra_run.HydraSession`); a single run keeps that config in ``plan.config``.
+    Without it each job is composed with ``hydra.initialize_config_dir``.
 
     Raises :class:`LaunchError` with a one-line message, or :class:`repro.run.resume.RunCompleted` when
     the run asked to be resumed has already completed.
     """
     plan = LaunchPlan()
-    from hydra import compose, initialize_config_dir
-
     register_configs()
     pins: dict[str, str] | None = None
     for job in _sweep_jobs(overrides, multirun):
         try:
-            with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-                cfg = compose(config_name=config_name, overrides=job, return_hydra_config=True)
+            cfg = (compose or _compose_in(config_dir, config_name))(job)
         except Exception as exc:  # Hydra and OmegaConf raise many types; all are the user's input
             raise LaunchError(describe_compose_error(exc)) from None
         _check_job_overrides(cfg, job, config_dir, config_name)
@@ -221,8 +226,20 @@ def preflight(
             plan.run_dir, plan.run_dir_existed = _check_run_dir(cfg, existing_run_ok)
     if multirun:
         _check_sweep_dir(cfg)
+    elif compose is not None:
+        plan.config = cfg
     plan.pins = pins or {}
     return plan
+
+
+def _compose_in(config_dir: str | Path, config_name: str) -> Callable[[list[str]], DictConfig]:
+    def composed(job: list[str]) -> DictConfig:
+        from hydra import compose, initialize_config_dir
+
+        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+            return compose(config_name=config_name, overrides=job, return_hydra_config=True)
+
+    return composed
 
 
 _BOOL_WORDS = ("true", "false")
