@@ -9,11 +9,17 @@ from the command line once (each job of a ``-m`` sweep too) and checks it
   and nothing is written;
 * a run directory that already holds a run is refused, so Hydra never
   overwrites another run's ``.hydra/`` files;
-* settings that only work at process start (``PYTHONHASHSEED``, the ATen CPU
-  capability, MKL's CBWR branch, cuBLAS' workspace) are put in place by
-  re-executing the same command with the pinned environment, once, before
-  torch is imported. ``os.execve`` keeps the process id, so schedulers and
-  ``torchrun`` see one process.
+* settings that only work at process start are put in place before torch is
+  imported: the ATen CPU capability, MKL's CBWR branch, oneDNN's ISA and
+  cuBLAS' workspace in this process (no library has read them yet);
+  ``PYTHONHASHSEED`` by re-executing the same command, which happens first
+  thing with the kit's default seed when the shell set none (before the
+  config is composed, so the second start costs only the imports).
+  ``os.execve`` keeps the process id, so schedulers and ``torchrun`` see one
+  process.
+
+A plain single run composes its config once: the check's config is the run's
+(:mod:`repro.launch.hydra_run`).
 
 Errors raised by the kit inside the task (``ReproError``) are printed as
 one line too.
