@@ -187,9 +187,16 @@ def _thawed_torch_flags():
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``gpu`` skip cleanly where no CUDA device is present."""
+    """Modules with the most ``slow`` tests first (with ``--dist loadscope`` each module is one unit of
+    work: the longest start first, so no long module is left running alone at the end); tests marked
+    ``gpu`` skip cleanly where no CUDA device is present."""
     import torch
 
+    slow: dict[str, int] = {}
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        slow[module] = slow.get(module, 0) + ("slow" in item.keywords)
+    items.sort(key=lambda item: -slow[item.nodeid.split("::")[0]])  # stable within a module
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")
