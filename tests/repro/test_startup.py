@@ -145,6 +145,23 @@ def test_a_plain_run_composes_its_config_once(tmp_path):
     assert (tmp_path / "run" / "run.json").is_file()
 
 
+_CONF = FIXTURE_PATH / "repro_fixture" / "conf"
+
+
+def _python(cwd: Path, code: str, *args: str) -> str:
+    """``python -c code args`` in a fresh process; its stdout (fails the test on a non-zero exit)."""
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env=clean_env(),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
 # Runs the fixture's task twice in one fresh process, once through hydra.main and once through the
 # kit's HydraSession, each capturing what the task sees; prints both as JSON.
 _BOTH_WAYS = """
@@ -176,18 +193,9 @@ print(json.dumps(seen, default=str))
 
 
 def test_the_short_path_gives_the_task_what_hydra_main_gives_it(tmp_path):
-    conf = FIXTURE_PATH / "repro_fixture" / "conf"
     a, b = tmp_path / "a", tmp_path / "b"
-    out = subprocess.run(
-        [sys.executable, "-c", _BOTH_WAYS, str(conf), str(a), str(b)],
-        env=clean_env(),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    via_main, via_session = json.loads(out.stdout.strip().splitlines()[-1])
+    out = _python(tmp_path, _BOTH_WAYS, str(_CONF), str(a), str(b))
+    via_main, via_session = json.loads(out.strip().splitlines()[-1])
     assert via_main["cfg"] == via_session["cfg"]
     hydra_a = json.dumps(via_main["hydra"]).replace(str(a), "RUN")
     hydra_b = json.dumps(via_session["hydra"]).replace(str(b), "RUN")
@@ -217,15 +225,5 @@ def test_the_checked_run_directory_is_the_one_written(tmp_path):
         session.run(cfg, lambda c: seen.append(HydraConfig.get().runtime.output_dir))
         print(checked, seen[0])
     """)
-    conf = FIXTURE_PATH / "repro_fixture" / "conf"
-    out = subprocess.run(
-        [sys.executable, "-c", code, str(conf)],
-        env=clean_env(),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    checked, used = out.stdout.split()
+    checked, used = _python(tmp_path, code, str(_CONF)).split()
     assert Path(used) == (tmp_path / checked).resolve()
