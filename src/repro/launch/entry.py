@@ -164,28 +164,31 @@ def _execute_again(argv: list[str], env: dict[str, str]) -> None:
     os.execve(sys.executable, argv, env)
 
 
+def _split_launch() -> tuple[list[str], list[str]]:
+    """This process's command line after the interpreter: its own flags (``-X dev``, ``-P``, ...), then
+    the rest (``-m module ...``, ``-c code ...``, ``-`` or ``script ...``)."""
+    rest = list(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))[1:]
+    flags: list[str] = []
+    while rest and rest[0].startswith("-") and rest[0] not in ("-m", "-c", "-"):
+        flags.append(rest.pop(0))
+        if flags[-1] in ("-X", "-W") and rest:
+            flags.append(rest.pop(0))
+    return flags, rest
+
+
 def _repeatable_launch(argv: list[str]) -> bool:
     """Whether this process started as ``python [flags] -m module ...`` or ``python [flags] script ...``."""
-    orig = list(getattr(sys, "orig_argv", []))[1:]
-    while orig and orig[0].startswith("-") and orig[0] not in ("-m", "-c", "-"):
-        flag = orig.pop(0)
-        if flag in ("-X", "-W") and orig:
-            orig.pop(0)
-    if orig[:1] == ["-m"]:
+    _, rest = _split_launch()
+    if rest[:1] == ["-m"]:
         return True
-    return bool(orig and argv and orig[0] == argv[0] and os.path.isfile(orig[0]))
+    return bool(rest and argv and rest[0] == argv[0] and os.path.isfile(rest[0]))
 
 
 def _interpreter_flags() -> list[str]:
     """The interpreter's own flags of this process (``-X ...``, ``-P``), then how the program was named."""
-    orig = list(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))[1:]
-    flags = []
-    while orig and orig[0].startswith("-") and orig[0] not in ("-m", "-c"):
-        flags.append(orig.pop(0))
-        if flags[-1] in ("-X", "-W") and orig:
-            flags.append(orig.pop(0))
-    if orig[:1] == ["-m"]:
-        return [*flags, "-m", orig[1]]
+    flags, rest = _split_launch()
+    if rest[:1] == ["-m"] and len(rest) > 1:
+        return [*flags, "-m", rest[1]]
     return flags
 
 

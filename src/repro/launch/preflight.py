@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -58,19 +58,16 @@ class LaunchPlan:
     #: point's own Hydra session: the run reuses it instead of composing again. Never serialised.
     config: DictConfig | None = field(default=None, repr=False, compare=False)
 
+    #: What travels to a re-executed process (``config`` does not: it would be composed again there).
+    _SERIALISED = ("pins", "extra", "run_dir", "run_dir_existed", "resume")
+
     def to_json(self) -> str:
-        return json.dumps({k: v for k, v in asdict(self).items() if k != "config"})
+        return json.dumps({k: getattr(self, k) for k in self._SERIALISED})
 
     @classmethod
     def from_json(cls, text: str) -> LaunchPlan:
         data = json.loads(text)
-        return cls(
-            **{
-                k: data[k]
-                for k in ("pins", "extra", "run_dir", "run_dir_existed", "resume")
-                if k in data
-            }
-        )
+        return cls(**{k: data[k] for k in cls._SERIALISED if k in data})
 
 
 class LaunchError(ReproError):
