@@ -261,6 +261,8 @@ class Verdict:
     reference: dict[str, Any] | None = None
     first: str | None = None  # the first stage that differs
     differing: tuple[str, ...] = ()
+    #: CPUs whose entries for this build hold other bits than ``reference``
+    other_cpus: tuple[str, ...] = ()
 
     @property
     def exit_code(self) -> int:
@@ -281,6 +283,7 @@ class Verdict:
             "differing": list(self.differing),
             "measured": self.measured,
             "reference": self.reference,
+            "other_cpus": list(self.other_cpus),
         }
 
 
@@ -299,7 +302,11 @@ def compare(measured: dict[str, Any], entries: list[dict[str, Any]]) -> Verdict:
 
     best = max(same, key=agreed)
     diff = differing(best)
-    return Verdict("mismatch" if diff else "match", measured, best, diff[0] if diff else None, diff)
+    others = tuple(
+        sorted({e.get("cpu", "an unnamed CPU") for e in same if e["hashes"] != best["hashes"]})
+    )
+    status = "mismatch" if diff else "match"
+    return Verdict(status, measured, best, diff[0] if diff else None, diff, others)
 
 
 def record_entry(measured: dict[str, Any]) -> dict[str, Any]:
@@ -334,6 +341,11 @@ def describe(verdict: Verdict, reference_file: str | Path = REFERENCE_FILE) -> s
     for stage, what in STAGES.items():
         lines.append(
             f"  {stage:<6} {'DIFFERENT' if stage in verdict.differing else 'same':<9}  {what}"
+        )
+    if verdict.other_cpus:
+        lines.append(
+            f"  note: other bits were recorded for this build on {', '.join(verdict.other_cpus)}: "
+            "the pins do not make those CPU models agree (docs/portable.md)"
         )
     if verdict.first is None:
         lines.append("REPRODUCED: this machine gives the reference bits for this build")
