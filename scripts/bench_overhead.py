@@ -407,10 +407,24 @@ def inner_micro(repeats: int, out: Path) -> None:
         def __getitem__(self, i: int) -> int:
             return i
 
-    seeding_only = type(dataset)(Plain(), SEED)  # the kit's per-batch work, without augmentation
+    class TorchOnly(Plain):
+        def __getitem__(self, i: int) -> int:
+            return int(torch.randint(0, 10, ()))  # draws from torch's global RNG only
+
+    # The kit's per-batch work without augmentation: a dataset drawing from all three global RNGs
+    # pays per-sample seeding of all three; one drawing from torch's only (torchvision-style) pays
+    # for torch's where the kit seeds only the RNGs in use (global_rngs="used", the default).
+    lazy = "global_rngs" in inspect.signature(type(dataset).__init__).parameters
+    seeding_all = type(dataset)(TorchOnly(), SEED, *(["all"] if lazy else []))
+    seeding_used = type(dataset)(TorchOnly(), SEED)
 
     pieces = {
-        "seeding only (64 samples)": lambda: seeding_only.__getitems__(keys),
+        "torch-drawing dataset, all three RNGs seeded (64 samples)": lambda: (
+            seeding_all.__getitems__(keys)
+        ),
+        "torch-drawing dataset, the RNGs in use seeded (64 samples)": lambda: (
+            seeding_used.__getitems__(keys)
+        ),
         "load batch (64 samples)": lambda: dataset.__getitems__(keys),
         "train step": train_step,
         "fingerprint (params + batch)": fingerprint,

@@ -242,3 +242,99 @@ def test_state_dict_protocol_resumes_mid_epoch_in_a_new_loader():
     assert other.state_dict() == {"epoch": 2, "batch": 0}
     with pytest.raises(ValueError, match="expected"):
         other.load_state_dict({"epoch": "x"})
+
+
+class _Draws(Dataset):
+    """Draws from torch's global RNG for every sample, from python's and numpy's for some only."""
+
+    def __init__(self, python_every: int = 0, numpy_every: int = 0) -> None:
+        self.python_every, self.numpy_every, self.calls = python_every, numpy_every, 0
+
+    def __len__(self) -> int:
+        return 96
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        self.calls += 1
+        py = (
+            random.random()
+            if self.python_every and i % self.python_every == 3 % self.python_every
+            else 0.0
+        )
+        npy = (
+            float(np.random.rand())
+            if self.numpy_every and i % self.numpy_every == 5 % self.numpy_every
+            else 0.0
+        )
+        return torch.tensor([float(i), py, npy, float(torch.rand(()))], dtype=torch.float64)
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize(
+    "draws", [(0, 0), (0, 1), (1, 0), (13, 0), (0, 17), (11, 7)], ids=lambda d: f"py{d[0]}-np{d[1]}"
+)
+def test_seeding_only_the_rngs_in_use_gives_the_samples_of_seeding_all(workers, draws):
+    """global_rngs="used" (the default) and "all" give the same batches, whichever global RNGs the
+    dataset draws from and however rarely (one sample in 13 or 17: the batch that first draws is
+    loaded again), in the main process and in workers."""
+
+    def load(mode):
+        return epochs(
+            make_dataloader(
+                _Draws(*draws),
+                seed=3,
+                batch_size=16,
+                shuffle=True,
+                num_workers=workers,
+                global_rngs=mode,
+            ),
+            3,
+        )
+
+    used, every = load("used"), load("all")
+    assert same(used, every)
+    if draws[0]:
+        assert len({float(b[k, 1]) for e in used for b in e for k in range(len(b))}) > 1
+
+
+def test_a_dataset_seen_drawing_is_reloaded_once_and_then_seeded_per_sample():
+    from repro.core.loader import SeededDataset
+
+    keys = [(0, i) for i in range(32)]
+    quiet = SeededDataset(_Draws(), 9)
+    quiet._load(keys)
+    quiet._load(keys)
+    assert (quiet.reloads, quiet.dataset.calls) == (0, 64)  # torch only: never loaded twice
+    assert quiet._watched == ("python", "numpy")
+
+    rare = SeededDataset(_Draws(python_every=13), 9)
+    first = rare._load(keys)
+    assert (rare.reloads, rare.dataset.calls, rare._watched) == (1, 64, ("numpy",))
+    again = rare._load(keys)
+    assert (rare.reloads, rare.dataset.calls) == (1, 96)  # python now seeded per sample
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+
+
+@pytest.mark.parametrize("draws", [(0, 0), (13, 0), (0, 17)])
+def test_watched_rngs_end_a_batch_where_seeding_all_leaves_them(draws):
+    """In a worker nothing restores the global RNGs after a batch (collate_fn and the next batch see
+    them): an RNG that was only watched must end where per-sample seeding would have left it."""
+    from repro.core.loader import SeededDataset
+
+    keys = [(1, i) for i in range(5, 45)]
+    states = []
+    for mode in ("used", "all"):
+        random.seed(0)
+        np.random.seed(0)
+        SeededDataset(_Draws(*draws), 4, mode)._load(keys)
+        np_state = np.random.get_state()
+        states.append(
+            (random.getstate(), np_state[1].tobytes(), np_state[2:], torch.get_rng_state())
+        )
+    assert states[0][:3] == states[1][:3]
+    assert torch.equal(states[0][3], states[1][3])
+
+
+def test_global_rngs_takes_used_or_all():
+    with pytest.raises(ValueError, match=r"global_rngs='some'.*used, all"):
+        make_dataloader(Augmenting(), seed=1, global_rngs="some")

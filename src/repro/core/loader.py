@@ -6,10 +6,11 @@ persistent workers, and after a resume:
 * :class:`ReproSampler` yields ``(epoch, index)`` keys in an order drawn from
   (seed, epoch). It can start part-way through an epoch without touching the
   samples before that point.
-* :class:`SeededDataset` wraps the user's dataset: before each
-  ``__getitem__`` it seeds python ``random``, numpy's global RNG and torch's
-  CPU generator from (seed, epoch, index), so augmentation code written
-  against the global RNGs gives the same sample wherever it runs. In the main
+* :class:`SeededDataset` wraps the user's dataset: each ``__getitem__`` runs
+  with python ``random``, numpy's global RNG and torch's CPU generator seeded
+  from (seed, epoch, index) (python's and numpy's only once the dataset is
+  seen drawing from them: the same samples for less), so augmentation code
+  written against the global RNGs gives the same sample wherever it runs. In the main
   process (``num_workers=0``) it restores the global RNG state afterwards, so
   loading data never shifts dropout or anything else in the training loop.
 """
@@ -24,10 +25,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, get_worker_info
 
 from repro.core.seeding import (
+    GLOBAL_RNGS,
     capture_global_state,
+    drawn_since,
     mix64,
     mix64_array,
     restore_global_state,
+    seed_and_mark,
     seed_globals_each,
     seed_globals_fast,
 )
@@ -95,12 +99,39 @@ class ReproSampler(Sampler[tuple[int, int]]):
         return -(-self.length // self.world_size)
 
 
-class SeededDataset(Dataset):
-    """Wraps a map-style dataset: ``ds[(epoch, index)]`` seeds the global RNGs, then returns ``inner[index]``."""
+GLOBAL_RNG_MODES = ("used", "all")
+_WATCH_FROM = (
+    8  # samples in a batch from which watching an RNG is cheaper than seeding it per sample
+)
 
-    def __init__(self, dataset: Dataset, seed: int) -> None:
+
+class SeededDataset(Dataset):
+    """Wraps a map-style dataset: ``ds[(epoch, index)]`` seeds the global RNGs, then returns ``inner[index]``.
+
+    ``global_rngs="all"`` seeds python ``random``, numpy's global RNG and torch's CPU generator
+    before every sample. ``"used"`` (the default) gives the same samples for less: torch's
+    generator is always seeded per sample (about a microsecond, and ``torch.initial_seed()`` then
+    names the sample's seed), while python's and numpy's are seeded per sample only once this
+    process has seen the dataset draw from them. Until then each batch seeds them once, from its
+    last key (the state per-sample seeding would leave them in), and checks after the batch that
+    nothing drew from them; if something did, the batch is loaded again with every RNG seeded per
+    sample, and that RNG is seeded per sample from then on. So ``__getitem__`` may run twice for
+    the samples of the one batch in which an RNG is first seen in use. What the check cannot see:
+    code that draws and then puts the state back (``set_state``) without seeding first; such a
+    dataset needs ``"all"``.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int, global_rngs: str = "used") -> None:
+        if global_rngs not in GLOBAL_RNG_MODES:
+            raise ValueError(
+                f"dataloader(global_rngs={global_rngs!r}): expected one of {', '.join(GLOBAL_RNG_MODES)}"
+            )
         self.dataset = dataset
         self.seed = seed
+        self.global_rngs = global_rngs
+        # RNGs not yet seen in use: seeded once per batch and watched instead of seeded per sample.
+        self._watched: tuple[str, ...] = ("python", "numpy") if global_rngs == "used" else ()
+        self.reloads = 0  # batches loaded a second time because a watched RNG was drawn from
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
@@ -108,12 +139,21 @@ class SeededDataset(Dataset):
     def _load(self, keys: Sequence[tuple[int, int]]) -> list[Any]:
         # The seeds of the whole batch in one vectorised pass; then, per sample, seed and load.
         epochs, indices = np.asarray(keys, dtype=np.int64).reshape(-1, 2).T
+        seeds = mix64_array(self.seed, epochs, indices)
+        watched = self._watched if len(seeds) >= _WATCH_FROM else ()
+        if watched:
+            marks = seed_and_mark(watched, int(seeds[-1]))
+            out = self._fetch(seeds, indices, tuple(r for r in GLOBAL_RNGS if r not in watched))
+            drawn = drawn_since(marks)
+            if not drawn:
+                return out
+            self._watched = tuple(r for r in self._watched if r not in drawn)
+            self.reloads += 1
+        return self._fetch(seeds, indices, GLOBAL_RNGS)
+
+    def _fetch(self, seeds: np.ndarray, indices: np.ndarray, rngs: tuple[str, ...]) -> list[Any]:
         out, dataset = [], self.dataset
-        for _, index in zip(
-            seed_globals_each(mix64_array(self.seed, epochs, indices)),
-            indices.tolist(),
-            strict=True,
-        ):
+        for _, index in zip(seed_globals_each(seeds, rngs), indices.tolist(), strict=True):
             out.append(dataset[index])
         return out
 
@@ -256,13 +296,16 @@ def make_dataloader(
     rank: int = 0,
     world_size: int = 1,
     worker_init_fn: Callable[[int], None] | None = None,
+    global_rngs: str = "used",
     **kwargs: Any,
 ) -> ReproDataLoader:
     """Build a DataLoader whose batches are a function of (seed, epoch, sample index) only.
 
     ``kwargs`` go to :class:`torch.utils.data.DataLoader` (``collate_fn``,
     ``drop_last``, ``pin_memory``, ...); ``sampler``, ``batch_sampler`` and
-    ``generator`` are set here and refused if given.
+    ``generator`` are set here and refused if given. ``global_rngs``: ``"used"`` seeds python's and
+    numpy's global RNGs per sample only once the dataset is seen drawing from them (the same
+    samples, cheaper), ``"all"`` seeds all three before every sample (see :class:`SeededDataset`).
     """
     if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
         raise TypeError(
@@ -283,7 +326,7 @@ def make_dataloader(
     )
     generator = torch.Generator().manual_seed(mix64(seed, 0x47454E) & ((1 << 63) - 1))
     loader = ReproDataLoader(
-        SeededDataset(dataset, mix64(seed, 0x53414D504C45)),
+        SeededDataset(dataset, mix64(seed, 0x53414D504C45), global_rngs),
         batch_size=batch_size,
         sampler=sampler,
         num_workers=num_workers,

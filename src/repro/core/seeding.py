@@ -83,8 +83,19 @@ def seed_globals_fast(seed: int) -> None:
     torch.default_generator.manual_seed(seed)
 
 
-def seed_globals_each(seeds: np.ndarray) -> Iterator[None]:
-    """For each 64-bit seed in turn, the global RNGs seeded exactly as ``seed_globals_fast`` does.
+GLOBAL_RNGS = ("python", "numpy", "torch")
+
+
+def _numpy_words(seeds: np.ndarray) -> np.ndarray:
+    """Each 64-bit seed as the uint32 row ``[low word, high word]`` numpy's legacy ``seed`` takes."""
+    return np.stack([seeds & np.uint64(0xFFFFFFFF), seeds >> np.uint64(32)], axis=1).astype(
+        np.uint32
+    )
+
+
+def seed_globals_each(seeds: np.ndarray, rngs: tuple[str, ...] = GLOBAL_RNGS) -> Iterator[None]:
+    """For each 64-bit seed in turn, the global RNGs in ``rngs`` seeded exactly as
+    ``seed_globals_fast`` seeds them (the others are left alone).
 
     A generator: the caller loads one sample per step (``for _ in seed_globals_each(s): ...``).
     Cheaper per sample than ``seed_globals_fast``: numpy gets the two 32-bit words as a uint32
@@ -92,15 +103,47 @@ def seed_globals_each(seeds: np.ndarray) -> Iterator[None]:
     conversions), and the Python ints are made in one ``tolist()``.
     """
     seeds = np.asarray(seeds, dtype=np.uint64)
-    words = np.stack([seeds & np.uint64(0xFFFFFFFF), seeds >> np.uint64(32)], axis=1).astype(
-        np.uint32
-    )
-    manual_seed, np_seed, py_seed = torch.default_generator.manual_seed, np.random.seed, random.seed
+    py_seed = random.seed if "python" in rngs else None
+    np_seed = np.random.seed if "numpy" in rngs else None
+    manual_seed = torch.default_generator.manual_seed if "torch" in rngs else None
+    words = _numpy_words(seeds) if np_seed is not None else seeds
     for seed, row in zip(seeds.tolist(), words, strict=True):
-        py_seed(seed)
-        np_seed(row)
-        manual_seed(seed)
+        if py_seed is not None:
+            py_seed(seed)
+        if np_seed is not None:
+            np_seed(row)
+        if manual_seed is not None:
+            manual_seed(seed)
         yield
+
+
+def seed_and_mark(rngs: tuple[str, ...], seed: int) -> dict[str, Any]:
+    """Seed the global RNGs in ``rngs`` (``"python"``, ``"numpy"``) from ``seed`` as
+    ``seed_globals_fast`` does, and return their states just after: :func:`drawn_since` tells
+    later whether anything drew from them."""
+    marks: dict[str, Any] = {}
+    if "python" in rngs:
+        random.seed(seed)
+        marks["python"] = random.getstate()
+    if "numpy" in rngs:
+        np.random.seed(_numpy_words(np.asarray([seed], dtype=np.uint64))[0])
+        marks["numpy"] = _numpy_state()
+    return marks
+
+
+def drawn_since(marks: dict[str, Any]) -> list[str]:
+    """The RNGs of :func:`seed_and_mark`'s ``marks`` whose state has moved since."""
+    moved = []
+    if "python" in marks and random.getstate() != marks["python"]:
+        moved.append("python")
+    if "numpy" in marks and _numpy_state() != marks["numpy"]:
+        moved.append("numpy")
+    return moved
+
+
+def _numpy_state() -> tuple[Any, ...]:
+    _, key, pos, has_gauss, cached = np.random.get_state()
+    return key.tobytes(), pos, has_gauss, cached
 
 
 def capture_global_state() -> dict[str, Any]:
