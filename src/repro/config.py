@@ -17,6 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from repro.errors import ConfigValueError, MissingPackageError
+from repro.launch.hashseed import DEFAULT_PYTHONHASHSEED
 
 SEED_MAX = 2**32 - 1
 #: Values ATen reads from ATEN_CPU_CAPABILITY (x86: default/avx2/avx512; arm: sve256; power: vsx; s390: zvector).
@@ -91,7 +92,7 @@ class ReproConfig:
     #: CUBLAS_WORKSPACE_CONFIG, needed for deterministic cuBLAS (":4096:8" or ":16:8").
     cublas_workspace_config: str | None = ":4096:8"
     #: PYTHONHASHSEED (str/bytes hash order, e.g. set iteration); takes effect at process start.
-    pythonhashseed: int | None = 0
+    pythonhashseed: int | None = DEFAULT_PYTHONHASHSEED
     #: ATEN_CPU_CAPABILITY: which SIMD kernels ATen uses on CPU (default, avx2, avx512, ...).
     cpu_capability: str | None = None
     #: MKL_CBWR: MKL's conditional numerical reproducibility branch (COMPATIBLE, AVX2, ...).

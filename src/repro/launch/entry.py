@@ -41,6 +41,9 @@ from omegaconf import DictConfig
 
 from repro.config import register_configs, split_override
 from repro.errors import ReproError, Terminated
+from repro.launch.hashseed import GUESS_ENV, PLAN_ENV
+from repro.launch.hashseed import execute_again as _execute_again
+from repro.launch.hashseed import guess_hash_seed as _guess
 from repro.launch.helptext import register_help_resolvers
 from repro.launch.hydra_run import HydraSession, single_run_mode
 from repro.launch.preflight import (
@@ -66,12 +69,10 @@ __all__ = [
     "PLAN_ENV",
 ]
 
-#: Set in the environment of a re-executed process: the launch plan its parent checked (JSON), so the
-#: child neither checks nor composes again, and is re-executed at most once.
-PLAN_ENV = "REPRO_LAUNCH_PLAN"
-#: Set in the environment of a process re-executed with the kit's default hash seed before its config
-#: was composed (:func:`guess_hash_seed`).
-GUESS_ENV = "REPRO_HASH_SEED_GUESSED"
+# PLAN_ENV: set in the environment of a re-executed process: the launch plan its parent checked (JSON),
+# so the child neither checks nor composes again, and is re-executed at most once. GUESS_ENV: set in
+# the environment of a process re-executed with the kit's default hash seed before its config was
+# composed (:func:`guess_hash_seed`). Both live in the light module that does the early guess.
 #: How the entry point was launched, for jobs that launcher plugins run in worker processes.
 ENTRY_ENV = "REPRO_ENTRY"
 #: Storage errors a user can act on (disk full, read-only, no permission): one line, no traceback.
@@ -138,58 +139,11 @@ def relaunch_if_needed(
 
 
 def guess_hash_seed(argv: list[str]) -> None:
-    """Re-execute at once with the kit's default ``PYTHONHASHSEED`` when the shell set none.
-
-    The hash seed is fixed when the interpreter starts, so a run that pins it (every profile the kit
-    ships) needs a second interpreter. Doing it before the config is composed makes that second start
-    cost only the interpreter and the imports; the composed config then decides (a different pin, or
-    none, re-executes once more: see :func:`relaunch_if_needed`).
-    """
+    """Re-execute at once with the kit's default ``PYTHONHASHSEED`` when the shell set none (see
+    :mod:`repro.launch.hashseed`; a program that called ``pin_hash_seed_early`` has done it already)."""
     from repro.config import ReproConfig
 
-    if "PYTHONHASHSEED" in os.environ or ReproConfig.pythonhashseed is None:
-        return
-    if not _repeatable_launch(argv):
-        return  # python -c, stdin, an embedded interpreter: the check decides, as it always did
-    env = dict(os.environ, PYTHONHASHSEED=str(ReproConfig.pythonhashseed), **{GUESS_ENV: "1"})
-    _execute_again(argv, env)
-
-
-def _execute_again(argv: list[str], env: dict[str, str]) -> None:
-    """``os.execve`` this interpreter with its own flags, on ``argv`` (``sys.argv``-shaped)."""
-    head = _interpreter_flags()
-    argv = [sys.executable, *head, *(argv[1:] if "-m" in head else argv)]
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, argv, env)
-
-
-def _split_launch() -> tuple[list[str], list[str]]:
-    """This process's command line after the interpreter: its own flags (``-X dev``, ``-P``, ...), then
-    the rest (``-m module ...``, ``-c code ...``, ``-`` or ``script ...``)."""
-    rest = list(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))[1:]
-    flags: list[str] = []
-    while rest and rest[0].startswith("-") and rest[0] not in ("-m", "-c", "-"):
-        flags.append(rest.pop(0))
-        if flags[-1] in ("-X", "-W") and rest:
-            flags.append(rest.pop(0))
-    return flags, rest
-
-
-def _repeatable_launch(argv: list[str]) -> bool:
-    """Whether this process started as ``python [flags] -m module ...`` or ``python [flags] script ...``."""
-    _, rest = _split_launch()
-    if rest[:1] == ["-m"]:
-        return True
-    return bool(rest and argv and rest[0] == argv[0] and os.path.isfile(rest[0]))
-
-
-def _interpreter_flags() -> list[str]:
-    """The interpreter's own flags of this process (``-X ...``, ``-P``), then how the program was named."""
-    flags, rest = _split_launch()
-    if rest[:1] == ["-m"] and len(rest) > 1:
-        return [*flags, "-m", rest[1]]
-    return flags
+    _guess(argv, ReproConfig.pythonhashseed)
 
 
 def fail(message: str, code: int = 2) -> None:

@@ -1,0 +1,47 @@
+"""The example's ``train.py`` pins the hash seed first thing: the interpreter the shell started
+re-executes before importing Hydra, OmegaConf or torch, so nothing heavy is done twice."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import clean_env, run_main
+
+# Appends "<module> <PYTHONHASHSEED or ->" to $IMPORTS_FILE when a watched module is first imported.
+_SITECUSTOMIZE = """
+import os, sys
+if os.environ.get("IMPORTS_FILE"):
+    class _Watch:
+        def find_spec(self, name, path=None, target=None):
+            if name in ("omegaconf", "hydra", "torch"):
+                with open(os.environ["IMPORTS_FILE"], "a") as f:
+                    f.write(f"{name} {os.environ.get('PYTHONHASHSEED', '-')}\\n")
+            return None
+    sys.meta_path.insert(0, _Watch())
+"""
+
+
+def _imports(tmp_path, *args: str) -> list[tuple[str, str]]:
+    site = tmp_path / "site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(_SITECUSTOMIZE)
+    log = tmp_path / "imports.txt"
+    env = clean_env()
+    env.update(PYTHONPATH=f"{site}:{env['PYTHONPATH']}", IMPORTS_FILE=str(log))
+    run_main(tmp_path / "run", "train.epochs=1", "train.max_steps=1", *args, env=env)
+    return [tuple(line.split()) for line in log.read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_the_first_interpreter_restarts_before_any_heavy_import(tmp_path):
+    imports = _imports(tmp_path)
+    assert ("omegaconf", "0") in imports and ("torch", "0") in imports  # the probe sees the run's
+    assert [name for name, seed in imports if seed == "-"] == [], imports
+
+
+@pytest.mark.slow
+def test_a_flag_leaves_the_decision_to_the_entry_point(tmp_path):
+    """With a flag on the command line (here Hydra's --config-name) the early call does nothing: the
+    entry point parses the command line and re-executes after its imports, as without the call."""
+    imports = _imports(tmp_path, "--config-name=config")
+    assert ("omegaconf", "-") in imports and ("omegaconf", "0") in imports, imports
