@@ -45,3 +45,29 @@ def test_a_flag_leaves_the_decision_to_the_entry_point(tmp_path):
     entry point parses the command line and re-executes after its imports, as without the call."""
     imports = _imports(tmp_path, "--config-name=config")
     assert ("omegaconf", "-") in imports and ("omegaconf", "0") in imports, imports
+
+
+@pytest.mark.slow
+def test_importing_the_experiment_module_restarts_nothing(tmp_path):
+    """Only the program's own module restarts early: a tool or a script that imports the experiment's
+    module (``repro verify`` reads its entry settings so) runs on in the interpreter it started in."""
+    import subprocess
+    import sys
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_SITECUSTOMIZE)
+    log = tmp_path / "imports.txt"
+    script = tmp_path / "tool.py"
+    script.write_text(
+        "import os\nimport experiment.train\nprint('ran', os.environ.get('PYTHONHASHSEED', '-'))\n"
+    )
+    env = clean_env()
+    env.update(PYTHONPATH=f"{site}:{env['PYTHONPATH']}", IMPORTS_FILE=str(log))
+    out = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["ran", "-"]
+    seeds = {seed for _, seed in (line.split() for line in log.read_text().splitlines())}
+    assert seeds == {"-"}, log.read_text()

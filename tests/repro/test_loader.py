@@ -338,3 +338,37 @@ def test_watched_rngs_end_a_batch_where_seeding_all_leaves_them(draws):
 def test_global_rngs_takes_used_or_all():
     with pytest.raises(ValueError, match=r"global_rngs='some'.*used, all"):
         make_dataloader(Augmenting(), seed=1, global_rngs="some")
+
+
+class _Strict(Dataset):
+    """Raises unless python's RNG was seeded from this sample's own key: what a crop does with a size
+    drawn out of range. Loads only under per-sample seeding."""
+
+    def __init__(self, seed: int, fails_at: int | None = None) -> None:
+        self.seed, self.fails_at = seed, fails_at
+
+    def __len__(self) -> int:
+        return 64
+
+    def __getitem__(self, i: int) -> float:
+        from repro.core.seeding import mix64
+
+        if i == self.fails_at:
+            raise KeyError(i)  # the dataset's own error, before any draw
+        value = random.random()
+        random.seed(mix64(self.seed, 0, i))
+        if value != random.random():
+            raise ValueError(f"sample {i}: a draw its own seed would not give")
+        return value
+
+
+def test_a_sample_that_fails_on_the_shared_seed_is_loaded_with_its_own():
+    from repro.core.loader import SeededDataset
+
+    keys = [(0, i) for i in range(16)]
+    loose = SeededDataset(_Strict(9), 9)
+    values = loose._load(keys)
+    assert loose.reloads == 1 and loose._watched == ("numpy",) and len(values) == 16
+    assert values == SeededDataset(_Strict(9), 9, "all")._load(keys)
+    with pytest.raises(KeyError):  # an error that no watched RNG caused is the dataset's own
+        SeededDataset(_Strict(9, fails_at=0), 9)._load(keys)

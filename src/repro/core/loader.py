@@ -116,9 +116,12 @@ class SeededDataset(Dataset):
     last key (the state per-sample seeding would leave them in), and checks after the batch that
     nothing drew from them; if something did, the batch is loaded again with every RNG seeded per
     sample, and that RNG is seeded per sample from then on. So ``__getitem__`` may run twice for
-    the samples of the one batch in which an RNG is first seen in use. What the check cannot see:
-    code that draws and then puts the state back (``set_state``) without seeding first; such a
-    dataset needs ``"all"``.
+    the samples of the batch in which an RNG is first seen in use (once per process: each worker
+    learns for itself, and non-persistent workers start each epoch from the main process's copy).
+    ``"used"`` needs a ``__getitem__`` that keeps nothing it drew between calls (no per-index cache
+    of random values, no random state drawn lazily on first use: the first pass's draws would
+    survive the reload) and that does not read an RNG's state without drawing from it, or draw and
+    put the state back with ``set_state``; such a dataset needs ``"all"``.
     """
 
     def __init__(self, dataset: Dataset, seed: int, global_rngs: str = "used") -> None:
@@ -143,9 +146,16 @@ class SeededDataset(Dataset):
         watched = self._watched if len(seeds) >= _WATCH_FROM else ()
         if watched:
             marks = seed_and_mark(watched, int(seeds[-1]))
-            out = self._fetch(seeds, indices, tuple(r for r in GLOBAL_RNGS if r not in watched))
+            try:
+                out = self._fetch(seeds, indices, tuple(r for r in GLOBAL_RNGS if r not in watched))
+            except Exception:
+                # Drawn from a shared seed, a sample may fail where its own seed would not: the full
+                # pass decides. An error with no watched RNG drawn is the dataset's own.
+                if not drawn_since(marks):
+                    raise
+                out = None
             drawn = drawn_since(marks)
-            if not drawn:
+            if not drawn and out is not None:
                 return out
             self._watched = tuple(r for r in self._watched if r not in drawn)
             self.reloads += 1

@@ -30,7 +30,13 @@ def pin_hash_seed_early() -> None:
     re-executed early (no ``-``-flag among the arguments but ``-m``/``--multirun``): ``--help``,
     ``--cfg`` and the other flags are left to the entry point, which decides as before. Leaving the
     call out costs time, never a guarantee.
+
+    It acts only when called from the module the interpreter runs as its program (``__main__``): a
+    tool that imports the experiment's module (``repro verify`` reading its entry settings, a test,
+    a notebook) is never restarted by the import.
     """
+    if sys._getframe(1).f_globals.get("__name__") != "__main__":
+        return
     if PLAN_ENV in os.environ or GUESS_ENV in os.environ:
         return
     if any(arg.startswith("-") and arg not in ("-m", "--multirun") for arg in sys.argv[1:]):
