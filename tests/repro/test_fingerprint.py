@@ -112,3 +112,27 @@ def test_step_digests_fit_in_one_host_transfer():
         model.named_parameters()
     )
     assert host[1 + len(params) :].tolist() == sample_digests(x, y)
+
+
+def _lists():
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(6, 5, generator=g, requires_grad=True)
+    yield "params", [w, torch.randn(5, generator=g), torch.randn(2, 3, 4, generator=g)]
+    yield "non-contiguous", [w.t(), torch.randn(4, 4, generator=g)[:, ::2]]
+    yield "half", [torch.randn(7, generator=g).half(), torch.randn(3, 3, generator=g).half()]
+    yield "bytes", [torch.arange(9, dtype=torch.uint8), torch.arange(4, dtype=torch.uint8)]
+    yield "ints", [torch.arange(-5, 5), torch.arange(3)]
+    yield "mixed", [torch.randn(4, generator=g), torch.arange(4, dtype=torch.int32)]
+    yield "bool", [torch.tensor([True, False]), torch.tensor([False])]
+
+
+@pytest.mark.parametrize("name, tensors", list(_lists()), ids=[n for n, _ in _lists()])
+def test_one_call_flatten_gives_the_digest_of_the_per_tensor_path(name, tensors, monkeypatch):
+    """The one-call path for a model's parameters (torch's flatten_dense_tensors) must give the bits of
+    the per-tensor path, or every recorded fingerprint would change."""
+    from repro.core import fingerprint
+
+    assert fingerprint._FLATTEN is not None, "torch dropped torch._C._nn.flatten_dense_tensors"
+    fast = int(fingerprint._digest_flat(list(tensors)))
+    monkeypatch.setattr(fingerprint, "_FLATTEN", None)
+    assert int(fingerprint._digest_flat(list(tensors))) == fast

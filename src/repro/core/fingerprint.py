@@ -58,6 +58,9 @@ def _digest_flat(tensors: list[torch.Tensor]) -> torch.Tensor:
     a handful of kernel launches; a large tensor is reduced in slabs of
     ``_SLAB`` elements, so temporary memory stays bounded.
     """
+    fast = _one_group(tensors)
+    if fast is not None:
+        return _weighted_sum(fast, 0)
     device = tensors[0].device
     total = torch.zeros((), dtype=torch.int64, device=device)
     offset = 0
@@ -87,6 +90,27 @@ def _digest_flat(tensors: list[torch.Tensor]) -> torch.Tensor:
             offset += part.numel()
     flush()
     return total
+
+
+#: torch's one-call flatten-and-concatenate (what DDP uses); None where a torch build lacks it.
+_FLATTEN = getattr(getattr(torch._C, "_nn", None), "flatten_dense_tensors", None)
+
+
+def _one_group(tensors: list[torch.Tensor]) -> torch.Tensor | None:
+    """The int64 bits of ``tensors`` concatenated, in one call, when they make a single group of
+    :func:`_digest_flat` (one dtype, neither bool nor complex, at most ``_SLAB`` elements in all);
+    else None. The same bits as concatenating each tensor's :func:`_raw` view, for less Python per
+    tensor: a model's few hundred parameters are flattened by one call instead of four each."""
+    if _FLATTEN is None or len(tensors) < 2:
+        return None
+    dtype = tensors[0].dtype
+    if dtype == torch.bool or dtype.is_complex or any(t.dtype != dtype for t in tensors):
+        return None
+    if sum(t.numel() for t in tensors) > _SLAB:
+        return None
+    with torch.no_grad():
+        flat = _FLATTEN(tensors)
+    return flat.view(_BITS_VIEW[flat.element_size()]).to(torch.int64)
 
 
 def _raw(t: torch.Tensor) -> torch.Tensor:
