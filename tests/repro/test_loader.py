@@ -372,3 +372,16 @@ def test_a_sample_that_fails_on_the_shared_seed_is_loaded_with_its_own():
     assert values == SeededDataset(_Strict(9), 9, "all")._load(keys)
     with pytest.raises(KeyError):  # an error that no watched RNG caused is the dataset's own
         SeededDataset(_Strict(9, fails_at=0), 9)._load(keys)
+
+
+def test_the_kit_loader_factory_passes_global_rngs_through():
+    """docs/run.md tells users to pass global_rngs="all" to run.dataloader (which hands its keyword
+    arguments to Repro.dataloader): the choice must reach the loader's dataset."""
+    from repro import ReproConfig, setup_reproducibility
+
+    repro = setup_reproducibility(
+        ReproConfig(seed=4, pythonhashseed=None, cublas_workspace_config=None)
+    )
+    chosen = repro.dataloader(Augmenting(), 4, stream="all", global_rngs="all")
+    assert chosen.dataset.global_rngs == "all" and chosen.dataset._watched == ()
+    assert repro.dataloader(Augmenting(), 4, stream="default").dataset.global_rngs == "used"

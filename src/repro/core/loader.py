@@ -151,12 +151,13 @@ class SeededDataset(Dataset):
             except Exception:
                 # Drawn from a shared seed, a sample may fail where its own seed would not: the full
                 # pass decides. An error with no watched RNG drawn is the dataset's own.
-                if not drawn_since(marks):
+                drawn = drawn_since(marks)
+                if not drawn:
                     raise
-                out = None
-            drawn = drawn_since(marks)
-            if not drawn and out is not None:
-                return out
+            else:
+                drawn = drawn_since(marks)
+                if not drawn:
+                    return out
             self._watched = tuple(r for r in self._watched if r not in drawn)
             self.reloads += 1
         return self._fetch(seeds, indices, GLOBAL_RNGS)

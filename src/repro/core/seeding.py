@@ -121,12 +121,12 @@ def seed_and_mark(rngs: tuple[str, ...], seed: int) -> dict[str, Any]:
     """Seed the global RNGs in ``rngs`` (``"python"``, ``"numpy"``) from ``seed`` as
     ``seed_globals_fast`` does, and return their states just after: :func:`drawn_since` tells
     later whether anything drew from them."""
+    for _ in seed_globals_each(np.asarray([seed], dtype=np.uint64), rngs):
+        pass
     marks: dict[str, Any] = {}
     if "python" in rngs:
-        random.seed(seed)
         marks["python"] = random.getstate()
     if "numpy" in rngs:
-        np.random.seed(_numpy_words(np.asarray([seed], dtype=np.uint64))[0])
         marks["numpy"] = _numpy_state()
     return marks
 

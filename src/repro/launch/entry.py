@@ -41,9 +41,8 @@ from omegaconf import DictConfig
 
 from repro.config import register_configs, split_override
 from repro.errors import ReproError, Terminated
-from repro.launch.hashseed import GUESS_ENV, PLAN_ENV
+from repro.launch.hashseed import GUESS_ENV, PLAN_ENV, guess_hash_seed
 from repro.launch.hashseed import execute_again as _execute_again
-from repro.launch.hashseed import guess_hash_seed as _guess
 from repro.launch.helptext import register_help_resolvers
 from repro.launch.hydra_run import HydraSession, single_run_mode
 from repro.launch.preflight import (
@@ -69,10 +68,8 @@ __all__ = [
     "PLAN_ENV",
 ]
 
-# PLAN_ENV: set in the environment of a re-executed process: the launch plan its parent checked (JSON),
-# so the child neither checks nor composes again, and is re-executed at most once. GUESS_ENV: set in
-# the environment of a process re-executed with the kit's default hash seed before its config was
-# composed (:func:`guess_hash_seed`). Both live in the light module that does the early guess.
+# PLAN_ENV (the launch plan a re-executed process inherits) and GUESS_ENV (re-executed with the kit's
+# default hash seed before composing) live in repro.launch.hashseed, which runs before anything else.
 #: How the entry point was launched, for jobs that launcher plugins run in worker processes.
 ENTRY_ENV = "REPRO_ENTRY"
 #: Storage errors a user can act on (disk full, read-only, no permission): one line, no traceback.
@@ -136,14 +133,6 @@ def relaunch_if_needed(
     if take_back:
         env.pop("PYTHONHASHSEED", None)
     _execute_again(argv, env)
-
-
-def guess_hash_seed(argv: list[str]) -> None:
-    """Re-execute at once with the kit's default ``PYTHONHASHSEED`` when the shell set none (see
-    :mod:`repro.launch.hashseed`; a program that called ``pin_hash_seed_early`` has done it already)."""
-    from repro.config import ReproConfig
-
-    _guess(argv, ReproConfig.pythonhashseed)
 
 
 def fail(message: str, code: int = 2) -> None:
