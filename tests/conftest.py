@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +58,88 @@ def clean_env(*also_drop: str, **extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
+#: ``REPRO_TESTS_FRESH=1``: every run in a fresh interpreter, none forked from the fork servers.
+ALWAYS_FRESH = os.environ.get("REPRO_TESTS_FRESH") == "1"
+
+
+class ForkServers:
+    """Interpreters that imported torch, numpy and Hydra once and fork a child per run
+    (``tests/zygote_server.py``): a run then costs its own work, not 2.4 s of imports. One server per
+    hash seed a run may start with ("" for none, "0" for the kit's pin), started on first use; a run
+    they cannot serve as a fresh interpreter would (another environment, flags) gets a real process."""
+
+    def __init__(self) -> None:
+        self.paths: dict[str, str] = {}
+        self.bases: dict[str, dict[str, str]] = {}
+        self.procs: list[subprocess.Popen] = []
+        self.broken = False
+
+    def _start(self) -> None:
+        folder = tempfile.mkdtemp(prefix="repro-zygote-")
+        self.paths = {"": os.path.join(folder, "none"), "0": os.path.join(folder, "zero")}
+        peers = [f"{seed}={path}" for seed, path in self.paths.items()]
+        server = str(Path(__file__).with_name("zygote_server.py"))
+        for seed, path in self.paths.items():
+            env = clean_env(**({"PYTHONHASHSEED": seed} if seed else {}))
+            self.bases[seed] = env
+            proc = subprocess.Popen(
+                [sys.executable, server, path, *peers],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env=env,
+                cwd=folder,
+            )
+            self.procs.append(proc)
+        for proc in self.procs:
+            if proc.stdout.readline() != b"ready\n":
+                raise RuntimeError("a fork server did not start")
+        atexit.register(self.stop)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.stdin.close()
+            proc.wait(timeout=30)
+        self.procs = []
+
+    def run(self, cmd: list[str], env: dict[str, str], cwd: Path, timeout: float):
+        """``cmd`` (``python -m module ...``) forked from a server, as ``subprocess.run(...,
+        capture_output=True, text=True)`` would give it; ``None`` where no server can serve it."""
+        from zygote_server import _comparable, ask
+
+        seed = env.get("PYTHONHASHSEED", "")
+        if ALWAYS_FRESH or self.broken or cmd[0] != sys.executable or cmd[1:2] != ["-m"]:
+            return None
+        if not self.procs:
+            try:
+                self._start()
+            except (OSError, RuntimeError) as err:
+                self.broken = True
+                print(f"fork servers unavailable ({err}): runs start fresh interpreters")
+                return None
+        if seed not in self.paths or _comparable(env) != _comparable(self.bases[seed]):
+            return None
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            with open(os.devnull) as nothing:
+                fds = [nothing.fileno(), out.fileno(), err.fileno()]
+                conn, pid = ask(self.paths[seed], cmd[1:], env, str(cwd), fds, None)
+            with conn:
+                conn.settimeout(timeout)
+                try:
+                    status = json.loads(conn.recv(1 << 20))["status"]
+                except TimeoutError:
+                    os.killpg(pid, signal.SIGKILL)
+                    raise subprocess.TimeoutExpired(cmd, timeout) from None
+            texts = []
+            for stream in (out, err):
+                stream.seek(0)
+                text = stream.read().decode(errors="replace")
+                texts.append(text.replace("\r\n", "\n").replace("\r", "\n"))
+        return subprocess.CompletedProcess(cmd, status, texts[0], texts[1])
+
+
+FORK_SERVERS = ForkServers()
+
+
 def run_main(
     run_dir: Path,
     *overrides: str,
@@ -63,8 +148,12 @@ def run_main(
     cwd: Path | None = None,
     args: list[str] | None = None,
     module: str = "experiment.train",
+    fresh: bool = False,
 ) -> Run:
-    """``python -m experiment.train`` (or ``module``) in a fresh process, writing into ``run_dir``."""
+    """``python -m experiment.train`` (or ``module``) in a new process, writing into ``run_dir``.
+
+    The process is forked from a fork server (:class:`ForkServers`) where one can serve it;
+    ``fresh=True`` starts a new interpreter, for claims about processes (see docs/testing.md)."""
     full_env = clean_env()
     full_env.update(env or {})
     cmd = [
@@ -75,9 +164,12 @@ def run_main(
         f"hydra.run.dir={run_dir}",
         *overrides,
     ]
-    proc = subprocess.run(
-        cmd, cwd=cwd or run_dir.parent, env=full_env, capture_output=True, text=True, timeout=600
-    )
+    workdir = cwd or run_dir.parent
+    proc = None if fresh else FORK_SERVERS.run(cmd, full_env, workdir, timeout=600)
+    if proc is None:
+        proc = subprocess.run(
+            cmd, cwd=workdir, env=full_env, capture_output=True, text=True, timeout=600
+        )
     if check and proc.returncode != 0:
         raise AssertionError(
             f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"

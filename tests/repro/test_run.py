@@ -25,7 +25,9 @@ def same_bits(a, b) -> None:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    return run_fixture(tmp_path_factory.mktemp("ref") / "run")
+    # a fresh interpreter: the forked runs compared with it are then checked against a process that
+    # shares nothing with them (docs/testing.md)
+    return run_fixture(tmp_path_factory.mktemp("ref") / "run", fresh=True)
 
 
 def test_rerun_and_other_worker_counts_give_the_same_bits(reference, tmp_path):
@@ -154,3 +156,35 @@ def test_run_files_are_readable_by_the_group_under_the_default_umask(reference):
 def test_epoch_rows_carry_the_timing_fields_that_comparisons_leave_out(reference):
     rows = [json.loads(x) for x in (reference.dir / "metrics.jsonl").read_text().splitlines()]
     assert {k for r in rows for k in r} & set(TIME_FIELDS) == set(TIME_FIELDS)
+
+
+_FORK_AND_DIE = """
+import os, signal, sys, time
+from repro.run.lock import RunLock
+lock = RunLock.acquire(sys.argv[1])
+child = os.fork()
+if child == 0:  # a DataLoader worker that outlives its run by a few seconds
+    time.sleep(60)
+    os._exit(0)
+with open(sys.argv[2], "w") as f:
+    f.write(str(child))
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_forked_child_that_outlives_a_killed_run_does_not_hold_its_lock(tmp_path):
+    import signal
+
+    from repro.run.lock import RunLock
+
+    run_dir, pid_file = tmp_path / "run", tmp_path / "child.pid"
+    cmd = [sys.executable, "-c", _FORK_AND_DIE, str(run_dir), str(pid_file)]
+    with open(tmp_path / "stderr", "w") as err:  # not a pipe: the orphan would keep it open
+        died = subprocess.run(cmd, env=clean_env(), stdout=err, stderr=err, timeout=60)
+    assert died.returncode == -signal.SIGKILL, (tmp_path / "stderr").read_text()
+    orphan = int(pid_file.read_text())
+    try:
+        os.kill(orphan, 0)  # still alive, sleeping
+        RunLock.acquire(run_dir).release()  # the run can be resumed at once all the same
+    finally:
+        os.kill(orphan, signal.SIGKILL)

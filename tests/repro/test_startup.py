@@ -19,6 +19,8 @@ import os
 if os.environ.get("STARTS_FILE"):
     with open(os.environ["STARTS_FILE"], "a") as f:
         f.write(f"{os.getpid()} {os.environ.get('PYTHONHASHSEED', '-')}\\n")
+if os.environ.get("IMPORT_TORCH_FIRST"):  # a program that imports torch before the entry point
+    import torch
 """
 
 
@@ -106,6 +108,50 @@ def test_library_pins_are_set_in_process_before_torch(tmp_path):
         setting = _setting(run, var)
         assert setting["took_effect"] is True, (var, setting)
         assert at_start.get(var) == value, (var, at_start)
+
+
+@pytest.mark.slow
+def test_after_torch_is_imported_only_a_pin_nothing_has_read_is_set_in_process(tmp_path):
+    """A program that imported torch before the entry point: cuBLAS' workspace is still unread where
+    torch has no GPU backend (set in process, one interpreter); the ATen capability is read when torch
+    loads (the process re-executes with it)."""
+    import torch
+
+    no_gpu = torch.version.cuda is None and torch.version.hip is None
+    run, starts = _counted_run(
+        tmp_path,
+        "cublas",
+        "repro.cublas_workspace_config=:16:8",
+        PYTHONHASHSEED="0",
+        IMPORT_TORCH_FIRST="1",
+    )
+    assert len(starts) == (1 if no_gpu else 2), starts
+    assert _setting(run, "CUBLAS_WORKSPACE_CONFIG")["took_effect"] is True
+    run, starts = _counted_run(
+        tmp_path, "aten", "repro.cpu_capability=default", PYTHONHASHSEED="0", IMPORT_TORCH_FIRST="1"
+    )
+    assert len(starts) == 2, starts
+    assert _setting(run, "ATEN_CPU_CAPABILITY")["took_effect"] is True
+
+
+def test_still_unread_knows_which_pins_torch_has_read(monkeypatch):
+    import torch
+
+    from repro import startup
+
+    assert "torch" in sys.modules
+    monkeypatch.setattr(torch.version, "cuda", None)
+    monkeypatch.setattr(torch.version, "hip", None)
+    assert startup.still_unread("CUBLAS_WORKSPACE_CONFIG")
+    for var in ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "OMP_NUM_THREADS"):
+        assert not startup.still_unread(var)
+    monkeypatch.setattr(torch.version, "cuda", "12.4")
+    assert not startup.still_unread("CUBLAS_WORKSPACE_CONFIG")
+    monkeypatch.setattr(torch.version, "cuda", None)
+    monkeypatch.setattr(torch.version, "hip", "6.2")
+    assert not startup.still_unread("CUBLAS_WORKSPACE_CONFIG")
+    with pytest.raises(RuntimeError, match="CUBLAS_WORKSPACE_CONFIG"):
+        startup.set_before_libraries("CUBLAS_WORKSPACE_CONFIG", ":16:8")
 
 
 _COUNT_COMPOSES = """

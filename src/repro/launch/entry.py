@@ -114,7 +114,9 @@ def relaunch_if_needed(
 
     Before torch is imported, the variables its libraries read once when they start (cuBLAS' workspace,
     the ATen CPU capability, MKL's CBWR branch, oneDNN's ISA) are set here: in effect as if the process
-    had started with them. ``PYTHONHASHSEED`` is read by the interpreter itself: it needs a new one.
+    had started with them (after torch is imported, only cuBLAS' workspace, and only where torch has
+    no GPU backend: :func:`repro.startup.still_unread`). ``PYTHONHASHSEED`` is read by the interpreter
+    itself: it needs a new one.
     ``os.execve`` keeps the process id (schedulers and torchrun see one process); the plan travels in
     the environment, so the new process starts the task at once. ``hash_seed_guessed``: this process was
     re-executed with the kit's default hash seed before the config was composed (see
@@ -124,7 +126,11 @@ def relaunch_if_needed(
 
     missing = {k: v for k, v in plan.pins.items() if os.environ.get(k) != v}
     take_back = hash_seed_guessed and "PYTHONHASHSEED" not in plan.pins
-    late = "PYTHONHASHSEED" in missing or take_back or "torch" in sys.modules
+    late = (
+        "PYTHONHASHSEED" in missing
+        or take_back
+        or not all(startup.still_unread(var) for var in missing)
+    )
     if not late:
         for var, value in missing.items():
             startup.set_before_libraries(var, value)

@@ -4,16 +4,37 @@
 process ends, however it ends (SIGKILL included), so a crashed run never
 leaves a stale lock behind, and a second process that would write or resume
 the same run directory is refused with one line naming the holder.
+
+A forked child (a DataLoader worker, a multiprocessing fork) closes its copy of
+the descriptor at once: a flock belongs to the open file, so a worker that
+outlives a SIGKILLed run (workers notice a dead parent only every few seconds)
+would otherwise keep the run locked against its own resume.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
 from repro.errors import RunDirectoryError
 
 LOCK_FILE = ".lock"
+#: The locks this process holds (a forked child drops its copies: see the module's docstring).
+_HELD: set[RunLock] = set()
+
+
+def _drop_inherited() -> None:
+    for lock in list(_HELD):
+        fd, lock._fd = lock._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_inherited)
 
 
 class RunLock:
@@ -49,9 +70,12 @@ class RunLock:
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
-        return cls(path, fd)
+        lock = cls(path, fd)
+        _HELD.add(lock)
+        return lock
 
     def release(self) -> None:
+        _HELD.discard(self)
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = None

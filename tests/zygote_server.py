@@ -1,0 +1,213 @@
+"""The test suite's fork server: an interpreter that has imported torch, numpy and Hydra once, and
+forks a child for each run the tests ask for, instead of starting Python and importing them again.
+
+Run by ``tests/conftest.py`` (``python tests/zygote_server.py SOCKET``), never by users. A run costs
+about 2.8 s on two cores, of which about 2.4 s is importing torch (with ``torch._dynamo``, which the
+first optimizer step imports), numpy and Hydra: a child forked from here skips that.
+
+What a child does to look like ``python -m MODULE ARGS`` started afresh:
+
+- takes the request's stdin/stdout/stderr, working directory, environment, ``sys.argv``,
+  ``sys.orig_argv`` and ``sys.path[0]``; joins the requester's process group (or makes its own);
+- reseeds python's, numpy's and torch's global RNGs from the OS, as a fresh interpreter would be;
+- runs MODULE as ``__main__`` and exits as the interpreter would (atexit handlers, threads joined);
+- ``os.execve`` of this interpreter on ``-m MODULE`` (the kit's re-executions to pin the hash seed)
+  with an environment the server can serve asks the server for a new child and exits with its
+  status; any other ``execve`` is a real one.
+
+The server only serves environments equal to its own but for the kit's variables (``REPRO_*``) and
+the hash seed (fixed when an interpreter starts) and cuBLAS's workspace setting: the client runs one server per hash seed
+it needs ("0", the kit's pin, and "" for none set, started without one) and starts a real process
+for anything else. What a fork cannot give is said in ``docs/testing.md``: a child inherits the
+server's address layout and its already-imported modules.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import socket
+import sys
+
+#: Environment keys a request may set differently from the server's own: the kit's and pytest's variables, the
+#: hash seed (each server has one), and what is read only when first used (cuBLAS reads its workspace
+#: setting when CUDA makes its first handle). Thread counts, ISA and capability pins are read when
+#: torch and its libraries load: a run that sets them gets a fresh interpreter.
+FREE_KEYS = ("REPRO_", "PYTEST_", "PYTHONHASHSEED", "CUBLAS_WORKSPACE_CONFIG")
+_MAX_MESSAGE = 1 << 20
+
+
+def _comparable(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if not k.startswith(FREE_KEYS)}
+
+
+def _preload() -> None:
+    import warnings
+
+    # Forking a process that holds an OpenBLAS thread is what DataLoader workers do too.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import hydra  # noqa: F401
+    import hydra._internal.utils  # noqa: F401
+    import numpy  # noqa: F401
+    import omegaconf  # noqa: F401
+    import torch
+    import torch._dynamo  # noqa: F401  (the first optimizer step imports it)
+    import torch.utils.data  # noqa: F401
+
+    del torch
+
+
+def _send(conn: socket.socket, payload: dict) -> None:
+    with contextlib.suppress(OSError):
+        conn.send(json.dumps(payload).encode())
+
+
+def serve(path: str) -> tuple[dict, list[int]] | None:
+    """Serve requests on the unix socket ``path`` until stdin closes; in a forked child, return its
+    request and file descriptors (the caller then runs it)."""
+    _preload()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(path)
+    listener.listen(64)
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    waiting: dict[int, socket.socket] = {}
+    stdin = sys.stdin.fileno()
+    while True:
+        ready, _, _ = select.select([listener, stdin], [], [], 0.02)
+        if stdin in ready and not os.read(stdin, 1024):
+            return None  # the test session is over
+        if listener in ready:
+            conn, _ = listener.accept()
+            message, fds, _, _ = socket.recv_fds(conn, _MAX_MESSAGE, 3)
+            request = json.loads(message)
+            pid = os.fork()
+            if pid == 0:
+                listener.close()
+                conn.close()
+                for other in waiting.values():
+                    other.close()
+                return request, fds
+            for fd in fds:
+                os.close(fd)
+            _send(conn, {"pid": pid})
+            waiting[pid] = conn
+        while waiting:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            conn = waiting.pop(pid, None)
+            if conn is not None:
+                _send(conn, {"status": os.waitstatus_to_exitcode(status)})
+                conn.close()
+
+
+def ask(
+    path: str, argv: list[str], env: dict[str, str], cwd: str, fds: list[int], pgid: int | None
+):
+    """Send a request to the server at ``path``: the connection, and the child's pid."""
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    conn.connect(path)
+    request = {"argv": argv, "env": env, "cwd": cwd, "pgid": pgid}
+    socket.send_fds(conn, [json.dumps(request).encode()], fds)
+    pid = json.loads(conn.recv(_MAX_MESSAGE))["pid"]
+    return conn, pid
+
+
+def _become(request: dict, fds: list[int], servers: dict[str, str], base: dict[str, str]) -> None:
+    """In a forked child: take on the request's process state, then run its module as ``__main__``."""
+    import random
+    import runpy
+
+    import numpy
+    import torch
+
+    os.setpgid(0, request["pgid"] or 0)
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    cwd, argv = request["cwd"], request["argv"]
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(request["env"])
+    sys.orig_argv = [sys.executable, *argv]
+    sys.path[0] = cwd  # what -m puts first
+    random.seed()
+    numpy.random.seed()
+    torch.seed()
+    real_execve = os.execve
+
+    def execve(path, args, env):  # the kit re-executing itself: a new child of the right server
+        args = list(args)
+        server = servers.get(env.get("PYTHONHASHSEED", ""))
+        if (
+            path != sys.executable
+            or args[1:2] != ["-m"]
+            or server is None
+            or _comparable(dict(env)) != _comparable(base)
+        ):
+            if os.environ.get("REPRO_ZYGOTE_DEBUG"):
+                a, b = _comparable(dict(env)), _comparable(base)
+                diff = {k: (a.get(k), b.get(k)) for k in set(a) | set(b) if a.get(k) != b.get(k)}
+                print(f"zygote: re-executed for real {args[:3]} {diff}", file=sys.stderr)
+            return real_execve(path, args, env)
+        if os.environ.get("REPRO_ZYGOTE_DEBUG"):
+            print(f"zygote: forked for an execve {args[:3]}", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        conn, _ = ask(server, args[1:], dict(env), os.getcwd(), [0, 1, 2], os.getpgid(0))
+        status = json.loads(conn.recv(_MAX_MESSAGE))["status"]
+        if status < 0:
+            os.kill(os.getpid(), -status)
+        os._exit(status if status >= 0 else 128 - status)
+
+    os.execve = execve
+    module = argv[1]
+    sys.argv = [argv[1], *argv[2:]]
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+        code = 0
+    except SystemExit as exc:
+        code = _exit_code(exc.code)
+    except BaseException:
+        sys.excepthook(*sys.exc_info())
+        code = 1
+    _exit(code)
+
+
+def _exit_code(code) -> int:
+    """The status the interpreter exits with for ``SystemExit(code)`` (printing a message code)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _exit(code: int) -> None:
+    """End as the interpreter does (threads joined, atexit handlers, streams flushed) without tearing
+    down every module: with torch loaded, that teardown alone takes about 0.4 s."""
+    import atexit
+    import threading
+
+    threading._shutdown()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    # argv: this server's socket, then "HASHSEED=SOCKET" for every server a re-execution may use.
+    own, peers = sys.argv[1], dict(arg.split("=", 1) for arg in sys.argv[2:])
+    base = dict(os.environ)
+    child = serve(own)
+    if child is not None:
+        _become(*child, peers, base)
