@@ -47,12 +47,18 @@ class Run:
         return [{k: v for k, v in r.items() if not (drop_time and k in TIME_FIELDS)} for r in rows]
 
 
+#: The environment this test process started with. In-process tests change ``os.environ`` (the kit sets
+#: its pins and inductor's switch there, as it does in a run); a run in another process must not
+#: depend on which test ran before it on the same worker.
+SESSION_ENV = dict(os.environ)
+
+
 def clean_env(*also_drop: str, **extra: str) -> dict[str, str]:
-    """This process's environment without the kit's own variables and the hash seed (the process under
+    """The test session's environment (:data:`SESSION_ENV`) without the kit's own variables and the hash seed (the process under
     test must get there by itself), nor variables starting with ``also_drop``; plus ``extra``.
     The fixture experiment is importable (``PYTHONPATH``)."""
     drop = ("REPRO_", "PYTHONHASHSEED", *also_drop)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    env = {k: v for k, v in SESSION_ENV.items() if not k.startswith(drop)}
     paths = [str(FIXTURE_PATH), *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     return {**env, **extra}
@@ -73,6 +79,8 @@ class ForkServers:
         self.bases: dict[str, dict[str, str]] = {}
         self.procs: list[subprocess.Popen] = []
         self.broken = False
+        #: Why the last run was not served (for the fork server's own tests).
+        self.last_refusal = ""
 
     def _start(self) -> None:
         folder = tempfile.mkdtemp(prefix="repro-zygote-")
@@ -116,7 +124,14 @@ class ForkServers:
                 self.broken = True
                 print(f"fork servers unavailable ({err}): runs start fresh interpreters")
                 return None
-        if seed not in self.paths or _comparable(env) != _comparable(self.bases[seed]):
+        if seed not in self.paths:
+            self.last_refusal = f"no server for PYTHONHASHSEED={seed}"
+            return None
+        ours, base = _comparable(env), _comparable(self.bases[seed])
+        if ours != base:
+            self.last_refusal = "environment differs in " + ", ".join(
+                sorted(k for k in set(ours) | set(base) if ours.get(k) != base.get(k))
+            )
             return None
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             with open(os.devnull) as nothing:

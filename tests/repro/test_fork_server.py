@@ -60,7 +60,7 @@ sys.exit(int(os.environ.get("REPRO_PROBE_EXIT", "0")))
 def _probe(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "zygote_probe", *args]
     done = FORK_SERVERS.run(cmd, clean_env(**env), cwd, timeout=120)
-    assert done is not None, "the fork server refused a plain run"
+    assert done is not None, f"the fork server refused a plain run: {FORK_SERVERS.last_refusal}"
     return done
 
 
@@ -93,6 +93,7 @@ def test_a_plain_run_stays_in_forked_children(tmp_path: Path, module: str):
     server too, not by a real ``execve`` into a fresh interpreter."""
     cmd = [sys.executable, "-m", module, f"hydra.run.dir={tmp_path / 'run'}", "train.max_steps=2"]
     done = FORK_SERVERS.run(cmd, clean_env(REPRO_ZYGOTE_DEBUG="1"), tmp_path, timeout=300)
-    assert done is not None and done.returncode == 0, done and done.stderr[-2000:]
+    assert done is not None, FORK_SERVERS.last_refusal
+    assert done.returncode == 0, done.stderr[-2000:]
     assert "zygote: re-executed for real" not in done.stderr
     assert "zygote: forked for an execve" in done.stderr
