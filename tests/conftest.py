@@ -47,6 +47,21 @@ class Run:
         return [{k: v for k, v in r.items() if not (drop_time and k in TIME_FIELDS)} for r in rows]
 
 
+def _share_the_cores() -> None:
+    """Under pytest-xdist, each worker's runs get an equal share of the CPU cores for torch's
+    intra-op threads (``OMP_NUM_THREADS``), unless the shell set it. With every worker's runs taking
+    all cores, OpenMP threads of different workers spin against each other (on 2 cores and 2 workers:
+    a quarter of the suite's CPU time). Tests whose claim is about thread counts set them
+    explicitly (``repro.threads``); a run's bits for a given thread count do not depend on this."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if workers < 2 or "OMP_NUM_THREADS" in os.environ:
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (cores or 1) // workers))
+
+
+_share_the_cores()
+
 #: The environment this test process started with. In-process tests change ``os.environ`` (the kit sets
 #: its pins and inductor's switch there, as it does in a run); a run in another process must not
 #: depend on which test ran before it on the same worker.

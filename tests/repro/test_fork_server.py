@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURE, FORK_SERVERS, clean_env, run_fixture
+from conftest import FIXTURE, FORK_SERVERS, SESSION_ENV, clean_env, run_fixture
 
 pytestmark = pytest.mark.skipif(FORK_SERVERS.broken, reason="no fork server on this machine")
 
@@ -83,7 +83,15 @@ def test_a_forked_child_exits_with_its_status_and_other_environments_are_refused
     # variables read when torch loads, or another hash seed: the run needs a fresh interpreter
     cmd = [sys.executable, "-m", "zygote_probe"]
     assert FORK_SERVERS.run(cmd, clean_env(PROBE_EXIT="3"), tmp_path, timeout=60) is None
-    assert FORK_SERVERS.run(cmd, clean_env(OMP_NUM_THREADS="1"), tmp_path, timeout=60) is None
+    assert (
+        FORK_SERVERS.run(
+            cmd,
+            clean_env(OMP_NUM_THREADS=str(int(SESSION_ENV.get("OMP_NUM_THREADS", "1")) + 1)),
+            tmp_path,
+            timeout=60,
+        )
+        is None
+    )
     assert FORK_SERVERS.run(cmd, clean_env(PYTHONHASHSEED="7"), tmp_path, timeout=60) is None
 
 
