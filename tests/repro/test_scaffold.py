@@ -446,40 +446,31 @@ def quickstart_command(readme: str) -> str:
     return block.strip().split("&&")[-1].strip()
 
 
+#: The tests of a generated project that read its renamed package (configs, --help, launch checks,
+#: import rules); the rest of its suite is this template's own tests, which this suite runs already.
+OWN_TESTS = [
+    f"tests/{NAME}/test_config.py",
+    f"tests/{NAME}/test_help.py",
+    f"tests/{NAME}/test_launch.py",
+    "tests/repro/test_layout.py",
+]
+
+
+def run_the_projects_own_tests(python: Path, env: dict[str, str], project: Path, *more: str):
+    """The project's :data:`OWN_TESTS` (and ``more``) in its own environment; they must pass."""
+    # one process (-n 0): a few tests, not worth starting xdist workers and their fork servers
+    cmd = [str(python), "-m", "pytest", "-q", "-x", "-n", "0", "-m", "not slow"]
+    tests = run([*cmd, "-p", "no:cacheprovider", *OWN_TESTS, *more], project, env, timeout=600)
+    last = tests.stdout.splitlines()[-1]
+    assert " passed" in last and "error" not in last and " 0 passed" not in last, tests.stdout
+    return tests
+
+
 @pytest.mark.slow
 def test_a_generated_project_installs_and_passes_its_tests(tmp_path):
     dest, _ = new_project(tmp_path / "proj")
     python, env = fresh_venv(dest, tmp_path)
-    # The project's tests that read its renamed package (configs, --help, launch checks, import rules);
-    # the rest of its suite is this template's own kit tests, run here by this suite already.
-    own = [
-        f"tests/{NAME}/test_config.py",
-        f"tests/{NAME}/test_help.py",
-        f"tests/{NAME}/test_launch.py",
-        "tests/repro/test_layout.py",
-    ]
-    tests = run(
-        # one process (-n 0): a few tests, not worth starting xdist workers and their fork servers
-        [
-            str(python),
-            "-m",
-            "pytest",
-            "-q",
-            "-x",
-            "-n",
-            "0",
-            "-m",
-            "not slow",
-            "-p",
-            "no:cacheprovider",
-        ]
-        + own,
-        cwd=dest,
-        env=env,
-        timeout=600,
-    )
-    assert " passed" in tests.stdout and "error" not in tests.stdout.splitlines()[-1], tests.stdout
-    assert " 0 passed" not in tests.stdout
+    run_the_projects_own_tests(python, env, dest)
     command = quickstart_command((dest / "README.md").read_text())
     assert command == f"python -m {NAME}.train"
     # the README's command as written, shortened by an override (the full default run is the example's
@@ -586,25 +577,8 @@ def test_copier_update_brings_template_changes(template_origin, tmp_path):
     assert project_files(by_copier) == project_files(by_repro)
 
     python, env = fresh_venv(by_repro, tmp_path)
-    run(
-        [
-            str(python),
-            "-m",
-            "pytest",
-            "-q",
-            "-x",
-            "-n",
-            "0",
-            "-m",
-            "not slow",
-            "-p",
-            "no:cacheprovider",
-            "tests/repro/test_table.py",
-            f"tests/{NAME}",
-        ],
-        cwd=by_repro,
-        env=env,
-    )
+    # the updated project's own tests and one of its kit's (the package and configs after the merge)
+    run_the_projects_own_tests(python, env, by_repro, "tests/repro/test_table.py")
     run([str(python), "-c", f"import repro.update_marker, {NAME}.extras"], cwd=by_repro, env=env)
 
 
