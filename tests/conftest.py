@@ -245,18 +245,36 @@ def run_fixture(run_dir: Path, *overrides: str, **kwargs) -> Run:
     return run_main(run_dir, *overrides, module=FIXTURE, **kwargs)
 
 
-def verify_identical(run_dir: Path, out: Path, *, entry: str | None = None) -> None:
-    """``repro verify RUN --out OUT --quiet`` (a full replay in a new process) says IDENTICAL.
-    ``entry``: the project's entry module (the fixture's, for the kit's tests)."""
-    cmd = [sys.executable, "-m", "repro", "verify", str(run_dir), "--out", str(out), "--quiet"]
-    done = subprocess.run(
-        [*cmd, *(["--entry", entry] if entry else [])],
-        cwd=out.parent,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+def run_module(
+    cmd: list[str], *, cwd: Path, env: dict | None = None, fresh: bool = False, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """``cmd`` (``python -m MODULE ...``) as ``subprocess.run(cmd, capture_output=True, text=True)``
+    gives it, in the session's clean environment plus ``env``: forked from a fork server where one
+    can serve it, else (or with ``fresh=True``: claims about processes) a fresh interpreter."""
+    full_env = {**clean_env(), **(env or {})}
+    proc = None if fresh else FORK_SERVERS.run(cmd, full_env, cwd, timeout=timeout)
+    if proc is None:
+        proc = subprocess.run(
+            cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+        )
+    return proc
+
+
+def run_tool(*args, cwd: Path, env: dict | None = None, fresh: bool = False, timeout: float = 600):
+    """``python -m repro ARGS`` (the kit's command line) through :func:`run_module`; forked, its
+    replays (``verify``, ``diff``) are forked too (``tests/zygote_server.py``)."""
+    cmd = [sys.executable, "-m", "repro", *map(str, args)]
+    return run_module(cmd, cwd=cwd, env=env, fresh=fresh, timeout=timeout)
+
+
+def verify_identical(
+    run_dir: Path, out: Path, *, entry: str | None = None, fresh: bool = False
+) -> None:
+    """``repro verify RUN --out OUT --quiet`` (a full replay in another process) says IDENTICAL.
+    ``entry``: the project's entry module (the fixture's, for the kit's tests); ``fresh``: the tool
+    and its replay in fresh interpreters."""
+    args = ["verify", run_dir, "--out", out, "--quiet", *(["--entry", entry] if entry else [])]
+    done = run_tool(*args, cwd=out.parent, fresh=fresh)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip().splitlines()[-1] == "IDENTICAL"
 

@@ -13,7 +13,11 @@ What a child does to look like ``python -m MODULE ARGS`` started afresh:
 - runs MODULE as ``__main__`` and exits as the interpreter would (atexit handlers, threads joined);
 - ``os.execve`` of this interpreter on ``-m MODULE`` (the kit's re-executions to pin the hash seed)
   with an environment the server can serve asks the server for a new child and exits with its
-  status; any other ``execve`` is a real one.
+  status; any other ``execve`` is a real one;
+- ``subprocess.Popen`` of this interpreter on ``-m MODULE`` by the kit's replays
+  (``repro.tools.replay``: ``repro verify`` and ``repro diff`` re-running a run) with an
+  environment the server can serve gets a forked child behind a Popen-like object; any other
+  ``Popen`` is a real one.
 
 The server only serves environments equal to its own but for the kit's variables (``REPRO_*``) and
 the hash seed (fixed when an interpreter starts) and cuBLAS's workspace setting: the client runs one server per hash seed
@@ -36,11 +40,13 @@ import sys
 #: setting when CUDA makes its first handle). Thread counts, ISA and capability pins are read when
 #: torch and its libraries load: a run that sets them gets a fresh interpreter.
 FREE_KEYS = ("REPRO_", "PYTEST_", "PYTHONHASHSEED", "CUBLAS_WORKSPACE_CONFIG")
+#: Interpreter settings a child emulates: ``PYTHONSAFEPATH`` (no working directory on ``sys.path``).
+EMULATED_KEYS = ("PYTHONSAFEPATH",)
 _MAX_MESSAGE = 1 << 20
 
 
 def _comparable(env: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in env.items() if not k.startswith(FREE_KEYS)}
+    return {k: v for k, v in env.items() if not k.startswith(FREE_KEYS + EMULATED_KEYS)}
 
 
 def _preload() -> None:
@@ -136,7 +142,10 @@ def _become(request: dict, fds: list[int], servers: dict[str, str], base: dict[s
     os.environ.clear()
     os.environ.update(request["env"])
     sys.orig_argv = [sys.executable, *argv]
-    sys.path[0] = cwd  # what -m puts first
+    if request["env"].get("PYTHONSAFEPATH"):
+        del sys.path[0]  # -m under PYTHONSAFEPATH puts nothing first
+    else:
+        sys.path[0] = cwd  # what -m puts first
     random.seed()
     numpy.random.seed()
     torch.seed()
@@ -166,7 +175,15 @@ def _become(request: dict, fds: list[int], servers: dict[str, str], base: dict[s
             os.kill(os.getpid(), -status)
         os._exit(status if status >= 0 else 128 - status)
 
+    def server_for(cmd, env) -> str | None:  # the server that can fork ``cmd`` in ``env``, if any
+        args = list(cmd) if isinstance(cmd, (list, tuple)) else []
+        server = servers.get(env.get("PYTHONHASHSEED", ""))
+        if args[:2] != [sys.executable, "-m"] or len(args) < 3 or server is None:
+            return None
+        return server if _comparable(dict(env)) == _comparable(base) else None
+
     os.execve = execve
+    _fork_the_kits_replays(server_for)
     module = argv[1]
     sys.argv = [argv[1], *argv[2:]]
     try:
@@ -178,6 +195,97 @@ def _become(request: dict, fds: list[int], servers: dict[str, str], base: dict[s
         sys.excepthook(*sys.exc_info())
         code = 1
     _exit(code)
+
+
+class _ForkedChild:
+    """What ``repro.tools.replay`` uses of a ``subprocess.Popen`` (text pipes for stdout and stderr,
+    ``wait``, ``poll``, signals), for a child forked by a server."""
+
+    def __init__(self, server: str, args: list[str], env: dict, cwd, errors: str | None) -> None:
+        import subprocess
+
+        self.args, self.returncode, self.stdin = args, None, None
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        nothing = os.open(os.devnull, os.O_RDONLY)
+        try:
+            where = os.fspath(cwd) if cwd is not None else os.getcwd()
+            self._conn, self.pid = ask(
+                server, args[1:], dict(env), where, [nothing, out_w, err_w], None
+            )
+        finally:
+            for fd in (nothing, out_w, err_w):
+                os.close(fd)
+        self.stdout = open(out_r, encoding="utf-8", errors=errors, buffering=1)  # noqa: SIM115
+        self.stderr = open(err_r, encoding="utf-8", errors=errors, buffering=1)  # noqa: SIM115
+        self._timeout = subprocess.TimeoutExpired
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            self._conn.settimeout(timeout)
+            try:
+                message = self._conn.recv(_MAX_MESSAGE)
+            except TimeoutError:
+                raise self._timeout(self.args, timeout) from None
+            self.returncode = json.loads(message)["status"]
+            self._conn.close()
+        return self.returncode
+
+    def poll(self) -> int | None:
+        try:
+            return self.wait(0)
+        except self._timeout:
+            return None
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(15)
+
+    def kill(self) -> None:
+        self.send_signal(9)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for stream in (self.stdout, self.stderr):
+            stream.close()
+        self.wait()
+
+
+def _fork_the_kits_replays(server_for) -> None:
+    """``subprocess.Popen`` called from ``repro.tools.replay`` (its replays) on ``python -m MODULE``
+    with text pipes and an environment a server can serve: a forked child instead (not torchrun)."""
+    import subprocess
+
+    real = subprocess.Popen
+
+    class Popen(real):
+        def __new__(cls, args, *rest, **kw):
+            caller = sys._getframe(1).f_globals.get("__name__")
+            env = kw.get("env")
+            server = server_for(args, env) if env is not None and not rest else None
+            if (
+                cls is Popen
+                and caller == "repro.tools.replay"
+                and server is not None
+                and args[2] != "torch.distributed.run"
+                and kw.get("stdout") == kw.get("stderr") == subprocess.PIPE
+                and kw.get("stdin") == subprocess.DEVNULL
+                and (kw.get("text") or kw.get("universal_newlines"))
+            ):
+                if os.environ.get("REPRO_ZYGOTE_DEBUG"):
+                    print(f"zygote: forked for a replay {args[:3]}", file=sys.stderr)
+                sys.stdout.flush()
+                sys.stderr.flush()
+                return _ForkedChild(server, list(args), env, kw.get("cwd"), kw.get("errors"))
+            return super().__new__(cls)
+
+    subprocess.Popen = Popen
 
 
 def _exit_code(code) -> int:

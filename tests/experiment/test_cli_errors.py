@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import pytest
 
-from conftest import clean_env
+from conftest import run_module
 
 BAD_INPUTS = [
     # (override, text the one-line message must contain)
@@ -82,12 +81,9 @@ BAD_INPUTS = [
     ],
 )
 def test_bad_command_lines_give_one_line_errors(tmp_path, args, text):
-    proc = subprocess.run(
+    proc = run_module(
         [sys.executable, "-m", "experiment.train", *args],
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
@@ -101,7 +97,7 @@ def test_replayed_config_with_a_bad_value_is_refused(tmp_path):
     (tmp_path / "cfg" / "config.yaml").write_text(
         "repro: {seed: 1}\ndata: {train_size: 64}\nmodel: {dropout: 0.1}\ntrain: {epochs: abc}\n"
     )
-    proc = subprocess.run(
+    proc = run_module(
         [
             sys.executable,
             "-m",
@@ -113,9 +109,6 @@ def test_replayed_config_with_a_bad_value_is_refused(tmp_path):
             "hydra.run.dir=run",
         ],
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
     )
     assert proc.returncode == 2 and "train.epochs" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "run").exists()
@@ -124,14 +117,9 @@ def test_replayed_config_with_a_bad_value_is_refused(tmp_path):
 @pytest.mark.parametrize(("override", "key"), BAD_INPUTS)
 def test_bad_input_gives_one_line_error(tmp_path, override, key):
     run_dir = tmp_path / "run"
-    env = clean_env()
-    proc = subprocess.run(
+    proc = run_module(
         [sys.executable, "-m", "experiment.train", f"hydra.run.dir={run_dir}", override],
         cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
     )
     assert proc.returncode != 0
     err = proc.stderr.strip()
@@ -145,7 +133,7 @@ def test_bad_input_gives_one_line_error(tmp_path, override, key):
 def test_a_device_missing_at_runtime_leaves_nothing_behind(tmp_path):
     """cuda:7 passes the syntax check; the task refuses it before writing a record, and cleans up."""
     run_dir = tmp_path / "run"
-    proc = subprocess.run(
+    proc = run_module(
         [
             sys.executable,
             "-m",
@@ -154,9 +142,6 @@ def test_a_device_missing_at_runtime_leaves_nothing_behind(tmp_path):
             "train.device=cuda:7",
         ],
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: train.device='cuda:7'")
@@ -178,23 +163,15 @@ def test_config_dir_profiles_are_checked_and_pinned_too(tmp_path):
         str(tmp_path / "mine"),
         "repro=mine",
     ]
-    bad = subprocess.run(
+    bad = run_module(
         [*base, "repro.seed=-3", "hydra.run.dir=bad"],
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
     )
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error: repro.seed=-3")
     assert not (tmp_path / "bad").exists()
-    env = clean_env()
-    good = subprocess.run(
+    good = run_module(
         [*base, "experiment=quick", "train.max_steps=2", "hydra.run.dir=good"],
         cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
     assert good.returncode == 0, good.stderr
     manifest = json.loads((tmp_path / "good" / "run.json").read_text())

@@ -10,21 +10,14 @@ import sys
 import pytest
 import torch
 
-from conftest import QUICK, clean_env, run_main
+from conftest import QUICK, run_main, run_module
 from repro import ConfigValueError, LoadRunError, load_run
 
 BEST = ("train.monitor=val_acc", "train.monitor_mode=max", "train.epochs=3")
 
 
 def evaluate(*args: str, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "experiment.evaluate", *args],
-        cwd=cwd,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_module([sys.executable, "-m", "experiment.evaluate", *args], cwd=cwd)
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import clean_env, run_main, verify_identical
+from conftest import clean_env, run_main, run_tool, verify_identical
 
 pytestmark = pytest.mark.slow
 RUN = ["experiment=regress", "train.epochs=3", "data.train_size=512", "train.checkpoint_every=5"]
@@ -74,14 +74,7 @@ def test_a_seed_sweep_and_its_report(tmp_path):
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
-    out = subprocess.run(
-        [sys.executable, "-m", "repro", "report", str(sweep), "--json", "--no-plot"],
-        cwd=tmp_path,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    out = run_tool("report", sweep, "--json", "--no-plot", cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert len(data["jobs"]) == 2

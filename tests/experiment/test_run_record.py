@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import QUICK, clean_env, run_main
+from conftest import QUICK, clean_env, run_main, run_module
 
 pytestmark = pytest.mark.slow
 
@@ -86,7 +86,7 @@ def test_existing_run_is_never_overwritten(run_train):
 
 def test_multirun_gives_independent_complete_records(tmp_path):
     sweep = tmp_path / "sweep"
-    proc = subprocess.run(
+    proc = run_module(
         [
             sys.executable,
             "-m",
@@ -98,9 +98,6 @@ def test_multirun_gives_independent_complete_records(tmp_path):
             f"hydra.sweep.dir={sweep}",
         ],
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     output = proc.stdout + proc.stderr
@@ -177,7 +174,7 @@ def test_git_state_of_the_code_is_recorded(run_train):
 def test_sweep_job_equals_the_same_run_alone(tmp_path):
     """Jobs of one -m sweep share a process: a pinned thread count must not leak into the next job."""
     sweep = tmp_path / "sweep"
-    proc = subprocess.run(
+    proc = run_module(
         [
             sys.executable,
             "-m",
@@ -189,9 +186,6 @@ def test_sweep_job_equals_the_same_run_alone(tmp_path):
             f"hydra.sweep.dir={sweep}",
         ],
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     alone = run_main(tmp_path / "alone", *QUICK, "train.max_steps=6", "repro.threads=null")
@@ -205,7 +199,7 @@ def test_sweep_job_equals_the_same_run_alone(tmp_path):
 
 def test_a_failing_sweep_job_is_recorded_and_the_others_still_run(tmp_path):
     sweep = tmp_path / "sweep"
-    proc = subprocess.run(
+    proc = run_module(
         [
             sys.executable,
             "-m",
@@ -217,9 +211,6 @@ def test_a_failing_sweep_job_is_recorded_and_the_others_still_run(tmp_path):
             f"hydra.sweep.dir={sweep}",
         ],
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
     )
     assert proc.returncode == 1  # the sweep says something failed
     assert "Traceback" not in proc.stderr and "error: train.device='cuda:7'" in proc.stderr

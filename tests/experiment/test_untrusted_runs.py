@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import QUICK, REPO, clean_env, run_main
+from conftest import QUICK, REPO, clean_env, run_main, run_tool
 from repro.tools.cli import main as repro_main
 
 pytestmark = pytest.mark.slow
@@ -35,14 +35,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def repro(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "repro", *map(str, args)],
-        cwd=cwd,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_tool(*args, cwd=cwd)
 
 
 def tree(root: Path) -> dict[str, int]:

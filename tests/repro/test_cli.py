@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 
 import pytest
 
-from conftest import FIXTURE, clean_env, run_fixture, run_on_terminal
+from conftest import FIXTURE, run_fixture, run_on_terminal, run_tool
 
 pytestmark = pytest.mark.slow
 #: The fixture's config: 3 epochs of 12 steps, a checkpoint every 5 steps, 20 kept.
@@ -17,18 +16,10 @@ pytestmark = pytest.mark.slow
 PERTURB = {"REPRO_FAULT_PERTURB": "3.weight@12"}
 
 
-def repro(*args, cwd, env=None):
+def repro(*args, cwd, env=None, fresh=False):
     """The tools on fixture runs: replays run the fixture's entry module, named as a user would."""
-    env = {**clean_env(), **(env or {})}
     entry = ["--entry", FIXTURE] if args and args[0] in ("verify", "diff") else []
-    return subprocess.run(
-        [sys.executable, "-m", "repro", *map(str, args), *entry],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_tool(*args, *entry, cwd=cwd, env=env, fresh=fresh)
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +31,10 @@ def runs(tmp_path_factory):
 
 
 def test_verify_of_a_normal_run_is_identical(runs, tmp_path):
+    """The tool and its replay in fresh interpreters (the other tests fork them: docs/testing.md)."""
     clean, _ = runs
-    out = repro("verify", clean.dir, "--out", tmp_path / "replay", "--quiet", cwd=tmp_path)
+    replay = tmp_path / "replay"
+    out = repro("verify", clean.dir, "--out", replay, "--quiet", cwd=tmp_path, fresh=True)
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.strip().splitlines()[-1] == "IDENTICAL"
     assert "fingerprints compared: 36 steps" in out.stdout

@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-from conftest import FIXTURE, clean_env
+from conftest import FIXTURE, run_tool
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def repro(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "repro", *args, "--entry", FIXTURE],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=clean_env(),
-    )
+    return run_tool(*args, "--entry", FIXTURE, cwd=REPO, timeout=300)
 
 
 def test_audit_of_the_fixture_on_cpu_says_what_it_cannot_know():

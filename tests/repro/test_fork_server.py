@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURE, FORK_SERVERS, SESSION_ENV, clean_env, run_fixture
+from conftest import FIXTURE, FORK_SERVERS, SESSION_ENV, clean_env, run_fixture, run_tool
 
 pytestmark = pytest.mark.skipif(FORK_SERVERS.broken, reason="no fork server on this machine")
 
@@ -105,3 +105,40 @@ def test_a_plain_run_stays_in_forked_children(tmp_path: Path, module: str):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "zygote: re-executed for real" not in done.stderr
     assert "zygote: forked for an execve" in done.stderr
+
+
+def test_pythonsafepath_leaves_the_working_directory_off_sys_path(tmp_path: Path):
+    """Replays run under ``PYTHONSAFEPATH=1``: a forked child emulates it, as a fresh one would."""
+    (tmp_path / "zygote_probe.py").write_text(_PROBE)
+    plain = FORK_SERVERS.run(
+        [sys.executable, "-m", "zygote_probe"], clean_env(), tmp_path, timeout=120
+    )
+    assert plain is not None and json.loads(plain.stdout)["path0"] == str(tmp_path)
+    safe = FORK_SERVERS.run(
+        [sys.executable, "-m", "zygote_probe"],
+        clean_env(PYTHONSAFEPATH="1"),
+        tmp_path,
+        timeout=120,
+    )
+    assert safe is not None, FORK_SERVERS.last_refusal
+    assert safe.returncode == 1 and "No module named zygote_probe" in safe.stderr, safe.stderr
+
+
+def test_the_tools_replays_are_forked_too_and_give_the_same_verdict(tmp_path: Path):
+    """``repro verify`` forked from a server asks the server for its replay (a Popen-like child)
+    instead of starting a fresh interpreter; the verdict is the one a fresh tool gives."""
+    run = run_fixture(tmp_path / "run", "train.epochs=1")
+    forked = run_tool(
+        "verify", run.dir, "--out", tmp_path / "a", "--quiet", "--entry", FIXTURE,
+        cwd=tmp_path, env={"REPRO_ZYGOTE_DEBUG": "1"},
+    )  # fmt: skip
+    assert forked.returncode == 0, forked.stderr[-2000:]
+    assert "zygote: forked for a replay" in forked.stderr
+    fresh = run_tool(
+        "verify", run.dir, "--out", tmp_path / "b", "--quiet", "--entry", FIXTURE,
+        cwd=tmp_path, fresh=True,
+    )  # fmt: skip
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    assert forked.stdout.splitlines()[-1] == fresh.stdout.splitlines()[-1] == "IDENTICAL"
+    assert (tmp_path / "a" / "weights.pt").read_bytes() == run.weights
+    assert (tmp_path / "b" / "weights.pt").read_bytes() == run.weights

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
 
-from conftest import FIXTURE, clean_env, run_fixture
+from conftest import FIXTURE, run_fixture, run_module
 
 pytestmark = pytest.mark.slow
 KILL = {"REPRO_FAULT_KILL_AT_STEP": "7"}
@@ -40,23 +39,11 @@ def test_a_path_with_non_ascii_characters_resumes(tmp_path):
     reference = run_fixture(tmp_path / "ref")
     # Hydra's grammar takes such a path quoted; the kit must keep it quoted when it points Hydra at the run
     quoted = "'" + str(run_dir) + "'"
-    killed = subprocess.run(
-        [sys.executable, "-m", FIXTURE, f"hydra.run.dir={quoted}"],
-        cwd=tmp_path,
-        env={**clean_env(), **KILL},
-        capture_output=True,
-        text=True,
-        timeout=300,
+    killed = run_module(
+        [sys.executable, "-m", FIXTURE, f"hydra.run.dir={quoted}"], cwd=tmp_path, env=KILL
     )
     assert killed.returncode == -9, killed.stderr
-    proc = subprocess.run(
-        [sys.executable, "-m", FIXTURE, f"train.resume={quoted}"],
-        cwd=tmp_path,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_module([sys.executable, "-m", FIXTURE, f"train.resume={quoted}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((run_dir / "run.json").read_text())
     assert (run_dir / "weights.pt").read_bytes() == reference.weights and manifest[

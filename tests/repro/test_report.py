@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import FIXTURE, clean_env
+from conftest import FIXTURE, clean_env, run_tool
 from repro.tools.cli import main as repro_main
 from repro.tools.report import (
     collect,
@@ -125,14 +125,7 @@ def make_sweep(root: Path, dropouts=(0.1, 0.3), seeds=(0, 1, 2), **rows_kwargs) 
 
 
 def report(*args, cwd):
-    return subprocess.run(
-        [sys.executable, "-m", "repro", "report", *map(str, args)],
-        cwd=cwd,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_tool("report", *args, cwd=cwd, timeout=300)
 
 
 def test_summary_statistics_match_the_textbook():

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
+from pathlib import Path
 
 import pytest
 
-from conftest import clean_env
+from conftest import run_tool
 from repro.tools.selftest import (
     PINS,
     REFERENCE_FILE,
@@ -27,13 +26,7 @@ from repro.tools.selftest import (
 
 
 def selftest(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "repro", "selftest", *map(str, args)],
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_tool("selftest", *args, cwd=Path.cwd(), timeout=300)
 
 
 @pytest.fixture(scope="module")
