@@ -4,12 +4,11 @@ workers, SIGKILL + resume, ``repro verify``, a sweep and its report (torchrun: t
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import pytest
 
-from conftest import clean_env, run_main, run_tool, verify_identical
+from conftest import run_main, run_module, run_tool, verify_identical
 
 pytestmark = pytest.mark.slow
 RUN = ["experiment=regress", "train.epochs=3", "data.train_size=512", "train.checkpoint_every=5"]
@@ -55,7 +54,7 @@ def test_verify_says_identical(reference, tmp_path):
 
 def test_a_seed_sweep_and_its_report(tmp_path):
     sweep = tmp_path / "sweep"
-    proc = subprocess.run(
+    proc = run_module(
         [
             sys.executable,
             "-m",
@@ -68,10 +67,6 @@ def test_a_seed_sweep_and_its_report(tmp_path):
             f"hydra.sweep.dir={sweep}",
         ],
         cwd=tmp_path,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     out = run_tool("report", sweep, "--json", "--no-plot", cwd=tmp_path, timeout=300)

@@ -12,14 +12,13 @@ import io
 import json
 import math
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import FIXTURE, clean_env, run_tool
+from conftest import FIXTURE, run_module, run_tool
 from repro.tools.cli import main as repro_main
 from repro.tools.report import (
     collect,
@@ -445,14 +444,7 @@ SHORT = ["train.max_steps=6", "repro.threads=1"]
 
 
 def train(*args, cwd, env=None):
-    return subprocess.run(
-        [sys.executable, "-m", FIXTURE, *args],
-        cwd=cwd,
-        env={**clean_env(), **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_module([sys.executable, "-m", FIXTURE, *args], cwd=cwd, env=env)
 
 
 @pytest.fixture(scope="module")
