@@ -40,13 +40,42 @@ import sys
 #: setting when CUDA makes its first handle). Thread counts, ISA and capability pins are read when
 #: torch and its libraries load: a run that sets them gets a fresh interpreter.
 FREE_KEYS = ("REPRO_", "PYTEST_", "PYTHONHASHSEED", "CUBLAS_WORKSPACE_CONFIG")
-#: Interpreter settings a child emulates: ``PYTHONSAFEPATH`` (no working directory on ``sys.path``).
-EMULATED_KEYS = ("PYTHONSAFEPATH",)
+#: What torchrun sets for each rank: read by ``torch.distributed`` when the process group starts.
+RANK_KEYS = frozenset(
+    [
+        "RANK",
+        "LOCAL_RANK",
+        "GROUP_RANK",
+        "ROLE_RANK",
+        "ROLE_NAME",
+        "WORLD_SIZE",
+        "LOCAL_WORLD_SIZE",
+        "GROUP_WORLD_SIZE",
+        "ROLE_WORLD_SIZE",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+    ]
+)
+RANK_PREFIXES = ("TORCHELASTIC_", "TORCH_NCCL_")
+#: Interpreter settings a child emulates: ``PYTHONSAFEPATH`` (no working directory on
+#: ``sys.path``) and ``PYTHONUNBUFFERED`` (``-u``: stdout and stderr written through).
+EMULATED_KEYS = ("PYTHONSAFEPATH", "PYTHONUNBUFFERED")
 _MAX_MESSAGE = 1 << 20
 
 
 def _comparable(env: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in env.items() if not k.startswith(FREE_KEYS + EMULATED_KEYS)}
+    free = FREE_KEYS + EMULATED_KEYS + RANK_PREFIXES
+    return {k: v for k, v in env.items() if not k.startswith(free) and k not in RANK_KEYS}
+
+
+def module_argv(args: list[str]) -> tuple[list[str], list[str]] | None:
+    """An interpreter's arguments ``[-u] -m MODULE ARGS...`` as (flags, [MODULE, ARGS...]); None
+    for anything else (a script, ``-c``, other flags): a child runs only what it can emulate."""
+    flags = [a for a in args[:1] if a == "-u"]
+    rest = args[len(flags) :]
+    if len(rest) < 2 or rest[0] != "-m":
+        return None
+    return flags, rest[1:]
 
 
 def _preload() -> None:
@@ -142,6 +171,10 @@ def _become(request: dict, fds: list[int], servers: dict[str, str], base: dict[s
     os.environ.clear()
     os.environ.update(request["env"])
     sys.orig_argv = [sys.executable, *argv]
+    flags, module_args = module_argv(argv)
+    if "-u" in flags or request["env"].get("PYTHONUNBUFFERED"):
+        for stream in (sys.stdout, sys.stderr):
+            stream.reconfigure(write_through=True)
     if request["env"].get("PYTHONSAFEPATH"):
         del sys.path[0]  # -m under PYTHONSAFEPATH puts nothing first
     else:
@@ -156,7 +189,7 @@ def _become(request: dict, fds: list[int], servers: dict[str, str], base: dict[s
         server = servers.get(env.get("PYTHONHASHSEED", ""))
         if (
             path != sys.executable
-            or args[1:2] != ["-m"]
+            or module_argv(args[1:]) is None
             or server is None
             or _comparable(dict(env)) != _comparable(base)
         ):
@@ -176,16 +209,22 @@ def _become(request: dict, fds: list[int], servers: dict[str, str], base: dict[s
         os._exit(status if status >= 0 else 128 - status)
 
     def server_for(cmd, env) -> str | None:  # the server that can fork ``cmd`` in ``env``, if any
-        args = list(cmd) if isinstance(cmd, (list, tuple)) else []
+        args = [str(a) for a in cmd] if isinstance(cmd, (list, tuple)) else []
         server = servers.get(env.get("PYTHONHASHSEED", ""))
-        if args[:2] != [sys.executable, "-m"] or len(args) < 3 or server is None:
+        if args[:1] != [sys.executable] or module_argv(args[1:]) is None or server is None:
             return None
-        return server if _comparable(dict(env)) == _comparable(base) else None
+        if _comparable(dict(env)) != _comparable(base):
+            if os.environ.get("REPRO_ZYGOTE_DEBUG"):
+                a, b = _comparable(dict(env)), _comparable(base)
+                diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+                print(f"zygote: started for real {args[1:4]}: {diff}", file=sys.stderr)
+            return None
+        return server
 
     os.execve = execve
-    _fork_the_kits_replays(server_for)
-    module = argv[1]
-    sys.argv = [argv[1], *argv[2:]]
+    _fork_children(server_for)
+    module = module_args[0]
+    sys.argv = list(module_args)
     try:
         runpy.run_module(module, run_name="__main__", alter_sys=True)
         code = 0
@@ -198,34 +237,40 @@ def _become(request: dict, fds: list[int], servers: dict[str, str], base: dict[s
 
 
 class _ForkedChild:
-    """What ``repro.tools.replay`` uses of a ``subprocess.Popen`` (text pipes for stdout and stderr,
-    ``wait``, ``poll``, signals), for a child forked by a server."""
+    """What ``repro.tools.replay`` and torchrun's agent use of a ``subprocess.Popen`` (``pid``,
+    ``wait``, ``poll``, signals; text pipes for stdout and stderr where asked), for a child forked
+    by a server. ``fds``: the child's stdin, stdout and stderr (``None``: a pipe to read here)."""
 
-    def __init__(self, server: str, args: list[str], env: dict, cwd, errors: str | None) -> None:
+    def __init__(self, server, args, env, cwd, fds, errors=None, own_group=True) -> None:
         import subprocess
 
         self.args, self.returncode, self.stdin = args, None, None
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        nothing = os.open(os.devnull, os.O_RDONLY)
-        try:
-            where = os.fspath(cwd) if cwd is not None else os.getcwd()
-            self._conn, self.pid = ask(
-                server, args[1:], dict(env), where, [nothing, out_w, err_w], None
-            )
-        finally:
-            for fd in (nothing, out_w, err_w):
-                os.close(fd)
-        self.stdout = open(out_r, encoding="utf-8", errors=errors, buffering=1)  # noqa: SIM115
-        self.stderr = open(err_r, encoding="utf-8", errors=errors, buffering=1)  # noqa: SIM115
         self._timeout = subprocess.TimeoutExpired
+        ours, theirs, readers = [], [], []
+        for fd in fds:
+            if fd is None:
+                read, write = os.pipe()
+                ours.append(write)
+                theirs.append(write)
+                readers.append(open(read, encoding="utf-8", errors=errors, buffering=1))  # noqa: SIM115
+            else:
+                theirs.append(fd)
+                readers.append(None)
+        self.stdout, self.stderr = readers[1], readers[2]
+        where = os.fspath(cwd) if cwd is not None else os.getcwd()
+        pgid = None if own_group else os.getpgid(0)
+        try:
+            self._conn, self.pid = ask(server, args[1:], dict(env), where, theirs, pgid)
+        finally:
+            for fd in ours:
+                os.close(fd)
 
     def wait(self, timeout: float | None = None) -> int:
         if self.returncode is None:
             self._conn.settimeout(timeout)
             try:
                 message = self._conn.recv(_MAX_MESSAGE)
-            except TimeoutError:
+            except (TimeoutError, BlockingIOError):
                 raise self._timeout(self.args, timeout) from None
             self.returncode = json.loads(message)["status"]
             self._conn.close()
@@ -253,37 +298,68 @@ class _ForkedChild:
 
     def __exit__(self, *exc) -> None:
         for stream in (self.stdout, self.stderr):
-            stream.close()
+            if stream is not None:
+                stream.close()
         self.wait()
 
 
-def _fork_the_kits_replays(server_for) -> None:
-    """``subprocess.Popen`` called from ``repro.tools.replay`` (its replays) on ``python -m MODULE``
-    with text pipes and an environment a server can serve: a forked child instead (not torchrun)."""
+#: Callers whose ``Popen`` of ``python [-u] -m MODULE`` a server may fork instead: the kit's replays
+#: (``repro verify``, ``repro diff``) and torchrun's workers.
+_REPLAY = "repro.tools.replay"
+_TORCHRUN = "torch.distributed.elastic.multiprocessing.subprocess_handler.subprocess_handler"
+
+
+def _fork_children(server_for) -> None:
+    """``subprocess.Popen`` in a child: a forked child instead of a fresh interpreter for the kit's
+    replays (text pipes, no stdin) and torchrun's workers (inherited or file streams, a session
+    of their own), where a server can serve the environment; any other ``Popen`` is a real one."""
     import subprocess
 
     real = subprocess.Popen
 
+    def fd_of(stream, default: int) -> int | None:
+        if stream is None:
+            return default
+        if isinstance(stream, int) and stream >= 0:
+            return stream
+        return stream.fileno() if hasattr(stream, "fileno") else None
+
     class Popen(real):
-        def __new__(cls, args, *rest, **kw):
+        def __new__(cls, *pargs, **kw):
             caller = sys._getframe(1).f_globals.get("__name__")
+            args = kw.pop("args", None) if not pargs else pargs[0]
             env = kw.get("env")
-            server = server_for(args, env) if env is not None and not rest else None
-            if (
-                cls is Popen
-                and caller == "repro.tools.replay"
-                and server is not None
-                and args[2] != "torch.distributed.run"
+            known = {"env", "stdout", "stderr", "stdin", "text", "errors", "bufsize", "cwd"}
+            plain = cls is Popen and len(pargs) <= 1 and env is not None
+            server = server_for(args, env) if plain else None
+            child = None
+            if server is not None:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            if server is None:
+                pass
+            elif (
+                caller == _REPLAY
+                and set(kw) <= known | {"universal_newlines"}
                 and kw.get("stdout") == kw.get("stderr") == subprocess.PIPE
                 and kw.get("stdin") == subprocess.DEVNULL
                 and (kw.get("text") or kw.get("universal_newlines"))
             ):
-                if os.environ.get("REPRO_ZYGOTE_DEBUG"):
-                    print(f"zygote: forked for a replay {args[:3]}", file=sys.stderr)
-                sys.stdout.flush()
-                sys.stderr.flush()
-                return _ForkedChild(server, list(args), env, kw.get("cwd"), kw.get("errors"))
-            return super().__new__(cls)
+                with open(os.devnull) as nothing:
+                    fds = [nothing.fileno(), None, None]
+                    child = _ForkedChild(
+                        server, list(args), env, kw.get("cwd"), fds, kw.get("errors")
+                    )
+            elif caller == _TORCHRUN and set(kw) <= known | {"start_new_session"}:
+                fds = [0, fd_of(kw.get("stdout"), 1), fd_of(kw.get("stderr"), 2)]
+                if None not in fds:
+                    own = bool(kw.get("start_new_session"))
+                    child = _ForkedChild(server, list(args), env, kw.get("cwd"), fds, own_group=own)
+            if child is None:
+                return super().__new__(cls)
+            if os.environ.get("REPRO_ZYGOTE_DEBUG"):
+                print(f"zygote: forked for a Popen {list(args)[1:4]}", file=sys.stderr)
+            return child
 
     subprocess.Popen = Popen
 

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import csv
-import subprocess
 import sys
 
 import pytest
 
-from conftest import QUICK, Run, clean_env, run_main
+from conftest import QUICK, Run, run_main, run_module, run_tool
 
 pytestmark = pytest.mark.slow
 RUN = [*QUICK, "train.epochs=3", "train.checkpoint_every=5"]
 
 
-def torchrun(run_dir, *overrides, nproc=2, check=True, env=None):
-    env = {**clean_env(), **(env or {})}
+def torchrun(run_dir, *overrides, nproc=2, check=True, env=None, fresh=False):
+    """torchrun on the example; forked from a fork server with its ranks (docs/testing.md), or
+    ``fresh``: the launcher and every rank fresh interpreters."""
     cmd = [
         sys.executable,
         "-m",
@@ -28,9 +28,7 @@ def torchrun(run_dir, *overrides, nproc=2, check=True, env=None):
     ]
     if not any(o.startswith("train.resume=") and o != "train.resume=auto" for o in overrides):
         cmd.append(f"hydra.run.dir={run_dir}")
-    proc = subprocess.run(
-        cmd, cwd=run_dir.parent, env=env, capture_output=True, text=True, timeout=600
-    )
+    proc = run_module(cmd, cwd=run_dir.parent, env=env, fresh=fresh)
     if check and proc.returncode != 0:
         raise AssertionError(
             f"torchrun failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
@@ -40,7 +38,8 @@ def torchrun(run_dir, *overrides, nproc=2, check=True, env=None):
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
-    return torchrun(tmp_path_factory.mktemp("ddp") / "run", *RUN)
+    """The reference 2-rank run, fresh: every comparison with it pairs fresh ranks with forked ones."""
+    return torchrun(tmp_path_factory.mktemp("ddp") / "run", *RUN, fresh=True)
 
 
 def test_two_process_run_reproduces_itself(two_ranks, tmp_path):
@@ -98,13 +97,9 @@ def test_sigkill_then_resume_under_torchrun_gives_identical_bits(two_ranks, tmp_
     killed = torchrun(run_dir, *RUN, check=False, env={"REPRO_FAULT_KILL_AT_STEP": "7"})
     assert killed.proc.returncode != 0 and killed.manifest["status"] == "running"
     before = (run_dir / "run.json").read_bytes()
-    alone = subprocess.run(
-        [sys.executable, "-m", "experiment.train", f"train.resume={run_dir}"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )  # one process for a 2-rank run
+    alone = run_module(  # one process for a 2-rank run
+        [sys.executable, "-m", "experiment.train", f"train.resume={run_dir}"], cwd=tmp_path
+    )
     assert alone.returncode == 2 and "written by 2 rank(s)" in alone.stderr
     assert (run_dir / "run.json").read_bytes() == before  # refused before anything was written
     resumed = torchrun(run_dir, f"train.resume={run_dir}")
@@ -135,26 +130,8 @@ def test_ranks_that_drift_apart_fail_the_run_naming_the_step(tmp_path):
 
 
 def test_repro_verify_replays_a_torchrun_run_with_its_ranks(two_ranks, tmp_path):
-    env = clean_env()
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "repro",
-            "verify",
-            str(two_ranks.dir),
-            "--steps",
-            "6",
-            "--quiet",
-            "--out",
-            str(tmp_path / "replay"),
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    replay = tmp_path / "replay"
+    out = run_tool("verify", two_ranks.dir, "--steps", 6, "--quiet", "--out", replay, cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.strip().splitlines()[-1] == "IDENTICAL"
     assert "environment (recorded vs replay): no differences" in out.stdout

@@ -133,7 +133,7 @@ def test_the_tools_replays_are_forked_too_and_give_the_same_verdict(tmp_path: Pa
         cwd=tmp_path, env={"REPRO_ZYGOTE_DEBUG": "1"},
     )  # fmt: skip
     assert forked.returncode == 0, forked.stderr[-2000:]
-    assert "zygote: forked for a replay" in forked.stderr
+    assert "zygote: forked for a Popen" in forked.stderr
     fresh = run_tool(
         "verify", run.dir, "--out", tmp_path / "b", "--quiet", "--entry", FIXTURE,
         cwd=tmp_path, fresh=True,
@@ -142,3 +142,38 @@ def test_the_tools_replays_are_forked_too_and_give_the_same_verdict(tmp_path: Pa
     assert forked.stdout.splitlines()[-1] == fresh.stdout.splitlines()[-1] == "IDENTICAL"
     assert (tmp_path / "a" / "weights.pt").read_bytes() == run.weights
     assert (tmp_path / "b" / "weights.pt").read_bytes() == run.weights
+
+
+@pytest.mark.slow
+def test_torchrun_and_its_ranks_are_forked_and_give_the_bits_of_fresh_ones(tmp_path: Path):
+    """A forked torchrun forks its ranks too (each a child of the server, in a session of its own);
+    the run's bits are those of a fresh torchrun with fresh ranks."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += ["-m", FIXTURE, "train.epochs=1"]
+    forked = FORK_SERVERS.run(
+        [*cmd, f"hydra.run.dir={tmp_path / 'forked'}"],
+        clean_env(REPRO_ZYGOTE_DEBUG="1"),
+        tmp_path,
+        timeout=300,
+    )
+    assert forked is not None, FORK_SERVERS.last_refusal
+    assert forked.returncode == 0, forked.stderr[-3000:]
+    if "OMP_NUM_THREADS" in SESSION_ENV:
+        assert forked.stderr.count("zygote: forked for a Popen") == 2, forked.stderr[-3000:]
+        assert "zygote: started for real" not in forked.stderr
+    else:  # torchrun sets OMP_NUM_THREADS=1 for its ranks: read when torch loads, so fresh ranks
+        started = (
+            "zygote: started for real ['-u', '-m', 'repro_fixture.train']: ['OMP_NUM_THREADS']"
+        )
+        assert forked.stderr.count(started) == 2, forked.stderr[-3000:]
+    fresh = subprocess.run(
+        [*cmd, f"hydra.run.dir={tmp_path / 'fresh'}"],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    weights = [(tmp_path / d / "weights.pt").read_bytes() for d in ("forked", "fresh")]
+    assert weights[0] == weights[1]
