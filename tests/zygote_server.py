@@ -14,10 +14,10 @@ What a child does to look like ``python -m MODULE ARGS`` started afresh:
 - ``os.execve`` of this interpreter on ``-m MODULE`` (the kit's re-executions to pin the hash seed)
   with an environment the server can serve asks the server for a new child and exits with its
   status; any other ``execve`` is a real one;
-- ``subprocess.Popen`` of this interpreter on ``-m MODULE`` by the kit's replays
-  (``repro.tools.replay``: ``repro verify`` and ``repro diff`` re-running a run) with an
-  environment the server can serve gets a forked child behind a Popen-like object; any other
-  ``Popen`` is a real one.
+- ``subprocess.Popen`` of this interpreter on ``[-u] -m MODULE`` by the kit's replays
+  (``repro.tools.replay``: ``repro verify`` and ``repro diff`` re-running a run) or by torchrun's
+  agent (its ranks) with an environment the server can serve gets a forked child behind a
+  Popen-like object; any other ``Popen`` is a real one.
 
 The server only serves environments equal to its own but for the kit's variables (``REPRO_*``) and
 the hash seed (fixed when an interpreter starts) and cuBLAS's workspace setting: the client runs one server per hash seed
