@@ -132,6 +132,10 @@ def serve(path: str) -> tuple[dict, list[int]] | None:
                 return request, fds
             for fd in fds:
                 os.close(fd)
+            # The child's process group exists before its pid is known (as after a real Popen with
+            # start_new_session): the child sets it too, but only once it runs.
+            with contextlib.suppress(OSError):
+                os.setpgid(pid, request["pgid"] or pid)
             _send(conn, {"pid": pid})
             waiting[pid] = conn
         while waiting:
@@ -178,12 +182,11 @@ def _become(request: dict, fds: list[int], servers: dict[str, str], base: dict[s
     sys.orig_argv = [sys.executable, *argv]
     flags, module_args = module_argv(argv)
     if "-u" in flags or request["env"].get("PYTHONUNBUFFERED"):
-        for stream in (sys.stdout, sys.stderr):
-            stream.reconfigure(write_through=True)
-    if request["env"].get("PYTHONSAFEPATH"):
-        del sys.path[0]  # -m under PYTHONSAFEPATH puts nothing first
-    else:
-        sys.path[0] = cwd  # what -m puts first
+        _unbuffered()
+    if not getattr(sys.flags, "safe_path", False):
+        del sys.path[0]  # the server script's folder
+    if not (request["env"].get("PYTHONSAFEPATH") and sys.version_info >= (3, 11)):
+        sys.path.insert(0, cwd)  # what -m puts first (nothing under PYTHONSAFEPATH, from 3.11)
     random.seed()
     numpy.random.seed()
     torch.seed()
@@ -266,13 +269,19 @@ class _ForkedChild:
         pgid = None if own_group else os.getpgid(0)
         try:
             self._conn, self.pid = ask(server, args[1:], dict(env), where, theirs, pgid)
+        except BaseException:
+            for stream in readers:
+                if stream is not None:
+                    stream.close()
+            raise
         finally:
             for fd in ours:
                 os.close(fd)
+        _FORKED_PIDS.add(self.pid)
 
     def wait(self, timeout: float | None = None) -> int:
         if self.returncode is None:
-            self._conn.settimeout(timeout)
+            self._conn.settimeout(None if timeout is None else max(0.0, timeout))
             try:
                 message = self._conn.recv(_MAX_MESSAGE)
             except (TimeoutError, BlockingIOError):
@@ -307,6 +316,11 @@ class _ForkedChild:
                 stream.close()
         self.wait()
 
+
+#: The pids of this process's forked children: the server reaps a child as soon as it exits, where
+#: a real child stays a zombie until its parent waits for it, so a ``killpg`` of one that has just
+#: exited finds no group (torchrun's agent checks ``poll()``, then kills the group).
+_FORKED_PIDS: set[int] = set()
 
 #: Callers whose ``Popen`` of ``python [-u] -m MODULE`` a server may fork instead: the kit's replays
 #: (``repro verify``, ``repro diff``) and torchrun's workers.
@@ -352,10 +366,10 @@ def _fork_children(server_for) -> None:
             ):
                 with open(os.devnull) as nothing:
                     fds = [nothing.fileno(), None, None]
-                    child = _ForkedChild(
-                        server, list(args), env, kw.get("cwd"), fds, kw.get("errors")
+                    child = _ForkedChild(  # in the caller's process group, as a real one would be
+                        server, list(args), env, kw.get("cwd"), fds, kw.get("errors"), False
                     )
-            elif caller == _TORCHRUN and set(kw) <= known | {"start_new_session"}:
+            elif caller == _TORCHRUN and set(kw) <= (known - {"stdin"}) | {"start_new_session"}:
                 fds = [0, fd_of(kw.get("stdout"), 1), fd_of(kw.get("stderr"), 2)]
                 if None not in fds:
                     own = bool(kw.get("start_new_session"))
@@ -367,6 +381,28 @@ def _fork_children(server_for) -> None:
             return child
 
     subprocess.Popen = Popen
+    real_killpg = os.killpg
+
+    def killpg(pgid: int, sig: int) -> None:
+        try:
+            real_killpg(pgid, sig)
+        except ProcessLookupError:
+            if pgid not in _FORKED_PIDS:
+                raise
+
+    os.killpg = killpg
+
+
+def _unbuffered() -> None:
+    """stdout and stderr as ``python -u`` makes them: text written through to the descriptor."""
+    import io
+
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        old = getattr(sys, name)
+        raw = io.FileIO(fd, "w", closefd=False)
+        new = io.TextIOWrapper(raw, encoding=old.encoding, errors=old.errors, write_through=True)
+        setattr(sys, name, new)
+        setattr(sys, f"__{name}__", new)
 
 
 def _exit_code(code) -> int:

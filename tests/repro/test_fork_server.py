@@ -107,6 +107,7 @@ def test_a_plain_run_stays_in_forked_children(tmp_path: Path, module: str):
     assert "zygote: forked for an execve" in done.stderr
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="PYTHONSAFEPATH is new in Python 3.11")
 def test_pythonsafepath_leaves_the_working_directory_off_sys_path(tmp_path: Path):
     """Replays run under ``PYTHONSAFEPATH=1``: a forked child emulates it, as a fresh one would."""
     (tmp_path / "zygote_probe.py").write_text(_PROBE)
@@ -177,3 +178,16 @@ def test_torchrun_and_its_ranks_are_forked_and_give_the_bits_of_fresh_ones(tmp_p
     assert fresh.returncode == 0, fresh.stderr[-3000:]
     weights = [(tmp_path / d / "weights.pt").read_bytes() for d in ("forked", "fresh")]
     assert weights[0] == weights[1]
+
+
+def test_unbuffered_output_survives_a_kill(tmp_path: Path):
+    """``PYTHONUNBUFFERED`` (torchrun starts its ranks with ``-u``): what a child printed before it was
+    killed is in its output, as with a fresh unbuffered interpreter."""
+    code = (
+        "import os, signal, sys\nprint('before the kill')\nos.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    (tmp_path / "zygote_killed.py").write_text(code)
+    cmd = [sys.executable, "-m", "zygote_killed"]
+    done = FORK_SERVERS.run(cmd, clean_env(PYTHONUNBUFFERED="1"), tmp_path, timeout=60)
+    assert done is not None, FORK_SERVERS.last_refusal
+    assert done.returncode == -9 and done.stdout == "before the kill\n", done
