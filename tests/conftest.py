@@ -127,10 +127,10 @@ class ForkServers:
     def run(self, cmd: list[str], env: dict[str, str], cwd: Path, timeout: float):
         """``cmd`` (``python -m module ...``) forked from a server, as ``subprocess.run(...,
         capture_output=True, text=True)`` would give it; ``None`` where no server can serve it."""
-        from zygote_server import _comparable, ask
+        from zygote_server import ask, env_difference, module_argv
 
         seed = env.get("PYTHONHASHSEED", "")
-        if ALWAYS_FRESH or self.broken or cmd[0] != sys.executable or cmd[1:2] != ["-m"]:
+        if ALWAYS_FRESH or self.broken or cmd[0] != sys.executable or not module_argv(cmd[1:]):
             return None
         if not self.procs:
             try:
@@ -142,11 +142,9 @@ class ForkServers:
         if seed not in self.paths:
             self.last_refusal = f"no server for PYTHONHASHSEED={seed}"
             return None
-        ours, base = _comparable(env), _comparable(self.bases[seed])
-        if ours != base:
-            self.last_refusal = "environment differs in " + ", ".join(
-                sorted(k for k in set(ours) | set(base) if ours.get(k) != base.get(k))
-            )
+        differ = env_difference(env, self.bases[seed])
+        if differ:
+            self.last_refusal = "environment differs in " + ", ".join(differ)
             return None
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             with open(os.devnull) as nothing:
@@ -184,22 +182,8 @@ def run_main(
 
     The process is forked from a fork server (:class:`ForkServers`) where one can serve it;
     ``fresh=True`` starts a new interpreter, for claims about processes (see docs/testing.md)."""
-    full_env = clean_env()
-    full_env.update(env or {})
-    cmd = [
-        sys.executable,
-        "-m",
-        module,
-        *(args or []),
-        f"hydra.run.dir={run_dir}",
-        *overrides,
-    ]
-    workdir = cwd or run_dir.parent
-    proc = None if fresh else FORK_SERVERS.run(cmd, full_env, workdir, timeout=600)
-    if proc is None:
-        proc = subprocess.run(
-            cmd, cwd=workdir, env=full_env, capture_output=True, text=True, timeout=600
-        )
+    cmd = [sys.executable, "-m", module, *(args or []), f"hydra.run.dir={run_dir}", *overrides]
+    proc = run_module(cmd, cwd=cwd or run_dir.parent, env=env, fresh=fresh)
     if check and proc.returncode != 0:
         raise AssertionError(
             f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"

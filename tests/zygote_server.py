@@ -34,6 +34,7 @@ import json
 import os
 import select
 import socket
+import subprocess
 import sys
 
 #: Environment keys a request may set differently from the server's own: the kit's and pytest's variables, the
@@ -67,6 +68,13 @@ _MAX_MESSAGE = 1 << 20
 def _comparable(env: dict[str, str]) -> dict[str, str]:
     free = FREE_KEYS + EMULATED_KEYS + RANK_PREFIXES
     return {k: v for k, v in env.items() if not k.startswith(free) and k not in RANK_KEYS}
+
+
+def env_difference(env: dict[str, str], base: dict[str, str]) -> list[str]:
+    """The variables that keep a server started in ``base`` from serving ``env`` (sorted; empty
+    where it can): those that differ, but for the ones read after start-up or emulated."""
+    ours, theirs = _comparable(dict(env)), _comparable(dict(base))
+    return sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
 
 
 def module_argv(args: list[str]) -> tuple[list[str], list[str]] | None:
@@ -219,19 +227,22 @@ def _become(request: dict, fds: list[int], servers: dict[str, str], base: dict[s
     torch.seed()
     real_execve = os.execve
 
+    def server_for(cmd, env, what: str) -> str | None:
+        """The server that can fork ``cmd`` (``python [-u] -m MODULE ...``) in ``env``, if any;
+        ``what`` names the fallback in the debug line (a real execve, a real process)."""
+        args = [os.fspath(a) for a in cmd] if isinstance(cmd, (list, tuple)) else []
+        server = servers.get(env.get("PYTHONHASHSEED", ""))
+        if args[:1] != [sys.executable] or module_argv(args[1:]) is None or server is None:
+            return None
+        differ = env_difference(env, base)
+        if differ and os.environ.get("REPRO_ZYGOTE_DEBUG"):
+            print(f"zygote: {what} for real {args[1:4]}: {differ}", file=sys.stderr)
+        return None if differ else server
+
     def execve(path, args, env):  # the kit re-executing itself: a new child of the right server
         args = list(args)
-        server = servers.get(env.get("PYTHONHASHSEED", ""))
-        if (
-            path != sys.executable
-            or module_argv(args[1:]) is None
-            or server is None
-            or _comparable(dict(env)) != _comparable(base)
-        ):
-            if os.environ.get("REPRO_ZYGOTE_DEBUG"):
-                a, b = _comparable(dict(env)), _comparable(base)
-                diff = {k: (a.get(k), b.get(k)) for k in set(a) | set(b) if a.get(k) != b.get(k)}
-                print(f"zygote: re-executed for real {args[:3]} {diff}", file=sys.stderr)
+        server = server_for([path, *args[1:]], env, "re-executed")
+        if server is None:
             return real_execve(path, args, env)
         if os.environ.get("REPRO_ZYGOTE_DEBUG"):
             print(f"zygote: forked for an execve {args[:3]}", file=sys.stderr)
@@ -243,21 +254,8 @@ def _become(request: dict, fds: list[int], servers: dict[str, str], base: dict[s
             os.kill(os.getpid(), -status)
         os._exit(status if status >= 0 else 128 - status)
 
-    def server_for(cmd, env) -> str | None:  # the server that can fork ``cmd`` in ``env``, if any
-        args = [str(a) for a in cmd] if isinstance(cmd, (list, tuple)) else []
-        server = servers.get(env.get("PYTHONHASHSEED", ""))
-        if args[:1] != [sys.executable] or module_argv(args[1:]) is None or server is None:
-            return None
-        if _comparable(dict(env)) != _comparable(base):
-            if os.environ.get("REPRO_ZYGOTE_DEBUG"):
-                a, b = _comparable(dict(env)), _comparable(base)
-                diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-                print(f"zygote: started for real {args[1:4]}: {diff}", file=sys.stderr)
-            return None
-        return server
-
     os.execve = execve
-    _fork_children(server_for)
+    _fork_children(lambda cmd, env: server_for(cmd, env, "started"))
     module = module_args[0]
     sys.argv = list(module_args)
     try:
@@ -277,10 +275,9 @@ class _ForkedChild:
     by a server. ``fds``: the child's stdin, stdout and stderr (``None``: a pipe to read here)."""
 
     def __init__(self, server, args, env, cwd, fds, errors=None, own_group=True) -> None:
-        import subprocess
-
         self.args, self.returncode, self.stdin = args, None, None
-        self._timeout = subprocess.TimeoutExpired
+        sys.stdout.flush()  # what the caller printed comes before what the child prints
+        sys.stderr.flush()
         ours, theirs, readers = [], [], []
         for fd in fds:
             if fd is None:
@@ -312,7 +309,7 @@ class _ForkedChild:
             try:
                 message = self._conn.recv(_MAX_MESSAGE)
             except (TimeoutError, BlockingIOError):
-                raise self._timeout(self.args, timeout) from None
+                raise subprocess.TimeoutExpired(self.args, timeout) from None
             self.returncode = json.loads(message)["status"]
             self._conn.close()
         return self.returncode
@@ -320,7 +317,7 @@ class _ForkedChild:
     def poll(self) -> int | None:
         try:
             return self.wait(0)
-        except self._timeout:
+        except subprocess.TimeoutExpired:
             return None
 
     def send_signal(self, sig: int) -> None:
@@ -359,9 +356,8 @@ def _fork_children(server_for) -> None:
     """``subprocess.Popen`` in a child: a forked child instead of a fresh interpreter for the kit's
     replays (text pipes, no stdin) and torchrun's workers (inherited or file streams, a session
     of their own), where a server can serve the environment; any other ``Popen`` is a real one."""
-    import subprocess
-
     real = subprocess.Popen
+    known = {"env", "stdout", "stderr", "stdin", "text", "errors", "bufsize", "cwd"}
 
     def fd_of(stream, default: int) -> int | None:
         if stream is None:
@@ -375,16 +371,12 @@ def _fork_children(server_for) -> None:
             caller = sys._getframe(1).f_globals.get("__name__")
             args = kw.pop("args", None) if not pargs else pargs[0]
             env = kw.get("env")
-            known = {"env", "stdout", "stderr", "stdin", "text", "errors", "bufsize", "cwd"}
-            plain = cls is Popen and len(pargs) <= 1 and env is not None
-            server = server_for(args, env) if plain else None
-            child = None
-            if server is not None:
-                sys.stdout.flush()
-                sys.stderr.flush()
+            ours = cls is Popen and caller in (_REPLAY, _TORCHRUN) and len(pargs) <= 1
+            server = server_for(args, env) if ours and env is not None else None
             if server is None:
-                pass
-            elif (
+                return super().__new__(cls)
+            child = None
+            if (
                 caller == _REPLAY
                 and set(kw) <= known | {"universal_newlines"}
                 and kw.get("stdout") == kw.get("stderr") == subprocess.PIPE

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import QUICK, clean_env, run_main
+from conftest import QUICK, run_main
 
 pytestmark = pytest.mark.slow
 RUN = [*QUICK, "train.epochs=3", "train.checkpoint_every=5"]
@@ -40,21 +40,12 @@ def killed(run_dir, kill_at, *extra):
 
 def resume(run_dir, *extra, args=None, env=None):
     """``train.resume=RUN_DIR``: no hydra.run.dir; the run continues in its own directory."""
-    import subprocess
     import sys
 
-    from conftest import Run
+    from conftest import Run, run_module
 
-    env = {**clean_env(), **(env or {})}
-    proc = subprocess.run(
-        [sys.executable, "-m", "experiment.train", f"train.resume={run_dir}", *extra],
-        cwd=run_dir.parent,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    return Run(run_dir, proc)
+    cmd = [sys.executable, "-m", "experiment.train", f"train.resume={run_dir}", *extra]
+    return Run(run_dir, run_module(cmd, cwd=run_dir.parent, env=env, fresh=True))
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURE, FORK_SERVERS, SESSION_ENV, clean_env, run_fixture, run_tool
+from conftest import (
+    FIXTURE,
+    FORK_SERVERS,
+    SESSION_ENV,
+    clean_env,
+    run_fixture,
+    run_module,
+    run_tool,
+)
 
 pytestmark = pytest.mark.skipif(FORK_SERVERS.broken, reason="no fork server on this machine")
 
@@ -167,14 +175,7 @@ def test_torchrun_and_its_ranks_are_forked_and_give_the_bits_of_fresh_ones(tmp_p
             "zygote: started for real ['-u', '-m', 'repro_fixture.train']: ['OMP_NUM_THREADS']"
         )
         assert forked.stderr.count(started) == 2, forked.stderr[-3000:]
-    fresh = subprocess.run(
-        [*cmd, f"hydra.run.dir={tmp_path / 'fresh'}"],
-        cwd=tmp_path,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    fresh = run_module([*cmd, f"hydra.run.dir={tmp_path / 'fresh'}"], cwd=tmp_path, fresh=True)
     assert fresh.returncode == 0, fresh.stderr[-3000:]
     weights = [(tmp_path / d / "weights.pt").read_bytes() for d in ("forked", "fresh")]
     assert weights[0] == weights[1]
