@@ -441,6 +441,9 @@ def _exit(code: int) -> None:
     import threading
 
     threading._shutdown()
+    teardown = sys.modules.get("repro.launch.teardown")
+    if teardown is not None:  # its collection and file scan would only delay the os._exit below
+        teardown.cancel()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):
