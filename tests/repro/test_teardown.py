@@ -46,6 +46,13 @@ class Finaliser:  # unreachable cyclic garbage whose __del__ writes: still final
             f.write("finalised")
 Finaliser()
 
+class Proxy:  # like torch.distributed.reduce_op: reading __class__ warns
+    @property
+    def __class__(self):
+        sys.stderr.write("__class__ read at exit\\n")
+        return Proxy
+PROXY = Proxy()
+
 from repro.launch.teardown import quick_teardown_at_exit
 quick_teardown_at_exit()
 """
@@ -82,6 +89,7 @@ def test_nothing_written_is_lost(tmp_path: Path, full: str) -> None:
     out.mkdir()
     proc = _run(tmp_path, _PROGRAM, str(out), REPRO_FULL_TEARDOWN=full)
     assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
     assert (out / "global.txt").read_text() == "global " * 5000
     assert (out / "del.txt").read_text() == "finalised"
     if not full:

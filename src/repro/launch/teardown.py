@@ -71,7 +71,7 @@ def flush_open_files() -> int:
     try:
         import _io
 
-        base = _io._IOBase  # the C base of every file object: a fast isinstance check
+        base = _io._IOBase  # the C base of every file object
     except (ImportError, AttributeError):
         base = io.IOBase
     std: set[int] = set()
@@ -79,10 +79,13 @@ def flush_open_files() -> int:
         while stream is not None and id(stream) not in std:  # the stream, its buffer, its raw file
             std.add(id(stream))
             stream = getattr(stream, "buffer", None) or getattr(stream, "raw", None)
+    # By type, not isinstance: isinstance reads ``__class__``, which some proxies warn on or compute.
+    objects = gc.get_objects()
+    file_types = {t for t in set(map(type, objects)) if issubclass(t, base)}
+    files = [o for o in objects if type(o) in file_types and id(o) not in std]
+    del objects
     flushed = 0
-    for file in list(filter(base.__instancecheck__, gc.get_objects())):
-        if id(file) in std:
-            continue
+    for file in files:
         try:
             if file.closed or not file.writable():
                 continue
