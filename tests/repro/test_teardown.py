@@ -121,7 +121,7 @@ def test_a_broken_stdout_still_fails_the_process(tmp_path: Path) -> None:
     ids=["entry point", "tools"],
 )
 def test_the_kit_s_programs_end_quickly(tmp_path: Path, command: list[str]) -> None:
-    """The entry point and ``python -m repro`` register the quick end; a library call does not."""
+    """The entry point and ``python -m repro`` register the quick end, and the opt-out holds."""
     launcher = (
         "import runpy, sys\n"
         "sys.argv = sys.argv[1:]\n"
@@ -137,6 +137,8 @@ def test_the_kit_s_programs_end_quickly(tmp_path: Path, command: list[str]) -> N
 
 
 def test_a_library_call_of_the_tools_leaves_the_exit_alone(tmp_path: Path) -> None:
+    """``repro.tools.cli.main(argv)`` called from Python registers nothing: the caller's process
+    may go on, and it ends as its own program decides."""
     program = (
         "import contextlib, io\n"
         "from repro.tools.cli import main\n"
@@ -146,3 +148,22 @@ def test_a_library_call_of_the_tools_leaves_the_exit_alone(tmp_path: Path) -> No
     proc = _run(tmp_path, program)
     assert proc.returncode == 0, proc.stderr
     assert _frozen(tmp_path) == 0
+
+
+def test_registering_again_runs_it_once(tmp_path: Path) -> None:
+    """Every entry point call registers it; the handler still runs once at exit."""
+    program = (
+        "import atexit, os\n"
+        "from repro.launch import teardown\n"
+        "freeze = teardown.gc.freeze\n"
+        "def counted():\n"
+        "    with open(os.path.join(os.getcwd(), 'runs'), 'a') as f:\n"
+        "        f.write('x')\n"
+        "    freeze()\n"
+        "teardown.gc.freeze = counted\n"
+        "for _ in range(3):\n"
+        "    teardown.quick_teardown_at_exit()\n"
+    )
+    proc = _run(tmp_path, program)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "runs").read_text() == "x"

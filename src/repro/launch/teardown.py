@@ -36,36 +36,25 @@ import sys
 #: Set to 1 (or any value but 0 or empty) for CPython's full teardown at exit.
 FULL_TEARDOWN_ENV = "REPRO_FULL_TEARDOWN"
 
-_registered = False
-
-
-def wanted() -> bool:
-    """Whether this process ends with the quick teardown (``REPRO_FULL_TEARDOWN`` unset, empty or 0)."""
-    return os.environ.get(FULL_TEARDOWN_ENV, "").strip() in ("", "0")
-
 
 def quick_teardown_at_exit() -> None:
-    """Register :func:`_quick_teardown` as an exit handler, once per process, unless
-    ``REPRO_FULL_TEARDOWN`` asks for the full teardown."""
-    global _registered
-    if _registered or not wanted():
-        return
-    atexit.register(_quick_teardown)
-    _registered = True
+    """Register :func:`_quick_teardown` as an exit handler (once: registering again replaces it),
+    unless ``REPRO_FULL_TEARDOWN`` asks for the full teardown."""
+    if os.environ.get(FULL_TEARDOWN_ENV, "").strip() in ("", "0"):
+        cancel()
+        atexit.register(_quick_teardown)
 
 
 def cancel() -> None:
     """Unregister the handler (a process that ends with ``os._exit`` right after the exit handlers
     gains nothing from it)."""
-    global _registered
     atexit.unregister(_quick_teardown)
-    _registered = False
 
 
-def flush_open_files() -> int:
+def flush_open_files() -> None:
     """Flush every open, writable file object that is still reachable, except the standard
-    streams; return how many were flushed. Errors of a single file are ignored (it is the end of
-    the process: the interpreter would ignore them too)."""
+    streams. Errors of a single file are ignored (it is the end of the process: the interpreter
+    would ignore them too)."""
     import io
 
     try:
@@ -84,16 +73,12 @@ def flush_open_files() -> int:
     file_types = {t for t in set(map(type, objects)) if issubclass(t, base)}
     files = [o for o in objects if type(o) in file_types and id(o) not in std]
     del objects
-    flushed = 0
     for file in files:
         try:
-            if file.closed or not file.writable():
-                continue
-            file.flush()
-            flushed += 1
+            if not file.closed and file.writable():
+                file.flush()
         except Exception:  # noqa: BLE001 - one file's error must not cost the others their flush
             continue
-    return flushed
 
 
 def _quick_teardown() -> None:
