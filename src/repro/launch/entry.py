@@ -344,6 +344,7 @@ def _run_task(task: TaskFn, cfg: DictConfig, node: str, safe_keys: tuple[str, ..
 
     from hydra.core.hydra_config import HydraConfig
 
+    from repro.core.lazy_dynamo import defer_dynamo_import
     from repro.run.start import open_run
 
     hc = HydraConfig.get()
@@ -364,6 +365,7 @@ def _run_task(task: TaskFn, cfg: DictConfig, node: str, safe_keys: tuple[str, ..
     except RunCompleted as done:  # a requeued sweep job that had already finished
         logging.getLogger("repro.run").info("%s", done)
         return json.loads((run_dir / RUN_FILE).read_text()).get("result") or {}
+    defer_dynamo_import()  # torch's compiler stack only when something uses it (repro.core.lazy_dynamo)
     try:
         result = task(run)
     except (

@@ -1,0 +1,183 @@
+"""Keep ``torch._dynamo`` unimported until something in the process uses it.
+
+Torch's eager training path imports its compiler stack without compiling
+anything: the first optimizer built calls ``add_param_group``, which torch
+marks "not to be compiled" with ``torch._disable_dynamo``, a lazy mark that
+imports ``torch._dynamo`` on its first call to build the real wrapper; and every
+``optimizer.step()`` runs ``import torch._dynamo; torch._dynamo.graph_break()``.
+Outside a compiled frame both are no-ops, yet the import costs about 0.85 s here
+(2.3 s on a slow VM), a third of a short run's start-up.
+
+:func:`defer_dynamo_import` (called by the kit's entry point once torch is
+imported, before the task runs) moves that import to where something needs it:
+
+* each function behind torch's lazy mark gets itself as the cached wrapper (the
+  attribute the mark looks up first), so it is called directly;
+* ``sys.modules["torch._dynamo"]`` holds a stand-in whose ``graph_break`` does
+  nothing; any other use of it (``torch.compile``, ``torch._dynamo.config``,
+  ``from torch._dynamo import ...``, importing one of its submodules) first takes
+  every shortcut back, removes the stand-in and imports the real package, then
+  answers from it. A set attribute goes to the real package.
+
+Both shortcuts are exact while dynamo is not imported: the real wrapper only
+switches dynamo's frame hook off around the call, and no hook exists without
+dynamo; ``graph_break`` only acts while dynamo traces a frame. Once anything
+touches dynamo the process is as torch would have left it, so compiling works
+as usual and the bits never change (``tests/repro/test_lazy_dynamo.py`` runs the
+same job with and without, and compiles after deferring).
+
+Torch internals are read here (the lazy mark's code and closure, the cached
+attribute's name). When a torch upgrade changes them nothing is deferred, the
+import happens as before, and the tests fail to say so.
+``REPRO_IMPORT_DYNAMO=1`` switches the deferral off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import importlib
+import importlib.machinery
+import os
+import sys
+import types
+from typing import Any
+
+import torch
+
+NAME = "torch._dynamo"
+OPT_OUT_ENV = "REPRO_IMPORT_DYNAMO"
+_CACHE_ATTR = "__dynamo_disable"  # what torch's lazy mark caches its real wrapper under
+
+_shortcuts: list[types.FunctionType] = []  # functions behind the lazy mark, given themselves
+
+
+def _mark_code() -> types.CodeType | None:
+    """The code of the wrapper ``torch._disable_dynamo`` puts around a function, when it is the
+    lazy wrapper described above (it looks ``__dynamo_disable`` up on its ``fn``)."""
+    outer = getattr(getattr(torch, "_compile", None), "_disable_dynamo", None)
+    for const in getattr(getattr(outer, "__code__", None), "co_consts", ()):
+        if (
+            isinstance(const, types.CodeType)
+            and const.co_name == "inner"
+            and _CACHE_ATTR in const.co_names
+            and "fn" in const.co_freevars
+        ):
+            return const
+    return None
+
+
+class _StandIn(types.ModuleType):
+    """``torch._dynamo`` until something uses it: ``graph_break`` here, anything else real."""
+
+    def __getattr__(self, name: str) -> Any:
+        # An import of a submodule reads its parent's __path__ first, then looks the submodule up.
+        return getattr(materialize(submodule_next=name == "__path__"), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(materialize(), name, value)
+
+    def __delattr__(self, name: str) -> None:
+        delattr(materialize(), name)
+
+
+def _graph_break(msg: str = "") -> None:
+    """``torch._dynamo.graph_break`` outside a compiled frame: nothing to do."""
+
+
+class _Reuse:
+    """A meta-path finder, in place only while the stand-in is or has just been: when importing a
+    submodule of dynamo (``import torch._dynamo.config``) found the stand-in as its parent, reading
+    the parent's ``__path__`` imported the real package, which may have imported that submodule
+    already; the import then finds it here instead of running its code a second time."""
+
+    def __init__(self) -> None:
+        self.spent = False  # the real package is imported: serve the next lookup, then go
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if not self.spent:
+            return None
+        _unhook()
+        module = sys.modules.get(name)
+        if module is None or not name.startswith(NAME + "."):
+            return None
+        return importlib.machinery.ModuleSpec(name, _Existing(module), is_package=False)
+
+    def invalidate_caches(self) -> None:
+        pass
+
+
+class _Existing:
+    """The loader of a module that is already imported: hands it back as it is."""
+
+    def __init__(self, module: types.ModuleType) -> None:
+        self.module, self.spec = module, module.__spec__
+
+    def create_module(self, spec: Any) -> types.ModuleType:
+        return self.module
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        # The import machinery tried to set ``__spec__`` to ours (dynamo's config module refuses
+        # new attributes, so it may not have): the real one goes back.
+        if getattr(module, "__spec__", None) is not self.spec:
+            with contextlib.suppress(AttributeError):
+                module.__spec__ = self.spec
+
+
+_reuse = _Reuse()
+
+
+def _unhook() -> None:
+    if _reuse in sys.meta_path:
+        sys.meta_path.remove(_reuse)
+
+
+def defer_dynamo_import() -> bool:
+    """Defer importing ``torch._dynamo`` (see the module's text). True when deferred; False when it
+    is already imported, ``REPRO_IMPORT_DYNAMO`` is set, or torch is not the torch understood here."""
+    if os.environ.get(OPT_OUT_ENV, "") not in ("", "0") or NAME in sys.modules:
+        return False
+    code = _mark_code()
+    spec = importlib.machinery.PathFinder.find_spec(NAME, list(torch.__path__))
+    if code is None or spec is None:
+        return False
+    slot = code.co_freevars.index("fn")
+    for wrapper in gc.get_referrers(code):
+        if not isinstance(wrapper, types.FunctionType) or wrapper.__closure__ is None:
+            continue
+        fn = wrapper.__closure__[slot].cell_contents
+        if isinstance(fn, types.FunctionType) and _CACHE_ATTR not in fn.__dict__:
+            fn.__dict__[_CACHE_ATTR] = fn
+            _shortcuts.append(fn)
+    stand_in = _StandIn(NAME)
+    # Set through the dict: the class's __setattr__ would import the real package.
+    stand_in.__dict__.update(
+        __spec__=spec, __loader__=spec.loader, __package__=NAME, graph_break=_graph_break
+    )
+    sys.modules[NAME] = stand_in
+    _reuse.spent = False
+    sys.meta_path.insert(0, _reuse)
+    return True
+
+
+def deferred() -> bool:
+    """Whether ``torch._dynamo`` is, right now, the stand-in."""
+    return isinstance(sys.modules.get(NAME), _StandIn)
+
+
+def materialize(*, submodule_next: bool = False) -> types.ModuleType:
+    """Take every shortcut back and return the real ``torch._dynamo`` (imported now if need be).
+    ``submodule_next``: an import of one of its submodules asked, and looks that submodule up next."""
+    while _shortcuts:
+        fn = _shortcuts.pop()
+        if fn.__dict__.get(_CACHE_ATTR) is fn:
+            del fn.__dict__[_CACHE_ATTR]
+    if not submodule_next:
+        _unhook()
+    if isinstance(sys.modules.get(NAME), _StandIn):
+        del sys.modules[NAME]
+        try:
+            return importlib.import_module(NAME)
+        finally:
+            _reuse.spent = True
+    return importlib.import_module(NAME)

@@ -1,0 +1,199 @@
+"""Deferring ``torch._dynamo`` (``repro.core.lazy_dynamo``): an eager training loop never imports it,
+the bits are those of the normal import, anything that uses dynamo gets the real package (compiling
+included, with torch's "not to be compiled" marks in force), a submodule imported through the
+stand-in runs once, and the entry point defers it unless ``REPRO_IMPORT_DYNAMO=1``.
+
+Every case is a fresh interpreter: the test process has imported dynamo long ago. The first test is
+also the guard on torch's internals: it fails when a torch upgrade changes what the deferral reads.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import FIXTURE, FIXTURE_PATH, REPO, clean_env
+
+# An eager loop that touches every optimizer path torch marks or that imports dynamo: construction
+# (add_param_group), step, zero_grad, state_dict / load_state_dict, a scheduler, a save and a load.
+_LOOP = """
+import hashlib, io, json, sys
+import torch
+from repro.core import lazy_dynamo
+
+deferred = lazy_dynamo.defer_dynamo_import()
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+opt = torch.optim.AdamW(model.parameters(), lr=0.01)
+sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 10)
+x, y = torch.randn(32, 8), torch.randn(32, 1)
+for _ in range(5):
+    opt.zero_grad()
+    torch.nn.functional.mse_loss(model(x), y).backward()
+    opt.step()
+    sched.step()
+buf = io.BytesIO()
+torch.save({"opt": opt.state_dict(), "sched": sched.state_dict()}, buf)
+state = torch.load(io.BytesIO(buf.getvalue()), weights_only=True)
+opt.load_state_dict(state["opt"])
+sched.load_state_dict(state["sched"])
+digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parameters()))
+print(json.dumps({
+    "deferred": deferred,
+    "still": lazy_dynamo.deferred(),
+    "module": type(sys.modules.get("torch._dynamo")).__name__,
+    "digest": digest.hexdigest(),
+}))
+"""
+
+
+def _python(
+    tmp_path: Path, program: str, *args: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / "program.py"
+    script.write_text(textwrap.dedent(program))
+    return subprocess.run(
+        [sys.executable, str(script), *args],
+        env=clean_env(PYTHONPATH=f"{REPO / 'src'}:{FIXTURE_PATH}", **env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+
+
+def _last_json(proc: subprocess.CompletedProcess[str]) -> dict:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_an_eager_loop_never_imports_dynamo_and_gives_the_same_bits(tmp_path: Path) -> None:
+    deferred = _last_json(_python(tmp_path, _LOOP))
+    assert deferred["deferred"], (
+        "nothing deferred: has torch changed its lazy mark? (lazy_dynamo.py)"
+    )
+    assert deferred["still"] and deferred["module"] == "_StandIn", (
+        "the eager loop imported torch._dynamo: has torch changed what its optimizers call?"
+    )
+    normal = _last_json(_python(tmp_path, _LOOP, REPRO_IMPORT_DYNAMO="1"))
+    assert not normal["deferred"] and normal["module"] == "module"
+    assert deferred["digest"] == normal["digest"]
+
+
+def test_compiling_after_deferring_gets_the_real_dynamo(tmp_path: Path) -> None:
+    program = """
+    import json, sys, types
+    import torch
+    from repro.core import lazy_dynamo
+
+    assert lazy_dynamo.defer_dynamo_import()
+    model = torch.nn.Linear(4, 4)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)  # its add_param_group took the shortcut
+    mark = torch.optim.Optimizer.zero_grad
+    fn = mark.__closure__[mark.__code__.co_freevars.index("fn")].cell_contents
+    took_shortcut = fn.__dict__.get("__dynamo_disable") is fn
+
+    calls = []
+    @torch.compile(backend="eager")
+    def f(x):
+        calls.append(1)          # a side effect: dynamo traces this frame once
+        opt.zero_grad()          # marked "not to be compiled": a graph break, run eagerly
+        return x * 2 + 1
+
+    out = [f(torch.ones(3)).tolist() for _ in range(3)]
+    wrapper = fn.__dict__.get("__dynamo_disable")
+    print(json.dumps({
+        "took_shortcut": took_shortcut,
+        "out": out,
+        "module": type(sys.modules["torch._dynamo"]).__name__,
+        "is_real": sys.modules["torch._dynamo"] is torch._dynamo,
+        "mark_restored": wrapper is not fn,
+        "still": lazy_dynamo.deferred(),
+        "meta_path_clean": not any(type(f).__name__ == "_Reuse" for f in sys.meta_path),
+    }))
+    """
+    got = _last_json(_python(tmp_path, program))
+    assert got["took_shortcut"]
+    assert got["out"] == [[3.0, 3.0, 3.0]] * 3
+    assert got["module"] == "module" and got["is_real"] and not got["still"]
+    assert got["mark_restored"], "after dynamo came in, the mark still skips dynamo's own wrapper"
+    assert got["meta_path_clean"]
+
+
+@pytest.mark.parametrize(
+    "use",
+    [
+        "import torch._dynamo.config as c",
+        "from torch._dynamo import config as c",
+        "import torch._dynamo; c = torch._dynamo.config",
+    ],
+)
+def test_using_dynamo_through_the_stand_in_runs_its_code_once(tmp_path: Path, use: str) -> None:
+    program = f"""
+    import json, sys
+    runs = []
+    def audit(event, args):
+        if event == "exec" and getattr(args[0], "co_filename", "").endswith(
+            ("_dynamo/config.py", "_dynamo/__init__.py")
+        ):
+            runs.append(args[0].co_filename.rsplit("/", 1)[1])
+    sys.addaudithook(audit)
+    import torch
+    from repro.core import lazy_dynamo
+
+    assert lazy_dynamo.defer_dynamo_import()
+    {use}
+    import torch._dynamo
+    torch._dynamo.my_flag = 5   # set through whatever object the caller holds: lands in the real one
+    real = sys.modules["torch._dynamo"]
+    print(json.dumps({{
+        "runs": sorted(runs),
+        "same": c is sys.modules["torch._dynamo.config"] is real.config,
+        "flag": getattr(real, "my_flag", None),
+        "spec_name": c.__spec__.name,
+        "loader": type(c.__spec__.loader).__name__,
+        "meta_path_clean": not any(type(f).__name__ == "_Reuse" for f in sys.meta_path),
+    }}))
+    """
+    got = _last_json(_python(tmp_path, program))
+    assert got["runs"] == ["__init__.py", "config.py"], got["runs"]
+    assert got["same"] and got["flag"] == 5
+    assert got["spec_name"] == "torch._dynamo.config" and got["loader"] == "SourceFileLoader"
+    assert got["meta_path_clean"]
+
+
+# Runs after the kit's own exit handler has done its work: reports what torch._dynamo was.
+_REPORT = """
+import atexit, os, sys
+def _report():
+    with open(os.environ["DYNAMO_REPORT"], "w") as f:
+        f.write(type(sys.modules.get("torch._dynamo")).__name__)
+atexit.register(_report)
+"""
+
+
+@pytest.mark.parametrize("opt_out", ["", "1"])
+def test_the_entry_point_defers_it_unless_told_not_to(tmp_path: Path, opt_out: str) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_REPORT)
+    report = tmp_path / "report"
+    proc = subprocess.run(
+        [sys.executable, "-m", FIXTURE, f"hydra.run.dir={tmp_path / 'run'}", "train.max_steps=3"],
+        env=clean_env(
+            PYTHONPATH=f"{site}:{REPO / 'src'}:{FIXTURE_PATH}",
+            DYNAMO_REPORT=str(report),
+            REPRO_IMPORT_DYNAMO=opt_out,
+        ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert report.read_text() == ("module" if opt_out else "_StandIn")
