@@ -40,6 +40,7 @@ import importlib
 import importlib.machinery
 import os
 import sys
+import threading
 import types
 from typing import Any
 
@@ -125,10 +126,11 @@ class _Existing:
 
 
 _reuse = _Reuse()
+_lock = threading.Lock()
 
 
 def _unhook() -> None:
-    if _reuse in sys.meta_path:
+    with contextlib.suppress(ValueError):  # another thread may have taken it out first
         sys.meta_path.remove(_reuse)
 
 
@@ -168,16 +170,19 @@ def deferred() -> bool:
 def materialize(*, submodule_next: bool = False) -> types.ModuleType:
     """Take every shortcut back and return the real ``torch._dynamo`` (imported now if need be).
     ``submodule_next``: an import of one of its submodules asked, and looks that submodule up next."""
-    while _shortcuts:
-        fn = _shortcuts.pop()
-        if fn.__dict__.get(_CACHE_ATTR) is fn:
-            del fn.__dict__[_CACHE_ATTR]
-    if not submodule_next:
-        _unhook()
-    if isinstance(sys.modules.get(NAME), _StandIn):
-        del sys.modules[NAME]
-        try:
-            return importlib.import_module(NAME)
-        finally:
+    with _lock:  # the import itself runs outside: the import system has its own per-module locks
+        for fn in _shortcuts:
+            if fn.__dict__.get(_CACHE_ATTR) is fn:
+                del fn.__dict__[_CACHE_ATTR]
+        _shortcuts.clear()
+        replaced = isinstance(sys.modules.get(NAME), _StandIn)
+        if replaced:
+            del sys.modules[NAME]
+        arm = replaced and submodule_next
+        if not arm:
+            _unhook()
+    try:
+        return importlib.import_module(NAME)
+    finally:
+        if arm:
             _reuse.spent = True
-    return importlib.import_module(NAME)
