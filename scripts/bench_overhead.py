@@ -24,7 +24,8 @@ kit), ``template`` (``python -m experiment.train``), ``lightning`` (the same
 job as a LightningModule, only when ``lightning`` is importable; it is not a
 dependency). ``--compare SRC`` adds ``template@SRC``: the template with
 another checkout's ``src`` first on PYTHONPATH (e.g. the commit before a
-change), so before and after are measured in the same invocation.
+change; the checkout's root is accepted too, and a folder without a ``repro``
+package is refused), so before and after are measured in the same invocation.
 
 ``--micro`` times the per-step pieces in-process instead (loading one batch,
 the step's fingerprint, a checkpoint's blocking time), for this checkout and
@@ -188,6 +189,17 @@ def inner_lightning(
 # -- the outer benchmark -------------------------------------------------------------------------
 
 
+def _src_folder(given: str) -> Path:
+    """``--compare``'s folder: a checkout's ``src`` (its root is accepted too). Refused when it holds
+    no ``repro`` package: the editable install would then stand in, and "before" would measure
+    this checkout."""
+    path = Path(given).resolve()
+    for candidate in (path, path / "src"):
+        if (candidate / "repro" / "__init__.py").is_file():
+            return candidate
+    raise SystemExit(f"--compare {given}: no repro package in it or in its src/ folder")
+
+
 def _env(src: Path | None = None) -> dict[str, str]:
     env = dict(os.environ)
     paths = [str(src or ROOT / "src"), str(ROOT / "tests" / "fixture")]
@@ -265,7 +277,7 @@ def main_bench(args: argparse.Namespace) -> None:
     startup_jobs = [f"{job}/1" for job in jobs]
     startup_jobs.insert(0, "import")
     results: dict[str, list[dict[str, float]]] = {j: [] for j in jobs + startup_jobs}
-    compare = Path(args.compare).resolve() if args.compare else None
+    compare = args.compare
     order = jobs + startup_jobs
     for i in range(args.pairs):
         # rotated, so that no job is always first or last
@@ -453,7 +465,7 @@ def inner_micro(repeats: int, out: Path) -> None:
 def main_micro(args: argparse.Namespace) -> None:
     variants: dict[str, Path | None] = {"this checkout": None}
     if args.compare:
-        variants["before"] = Path(args.compare).resolve()
+        variants["before"] = args.compare
     runs: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory(prefix="bench_micro_") as tmp:
         for i in range(args.pairs):
@@ -505,7 +517,9 @@ def main() -> None:
         "--steps", type=int, default=None, help="a long run: this many optimizer steps"
     )
     parser.add_argument(
-        "--compare", metavar="SRC", help="also run the template with this src folder (before)"
+        "--compare",
+        metavar="SRC",
+        help="also run the template with this checkout's src folder (or its root): before",
     )
     parser.add_argument(
         "--micro", action="store_true", help="time the per-step pieces in-process instead"
@@ -526,6 +540,8 @@ def main() -> None:
         return inner_micro(args.repeats, args.out)
     if args.pairs is None:
         args.pairs = 2 if args.quick else 5
+    if args.compare:
+        args.compare = _src_folder(args.compare)
     if args.micro:
         return main_micro(args)
     return main_bench(args)
