@@ -197,3 +197,91 @@ def test_the_entry_point_defers_it_unless_told_not_to(tmp_path: Path, opt_out: s
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert report.read_text() == ("module" if opt_out else "_StandIn")
+
+
+def test_modules_that_scan_sys_modules_import_as_usual(tmp_path: Path) -> None:
+    """``torch.library.custom_op`` (DTensor, FSDP, ``assert_close``) reads ``__file__`` of every
+    module in ``sys.modules`` while it is imported: the stand-in answers without importing dynamo
+    in the middle of that import (which failed with a circular import)."""
+    program = """
+    import json, sys
+    import torch
+    from repro.core import lazy_dynamo
+
+    assert lazy_dynamo.defer_dynamo_import()
+    import torch.distributed.tensor
+    from torch.distributed.fsdp import fully_shard
+    torch.testing.assert_close(torch.ones(3), torch.ones(3))
+    traced = torch.jit.trace(torch.nn.Linear(2, 2), torch.ones(1, 2))
+    print(json.dumps({"still": lazy_dynamo.deferred(), "traced": type(traced).__name__}))
+    """
+    got = _last_json(_python(tmp_path, program))
+    assert got["still"] and got["traced"] == "TopLevelTracedModule"
+
+
+def test_graph_break_taken_while_deferred_is_the_real_one_once_compiling(tmp_path: Path) -> None:
+    """``from torch._dynamo import graph_break`` and a held ``torch._dynamo`` give dynamo's own
+    ``graph_break`` to compiled code: ``fullgraph=True`` refuses it, as without the deferral."""
+    program = """
+    import json
+    import torch
+    from repro.core import lazy_dynamo
+
+    assert lazy_dynamo.defer_dynamo_import()
+    import torch._dynamo as held      # the stand-in, held before anything uses dynamo
+    held.graph_break()                # a no-op while deferred, as dynamo's own is outside tracing
+    from torch._dynamo import graph_break
+
+    refused = []
+    for brk in (graph_break, lambda: held.graph_break()):
+        def f(x, brk=brk):
+            x = x + 1
+            brk()
+            return x * 2
+        try:
+            torch.compile(f, backend="eager", fullgraph=True)(torch.ones(2))
+            refused.append(False)
+        except Exception as exc:
+            refused.append(type(exc).__name__)
+    print(json.dumps({"refused": refused}))
+    """
+    got = _last_json(_python(tmp_path, program))
+    assert got["refused"] == ["Unsupported", "Unsupported"], got
+
+
+def test_the_import_system_is_left_as_it_was(tmp_path: Path) -> None:
+    """After dynamo comes in through the stand-in: a finder after the kit's on ``sys.meta_path`` is
+    still asked (the kit's finder does not remove itself from the list being searched), a reload
+    runs the module's code again, and the kit's finder is gone."""
+    program = """
+    import importlib, importlib.abc, importlib.util, json, sys
+    runs = []
+    sys.addaudithook(
+        lambda event, args: runs.append(1)
+        if event == "exec" and getattr(args[0], "co_filename", "").endswith("_dynamo/exc.py")
+        else None
+    )
+    import torch
+    from repro.core import lazy_dynamo
+
+    class Virtual(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+        def find_spec(self, name, path=None, target=None):
+            return importlib.util.spec_from_loader(name, self) if name == "virtual_mod" else None
+        def create_module(self, spec):
+            return None
+        def exec_module(self, module):
+            module.x = 42
+
+    assert lazy_dynamo.defer_dynamo_import()
+    sys.meta_path.insert(1, Virtual())   # right after the kit's finder
+    from torch._dynamo import graph_break  # reads __path__: the real package comes in
+    import virtual_mod
+    importlib.reload(sys.modules["torch._dynamo.exc"])
+    print(json.dumps({
+        "virtual": virtual_mod.x,
+        "exc_runs": len(runs),
+        "kit_finder_left": any(type(f).__name__ == "_Reuse" for f in sys.meta_path),
+    }))
+    """
+    got = _last_json(_python(tmp_path, program))
+    assert got == {"virtual": 42, "exc_runs": 2, "kit_finder_left": False}, got

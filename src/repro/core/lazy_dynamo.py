@@ -17,7 +17,12 @@ imported, before the task runs) moves that import to where something needs it:
   nothing; any other use of it (``torch.compile``, ``torch._dynamo.config``,
   ``from torch._dynamo import ...``, importing one of its submodules) first takes
   every shortcut back, removes the stand-in and imports the real package, then
-  answers from it. A set attribute goes to the real package.
+  answers from it. A set attribute goes to the real package. Code that took the
+  stand-in (``import torch._dynamo as d`` while deferred) gets the real
+  ``graph_break`` from it once dynamo is in. Dunder names other than ``__path__``
+  and ``__all__`` are answered without importing (``__file__`` is the real one;
+  the others are missing): scans of ``sys.modules`` (``inspect.getmodule``, run
+  while ``torch.distributed.tensor`` is imported) must not import dynamo midway.
 
 Both shortcuts are exact while dynamo is not imported: the real wrapper only
 switches dynamo's frame hook off around the call, and no hook exists without
@@ -72,6 +77,14 @@ class _StandIn(types.ModuleType):
     """``torch._dynamo`` until something uses it: ``graph_break`` here, anything else real."""
 
     def __getattr__(self, name: str) -> Any:
+        if name == "graph_break" and sys.modules.get(NAME) is self:
+            return (
+                _graph_break  # only while deferred: a holder of this object gets the real one later
+            )
+        if name.startswith("__") and name.endswith("__") and name not in ("__path__", "__all__"):
+            # Scans of sys.modules ask every module for dunders (inspect.getmodule reads __file__,
+            # which is set): answering would import dynamo in the middle of someone else's import.
+            raise AttributeError(f"module {NAME!r} has no attribute {name!r}")
         # An import of a submodule reads its parent's __path__ first, then looks the submodule up.
         return getattr(materialize(submodule_next=name == "__path__"), name)
 
@@ -90,17 +103,19 @@ class _Reuse:
     """A meta-path finder, in place only while the stand-in is or has just been: when importing a
     submodule of dynamo (``import torch._dynamo.config``) found the stand-in as its parent, reading
     the parent's ``__path__`` imported the real package, which may have imported that submodule
-    already; the import then finds it here instead of running its code a second time."""
+    already; the import then finds it here instead of running its code a second time. Armed for
+    the next lookup of the thread that read ``__path__`` only, never for a reload."""
 
     def __init__(self) -> None:
-        self.spent = False  # the real package is imported: serve the next lookup, then go
+        self.armed_for: int | None = None  # the thread whose next lookup is served
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
-        if not self.spent:
+        if self.armed_for != threading.get_ident():
             return None
+        self.armed_for = None
         _unhook()
         module = sys.modules.get(name)
-        if module is None or not name.startswith(NAME + "."):
+        if target is not None or module is None or not name.startswith(NAME + "."):
             return None
         return importlib.machinery.ModuleSpec(name, _Existing(module), is_package=False)
 
@@ -130,8 +145,10 @@ _lock = threading.Lock()
 
 
 def _unhook() -> None:
-    with contextlib.suppress(ValueError):  # another thread may have taken it out first
-        sys.meta_path.remove(_reuse)
+    # A new list, not remove(): an import looking through sys.meta_path right now (this finder's
+    # own caller included) iterates the old one, which must not shift under it.
+    if _reuse in sys.meta_path:
+        sys.meta_path = [f for f in sys.meta_path if f is not _reuse]
 
 
 def defer_dynamo_import() -> bool:
@@ -154,10 +171,14 @@ def defer_dynamo_import() -> bool:
     stand_in = _StandIn(NAME)
     # Set through the dict: the class's __setattr__ would import the real package.
     stand_in.__dict__.update(
-        __spec__=spec, __loader__=spec.loader, __package__=NAME, graph_break=_graph_break
+        __spec__=spec,
+        __loader__=spec.loader,
+        __package__=NAME,
+        __file__=spec.origin,
+        __cached__=spec.cached,
     )
     sys.modules[NAME] = stand_in
-    _reuse.spent = False
+    _reuse.armed_for = None
     sys.meta_path.insert(0, _reuse)
     return True
 
@@ -185,4 +206,4 @@ def materialize(*, submodule_next: bool = False) -> types.ModuleType:
         return importlib.import_module(NAME)
     finally:
         if arm:
-            _reuse.spent = True
+            _reuse.armed_for = threading.get_ident()
