@@ -311,9 +311,9 @@ def _thawed_torch_flags():
 
 
 def pytest_collection_modifyitems(config, items):
-    """Modules with the most ``slow`` tests first (with ``--dist loadscope`` each module is one unit of
-    work: the longest start first, so no long module is left running alone at the end); tests marked
-    ``gpu`` skip cleanly where no CUDA device is present."""
+    """Modules with the most ``slow`` tests first (the longest work starts first, and ``--dist
+    worksteal`` balances what is left from the end of the queues); tests marked ``gpu`` skip cleanly
+    where no CUDA device is present."""
     import torch
 
     slow: dict[str, int] = {}
