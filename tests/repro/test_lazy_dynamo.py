@@ -279,3 +279,54 @@ def test_the_import_system_is_left_as_it_was(tmp_path: Path) -> None:
     """
     got = _last_json(_python(tmp_path, program))
     assert got == {"virtual": 42, "exc_runs": 2, "kit_finder_left": False}, got
+
+
+def test_what_plain_pytorch_gets_from_an_early_dynamo_import_still_holds(tmp_path: Path) -> None:
+    """Plain PyTorch has imported dynamo by the time a training loop runs, and code relies on
+    that: a saved nested jagged tensor loads with ``weights_only`` (dynamo's import allow-lists a
+    class it holds); a ``graph_break`` kept in a variable breaks compiled code's graph; code that
+    holds ``torch._dynamo`` can be pickled by reference (cloudpickle, joblib)."""
+    saved = tmp_path / "njt.pt"
+    save = (
+        "import sys, torch\n"
+        "nt = torch.nested.nested_tensor([torch.ones(2, 3), torch.ones(4, 3)], layout=torch.jagged)\n"
+        "torch.save({'nt': nt}, sys.argv[1])\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", save, str(saved)],
+        env=clean_env(),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    program = f"""
+    import json, pickle, sys
+    import torch
+    from repro.core import lazy_dynamo
+
+    assert lazy_dynamo.defer_dynamo_import()
+    opt = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)
+    import torch._dynamo as held
+    kept = held.graph_break
+    pickled = type(pickle.loads(pickle.dumps(held))).__name__
+    loaded = torch.load({str(saved)!r})["nt"]
+
+    def f(x):
+        x = x + 1
+        kept()
+        return x * 2
+    try:
+        torch.compile(f, backend="eager", fullgraph=True)(torch.ones(2))
+        refused = False
+    except Exception as exc:
+        refused = type(exc).__name__
+    print(json.dumps({{
+        "pickled": pickled,
+        "loaded": [type(loaded).__name__, loaded.size(0)],
+        "refused": refused,
+    }}))
+    """
+    got = _last_json(_python(tmp_path, program))
+    assert got["pickled"] in ("_StandIn", "module")
+    assert got["loaded"] == ["NestedTensor", 2]
+    assert got["refused"] == "Unsupported"

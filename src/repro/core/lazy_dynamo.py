@@ -53,7 +53,8 @@ import torch
 
 NAME = "torch._dynamo"
 OPT_OUT_ENV = "REPRO_IMPORT_DYNAMO"
-_CACHE_ATTR = "__dynamo_disable"  # what torch's lazy mark caches its real wrapper under
+_CACHE_ATTR = "__dynamo_disable"
+_DIM_RANGE = "torch._dynamo.decorators._DimRange"  # in saved nested jagged tensors  # what torch's lazy mark caches its real wrapper under
 
 _shortcuts: list[types.FunctionType] = []  # functions behind the lazy mark, given themselves
 
@@ -94,9 +95,31 @@ class _StandIn(types.ModuleType):
     def __delattr__(self, name: str) -> None:
         delattr(materialize(), name)
 
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return importlib.import_module, (NAME,)  # by reference, as pickle libraries do for modules
+
 
 def _graph_break(msg: str = "") -> None:
-    """``torch._dynamo.graph_break`` outside a compiled frame: nothing to do."""
+    """``torch._dynamo.graph_break`` while the stand-in stands in: nothing to do outside a compiled
+    frame. A reference kept until dynamo comes in (``gb = torch._dynamo.graph_break``) calls
+    dynamo's own from then on, so compiled code still breaks its graph there."""
+    if not isinstance(sys.modules.get(NAME), _StandIn):
+        from torch._dynamo.decorators import graph_break
+
+        graph_break(msg)
+
+
+class _DimRangeStandIn:
+    """Stands for ``torch._dynamo.decorators._DimRange`` in ``torch.load``'s weights-only allow-list
+    while deferred: importing dynamo registers that class (a saved nested jagged tensor holds
+    them), and plain PyTorch has imported dynamo by the time a training loop loads one. Loading
+    one imports dynamo and builds the real object."""
+
+    own_name = f"{__name__}._DimRangeStandIn"
+
+    def __new__(cls, *args: Any) -> Any:
+        real = materialize().decorators._DimRange
+        return real.__new__(real, *args)
 
 
 class _Reuse:
@@ -178,6 +201,11 @@ def defer_dynamo_import() -> bool:
         __cached__=spec.cached,
     )
     sys.modules[NAME] = stand_in
+    allow = getattr(torch.serialization, "add_safe_globals", None)
+    if allow is not None:
+        # Under dynamo's name while deferred; under its own too, so that an object whose class was
+        # looked up before dynamo came in (both names then map to a class) is still allowed.
+        allow([(_DimRangeStandIn, _DIM_RANGE), (_DimRangeStandIn, _DimRangeStandIn.own_name)])
     _reuse.armed_for = None
     sys.meta_path.insert(0, _reuse)
     return True
@@ -186,6 +214,17 @@ def defer_dynamo_import() -> bool:
 def deferred() -> bool:
     """Whether ``torch._dynamo`` is, right now, the stand-in."""
     return isinstance(sys.modules.get(NAME), _StandIn)
+
+
+def _drop_dynamo_name() -> None:
+    """Once dynamo is in, its own ``_DimRange`` is the only class allowed under its name (two
+    classes under one name would leave the choice to the order of a set)."""
+    ser = torch.serialization
+    ours = (_DimRangeStandIn, _DIM_RANGE)
+    if hasattr(ser, "get_safe_globals") and ours in ser.get_safe_globals():
+        rest = [g for g in ser.get_safe_globals() if g != ours]
+        ser.clear_safe_globals()
+        ser.add_safe_globals(rest)
 
 
 def materialize(*, submodule_next: bool = False) -> types.ModuleType:
@@ -203,7 +242,9 @@ def materialize(*, submodule_next: bool = False) -> types.ModuleType:
         if not arm:
             _unhook()
     try:
-        return importlib.import_module(NAME)
+        module = importlib.import_module(NAME)
+        _drop_dynamo_name()
+        return module
     finally:
         if arm:
             _reuse.armed_for = threading.get_ident()
