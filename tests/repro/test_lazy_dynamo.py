@@ -330,3 +330,47 @@ def test_what_plain_pytorch_gets_from_an_early_dynamo_import_still_holds(tmp_pat
     assert got["pickled"] in ("_StandIn", "module")
     assert got["loaded"] == ["NestedTensor", 2]
     assert got["refused"] == "Unsupported"
+
+
+def test_two_threads_reaching_dynamo_at_once_run_its_config_once(tmp_path: Path) -> None:
+    """One thread imports ``torch._dynamo.config`` through the stand-in while another touches a
+    held stand-in during that import: ``config.py`` still runs once, and the config a user sets is
+    the one dynamo reads."""
+    program = """
+    import json, sys, threading, time
+    runs = []
+    sys.addaudithook(
+        lambda event, args: runs.append(1)
+        if event == "exec" and getattr(args[0], "co_filename", "").endswith("_dynamo/config.py")
+        else None
+    )
+    import torch
+    from repro.core import lazy_dynamo
+
+    assert lazy_dynamo.defer_dynamo_import()
+    import torch._dynamo as held
+    out = {}
+
+    def first():
+        import torch._dynamo.config as c
+        out["first"] = c
+
+    def second():  # waits until the first thread's import of the real package has begun
+        while type(sys.modules.get("torch._dynamo")).__name__ != "module":
+            time.sleep(0.001)
+        out["second"] = held.config
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    import torch._dynamo.convert_frame as convert_frame
+    print(json.dumps({
+        "config_runs": len(runs),
+        "same": out["first"] is out["second"] is sys.modules["torch._dynamo.config"],
+        "dynamo_reads_it": convert_frame.config is torch._dynamo.config,
+    }))
+    """
+    got = _last_json(_python(tmp_path, program))
+    assert got == {"config_runs": 1, "same": True, "dynamo_reads_it": True}, got

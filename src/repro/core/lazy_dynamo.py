@@ -126,17 +126,22 @@ class _Reuse:
     """A meta-path finder, in place only while the stand-in is or has just been: when importing a
     submodule of dynamo (``import torch._dynamo.config``) found the stand-in as its parent, reading
     the parent's ``__path__`` imported the real package, which may have imported that submodule
-    already; the import then finds it here instead of running its code a second time. Armed for
-    the next lookup of the thread that read ``__path__`` only, never for a reload."""
+    already; the import then finds it here instead of running its code a second time. It serves
+    only a thread that read ``__path__``, only once that thread's import of the package is done,
+    only its next lookup, and never a reload."""
 
     def __init__(self) -> None:
-        self.armed_for: int | None = None  # the thread whose next lookup is served
+        # Threads that read the stand-in's __path__ -> whether their import of the package is done.
+        self.waiting: dict[int, bool] = {}
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
-        if self.armed_for != threading.get_ident():
+        thread = threading.get_ident()
+        if not self.waiting.get(thread):
             return None
-        self.armed_for = None
-        _unhook()
+        with _lock:
+            self.waiting.pop(thread, None)
+            if not self.waiting:
+                _unhook()
         module = sys.modules.get(name)
         if target is not None or module is None or not name.startswith(NAME + "."):
             return None
@@ -206,7 +211,7 @@ def defer_dynamo_import() -> bool:
         # Under dynamo's name while deferred; under its own too, so that an object whose class was
         # looked up before dynamo came in (both names then map to a class) is still allowed.
         allow([(_DimRangeStandIn, _DIM_RANGE), (_DimRangeStandIn, _DimRangeStandIn.own_name)])
-    _reuse.armed_for = None
+    _reuse.waiting.clear()
     sys.meta_path.insert(0, _reuse)
     return True
 
@@ -229,22 +234,24 @@ def _drop_dynamo_name() -> None:
 
 def materialize(*, submodule_next: bool = False) -> types.ModuleType:
     """Take every shortcut back and return the real ``torch._dynamo`` (imported now if need be).
-    ``submodule_next``: an import of one of its submodules asked, and looks that submodule up next."""
+    ``submodule_next``: an import of one of its submodules asked, and looks that submodule up next
+    (once the package is in: another thread may be importing it right now)."""
+    thread = threading.get_ident()
     with _lock:  # the import itself runs outside: the import system has its own per-module locks
         for fn in _shortcuts:
             if fn.__dict__.get(_CACHE_ATTR) is fn:
                 del fn.__dict__[_CACHE_ATTR]
         _shortcuts.clear()
-        replaced = isinstance(sys.modules.get(NAME), _StandIn)
-        if replaced:
+        if isinstance(sys.modules.get(NAME), _StandIn):
             del sys.modules[NAME]
-        arm = replaced and submodule_next
-        if not arm:
+        if submodule_next:
+            _reuse.waiting[thread] = False
+        elif not _reuse.waiting:
             _unhook()
     try:
         module = importlib.import_module(NAME)
         _drop_dynamo_name()
         return module
     finally:
-        if arm:
-            _reuse.armed_for = threading.get_ident()
+        if submodule_next:
+            _reuse.waiting[thread] = True
