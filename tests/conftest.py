@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +78,36 @@ def clean_env(*also_drop: str, **extra: str) -> dict[str, str]:
     paths = [str(FIXTURE_PATH), *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     return {**env, **extra}
+
+
+def run_python(
+    tmp_path: Path,
+    program: str,
+    *args: str,
+    sitecustomize: str | None = None,
+    timeout: float = 300,
+    **env: str,
+) -> subprocess.CompletedProcess[str]:
+    """``program`` (dedented, written to ``tmp_path/program.py``) with ``args`` in a fresh
+    interpreter: working directory ``tmp_path``, the session's clean environment plus ``env``, the
+    kit's ``src`` and the fixture importable; ``sitecustomize``: code the interpreter runs first
+    (claims about how a process starts or ends)."""
+    paths = [str(REPO / "src"), str(FIXTURE_PATH)]
+    if sitecustomize is not None:
+        site = tmp_path / "site"
+        site.mkdir(exist_ok=True)
+        (site / "sitecustomize.py").write_text(sitecustomize)
+        paths.insert(0, str(site))
+    script = tmp_path / "program.py"
+    script.write_text(textwrap.dedent(program))
+    return subprocess.run(
+        [sys.executable, str(script), *args],
+        env=clean_env(PYTHONPATH=os.pathsep.join(paths), **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=tmp_path,
+    )
 
 
 #: ``REPRO_TESTS_FRESH=1``: every run in a fresh interpreter, none forked from the fork servers.

@@ -15,7 +15,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from conftest import FIXTURE, FIXTURE_PATH, REPO, clean_env
+from conftest import FIXTURE, clean_env, run_python
 
 # An eager loop that touches every optimizer path torch marks or that imports dynamo: construction
 # (add_param_group), step, zero_grad, state_dict / load_state_dict, a scheduler, a save and a load.
@@ -50,19 +50,18 @@ print(json.dumps({
 """
 
 
-def _python(
-    tmp_path: Path, program: str, *args: str, **env: str
-) -> subprocess.CompletedProcess[str]:
-    script = tmp_path / "program.py"
-    script.write_text(textwrap.dedent(program))
-    return subprocess.run(
-        [sys.executable, str(script), *args],
-        env=clean_env(PYTHONPATH=f"{REPO / 'src'}:{FIXTURE_PATH}", **env),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
+def _count_runs(*endings: str) -> str:
+    """Program text to put first: it records, in ``runs``, the file name of every module body run
+    whose path ends with one of ``endings`` (an audit hook on ``exec``)."""
+    return textwrap.dedent(f"""
+        import sys
+        runs = []
+        def _audit(event, args, _endings={endings!r}):
+            name = getattr(args[0], "co_filename", "") if event == "exec" else ""
+            if name.endswith(_endings):
+                runs.append(name.rsplit("/", 1)[1])
+        sys.addaudithook(_audit)
+    """)
 
 
 def _last_json(proc: subprocess.CompletedProcess[str]) -> dict:
@@ -71,14 +70,14 @@ def _last_json(proc: subprocess.CompletedProcess[str]) -> dict:
 
 
 def test_an_eager_loop_never_imports_dynamo_and_gives_the_same_bits(tmp_path: Path) -> None:
-    deferred = _last_json(_python(tmp_path, _LOOP))
+    deferred = _last_json(run_python(tmp_path, _LOOP))
     assert deferred["deferred"], (
         "nothing deferred: has torch changed its lazy mark? (lazy_dynamo.py)"
     )
     assert deferred["still"] and deferred["module"] == "_StandIn", (
         "the eager loop imported torch._dynamo: has torch changed what its optimizers call?"
     )
-    normal = _last_json(_python(tmp_path, _LOOP, REPRO_IMPORT_DYNAMO="1"))
+    normal = _last_json(run_python(tmp_path, _LOOP, REPRO_IMPORT_DYNAMO="1"))
     assert not normal["deferred"] and normal["module"] == "module"
     assert deferred["digest"] == normal["digest"]
 
@@ -115,7 +114,7 @@ def test_compiling_after_deferring_gets_the_real_dynamo(tmp_path: Path) -> None:
         "meta_path_clean": not any(type(f).__name__ == "_Reuse" for f in sys.meta_path),
     }))
     """
-    got = _last_json(_python(tmp_path, program))
+    got = _last_json(run_python(tmp_path, program))
     assert got["took_shortcut"]
     assert got["out"] == [[3.0, 3.0, 3.0]] * 3
     assert got["module"] == "module" and got["is_real"] and not got["still"]
@@ -130,13 +129,6 @@ def test_a_submodule_imported_through_the_stand_in_runs_once(tmp_path: Path) -> 
     use = "import torch._dynamo.config as c"
     program = f"""
     import json, sys
-    runs = []
-    def audit(event, args):
-        if event == "exec" and getattr(args[0], "co_filename", "").endswith(
-            ("_dynamo/config.py", "_dynamo/__init__.py")
-        ):
-            runs.append(args[0].co_filename.rsplit("/", 1)[1])
-    sys.addaudithook(audit)
     import torch
     from repro.core import lazy_dynamo
 
@@ -154,7 +146,8 @@ def test_a_submodule_imported_through_the_stand_in_runs_once(tmp_path: Path) -> 
         "meta_path_clean": not any(type(f).__name__ == "_Reuse" for f in sys.meta_path),
     }}))
     """
-    got = _last_json(_python(tmp_path, program))
+    count = _count_runs("_dynamo/config.py", "_dynamo/__init__.py")
+    got = _last_json(run_python(tmp_path, count + textwrap.dedent(program)))
     assert got["runs"] == ["__init__.py", "config.py"], got["runs"]
     assert got["same"] and got["flag"] == 5
     assert got["spec_name"] == "torch._dynamo.config" and got["loader"] == "SourceFileLoader"
@@ -174,20 +167,20 @@ atexit.register(_report)
 def test_the_entry_point_defers_it(tmp_path: Path) -> None:
     """A run through the entry point ends with the stand-in in place (``REPRO_IMPORT_DYNAMO=1`` is
     read by ``defer_dynamo_import`` itself: the first test runs it both ways)."""
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(_REPORT)
+    launcher = (
+        "import runpy, sys\n"
+        "sys.argv = sys.argv[1:]\n"
+        "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)\n"
+    )
     report = tmp_path / "report"
-    proc = subprocess.run(
-        [sys.executable, "-m", FIXTURE, f"hydra.run.dir={tmp_path / 'run'}", "train.max_steps=3"],
-        env=clean_env(
-            PYTHONPATH=f"{site}:{REPO / 'src'}:{FIXTURE_PATH}",
-            DYNAMO_REPORT=str(report),
-        ),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
+    proc = run_python(
+        tmp_path,
+        launcher,
+        FIXTURE,
+        f"hydra.run.dir={tmp_path / 'run'}",
+        "train.max_steps=3",
+        sitecustomize=_REPORT,
+        DYNAMO_REPORT=str(report),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert report.read_text() == "_StandIn"
@@ -209,7 +202,7 @@ def test_modules_that_scan_sys_modules_import_as_usual(tmp_path: Path) -> None:
     traced = torch.jit.trace(torch.nn.Linear(2, 2), torch.ones(1, 2))
     print(json.dumps({"still": lazy_dynamo.deferred(), "traced": type(traced).__name__}))
     """
-    got = _last_json(_python(tmp_path, program))
+    got = _last_json(run_python(tmp_path, program))
     assert got["still"] and got["traced"] == "TopLevelTracedModule"
 
 
@@ -239,7 +232,7 @@ def test_graph_break_taken_while_deferred_is_the_real_one_once_compiling(tmp_pat
             refused.append(type(exc).__name__)
     print(json.dumps({"refused": refused}))
     """
-    got = _last_json(_python(tmp_path, program))
+    got = _last_json(run_python(tmp_path, program))
     assert got["refused"] == ["Unsupported", "Unsupported"], got
 
 
@@ -249,12 +242,6 @@ def test_the_import_system_is_left_as_it_was(tmp_path: Path) -> None:
     runs the module's code again, and the kit's finder is gone."""
     program = """
     import importlib, importlib.abc, importlib.util, json, sys
-    runs = []
-    sys.addaudithook(
-        lambda event, args: runs.append(1)
-        if event == "exec" and getattr(args[0], "co_filename", "").endswith("_dynamo/exc.py")
-        else None
-    )
     import torch
     from repro.core import lazy_dynamo
 
@@ -277,7 +264,8 @@ def test_the_import_system_is_left_as_it_was(tmp_path: Path) -> None:
         "kit_finder_left": any(type(f).__name__ == "_Reuse" for f in sys.meta_path),
     }))
     """
-    got = _last_json(_python(tmp_path, program))
+    count = _count_runs("_dynamo/exc.py")
+    got = _last_json(run_python(tmp_path, count + textwrap.dedent(program)))
     assert got == {"virtual": 42, "exc_runs": 2, "kit_finder_left": False}, got
 
 
@@ -326,7 +314,7 @@ def test_what_plain_pytorch_gets_from_an_early_dynamo_import_still_holds(tmp_pat
         "refused": refused,
     }}))
     """
-    got = _last_json(_python(tmp_path, program))
+    got = _last_json(run_python(tmp_path, program))
     assert got["pickled"] in ("_StandIn", "module")
     assert got["loaded"] == ["NestedTensor", 2]
     assert got["refused"] == "Unsupported"
@@ -338,12 +326,6 @@ def test_two_threads_reaching_dynamo_at_once_run_its_config_once(tmp_path: Path)
     the one dynamo reads."""
     program = """
     import json, sys, threading, time
-    runs = []
-    sys.addaudithook(
-        lambda event, args: runs.append(1)
-        if event == "exec" and getattr(args[0], "co_filename", "").endswith("_dynamo/config.py")
-        else None
-    )
     import torch
     from repro.core import lazy_dynamo
 
@@ -372,5 +354,6 @@ def test_two_threads_reaching_dynamo_at_once_run_its_config_once(tmp_path: Path)
         "dynamo_reads_it": convert_frame.config is torch._dynamo.config,
     }))
     """
-    got = _last_json(_python(tmp_path, program))
+    count = _count_runs("_dynamo/config.py")
+    got = _last_json(run_python(tmp_path, count + textwrap.dedent(program)))
     assert got == {"config_runs": 1, "same": True, "dynamo_reads_it": True}, got

@@ -5,13 +5,11 @@ Every case is a fresh interpreter: the claim is about how a process ends."""
 from __future__ import annotations
 
 import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURE, FIXTURE_PATH, REPO, clean_env
+from conftest import FIXTURE, run_python
 
 # Registered before the kit's handler, so it runs after it: it records what the handler left.
 _LAST_WORD = """
@@ -59,23 +57,9 @@ quick_teardown_at_exit()
 
 
 def _run(tmp_path: Path, program: str, *args: str, **env: str) -> subprocess.CompletedProcess:
-    site = tmp_path / "site"
-    site.mkdir(exist_ok=True)
-    (site / "sitecustomize.py").write_text(_LAST_WORD)
-    run_env = clean_env(
-        PYTHONPATH=f"{site}:{REPO / 'src'}:{FIXTURE_PATH}",
-        LAST_WORD=str(tmp_path / "last_word"),
-        **env,
-    )
-    script = tmp_path / "program.py"
-    script.write_text(textwrap.dedent(program))
-    return subprocess.run(
-        [sys.executable, str(script), *args],
-        env=run_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
+    last_word = str(tmp_path / "last_word")
+    return run_python(
+        tmp_path, program, *args, sitecustomize=_LAST_WORD, timeout=120, LAST_WORD=last_word, **env
     )
 
 

@@ -23,6 +23,9 @@ imported, before the task runs) moves that import to where something needs it:
   and ``__all__`` are answered without importing (``__file__`` is the real one;
   the others are missing): scans of ``sys.modules`` (``inspect.getmodule``, run
   while ``torch.distributed.tensor`` is imported) must not import dynamo midway.
+* while deferred, ``torch.load``'s weights-only allow-list holds a stand-in for
+  the class dynamo's import would allow-list (``_DimRange``, in saved nested
+  jagged tensors); loading one brings dynamo in.
 
 Both shortcuts are exact while dynamo is not imported: the real wrapper only
 switches dynamo's frame hook off around the call, and no hook exists without
@@ -53,8 +56,8 @@ import torch
 
 NAME = "torch._dynamo"
 OPT_OUT_ENV = "REPRO_IMPORT_DYNAMO"
-_CACHE_ATTR = "__dynamo_disable"
-_DIM_RANGE = "torch._dynamo.decorators._DimRange"  # in saved nested jagged tensors  # what torch's lazy mark caches its real wrapper under
+_CACHE_ATTR = "__dynamo_disable"  # what torch's lazy mark caches its real wrapper under
+_DIM_RANGE = "torch._dynamo.decorators._DimRange"  # held by saved nested jagged tensors
 
 _shortcuts: list[types.FunctionType] = []  # functions behind the lazy mark, given themselves
 
@@ -79,9 +82,8 @@ class _StandIn(types.ModuleType):
 
     def __getattr__(self, name: str) -> Any:
         if name == "graph_break" and sys.modules.get(NAME) is self:
-            return (
-                _graph_break  # only while deferred: a holder of this object gets the real one later
-            )
+            # Only while deferred: a holder of this object gets dynamo's own once it is in.
+            return _graph_break
         if name.startswith("__") and name.endswith("__") and name not in ("__path__", "__all__"):
             # Scans of sys.modules ask every module for dunders (inspect.getmodule reads __file__,
             # which is set): answering would import dynamo in the middle of someone else's import.
@@ -170,6 +172,7 @@ class _Existing:
 
 _reuse = _Reuse()
 _lock = threading.Lock()
+_real: types.ModuleType | None = None  # the real package, once materialize() has imported it
 
 
 def _unhook() -> None:
@@ -182,7 +185,7 @@ def _unhook() -> None:
 def defer_dynamo_import() -> bool:
     """Defer importing ``torch._dynamo`` (see the module's text). True when deferred; False when it
     is already imported, ``REPRO_IMPORT_DYNAMO`` is set, or torch is not the torch understood here."""
-    if os.environ.get(OPT_OUT_ENV, "") not in ("", "0") or NAME in sys.modules:
+    if os.environ.get(OPT_OUT_ENV, "").strip() not in ("", "0") or NAME in sys.modules:
         return False
     code = _mark_code()
     spec = importlib.machinery.PathFinder.find_spec(NAME, list(torch.__path__))
@@ -226,16 +229,19 @@ def _drop_dynamo_name() -> None:
     classes under one name would leave the choice to the order of a set)."""
     ser = torch.serialization
     ours = (_DimRangeStandIn, _DIM_RANGE)
-    if hasattr(ser, "get_safe_globals") and ours in ser.get_safe_globals():
-        rest = [g for g in ser.get_safe_globals() if g != ours]
+    allowed = ser.get_safe_globals() if hasattr(ser, "get_safe_globals") else []
+    if ours in allowed:
         ser.clear_safe_globals()
-        ser.add_safe_globals(rest)
+        ser.add_safe_globals([g for g in allowed if g != ours])
 
 
 def materialize(*, submodule_next: bool = False) -> types.ModuleType:
     """Take every shortcut back and return the real ``torch._dynamo`` (imported now if need be).
     ``submodule_next``: an import of one of its submodules asked, and looks that submodule up next
     (once the package is in: another thread may be importing it right now)."""
+    global _real
+    if _real is not None and sys.modules.get(NAME) is _real:
+        return _real  # a held stand-in, used after dynamo came in: nothing left to undo
     thread = threading.get_ident()
     with _lock:  # the import itself runs outside: the import system has its own per-module locks
         for fn in _shortcuts:
@@ -251,6 +257,7 @@ def materialize(*, submodule_next: bool = False) -> types.ModuleType:
     try:
         module = importlib.import_module(NAME)
         _drop_dynamo_name()
+        _real = module
         return module
     finally:
         if submodule_next:
