@@ -55,7 +55,6 @@ from repro.launch.preflight import (
     preflight,
 )
 from repro.launch.sweep import job_lines, remember_sweep
-from repro.launch.teardown import quick_teardown_at_exit
 from repro.run.layout import RUN_FILE
 from repro.run.resume import RunCompleted
 
@@ -240,7 +239,6 @@ def entrypoint(
 
         @functools.wraps(task)
         def main() -> Any:
-            quick_teardown_at_exit()  # about 0.3 s off the end of the process (repro.launch.teardown)
             register_configs()
             register_help_resolvers()  # for --help (conf/hydra/help/repro.yaml)
             _ENTRY.update(
@@ -344,7 +342,6 @@ def _run_task(task: TaskFn, cfg: DictConfig, node: str, safe_keys: tuple[str, ..
 
     from hydra.core.hydra_config import HydraConfig
 
-    from repro.core.lazy_dynamo import defer_dynamo_import
     from repro.run.start import open_run
 
     hc = HydraConfig.get()
@@ -365,7 +362,6 @@ def _run_task(task: TaskFn, cfg: DictConfig, node: str, safe_keys: tuple[str, ..
     except RunCompleted as done:  # a requeued sweep job that had already finished
         logging.getLogger("repro.run").info("%s", done)
         return json.loads((run_dir / RUN_FILE).read_text()).get("result") or {}
-    defer_dynamo_import()  # torch's compiler stack only when something uses it (repro.core.lazy_dynamo)
     try:
         result = task(run)
     except (

@@ -403,10 +403,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from repro.tools.replay import ReplayFailed
 
-    if argv is None:  # the program itself (not a call from Python): end it quickly
-        from repro.launch.teardown import quick_teardown_at_exit
-
-        quick_teardown_at_exit()
     for stream in (
         sys.stdout,
         sys.stderr,
