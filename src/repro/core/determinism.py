@@ -217,30 +217,43 @@ def _apply_fp32_precision(tf32: bool, report: DeterminismReport) -> None:
 
 #: Read by ``torch._inductor.config`` when it is imported: its ``deterministic`` default.
 _INDUCTOR_ENV = "TORCHINDUCTOR_DETERMINISTIC"
+#: torch releases (major.minor) the test suite has run the private switch on; any other release
+#: takes the public call. Add a release here only after ``tests/repro/test_determinism.py`` passed on it.
+PRIVATE_SWITCH_TESTED = ("2.13",)
+
+
+def private_switch_allowed(version: str | None = None) -> bool:
+    """Whether this torch release (``version``, default the one imported) is one the private
+    deterministic switch was tested on (:data:`PRIVATE_SWITCH_TESTED`)."""
+    release = (version or torch.__version__).split("+")[0]
+    return ".".join(release.split(".")[:2]) in PRIVATE_SWITCH_TESTED and hasattr(
+        torch._C, "_set_deterministic_algorithms"
+    )
 
 
 def set_deterministic_algorithms(mode: bool, *, warn_only: bool = False) -> None:
     """``torch.use_deterministic_algorithms(mode, warn_only=...)`` without importing inductor.
 
     The public call imports ``torch._inductor.config`` (about a second) only to
-    mirror the flag into inductor's ``deterministic`` setting. When inductor is
-    not imported yet, this sets the flag through the same C++ switch the public
-    call uses and leaves the mirror to ``TORCHINDUCTOR_DETERMINISTIC``, which
-    inductor reads when it is first imported (``torch.compile`` later in this
-    process, or in a child process, sees the same setting). When inductor is
-    already imported, or torch no longer has the switch, the public call is used.
-    The caller reads the flags back; ``tests/repro/test_determinism.py`` fails
-    if the private switch stops doing what the public call does.
+    mirror the flag into inductor's ``deterministic`` setting. On the torch
+    releases the suite has run this on (:data:`PRIVATE_SWITCH_TESTED`), while
+    inductor is not imported yet, this sets the flag through the C++ switch the
+    public call uses and leaves the mirror to ``TORCHINDUCTOR_DETERMINISTIC``,
+    which inductor reads when it is first imported (``torch.compile`` later in
+    this process, or in a child process, sees the same setting). Otherwise the
+    public call is used. The caller reads the flags back;
+    ``tests/repro/test_determinism.py`` fails if the private switch stops doing
+    what the public call does.
     """
-    fast = getattr(torch._C, "_set_deterministic_algorithms", None)
-    if fast is None or "torch._inductor.config" in sys.modules:
+    if not private_switch_allowed() or "torch._inductor.config" in sys.modules:
         torch.use_deterministic_algorithms(mode, warn_only=warn_only)
         return
-    fast(mode, warn_only=warn_only)
+    torch._C._set_deterministic_algorithms(mode, warn_only=warn_only)
     if mode:
         os.environ[_INDUCTOR_ENV] = "1"
     elif os.environ.get(_INDUCTOR_ENV) == "1":
-        os.environ[_INDUCTOR_ENV] = "0"  # what the public call would leave inductor with
+        # what the public call would leave inductor with
+        os.environ[_INDUCTOR_ENV] = "0"
 
 
 def apply_flags(rc: ReproConfig, report: DeterminismReport) -> None:

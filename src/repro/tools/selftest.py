@@ -105,13 +105,11 @@ def workload() -> dict[str, str]:
     from torch import nn
 
     torch.set_num_threads(1)
-    # The flag itself: torch.use_deterministic_algorithms also imports torch._inductor to set its
-    # config (seconds, and nothing here is compiled). The worker reports the flag read back.
-    set_flag = getattr(torch._C, "_set_deterministic_algorithms", None)
-    if set_flag is not None:
-        set_flag(True)
-    else:
-        torch.use_deterministic_algorithms(True)
+    from repro.core.determinism import set_deterministic_algorithms
+
+    # The kit's own switch (no inductor import on tested torch releases); the worker reports the
+    # flag read back.
+    set_deterministic_algorithms(True)
     g = torch.Generator().manual_seed(SEED)
     x = torch.randn(8 * BATCH, 3, 16, 16, generator=g)
     y = torch.randint(0, 4, (8 * BATCH,), generator=g)
