@@ -147,3 +147,36 @@ def test_every_kit_module_imports():
             importlib.import_module(info.name)
     for name in repro.__all__:  # every public name resolves
         assert getattr(repro, name) is not None, name
+
+
+#: Reaches into torch's or CPython's internals (docs/layout.md, "What we do not do"): a stand-in module
+#: put in ``sys.modules``, a frozen heap, a function's code object or closure, objects found through the
+#: garbage collector, a hook in the import system, a private attribute of torch's C module.
+_INTERNALS = {
+    "a stand-in in sys.modules": r"sys\.modules\[[^]]+\]\s*=|sys\.modules\.(setdefault|update)\(",
+    "gc.freeze": r"gc\.(freeze|get_objects|get_referrers)\b",
+    "a code object or closure": r"\b(__code__|co_consts|co_code|__closure__|__globals__)\b",
+    "the import system": r"\bmeta_path\b|\bpath_hooks\b",
+    "torch's C module": r"torch\._C\b",
+}
+#: The one private call allowed (gated to tested torch releases, checked against the public call in
+#: tests/repro/test_determinism.py).
+_ALLOWED_INTERNAL = {("repro/core/determinism.py", "_set_deterministic_algorithms")}
+
+
+def test_no_torch_or_cpython_internals_in_the_code():
+    import re
+
+    found = []
+    for path in sorted(KIT.parent.rglob("*.py")):
+        rel = path.relative_to(KIT.parent).as_posix()
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#", 1)[0]
+            for what, pattern in _INTERNALS.items():
+                match = re.search(pattern, code)
+                if match is None:
+                    continue
+                if any(rel == f and allowed in code for f, allowed in _ALLOWED_INTERNAL):
+                    continue
+                found.append(f"{rel}:{n}: {what}: {line.strip()}")
+    assert not found, "\n".join(found)

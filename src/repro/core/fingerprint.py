@@ -92,16 +92,12 @@ def _digest_flat(tensors: list[torch.Tensor]) -> torch.Tensor:
     return total
 
 
-#: torch's one-call flatten-and-concatenate (what DDP uses); None where a torch build lacks it.
-_FLATTEN = getattr(getattr(torch._C, "_nn", None), "flatten_dense_tensors", None)
-
-
 def _one_group(tensors: list[torch.Tensor]) -> torch.Tensor | None:
     """The int64 bits of ``tensors`` concatenated, in one call, when they make a single group of
     :func:`_digest_flat` (one dtype, neither bool nor complex, at most ``_SLAB`` elements in all);
     else None. The same bits as concatenating each tensor's :func:`_raw` view, for less Python per
-    tensor: a model's few hundred parameters are flattened by one call instead of four each."""
-    if _FLATTEN is None or len(tensors) < 2:
+    tensor: a model's few hundred parameters are concatenated by one call instead of four each."""
+    if len(tensors) < 2:
         return None
     dtype = tensors[0].dtype
     if dtype == torch.bool or dtype.is_complex or any(t.dtype != dtype for t in tensors):
@@ -109,7 +105,7 @@ def _one_group(tensors: list[torch.Tensor]) -> torch.Tensor | None:
     if sum(t.numel() for t in tensors) > _SLAB:
         return None
     with torch.no_grad():
-        flat = _FLATTEN(tensors)
+        flat = torch.cat([t.reshape(-1) for t in tensors])
     return flat.view(_BITS_VIEW[flat.element_size()]).to(torch.int64)
 
 
