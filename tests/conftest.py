@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
-import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,95 +107,6 @@ def run_python(
     )
 
 
-#: ``REPRO_TESTS_FRESH=1``: every run in a fresh interpreter, none forked from the fork servers.
-ALWAYS_FRESH = os.environ.get("REPRO_TESTS_FRESH") == "1"
-
-
-class ForkServers:
-    """Interpreters that imported torch, numpy and Hydra once and fork a child per run
-    (``tests/zygote_server.py``): a run then costs its own work, not 2.4 s of imports. One server per
-    hash seed a run may start with ("" for none, "0" for the kit's pin), started on first use; a run
-    they cannot serve as a fresh interpreter would (another environment, flags) gets a real process."""
-
-    def __init__(self) -> None:
-        self.paths: dict[str, str] = {}
-        self.bases: dict[str, dict[str, str]] = {}
-        self.procs: list[subprocess.Popen] = []
-        self.broken = False
-        #: Why the last run was not served (for the fork server's own tests).
-        self.last_refusal = ""
-
-    def _start(self) -> None:
-        folder = tempfile.mkdtemp(prefix="repro-zygote-")
-        self.paths = {"": os.path.join(folder, "none"), "0": os.path.join(folder, "zero")}
-        peers = [f"{seed}={path}" for seed, path in self.paths.items()]
-        server = str(Path(__file__).with_name("zygote_server.py"))
-        for seed, path in self.paths.items():
-            env = clean_env(**({"PYTHONHASHSEED": seed} if seed else {}))
-            self.bases[seed] = env
-            proc = subprocess.Popen(
-                [sys.executable, server, path, *peers],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                env=env,
-                cwd=folder,
-            )
-            self.procs.append(proc)
-        for proc in self.procs:
-            if proc.stdout.readline() != b"ready\n":
-                raise RuntimeError("a fork server did not start")
-        atexit.register(self.stop)
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            proc.stdin.close()
-            proc.wait(timeout=30)
-        self.procs = []
-
-    def run(self, cmd: list[str], env: dict[str, str], cwd: Path, timeout: float):
-        """``cmd`` (``python -m module ...``) forked from a server, as ``subprocess.run(...,
-        capture_output=True, text=True)`` would give it; ``None`` where no server can serve it."""
-        from zygote_server import ask, env_difference, module_argv
-
-        seed = env.get("PYTHONHASHSEED", "")
-        if ALWAYS_FRESH or self.broken or cmd[0] != sys.executable or not module_argv(cmd[1:]):
-            return None
-        if not self.procs:
-            try:
-                self._start()
-            except (OSError, RuntimeError) as err:
-                self.broken = True
-                print(f"fork servers unavailable ({err}): runs start fresh interpreters")
-                return None
-        if seed not in self.paths:
-            self.last_refusal = f"no server for PYTHONHASHSEED={seed}"
-            return None
-        differ = env_difference(env, self.bases[seed])
-        if differ:
-            self.last_refusal = "environment differs in " + ", ".join(differ)
-            return None
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            with open(os.devnull) as nothing:
-                fds = [nothing.fileno(), out.fileno(), err.fileno()]
-                conn, pid = ask(self.paths[seed], cmd[1:], env, str(cwd), fds, None)
-            with conn:
-                conn.settimeout(timeout)
-                try:
-                    status = json.loads(conn.recv(1 << 20))["status"]
-                except TimeoutError:
-                    os.killpg(pid, signal.SIGKILL)
-                    raise subprocess.TimeoutExpired(cmd, timeout) from None
-            texts = []
-            for stream in (out, err):
-                stream.seek(0)
-                text = stream.read().decode(errors="replace")
-                texts.append(text.replace("\r\n", "\n").replace("\r", "\n"))
-        return subprocess.CompletedProcess(cmd, status, texts[0], texts[1])
-
-
-FORK_SERVERS = ForkServers()
-
-
 def run_main(
     run_dir: Path,
     *overrides: str,
@@ -207,14 +115,10 @@ def run_main(
     cwd: Path | None = None,
     args: list[str] | None = None,
     module: str = "experiment.train",
-    fresh: bool = False,
 ) -> Run:
-    """``python -m experiment.train`` (or ``module``) in a new process, writing into ``run_dir``.
-
-    The process is forked from a fork server (:class:`ForkServers`) where one can serve it;
-    ``fresh=True`` starts a new interpreter, for claims about processes (see docs/testing.md)."""
+    """``python -m experiment.train`` (or ``module``) in a fresh interpreter, writing into ``run_dir``."""
     cmd = [sys.executable, "-m", module, *(args or []), f"hydra.run.dir={run_dir}", *overrides]
-    proc = run_module(cmd, cwd=cwd or run_dir.parent, env=env, fresh=fresh)
+    proc = run_module(cmd, cwd=cwd or run_dir.parent, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(
             f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
@@ -261,35 +165,28 @@ def run_fixture(run_dir: Path, *overrides: str, **kwargs) -> Run:
 
 
 def run_module(
-    cmd: list[str], *, cwd: Path, env: dict | None = None, fresh: bool = False, timeout: float = 600
+    cmd: list[str], *, cwd: Path, env: dict | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess:
-    """``cmd`` (``python -m MODULE ...``) as ``subprocess.run(cmd, capture_output=True, text=True)``
-    gives it, in the session's clean environment plus ``env``: forked from a fork server where one
-    can serve it, else (or with ``fresh=True``: claims about processes) a fresh interpreter."""
+    """``cmd`` (``python -m MODULE ...``) in a fresh interpreter, as a user starts it, in the
+    session's clean environment plus ``env``; as ``subprocess.run(cmd, capture_output=True,
+    text=True)`` gives it."""
     full_env = {**clean_env(), **(env or {})}
-    proc = None if fresh else FORK_SERVERS.run(cmd, full_env, cwd, timeout=timeout)
-    if proc is None:
-        proc = subprocess.run(
-            cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
-        )
-    return proc
+    return subprocess.run(
+        cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
 
 
-def run_tool(*args, cwd: Path, env: dict | None = None, fresh: bool = False, timeout: float = 600):
-    """``python -m repro ARGS`` (the kit's command line) through :func:`run_module`; forked, its
-    replays (``verify``, ``diff``) are forked too (``tests/zygote_server.py``)."""
+def run_tool(*args, cwd: Path, env: dict | None = None, timeout: float = 600):
+    """``python -m repro ARGS`` (the kit's command line) through :func:`run_module`."""
     cmd = [sys.executable, "-m", "repro", *map(str, args)]
-    return run_module(cmd, cwd=cwd, env=env, fresh=fresh, timeout=timeout)
+    return run_module(cmd, cwd=cwd, env=env, timeout=timeout)
 
 
-def verify_identical(
-    run_dir: Path, out: Path, *, entry: str | None = None, fresh: bool = False
-) -> None:
+def verify_identical(run_dir: Path, out: Path, *, entry: str | None = None) -> None:
     """``repro verify RUN --out OUT --quiet`` (a full replay in another process) says IDENTICAL.
-    ``entry``: the project's entry module (the fixture's, for the kit's tests); ``fresh``: the tool
-    and its replay in fresh interpreters."""
+    ``entry``: the project's entry module (the fixture's, for the kit's tests)."""
     args = ["verify", run_dir, "--out", out, "--quiet", *(["--entry", entry] if entry else [])]
-    done = run_tool(*args, cwd=out.parent, fresh=fresh)
+    done = run_tool(*args, cwd=out.parent)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip().splitlines()[-1] == "IDENTICAL"
 

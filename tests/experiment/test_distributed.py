@@ -13,9 +13,8 @@ pytestmark = pytest.mark.slow
 RUN = [*QUICK, "train.epochs=3", "train.checkpoint_every=5"]
 
 
-def torchrun(run_dir, *overrides, nproc=2, check=True, env=None, fresh=False):
-    """torchrun on the example; forked from a fork server with its ranks (docs/testing.md), or
-    ``fresh``: the launcher and every rank fresh interpreters."""
+def torchrun(run_dir, *overrides, nproc=2, check=True, env=None):
+    """torchrun on the example, as a user starts it: the launcher and every rank fresh interpreters."""
     cmd = [
         sys.executable,
         "-m",
@@ -28,7 +27,7 @@ def torchrun(run_dir, *overrides, nproc=2, check=True, env=None, fresh=False):
     ]
     if not any(o.startswith("train.resume=") and o != "train.resume=auto" for o in overrides):
         cmd.append(f"hydra.run.dir={run_dir}")
-    proc = run_module(cmd, cwd=run_dir.parent, env=env, fresh=fresh)
+    proc = run_module(cmd, cwd=run_dir.parent, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(
             f"torchrun failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
@@ -38,8 +37,8 @@ def torchrun(run_dir, *overrides, nproc=2, check=True, env=None, fresh=False):
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
-    """The reference 2-rank run, fresh: every comparison with it pairs fresh ranks with forked ones."""
-    return torchrun(tmp_path_factory.mktemp("ddp") / "run", *RUN, fresh=True)
+    """The reference 2-rank run, shared by the tests that compare with it."""
+    return torchrun(tmp_path_factory.mktemp("ddp") / "run", *RUN)
 
 
 def test_two_process_run_reproduces_itself(two_ranks, tmp_path):

