@@ -16,8 +16,11 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-#: What this entry builds from a run's config: the example's own classes, nothing else.
-TARGETS = ("experiment.",)
+#: This package's name, read from the module itself, so that a project's renamed copy allows its own
+#: classes (``python -m`` sets ``__package__``; a run of this file by path falls back to its directory).
+PACKAGE = __package__ or Path(__file__).resolve().parent.name
+#: What this entry builds from a run's config: the package's own classes, nothing else.
+TARGETS = (f"{PACKAGE}.",)
 SPLITS = ("val", "train")
 
 
@@ -40,7 +43,7 @@ def evaluate(run_dir: str | Path, split: str = "val", which: str = "final") -> d
     for node in ("data", "task"):
         target = OmegaConf.select(cfg, f"{node}._target_", default=None)
         if not isinstance(target, str) or not target.startswith(TARGETS):
-            raise ConfigValueError(f"{node}._target_", target, "a target of the experiment package")
+            raise ConfigValueError(f"{node}._target_", target, f"a target of the {PACKAGE} package")
     repro = setup_reproducibility(cfg, in_process=True)  # the run's seed, flags and named streams
     device = resolve_device(cfg.train.device)
     data, task = instantiate(cfg.data), instantiate(cfg.task)

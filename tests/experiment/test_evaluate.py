@@ -62,6 +62,22 @@ def test_evaluate_gives_the_logged_metrics_and_leaves_the_record_alone(tmp_path)
     )
 
 
+def test_the_allowed_targets_follow_the_package_name():
+    """A project renames this package (``repro new``): evaluate allows the classes of the package it is
+    in, whatever its name, and nothing else."""
+    import importlib.util
+
+    import experiment.evaluate as ours
+
+    package, targets = ours.__name__.rpartition(".")[0], ours.TARGETS
+    assert targets == (f"{package}.",)
+    spec = importlib.util.spec_from_file_location("renamed_project.evaluate", ours.__file__)
+    renamed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(renamed)
+    targets = renamed.TARGETS
+    assert targets == ("renamed_project.",)
+
+
 def fake_run(tmp_path, target: str, status: str = "completed"):
     (tmp_path / "run.json").write_text(json.dumps({"status": status}))
     (tmp_path / "config.yaml").write_text(f"model:\n  _target_: {target}\n  command: 'true'\n")
