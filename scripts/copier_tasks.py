@@ -11,7 +11,9 @@ references (``experiment.train``, ``from experiment.config import ...``,
 ``experiment-train``, and the distribution name and description in
 ``pyproject.toml``. The Hydra config group ``experiment``
 (``conf/experiment/``, ``experiment=quick``) and prose keep their words.
-Running it again changes nothing.
+``pyproject.toml`` also loses its template-only blocks (from a line
+``# template-only: begin`` to a line ``# template-only: end``): what only the
+template's own tests need. Running it again changes nothing.
 
 ``--template DIR`` limits the text edits to the files that come from the
 template at DIR, so a project's own files are never touched (copier runs it
@@ -134,6 +136,13 @@ _DESCRIPTION = re.compile(
 )
 
 
+#: Lines of the template's pyproject.toml that a project does not get (what only the template's tests need).
+TEMPLATE_ONLY = re.compile(
+    r"^[ \t]*# template-only: begin\b.*?^[ \t]*# template-only: end\b[^\n]*\n",
+    re.MULTILINE | re.DOTALL,
+)
+
+
 def project_description(name: str) -> str:
     """A generated project's description in ``pyproject.toml``."""
     return f"{name}: PyTorch experiments with reproducible runs (Hydra configs, the repro kit)"
@@ -146,6 +155,7 @@ def rename_text(text: str, name: str, filename: str = "") -> str:
     if filename == "pyproject.toml":
         text = _DIST_NAME.sub(rf"\g<1>{name}\g<2>", text)
         text = _DESCRIPTION.sub(lambda m: m.group(1) + project_description(name) + m.group(2), text)
+        text = TEMPLATE_ONLY.sub("", text)
     return text
 
 
