@@ -500,18 +500,19 @@ def test_a_generated_project_carries_its_experiments_tests_not_the_kits(tmp_path
 
 
 @pytest.mark.slow
-def test_a_generated_project_installs_and_passes_its_tests(tmp_path):
+def test_a_generated_project_installs_and_collects_its_tests(tmp_path):
+    """The project installs, every one of its tests imports and is collected under the renamed package,
+    and its entry points run. Its whole suite (the README's test command) runs in CI, in a virtual
+    environment made from nothing (``.ci/run``): here it would repeat those two minutes."""
     dest, _ = new_project(tmp_path / "proj")
     python, env = fresh_venv(dest, tmp_path)
-    # The README's test command as written (python -m pytest): the project's whole suite, as CI runs it.
     command = readme_test_command(dest)
-    tests = subprocess.run(
-        command, shell=True, cwd=dest, env=env, capture_output=True, text=True, timeout=1200
-    )
-    summary = tests.stdout.strip().splitlines()[-1] if tests.stdout.strip() else ""
-    assert tests.returncode == 0, tests.stdout[-6000:] + tests.stderr[-3000:]
-    passed = re.search(r"(\d+) passed", summary)
-    assert passed and int(passed.group(1)) >= 50 and not re.search("failed|error", summary), summary
+    assert command == "python -m pytest"
+    collect = ["--collect-only", "-q", "-n", "0", "-p", "no:cacheprovider"]
+    listed = run([str(python), "-m", "pytest", *collect], cwd=dest, env=env)
+    collected = re.search(r"(\d+) tests? collected", listed.stdout)
+    assert collected and int(collected.group(1)) >= 50, listed.stdout[-3000:]
+    assert f"tests/{NAME}/test_guarantees.py::" in listed.stdout
     command = quickstart_command((dest / "README.md").read_text())
     assert command == f"python -m {NAME}.train"
     # the README's command as written, shortened by an override (the full default run is the example's
