@@ -45,14 +45,6 @@ class Run:
         return [{k: v for k, v in r.items() if not (drop_time and k in TIME_FIELDS)} for r in rows]
 
 
-def pytest_xdist_auto_num_workers(config) -> int:
-    """``-n auto``: one worker more than there are cores. A test spends part of its time waiting
-    (on a process that starts, a run it kills, torchrun's rendezvous, pip), and a third worker fills
-    those gaps on 2 cores."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (cores or 1) + 1
-
-
 def _share_the_cores() -> None:
     """Under pytest-xdist, each worker's runs get an equal share of the CPU cores for torch's
     intra-op threads (``OMP_NUM_THREADS``), unless the shell set it. With every worker's runs taking

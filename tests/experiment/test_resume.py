@@ -51,7 +51,6 @@ def resume(run_dir, *extra, args=None, env=None):
 @pytest.mark.parametrize(
     ("kill_at", "workers"),
     [
-        (7, ["repro.num_workers=0"]),  # mid-epoch
         (8, ["repro.num_workers=2"]),  # last step of an epoch, before its checkpoint
         (
             11,
