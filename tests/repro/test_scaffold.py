@@ -495,7 +495,6 @@ def test_a_generated_project_carries_its_experiments_tests_not_the_kits(tmp_path
     assert "tests/conftest.py" in tests and f"tests/{NAME}/test_guarantees.py" in tests
     assert f"tests/{NAME}/test_evaluate.py" in tests and f"tests/{NAME}/test_config.py" in tests
     assert not [t for t in tests if t.startswith(("tests/repro/", "tests/fixture/"))], tests
-    assert not (dest / "tests/zygote_server.py").exists()
     assert readme_test_command(dest) == "python -m pytest"
 
 
