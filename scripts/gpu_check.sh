@@ -122,6 +122,6 @@ cat "$OUT/summary.txt"
 # -o addopts: the project runs its suite with pytest-xdist (-n auto), which the device image may lack.
 timeout 300 $PY -m pytest -q -o addopts="-ra --strict-markers" -p no:cacheprovider -m gpu tests > "$OUT/gpu_tests.log" 2>&1
 echo "gpu tests: $(tail -1 "$OUT/gpu_tests.log")" | tee -a "$OUT/summary.txt"
-timeout 120 $PY tests/repro/ops/opinfo.py cuda > "$OUT/opinfo_cuda.md" 2>&1
+timeout 120 $PY tests/ops/opinfo.py cuda > "$OUT/opinfo_cuda.md" 2>&1
 timeout 150 $PY scripts/bench_ops.py --device cuda > "$OUT/bench_ops.txt" 2>&1
 echo "done: $(date -u +%H:%M:%S)" >> "$OUT/summary.txt"

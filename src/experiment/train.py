@@ -8,7 +8,7 @@ run object (``repro.Run``).
 
 from __future__ import annotations
 
-from repro.launch.hashseed import pin_hash_seed_early
+from repro.base.hashseed import pin_hash_seed_early
 
 # First thing: when the shell set no PYTHONHASHSEED, start again with the kit's one now, before the
 # imports below (Hydra, the configs) would be done twice. Optional: the entry point does it anyway.

@@ -20,18 +20,23 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from repro import startup as _startup  # noqa: F401  (snapshot the environment before anything changes it)
+from repro.base import startup as _startup  # noqa: F401  (snapshot the environment before anything changes it)
 
 if TYPE_CHECKING:
-    from repro.config import Determinism, ReproConfig, RunConfig, register_configs
+    from repro.base.config import Determinism, ReproConfig, RunConfig, register_configs
+    from repro.base.errors import (
+        ConfigValueError,
+        EnvironmentPinError,
+        ReproError,
+        RunDirectoryError,
+    )
+    from repro.base.files import atomic_write, sha256_file
     from repro.core.determinism import DeterminismReport
     from repro.core.distributed import DistInfo, RankMismatchError
     from repro.core.environment import environment_fingerprint
     from repro.core.fingerprint import float_bits, tensor_digest, tensors_digest
     from repro.core.loader import ReproDataLoader, make_dataloader
     from repro.core.setup import Repro, setup_reproducibility
-    from repro.errors import ConfigValueError, EnvironmentPinError, ReproError, RunDirectoryError
-    from repro.files import atomic_write, sha256_file
     from repro.launch.entry import entrypoint
     from repro.launch.inprocess import start_run
     from repro.ops import audit, make_deterministic
@@ -47,14 +52,14 @@ _EXPORTS = {
     "resolve_device": "repro.run.run",
     "start_run": "repro.launch.inprocess",
     "entrypoint": "repro.launch.entry",
-    "RunConfig": "repro.config",
-    "ReproConfig": "repro.config",
-    "Determinism": "repro.config",
-    "register_configs": "repro.config",
-    "ReproError": "repro.errors",
-    "ConfigValueError": "repro.errors",
-    "EnvironmentPinError": "repro.errors",
-    "RunDirectoryError": "repro.errors",
+    "RunConfig": "repro.base.config",
+    "ReproConfig": "repro.base.config",
+    "Determinism": "repro.base.config",
+    "register_configs": "repro.base.config",
+    "ReproError": "repro.base.errors",
+    "ConfigValueError": "repro.base.errors",
+    "EnvironmentPinError": "repro.base.errors",
+    "RunDirectoryError": "repro.base.errors",
     "Repro": "repro.core.setup",
     "setup_reproducibility": "repro.core.setup",
     "DeterminismReport": "repro.core.determinism",
@@ -67,8 +72,8 @@ _EXPORTS = {
     "DistInfo": "repro.core.distributed",
     "RankMismatchError": "repro.core.distributed",
     "RunRecord": "repro.run.record",
-    "atomic_write": "repro.files",
-    "sha256_file": "repro.files",
+    "atomic_write": "repro.base.files",
+    "sha256_file": "repro.base.files",
     "CheckpointError": "repro.run.checkpoint",
     "load_checkpoint": "repro.run.checkpoint",
     "load_run": "repro.run.load",

@@ -32,7 +32,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from repro.errors import ReproError
+from repro.base.errors import ReproError
 
 #: The template's copier settings; ``_exclude`` lists what a project never gets.
 COPIER_CONFIG = "copier.yml"

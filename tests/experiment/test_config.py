@@ -8,7 +8,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from repro.config import (
+from repro.base.config import (
     Determinism,
     ReproConfig,
     register_configs,

@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
-from repro import startup
-from repro.config import ENV_PINS, Determinism, ReproConfig, wanted_environment
-from repro.errors import EnvironmentPinError
+from repro.base import startup
+from repro.base.config import ENV_PINS, Determinism, ReproConfig, wanted_environment
+from repro.base.errors import EnvironmentPinError
 
 
 @dataclass
@@ -218,7 +218,7 @@ def _apply_fp32_precision(tf32: bool, report: DeterminismReport) -> None:
 #: Read by ``torch._inductor.config`` when it is imported: its ``deterministic`` default.
 _INDUCTOR_ENV = "TORCHINDUCTOR_DETERMINISTIC"
 #: torch releases (major.minor) the test suite has run the private switch on; any other release
-#: takes the public call. Add a release here only after ``tests/repro/test_determinism.py`` passed on it.
+#: takes the public call. Add a release here only after ``tests/core/test_determinism.py`` passed on it.
 PRIVATE_SWITCH_TESTED = ("2.13",)
 
 
@@ -242,7 +242,7 @@ def set_deterministic_algorithms(mode: bool, *, warn_only: bool = False) -> None
     which inductor reads when it is first imported (``torch.compile`` later in
     this process, or in a child process, sees the same setting). Otherwise the
     public call is used. The caller reads the flags back;
-    ``tests/repro/test_determinism.py`` fails if the private switch stops doing
+    ``tests/core/test_determinism.py`` fails if the private switch stops doing
     what the public call does.
     """
     if not private_switch_allowed() or "torch._inductor.config" in sys.modules:

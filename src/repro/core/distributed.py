@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from repro.errors import ReproError
+from repro.base.errors import ReproError
 
 
 class RankMismatchError(ReproError):

@@ -19,12 +19,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from repro import secrets as _secrets
-from repro import startup
-from repro.config import RECORDED_ENV
+from repro.base import secrets as _secrets
+from repro.base import startup
+from repro.base.config import RECORDED_ENV
 
 #: Variables recorded when set: they change numerics, kernels or hashing.
-RELEVANT_ENV = RECORDED_ENV  # one list, in repro.config
+RELEVANT_ENV = RECORDED_ENV  # one list, in repro.base.config
 _SECRET = re.compile(r"TOKEN|SECRET|PASSW|PASSWD|KEY|CREDENTIAL|AUTH|COOKIE|SESSION|PRIVATE", re.I)
 _PACKAGES = ("torch", "numpy", "hydra-core", "omegaconf")
 

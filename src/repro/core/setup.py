@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.utils.data import Dataset
 
-from repro.config import ReproConfig, to_repro_config, validate
+from repro.base.config import ReproConfig, to_repro_config, validate
 from repro.core import determinism, distributed
 from repro.core.determinism import DeterminismReport
 from repro.core.distributed import DistInfo
@@ -214,8 +214,8 @@ def setup_reproducibility(cfg: Any, *, in_process: bool = False) -> Repro:
     and written back into ``cfg`` (when it is a DictConfig), so the resolved
     config and the record hold the seed actually used.
 
-    Raises :class:`repro.errors.ConfigValueError` for a bad value and, under
-    ``strict``, :class:`repro.errors.EnvironmentPinError` for a pin that can
+    Raises :class:`repro.base.errors.ConfigValueError` for a bad value and, under
+    ``strict``, :class:`repro.base.errors.EnvironmentPinError` for a pin that can
     no longer take effect in this process. ``in_process=True`` (a run started
     from a notebook or script, with no relaunch) records such a pin as not in
     effect, with the reason, instead of raising.

@@ -39,10 +39,11 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from repro.config import register_configs, split_override
-from repro.errors import ReproError, Terminated
-from repro.launch.hashseed import GUESS_ENV, PLAN_ENV, guess_hash_seed
-from repro.launch.hashseed import execute_again as _execute_again
+from repro.base.config import register_configs, split_override
+from repro.base.errors import ReproError, Terminated
+from repro.base.hashseed import GUESS_ENV, PLAN_ENV, guess_hash_seed
+from repro.base.hashseed import execute_again as _execute_again
+from repro.base.layout import RUN_FILE
 from repro.launch.helptext import register_help_resolvers
 from repro.launch.hydra_run import HydraSession, single_run_mode
 from repro.launch.preflight import (
@@ -55,7 +56,6 @@ from repro.launch.preflight import (
     preflight,
 )
 from repro.launch.sweep import job_lines, remember_sweep
-from repro.run.layout import RUN_FILE
 from repro.run.resume import RunCompleted
 
 __all__ = [
@@ -69,7 +69,7 @@ __all__ = [
 ]
 
 # PLAN_ENV (the launch plan a re-executed process inherits) and GUESS_ENV (re-executed with the kit's
-# default hash seed before composing) live in repro.launch.hashseed, which runs before anything else.
+# default hash seed before composing) live in repro.base.hashseed, which runs before anything else.
 #: How the entry point was launched, for jobs that launcher plugins run in worker processes.
 ENTRY_ENV = "REPRO_ENTRY"
 #: Storage errors a user can act on (disk full, read-only, no permission): one line, no traceback.
@@ -115,14 +115,14 @@ def relaunch_if_needed(
     Before torch is imported, the variables its libraries read once when they start (cuBLAS' workspace,
     the ATen CPU capability, MKL's CBWR branch, oneDNN's ISA) are set here: in effect as if the process
     had started with them (after torch is imported, only cuBLAS' workspace, and only where torch has
-    no GPU backend: :func:`repro.startup.still_unread`). ``PYTHONHASHSEED`` is read by the interpreter
+    no GPU backend: :func:`repro.base.startup.still_unread`). ``PYTHONHASHSEED`` is read by the interpreter
     itself: it needs a new one.
     ``os.execve`` keeps the process id (schedulers and torchrun see one process); the plan travels in
     the environment, so the new process starts the task at once. ``hash_seed_guessed``: this process was
     re-executed with the kit's default hash seed before the config was composed (see
     :func:`guess_hash_seed`); if the config leaves the seed unpinned, the guess is taken back.
     """
-    from repro import startup
+    from repro.base import startup
 
     missing = {k: v for k, v in plan.pins.items() if os.environ.get(k) != v}
     take_back = hash_seed_guessed and "PYTHONHASHSEED" not in plan.pins
@@ -173,7 +173,7 @@ def entrypoint(
     ``run.json`` was written removes the run directory Hydra made for it, so a
     bad input leaves nothing behind.
     """
-    from repro.config import resume_safe_keys as _safe
+    from repro.base.config import resume_safe_keys as _safe
 
     config_dir = str(Path(config_dir).resolve())
     resume_key = f"{node}.resume"
@@ -326,7 +326,7 @@ def _with_run_check(check: ConfigCheck | None, node: str) -> ConfigCheck:
     def checked(cfg: DictConfig) -> None:
         from omegaconf import OmegaConf
 
-        from repro.config import check_logger_packages, logger_configs, validate_run_config
+        from repro.base.config import check_logger_packages, logger_configs, validate_run_config
 
         validate_run_config(OmegaConf.select(cfg, node, default=None) or {}, prefix=node)
         check_logger_packages(logger_configs(OmegaConf.select(cfg, "logger", default=None)))
@@ -347,7 +347,7 @@ def _run_task(task: TaskFn, cfg: DictConfig, node: str, safe_keys: tuple[str, ..
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     if hc.output_subdir is not None and int(os.environ.get("RANK", "0")) == 0:
-        from repro.secrets import redact_yaml_files
+        from repro.base.secrets import redact_yaml_files
 
         redact_yaml_files(run_dir / str(hc.output_subdir))  # Hydra wrote the overrides as given
     try:

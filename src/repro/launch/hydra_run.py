@@ -8,7 +8,7 @@ logging exactly as ``hydra.main`` does). Everything else (``-m`` sweeps, ``--cfg
 ``--config-dir``, a resume) goes through ``hydra.main`` unchanged.
 
 It mirrors ``hydra._internal.hydra.Hydra.run`` and ``hydra._internal.utils._run_hydra`` of
-hydra-core 1.3 (pinned ``<1.4`` in pyproject.toml); ``tests/repro/test_startup.py`` checks the files
+hydra-core 1.3 (pinned ``<1.4`` in pyproject.toml); ``tests/launch/test_startup.py`` checks the files
 and config it produces against ``hydra.main``'s, so a Hydra upgrade that changes them fails loudly.
 
 Reusing the checked object also means the run directory the check approved (``${now:...}`` is

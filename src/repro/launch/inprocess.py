@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
-from repro.config import register_configs, validate_run_config
-from repro.errors import ReproError, RunDirectoryError
+from repro.base.config import register_configs, validate_run_config
+from repro.base.errors import ReproError, RunDirectoryError
+from repro.base.layout import RUN_FILE
 from repro.launch.preflight import describe_compose_error
-from repro.run.layout import RUN_FILE
 
 if TYPE_CHECKING:
     from repro.run.run import Run

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from repro.config import (
+from repro.base.config import (
     MULTI_OPTION_GROUPS,
     override_key,
     register_configs,
@@ -27,8 +27,8 @@ from repro.config import (
     validate,
     wanted_environment,
 )
-from repro.errors import ReproError
-from repro.run.layout import CONFIG_FILE, RUN_FILE
+from repro.base.errors import ReproError
+from repro.base.layout import CONFIG_FILE, RUN_FILE
 from repro.run.resume import RunCompleted
 
 _MAX_SWEEP_CHECKS = 64
@@ -248,7 +248,7 @@ def _check_job_overrides(
     """What composing accepts but a careful tool refuses: several options of one config group at once
     (except in the groups whose options each write their own key: ``logger=[csv,tensorboard]``), a bool
     given as anything but true/false, and ``+key=value`` for a key the config does not have."""
-    from repro.secrets import redact_override
+    from repro.base.secrets import redact_override
 
     try:
         choices = OmegaConf.to_container(cfg.hydra.runtime.choices, resolve=False)
@@ -303,7 +303,7 @@ def _check_added_keys(
     """Refuse ``+key=value`` (or ``++``) for a key that the config without it does not have."""
     from hydra import compose, initialize_config_dir
 
-    from repro.secrets import redact_override
+    from repro.base.secrets import redact_override
 
     base_job = [o for o in job if o not in added]
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
@@ -381,7 +381,7 @@ def _plan_resume(
 
 def _check_world_size(checkpoint: Path, resume_key: str, value: str) -> None:
     """Refuse, before anything is written, to resume a checkpoint of N ranks with another number."""
-    from repro.run.layout import CheckpointError, read_header
+    from repro.base.layout import CheckpointError, read_header
 
     try:
         written = int(read_header(checkpoint).header.get("world_size", 1))

@@ -64,7 +64,7 @@ def _this_job() -> tuple[int, int | None, str] | None:
     from hydra.types import RunMode
     from omegaconf import OmegaConf
 
-    from repro.secrets import redact_args
+    from repro.base.secrets import redact_args
 
     try:
         hc = HydraConfig.get()

@@ -8,7 +8,7 @@ reductions), so it gives the same bits run after run with or without
 ``torch.use_deterministic_algorithms``. Results equal the stock op's up to
 float rounding order; each docstring states the algorithm, its cost, where it
 differs and the agreement measured on PyTorch's own OpInfo samples (the table
-is docs/ops.md; ``tests/repro/ops/test_ops_opinfo.py`` checks it). Invalid
+is docs/ops.md; ``tests/ops/test_ops_opinfo.py`` checks it). Invalid
 arguments raise the stock op's exception type.
 
 - Functions: ``repro.ops.interpolate(x, scale_factor=2, mode="bilinear")`` ...

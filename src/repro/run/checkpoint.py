@@ -30,8 +30,8 @@ from typing import Any
 
 import torch
 
-from repro.files import atomic_write
-from repro.run.layout import (
+from repro.base.files import atomic_write
+from repro.base.layout import (
     _NAME,
     FORMAT_VERSION,
     MAGIC,

@@ -24,7 +24,7 @@ import signal
 from dataclasses import dataclass
 from typing import Any
 
-from repro.errors import ConfigValueError
+from repro.base.errors import ConfigValueError
 
 KILL_ENV = "REPRO_FAULT_KILL_AT_STEP"
 PERTURB_ENV = "REPRO_FAULT_PERTURB"

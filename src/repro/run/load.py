@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from repro.errors import ConfigValueError, ReproError
-from repro.files import sha256_file
-from repro.run.layout import CHECKPOINT_DIR, CONFIG_FILE, RUN_FILE, WEIGHTS_FILE
+from repro.base.errors import ConfigValueError, ReproError
+from repro.base.files import sha256_file
+from repro.base.layout import CHECKPOINT_DIR, CONFIG_FILE, RUN_FILE, WEIGHTS_FILE
 from repro.run.run import BEST_FILE
 
 #: ``which`` -> the weights file, relative to the run directory.

@@ -17,7 +17,7 @@ import contextlib
 import os
 from pathlib import Path
 
-from repro.errors import RunDirectoryError
+from repro.base.errors import RunDirectoryError
 
 LOCK_FILE = ".lock"
 #: The locks this process holds (a forked child drops its copies: see the module's docstring).

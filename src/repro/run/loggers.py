@@ -31,15 +31,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from repro.config import (
+from repro.base.config import (
     CsvLoggerConfig,
     MLflowLoggerConfig,
     TensorBoardLoggerConfig,
     WandbLoggerConfig,
 )
-from repro.errors import ReproError, RunDirectoryError
-from repro.files import atomic_write
-from repro.secrets import redact_text
+from repro.base.errors import ReproError, RunDirectoryError
+from repro.base.files import atomic_write
+from repro.base.secrets import redact_text
 
 log = logging.getLogger("repro.run")
 
@@ -345,7 +345,7 @@ class Loggers:
         from_step: int | None = None,
         recorded: dict[str, Any] | None = None,
     ) -> Loggers:
-        """Open each logger of ``settings`` (``repro.config.logger_configs``): a new logger run, or on a
+        """Open each logger of ``settings`` (``repro.base.config.logger_configs``): a new logger run, or on a
         resume (``from_step``) the one ``recorded`` (run.json's ``loggers``) names."""
         out = cls()
         try:

@@ -22,14 +22,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from repro.base.errors import RunDirectoryError, Terminated
+from repro.base.files import atomic_write, jsonl_text, read_jsonl, sha256_file
+from repro.base.layout import CONFIG_FILE, FINGERPRINTS_FILE, METRICS_FILE, RUN_FILE
+from repro.base.secrets import redact_args, redact_tree
 from repro.core.distributed import DistInfo, check_same, gather_objects
 from repro.core.environment import environment_fingerprint
 from repro.core.fingerprint import set_digest
-from repro.errors import RunDirectoryError, Terminated
-from repro.files import atomic_write, jsonl_text, read_jsonl, sha256_file
 from repro.run.capture import StepCapture, stop_after_step
-from repro.run.layout import CONFIG_FILE, FINGERPRINTS_FILE, METRICS_FILE, RUN_FILE
-from repro.secrets import redact_args, redact_tree
 
 __all__ = ["RunRecord", "resolved_config_yaml"]
 

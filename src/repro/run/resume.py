@@ -20,9 +20,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from repro.config import flatten
-from repro.errors import ReproError, RunDirectoryError
-from repro.run.layout import (
+from repro.base.config import flatten
+from repro.base.errors import ReproError, RunDirectoryError
+from repro.base.layout import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
     FINGERPRINTS_FILE,
@@ -58,7 +58,7 @@ def _drop(tree: dict[str, Any], dotted: str) -> None:
 
 def config_sha256(cfg: Any, ignore: Iterable[str] = ()) -> str:
     """sha256 of the resolved config without the ``hydra`` node and the ``ignore`` keys."""
-    from repro.secrets import redact_tree
+    from repro.base.secrets import redact_tree
 
     tree = redact_tree(_container(cfg))  # as config.yaml holds it
     tree = json.loads(json.dumps(tree, default=str))  # a deep copy with plain types
@@ -144,7 +144,7 @@ class RunDirectoryState:
 
 
 def inspect_run_dir(run_dir: str | Path) -> RunDirectoryState:
-    from repro.run.layout import list_checkpoints
+    from repro.base.layout import list_checkpoints
 
     run_dir = Path(run_dir)
     for name in (RUN_FILE, CONFIG_FILE, METRICS_FILE, FINGERPRINTS_FILE, LOCK_FILE, CHECKPOINT_DIR):

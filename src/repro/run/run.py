@@ -43,7 +43,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
-from repro.config import RunConfig, validate_run_config
+from repro.base.config import RunConfig, validate_run_config
+from repro.base.errors import ConfigValueError, ReproError
+from repro.base.files import atomic_write, sha256_file
+from repro.base.layout import CHECKPOINT_DIR, WEIGHTS_FILE
 from repro.core.distributed import all_reduce_sum, gather_objects, shutdown_distributed, wrap_model
 from repro.core.fingerprint import (
     float_bits,
@@ -54,11 +57,8 @@ from repro.core.fingerprint import (
 )
 from repro.core.loader import ReproDataLoader
 from repro.core.setup import Repro
-from repro.errors import ConfigValueError, ReproError
-from repro.files import atomic_write, sha256_file
 from repro.run.checkpoint import CheckpointError, save_checkpoint, wait_for_checkpoints
 from repro.run.faults import Faults
-from repro.run.layout import CHECKPOINT_DIR, WEIGHTS_FILE
 from repro.run.loggers import Loggers
 from repro.run.progress import EpochProgress, wants_bar
 from repro.run.record import RunRecord, raise_pending_signal

@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from repro.errors import ReproError
+from repro.base.errors import ReproError
 from repro.tools.table import paint, render
 
 EXIT_OK, EXIT_DIFFERENT, EXIT_USAGE, EXIT_CANNOT_REPLAY = 0, 1, 2, 3
@@ -157,7 +157,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_env(args: argparse.Namespace) -> int:
-    from repro.config import diff_trees, flatten
+    from repro.base.config import diff_trees, flatten
     from repro.core.environment import environment_fingerprint
     from repro.tools.runs import VOLATILE_ENV_KEYS, load_run
 
@@ -194,7 +194,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     from hydra import compose, initialize_config_dir
 
-    from repro.config import register_configs
+    from repro.base.config import register_configs
     from repro.ops import audit
 
     register_configs()

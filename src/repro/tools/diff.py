@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from repro.config import diff_trees
-from repro.errors import RunDirectoryError
+from repro.base.config import diff_trees
+from repro.base.errors import RunDirectoryError
 from repro.tools.progress import ToolProgress
 from repro.tools.replay import (
     EntrySettings,

@@ -37,9 +37,9 @@ from typing import Any, Protocol
 
 from omegaconf import OmegaConf
 
-from repro.config import NUMERICS_ENV
+from repro.base.config import NUMERICS_ENV
+from repro.base.errors import ReproError, RunDirectoryError
 from repro.core.environment import find_project
-from repro.errors import ReproError, RunDirectoryError
 from repro.tools.runs import (
     CONFIG_FILE,
     FINGERPRINTS_FILE,
@@ -50,7 +50,7 @@ from repro.tools.runs import (
 )
 
 #: Recorded variables a replay re-applies: they change numerics, not where things run.
-REPLAYED_ENV = NUMERICS_ENV  # one list, in repro.config
+REPLAYED_ENV = NUMERICS_ENV  # one list, in repro.base.config
 #: Keys through which a config makes Hydra build objects; a record may hold them only as the project does.
 INSTANTIATE_KEYS = frozenset({"_target_", "_partial_", "_args_", "_recursive_", "_convert_"})
 #: The loggers' config node: dropped from every replay's config.
@@ -228,7 +228,7 @@ def reference_config(entry: EntrySettings, run: Run) -> dict[str, Any]:
         return {}
     from hydra import compose, initialize_config_dir
 
-    from repro.config import register_configs
+    from repro.base.config import register_configs
 
     register_configs()
     overrides = [o for o in (run.manifest.get("overrides") or []) if isinstance(o, str)]
@@ -484,8 +484,8 @@ def replay_from_checkpoint(
     """
     import json
 
-    from repro.files import jsonl_text
-    from repro.run.layout import CHECKPOINT_DIR, METRICS_FILE
+    from repro.base.files import jsonl_text
+    from repro.base.layout import CHECKPOINT_DIR, METRICS_FILE
 
     key = spec.entry.resume_key
     if not key:

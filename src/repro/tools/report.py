@@ -27,9 +27,9 @@ from typing import Any
 
 import yaml
 
-from repro.config import flatten
-from repro.errors import ReproError, RunDirectoryError
-from repro.run.layout import CONFIG_FILE, METRICS_FILE, RUN_FILE
+from repro.base.config import flatten
+from repro.base.errors import ReproError, RunDirectoryError
+from repro.base.layout import CONFIG_FILE, METRICS_FILE, RUN_FILE
 
 # fmt: off
 # Two-sided 95% Student t quantiles (0.975) for 1..30 degrees of freedom; 1.96 beyond.
@@ -378,7 +378,7 @@ def _panel_order(curve: str) -> tuple[bool, str, str]:
 
 def _write(path: Path, data: str | bytes) -> None:
     """Write atomically, with the permissions the user's umask gives (0644 by default)."""
-    from repro.files import atomic_write
+    from repro.base.files import atomic_write
 
     atomic_write(path, data)
 

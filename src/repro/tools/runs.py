@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from repro.errors import RunDirectoryError
-from repro.run.layout import CONFIG_FILE, FINGERPRINTS_FILE, RUN_FILE  # noqa: E402  (re-exported to the tools)
+from repro.base.errors import RunDirectoryError
+from repro.base.layout import CONFIG_FILE, FINGERPRINTS_FILE, RUN_FILE  # noqa: E402  (re-exported to the tools)
 
 #: Larger record files are refused rather than read into memory.
 MAX_RECORD_BYTES = 64 << 20

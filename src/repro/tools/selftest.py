@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from repro.errors import ReproError
+from repro.base.errors import ReproError
 
 REFERENCE_FILE = Path(__file__).with_name("selftest_reference.json")
 #: Bump when the workload changes: references recorded for another version are not compared.

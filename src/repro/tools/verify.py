@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from repro.config import diff_trees
-from repro.errors import ReproError, RunDirectoryError
+from repro.base.config import diff_trees
+from repro.base.errors import ReproError, RunDirectoryError
 from repro.tools.progress import ToolProgress, steps_text
 from repro.tools.replay import (
     ReplayFailed,
@@ -129,7 +129,7 @@ def _replay_manifest(folder: Path) -> dict[str, Any]:
 
 def checkpoint_steps(run: Run) -> list[tuple[Path, int]]:
     """The run's checkpoints with their steps, oldest first; RunDirectoryError naming a bad one."""
-    from repro.run.layout import CheckpointError, list_checkpoints, read_header
+    from repro.base.layout import CheckpointError, list_checkpoints, read_header
 
     out = []
     try:

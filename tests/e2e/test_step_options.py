@@ -156,7 +156,7 @@ def test_16_mixed_tracks_its_grad_scaler_and_keeps_the_guarantees(tmp_path):
 def test_compile_keeps_the_guarantees(tmp_path):
     """torch.compile on CPU (inductor, random ops left to the eager RNG that checkpoints save): a
     SIGKILL + resume gives the bits of the uninterrupted run. Loader workers 0/2 and ``repro verify``
-    of compiled runs: tests/experiment/test_precision.py, on both examples."""
+    of compiled runs: tests/e2e/test_precision.py, on both examples."""
     compiled = run_fixture(tmp_path / "compiled", "train.compile=true")
     assert compiled.manifest["training"]["compile"] is True
     same_bits(compiled, kill_and_resume(tmp_path, "train.compile=true"))

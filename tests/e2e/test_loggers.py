@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from conftest import FIXTURE, clean_env, run_fixture, verify_identical
-from repro.config import check_logger_packages, logger_configs
-from repro.errors import ConfigValueError, MissingPackageError
+from repro.base.config import check_logger_packages, logger_configs
+from repro.base.errors import ConfigValueError, MissingPackageError
 from repro.run.loggers import Loggers, rng_untouched
 
 KILL = "REPRO_FAULT_KILL_AT_STEP"
@@ -238,7 +238,7 @@ _FRESH = """
 import json, random, sys
 from pathlib import Path
 import numpy as np, torch
-from repro.config import logger_configs
+from repro.base.config import logger_configs
 from repro.run.loggers import Loggers
 random.seed(5); np.random.seed(5); torch.manual_seed(5)
 states = lambda: (random.getstate(), np.random.get_state()[1].tolist(), torch.random.get_rng_state().tolist())

@@ -84,7 +84,7 @@ def redact_yaml_files(folder: Any) -> None:
 
     import yaml
 
-    from repro.files import atomic_write
+    from repro.base.files import atomic_write
 
     folder = Path(folder)
     if not folder.is_dir():

@@ -1,7 +1,7 @@
 """Gradient accumulation, clipping, best checkpoint and early stopping on the classifier example: workers
 0 and 2 give the same bits, and a SIGKILL in the middle of an accumulation window, after the best epoch and
 before the stop, resumes to the same bits, the same stop and the same ``best.pt``. (Each setting alone,
-with ``repro verify``, in tests/repro/test_features.py on the fixture experiment; the mechanics do not
+with ``repro verify``, in tests/e2e/test_step_options.py on the fixture experiment; the mechanics do not
 depend on the example, so the regression example is not run here again.)"""
 
 from __future__ import annotations

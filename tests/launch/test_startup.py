@@ -137,7 +137,7 @@ def test_after_torch_is_imported_only_a_pin_nothing_has_read_is_set_in_process(t
 def test_still_unread_knows_which_pins_torch_has_read(monkeypatch):
     import torch
 
-    from repro import startup
+    from repro.base import startup
 
     assert "torch" in sys.modules
     monkeypatch.setattr(torch.version, "cuda", None)
@@ -215,7 +215,7 @@ import json, sys
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
-from repro.config import register_configs
+from repro.base.config import register_configs
 from repro.launch.hydra_run import HydraSession
 import repro_fixture.train  # registers the fixture's schema
 
@@ -258,7 +258,7 @@ def test_the_checked_run_directory_is_the_one_written(tmp_path):
     clock ticks in between."""
     code = textwrap.dedent("""
         import sys, time
-        from repro.config import register_configs
+        from repro.base.config import register_configs
         from repro.launch.hydra_run import HydraSession
         from hydra.core.hydra_config import HydraConfig
         import repro_fixture.train  # registers the fixture's schema

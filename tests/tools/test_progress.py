@@ -1,5 +1,5 @@
 """The tools' progress (``repro.tools.progress``): what it reads from a replay's directory, and what it
-writes where. End to end (a replay on a pipe and on a pseudo-terminal): tests/repro/test_cli.py."""
+writes where. End to end (a replay on a pipe and on a pseudo-terminal): tests/tools/test_cli.py."""
 
 from __future__ import annotations
 

@@ -16,8 +16,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from repro.errors import ConfigValueError, MissingPackageError
-from repro.launch.hashseed import DEFAULT_PYTHONHASHSEED
+from repro.base.errors import ConfigValueError, MissingPackageError
+from repro.base.hashseed import DEFAULT_PYTHONHASHSEED
 
 SEED_MAX = 2**32 - 1
 #: Values ATen reads from ATEN_CPU_CAPABILITY (x86: default/avx2/avx512; arm: sve256; power: vsx; s390: zvector).

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from repro.errors import ReproError
+from repro.base.errors import ReproError
 
 #: Files of a run directory (the contract every tool reads).
 CONFIG_FILE = "config.yaml"

@@ -122,7 +122,8 @@ def template_origin(tmp_path_factory) -> Path:
         pytest.skip("the template is not a git checkout")
     rels = set(git(ROOT, "ls-files").splitlines()) | set(MACHINERY)
     rels |= {
-        p.relative_to(ROOT).as_posix() for p in (ROOT / "tests/repro").glob("test_scaffold*.py")
+        p.relative_to(ROOT).as_posix()
+        for p in (ROOT / "tests/template").glob("test_new_project*.py")
     }
     origin = tmp_path_factory.mktemp("template") / "origin"
     for rel in sorted(rels):
@@ -343,7 +344,9 @@ def test_repro_new_makes_a_renamed_project_with_one_commit(tmp_path):
     assert "outputs/.gitkeep" in files and not any(
         r.startswith("outputs/") and r != "outputs/.gitkeep" for r in files
     )
-    assert not any(r in files for r in MACHINERY) and not any("test_scaffold" in r for r in files)
+    assert not any(r in files for r in MACHINERY) and not any(
+        "test_new_project" in r for r in files
+    )
     assert not any(r.startswith("src/template_tools/") for r in files)
     assert "src/repro/cli.py" not in files and "src/repro/tools/cli.py" in files
     assert "conf/experiment/quick.yaml" in files
@@ -494,7 +497,9 @@ def test_a_generated_project_carries_its_experiments_tests_not_the_kits(tmp_path
     tests = sorted(p.relative_to(dest).as_posix() for p in (dest / "tests").rglob("*.py"))
     assert "tests/conftest.py" in tests and f"tests/{NAME}/test_guarantees.py" in tests
     assert f"tests/{NAME}/test_evaluate.py" in tests and f"tests/{NAME}/test_config.py" in tests
-    assert not [t for t in tests if t.startswith(("tests/repro/", "tests/fixture/"))], tests
+    assert not [
+        t for t in tests if not t.startswith(f"tests/{NAME}/") and t != "tests/conftest.py"
+    ], tests
     assert readme_test_command(dest) == "python -m pytest"
 
 

@@ -597,7 +597,7 @@ def test_a_diff_whose_re_run_fails_is_an_error_not_a_verdict(base, tmp_path):
 
 
 def test_instantiation_keys_are_allowed_only_as_the_project_has_them(tmp_path):
-    from repro.errors import RunDirectoryError
+    from repro.base.errors import RunDirectoryError
     from repro.tools.replay import EntrySettings, sanitise_config
     from repro.tools.runs import Run
 

@@ -10,7 +10,7 @@ on a few float64 samples per op. Comparison rules are in ``opinfo.py``.
 Speed: by default at most ``REPRO_OPINFO_CAP`` (4) samples of each kind per op
 and dtype, and of PyTorch's large reference images (over 100k elements) only
 the first float32 and uint8 one per op; ``REPRO_OPINFO_CAP=0`` runs every
-sample (minutes on a CPU). ``python tests/repro/ops/opinfo.py`` prints the
+sample (minutes on a CPU). ``python tests/ops/opinfo.py`` prints the
 agreement over every sample (``docs/ops.md``).
 
 On CUDA (tests marked ``gpu``): the same checks against the stock CUDA op,

@@ -128,7 +128,7 @@ def test_the_top_level_holds_a_handful_of_modules():
 
 
 def test_one_list_of_environment_variables():
-    from repro.config import ENV_PINS, NUMERICS_ENV, RECORDED_ENV
+    from repro.base.config import ENV_PINS, NUMERICS_ENV, RECORDED_ENV
     from repro.core.environment import RELEVANT_ENV
     from repro.tools.replay import REPLAYED_ENV
 
@@ -160,7 +160,7 @@ _INTERNALS = {
     "torch's C module": r"torch\._C\b",
 }
 #: The one private call allowed (gated to tested torch releases, checked against the public call in
-#: tests/repro/test_determinism.py).
+#: tests/core/test_determinism.py).
 _ALLOWED_INTERNAL = {("repro/core/determinism.py", "_set_deterministic_algorithms")}
 
 

@@ -1,6 +1,6 @@
 """PyTorch's own OpInfo samples run through every ``repro.ops`` replacement.
 
-Shared by ``test_ops_opinfo.py`` (the checks) and ``python tests/repro/ops/opinfo.py``
+Shared by ``test_ops_opinfo.py`` (the checks) and ``python tests/ops/opinfo.py``
 (the measured agreement table in ``docs/ops.md``). The samples come from
 ``torch.testing._internal.common_methods_invocations.op_db``, an internal
 module: :data:`AVAILABLE` is False (and the tests skip) when it cannot be
@@ -468,7 +468,7 @@ def _fmt(v: float | None) -> str:
 def main() -> None:
     """Print the agreement table (markdown) over every OpInfo sample.
 
-    ``python tests/repro/ops/opinfo.py [cpu|cuda] [name filter]``.
+    ``python tests/ops/opinfo.py [cpu|cuda] [name filter]``.
     """
     import sys
 

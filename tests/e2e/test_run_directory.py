@@ -158,7 +158,7 @@ def test_interrupted_run_is_recorded_as_failed(tmp_path, signum, exit_code, reas
 
 def test_a_secret_added_as_an_unknown_key_is_refused_and_never_echoed(run_train):
     """Keys are never added on the command line (the schema has them); the refusal hides the value.
-    Secrets in keys the schema has are redacted in every file (tests/repro/test_hostile_runs.py)."""
+    Secrets in keys the schema has are redacted in every file (tests/e2e/test_hostile_runs.py)."""
     run = run_train("r", *QUICK, "train.max_steps=2", "+logger.api_key=s3cr3t-value", check=False)
     assert run.proc.returncode == 2 and not run.dir.exists()
     assert "+logger.api_key=<redacted>: unknown key" in run.proc.stderr

@@ -8,8 +8,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from repro import ReproConfig, RunDirectoryError, RunRecord, atomic_write, setup_reproducibility
+from repro.base.secrets import redact_args
 from repro.core.environment import is_secret_name, relevant_environment
-from repro.secrets import redact_args
 
 
 @pytest.fixture
@@ -78,7 +78,7 @@ def test_files_follow_the_umask_so_colleagues_can_read_runs(tmp_path):
     import os
     import stat
 
-    from repro import files
+    from repro.base import files
 
     previous = os.umask(0o022)
     try:
@@ -105,7 +105,7 @@ def test_a_swallowed_interrupt_is_raised_again_at_the_next_step(tmp_path, repro,
     import signal
     import threading
 
-    from repro.errors import Terminated
+    from repro.base.errors import Terminated
     from repro.run.record import raise_pending_signal
 
     if threading.current_thread() is not threading.main_thread():

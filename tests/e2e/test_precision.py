@@ -2,7 +2,7 @@
 ``experiment=regress``): workers 0 and 2 give the same bits and ``repro verify`` (a rerun in a new
 process, compared step by step) says IDENTICAL. Paired to keep the suite short: compile with bf16-mixed
 on one, with 16-mixed on the other; each setting alone, and SIGKILL + resume, in
-tests/repro/test_features.py (the fixture experiment)."""
+tests/e2e/test_step_options.py (the fixture experiment)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from conftest import run_main, verify_identical
 pytestmark = pytest.mark.slow
 QUICK = ["experiment=quick", "train.epochs=1"]  # 8 steps
 REGRESS = ["experiment=regress", "train.epochs=1", "data.train_size=256"]  # 4 steps
-#: Compile on both examples, each precision on one (each alone, on the fixture: test_features.py).
+#: Compile on both examples, each precision on one (each alone, on the fixture: test_step_options.py).
 CASES = {
     "quick-bf16-compile": [*QUICK, "train.precision=bf16-mixed", "train.compile=true"],
     "regress-16-compile": [*REGRESS, "train.precision=16-mixed", "train.compile=true"],
