@@ -11,118 +11,73 @@ points down that story:
 * ``repro.tools``: the ``repro`` command (verify, diff, env, report, audit, selftest),
 * ``repro.ops``: deterministic replacements for ops that refuse strict mode.
 
-Names load on first use, so ``from repro import entrypoint`` stays light enough to run before torch is
-imported; type checkers and IDEs see the real definitions through the ``TYPE_CHECKING`` imports below.
+The public API is listed once: the ``TYPE_CHECKING`` imports below. Type checkers and IDEs read them
+as they are; at run time the same lines are read (``_exports``) so that each name loads from its module
+on first use, and ``from repro import entrypoint`` stays light enough to run before torch is imported.
 """
 
 from __future__ import annotations
 
 import importlib
+import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from repro.base import startup as _startup  # noqa: F401  (snapshot the environment before anything changes it)
 
 if TYPE_CHECKING:
-    from repro.base.config import Determinism, ReproConfig, RunConfig, register_configs
-    from repro.base.errors import (
-        ConfigValueError,
-        EnvironmentPinError,
-        ReproError,
-        RunDirectoryError,
-    )
-    from repro.base.files import atomic_write, sha256_file
-    from repro.core.determinism import DeterminismReport
-    from repro.core.distributed import DistInfo, RankMismatchError
-    from repro.core.environment import environment_fingerprint
-    from repro.core.fingerprint import float_bits, tensor_digest, tensors_digest
-    from repro.core.loader import ReproDataLoader, make_dataloader
-    from repro.core.setup import Repro, setup_reproducibility
-    from repro.launch.entry import entrypoint
-    from repro.launch.inprocess import start_run
-    from repro.ops import audit, make_deterministic
-    from repro.run.checkpoint import CheckpointError, load_checkpoint
-    from repro.run.load import LoadedRun, LoadRunError, load_run
-    from repro.run.record import RunRecord
-    from repro.run.resume import ResumeConflictError, config_sha256
-    from repro.run.run import Run, StateError, resolve_device
+    from repro.base.config import Determinism as Determinism
+    from repro.base.config import ReproConfig as ReproConfig
+    from repro.base.config import RunConfig as RunConfig
+    from repro.base.config import register_configs as register_configs
+    from repro.base.errors import ConfigValueError as ConfigValueError
+    from repro.base.errors import EnvironmentPinError as EnvironmentPinError
+    from repro.base.errors import ReproError as ReproError
+    from repro.base.errors import RunDirectoryError as RunDirectoryError
+    from repro.base.files import atomic_write as atomic_write
+    from repro.base.files import sha256_file as sha256_file
+    from repro.core.determinism import DeterminismReport as DeterminismReport
+    from repro.core.distributed import DistInfo as DistInfo
+    from repro.core.distributed import RankMismatchError as RankMismatchError
+    from repro.core.environment import environment_fingerprint as environment_fingerprint
+    from repro.core.fingerprint import float_bits as float_bits
+    from repro.core.fingerprint import tensor_digest as tensor_digest
+    from repro.core.fingerprint import tensors_digest as tensors_digest
+    from repro.core.loader import ReproDataLoader as ReproDataLoader
+    from repro.core.loader import make_dataloader as make_dataloader
+    from repro.core.setup import Repro as Repro
+    from repro.core.setup import setup_reproducibility as setup_reproducibility
+    from repro.launch.entry import entrypoint as entrypoint
+    from repro.launch.inprocess import start_run as start_run
+    from repro.ops import audit as audit
+    from repro.ops import make_deterministic as make_deterministic
+    from repro.run.checkpoint import CheckpointError as CheckpointError
+    from repro.run.checkpoint import load_checkpoint as load_checkpoint
+    from repro.run.load import LoadedRun as LoadedRun
+    from repro.run.load import LoadRunError as LoadRunError
+    from repro.run.load import load_run as load_run
+    from repro.run.record import RunRecord as RunRecord
+    from repro.run.resume import ResumeConflictError as ResumeConflictError
+    from repro.run.resume import config_sha256 as config_sha256
+    from repro.run.run import Run as Run
+    from repro.run.run import StateError as StateError
+    from repro.run.run import resolve_device as resolve_device
 
-_EXPORTS = {
-    "Run": "repro.run.run",
-    "StateError": "repro.run.run",
-    "resolve_device": "repro.run.run",
-    "start_run": "repro.launch.inprocess",
-    "entrypoint": "repro.launch.entry",
-    "RunConfig": "repro.base.config",
-    "ReproConfig": "repro.base.config",
-    "Determinism": "repro.base.config",
-    "register_configs": "repro.base.config",
-    "ReproError": "repro.base.errors",
-    "ConfigValueError": "repro.base.errors",
-    "EnvironmentPinError": "repro.base.errors",
-    "RunDirectoryError": "repro.base.errors",
-    "Repro": "repro.core.setup",
-    "setup_reproducibility": "repro.core.setup",
-    "DeterminismReport": "repro.core.determinism",
-    "ReproDataLoader": "repro.core.loader",
-    "make_dataloader": "repro.core.loader",
-    "environment_fingerprint": "repro.core.environment",
-    "tensor_digest": "repro.core.fingerprint",
-    "tensors_digest": "repro.core.fingerprint",
-    "float_bits": "repro.core.fingerprint",
-    "DistInfo": "repro.core.distributed",
-    "RankMismatchError": "repro.core.distributed",
-    "RunRecord": "repro.run.record",
-    "atomic_write": "repro.base.files",
-    "sha256_file": "repro.base.files",
-    "CheckpointError": "repro.run.checkpoint",
-    "load_checkpoint": "repro.run.checkpoint",
-    "load_run": "repro.run.load",
-    "LoadedRun": "repro.run.load",
-    "LoadRunError": "repro.run.load",
-    "config_sha256": "repro.run.resume",
-    "ResumeConflictError": "repro.run.resume",
-    "make_deterministic": "repro.ops",
-    "audit": "repro.ops",
-}
 
-__all__ = [
-    "CheckpointError",
-    "ConfigValueError",
-    "Determinism",
-    "DeterminismReport",
-    "DistInfo",
-    "EnvironmentPinError",
-    "LoadRunError",
-    "LoadedRun",
-    "RankMismatchError",
-    "Repro",
-    "ReproConfig",
-    "ReproDataLoader",
-    "ReproError",
-    "ResumeConflictError",
-    "Run",
-    "RunConfig",
-    "RunDirectoryError",
-    "RunRecord",
-    "StateError",
-    "atomic_write",
-    "audit",
-    "config_sha256",
-    "entrypoint",
-    "environment_fingerprint",
-    "float_bits",
-    "load_checkpoint",
-    "load_run",
-    "make_dataloader",
-    "make_deterministic",
-    "register_configs",
-    "resolve_device",
-    "setup_reproducibility",
-    "sha256_file",
-    "start_run",
-    "tensor_digest",
-    "tensors_digest",
-]
+#: One public name: ``from repro.x import Name as Name`` (the alias marks a re-export).
+_EXPORT_LINE = re.compile(r"^\s+from (repro[\w.]*) import (\w+) as \2$", re.MULTILINE)
+
+
+def _exports() -> dict[str, str]:
+    """``{name: module}`` read from this file's ``TYPE_CHECKING`` block, the one list (a regular
+    expression over its lines, one name each, not an ``ast`` parse: this runs on every start)."""
+    text = Path(__file__).read_text(encoding="utf-8")
+    block = text[text.index("if TYPE_CHECKING:") : text.index("def _exports")]
+    return {name: module for module, name in _EXPORT_LINE.findall(block)}
+
+
+_EXPORTS = _exports()
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:

@@ -1,4 +1,5 @@
-"""The package's shape is a rule, not a comment: imports point down the phases of a run (no cycles), the
+"""The package's shape is a rule, not a comment: every import, inside functions too, points down the
+layers (base <- core, ops <- run <- launch <- tools; the ``repro`` façade on top), there is no cycle, the
 launch phase imports no torch, the kit never imports the example, and the top level stays small."""
 
 from __future__ import annotations
@@ -58,6 +59,88 @@ def graph() -> dict[str, set[str]]:
     }
 
 
+#: The layers, bottom first (docs/layout.md). A module may import its own layer and the ones below;
+#: core and ops sit side by side and do not import each other. The façade (``repro/__init__.py``,
+#: ``repro/__main__.py``) sits on top: it may import any layer, and no layer imports it.
+LAYERS = {"base": 0, "core": 1, "ops": 1, "run": 2, "launch": 3, "tools": 4}
+
+
+def imports_anywhere(path: Path, kit: Path) -> list[tuple[int, str]]:
+    """Every ``repro`` module ``path`` imports, wherever the statement is (module level, functions,
+    ``TYPE_CHECKING`` blocks), with its line: ``from pkg import name`` counts as ``pkg.name`` when that is
+    a module of the kit, relative imports are resolved."""
+    here = module_name_in(path, kit).split(".")
+    package = here if path.name == "__init__.py" else here[:-1]
+    modules = {module_name_in(p, kit) for p in kit.rglob("*.py")}
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
+            for a in node.names:
+                name = f"{base}.{a.name}"
+                found.append((node.lineno, name if name in modules else base))
+    return [(line, name) for line, name in found if name == "repro" or name.startswith("repro.")]
+
+
+def module_name_in(path: Path, kit: Path) -> str:
+    parts = path.relative_to(kit.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def upward_imports(kit: Path) -> list[str]:
+    """``file:line: importer -> imported`` for every import that points up the layers, sideways
+    between core and ops, or at the façade from inside a layer."""
+    bad = []
+    for path in sorted(kit.rglob("*.py")):
+        me = module_name_in(path, kit)
+        layer = me.split(".")[1] if "." in me else None
+        if layer not in LAYERS:
+            continue
+        for line, name in imports_anywhere(path, kit):
+            other = name.split(".")[1] if "." in name else None
+            sideways = other != layer and LAYERS.get(other) == LAYERS[layer] and other is not None
+            if other not in LAYERS or LAYERS[other] > LAYERS[layer] or sideways:
+                rel = path.relative_to(kit.parent).as_posix()
+                bad.append(f"{rel}:{line}: {me} -> {name}")
+    return bad
+
+
+def test_every_import_points_down_the_layers():
+    bad = upward_imports(KIT)
+    assert not bad, "imports that point up the layers (docs/layout.md):\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize(
+    ("module", "planted", "caught"),
+    [
+        (
+            "core/seeding.py",
+            "    from repro.tools import cli\n",
+            "repro.core.seeding -> repro.tools.cli",
+        ),
+        ("run/lock.py", "    import repro\n", "repro.run.lock -> repro"),
+        ("base/files.py", "    from ..run import record\n", "repro.base.files -> repro.run.record"),
+        ("core/seeding.py", "    from repro.ops import audit\n", "repro.core.seeding -> repro.ops"),
+    ],
+)
+def test_the_layer_check_catches_an_import_planted_inside_a_function(
+    module, planted, caught, tmp_path
+):
+    import shutil
+
+    kit = tmp_path / "repro"
+    shutil.copytree(KIT, kit, ignore=shutil.ignore_patterns("__pycache__"))
+    target = kit / module
+    target.write_text(target.read_text() + "\n\ndef _planted():\n" + planted)
+    assert upward_imports(kit) == [
+        f"repro/{module}:{len(target.read_text().splitlines())}: {caught}"
+    ]
+
+
 def test_no_import_cycle_inside_the_kit():
     g = graph()
     state: dict[str, int] = {}
@@ -115,16 +198,11 @@ def test_the_kit_never_imports_the_example():
             assert not any(n == "experiment" or n.startswith("experiment.") for n in names), path
 
 
-def test_the_top_level_holds_a_handful_of_modules():
+def test_the_top_level_is_the_facade_and_the_layer_packages():
     top = sorted(p.name for p in KIT.glob("*.py"))
-    assert len(top) <= 9, top
-    assert {p.name for p in KIT.iterdir() if p.is_dir() and (p / "__init__.py").exists()} >= {
-        "launch",
-        "core",
-        "run",
-        "tools",
-        "ops",
-    }
+    assert top == ["__init__.py", "__main__.py"], top
+    packages = {p.name for p in KIT.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert packages == set(LAYERS), packages
 
 
 def test_one_list_of_environment_variables():
@@ -180,3 +258,17 @@ def test_no_torch_or_cpython_internals_in_the_code():
                     continue
                 found.append(f"{rel}:{n}: {what}: {line.strip()}")
     assert not found, "\n".join(found)
+
+
+def test_the_public_api_is_the_type_checking_block_of_the_facade():
+    """``repro/__init__.py`` lists each public name once, as a ``TYPE_CHECKING`` import; a line the run-time
+    reader would miss (no ``as Name`` alias, two names on one line) fails here instead of vanishing."""
+    import repro
+
+    tree = ast.parse((KIT / "__init__.py").read_text())
+    block = next(
+        n for n in tree.body if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n)
+    )
+    listed = {(a.name, node.module) for node in block.body for a in node.names}
+    assert listed == {(name, module) for name, module in repro._EXPORTS.items()}
+    assert sorted(name for name, _ in listed) == repro.__all__
