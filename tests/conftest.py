@@ -227,6 +227,15 @@ def fixture_run(tmp_path: Path):
     return _run
 
 
+@pytest.fixture(scope="session")
+def default_fixture_run(tmp_path_factory) -> Run:
+    """The fixture experiment's run with its default config (no overrides), once per test process (an
+    xdist worker) and shared by the tests that compare against it or read its record, in any module
+    (rerun, resume, run directory, in-process API, progress lines, the tools). None of them writes
+    into it; a test that alters a run copies it or makes its own."""
+    return run_fixture(tmp_path_factory.mktemp("default-fixture-run") / "run")
+
+
 @pytest.fixture(autouse=True)
 def _thawed_torch_flags():
     """Importing ``torch.testing._internal.common_utils`` (the OpInfo tests do) freezes torch's global backend

@@ -1,6 +1,7 @@
-"""Loggers (logger=csv, tensorboard, mlflow, wandb, none) on the kit's fixture experiment: each store holds
-metrics.jsonl's rows, the bits never change, a SIGKILL + resume continues the same logger run with no step
-twice, a replay logs nowhere, and a missing package is one line before anything is written."""
+"""Loggers (logger=csv, tensorboard, mlflow, wandb, none) on the kit's fixture experiment and the
+classifier example: each store holds metrics.jsonl's rows, the bits never change, a SIGKILL + resume
+continues the same logger run with no step twice, a replay logs nowhere, and a missing package is one
+line before anything is written."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURE, clean_env, run_fixture, verify_identical
+from conftest import FIXTURE, QUICK, clean_env, run_fixture, verify_identical
 from repro.base.config import check_logger_packages, logger_configs
 from repro.base.errors import ConfigValueError, MissingPackageError
 from repro.run.loggers import Loggers, rng_untouched
@@ -324,3 +325,27 @@ def test_a_csv_log_cut_back_on_resume_keeps_the_rows_up_to_the_checkpoint(tmp_pa
         ("train", "4", "0.4"),
     ]
     assert list(got[0]) == ["split", "epoch", "step", "loss", "val_acc"]
+
+
+@pytest.mark.slow
+def test_on_the_classifier_example_csv_and_tensorboard_at_once_hold_the_metrics_rows(run_train):
+    run = run_train("r", "logger=[csv,tensorboard]", *QUICK)
+    assert set(run.manifest["loggers"]) == {"csv", "tensorboard"}
+    with open(run.dir / "logs" / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    metrics = run.metrics(drop_time=False)
+    assert [(r["split"], int(r["step"])) for r in rows] == [
+        (m["split"], m["step"]) for m in metrics
+    ]
+    assert [float(r["val_acc"]) for r in rows if r["split"] == "epoch"] == [
+        m["val_acc"] for m in metrics if m["split"] == "epoch"
+    ]
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    (events,) = (run.dir / "logs" / "tensorboard").glob("events.out.tfevents.*")
+    steps: dict[str, list[int]] = {}
+    for event in EventFileLoader(str(events)).Load():
+        for value in event.summary.value:
+            steps.setdefault(value.tag, []).append(event.step)
+    assert steps["epoch/val_acc"] == [8, 16]
+    assert steps["train/loss"] == [m["step"] for m in metrics if m["split"] == "train"]

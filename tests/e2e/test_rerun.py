@@ -1,17 +1,32 @@
-"""The main job, run in separate processes: the same config gives the same bits."""
+"""The same config gives the same bits in a fresh process: a rerun, loader workers 0 and 2, a null seed
+replayed by its recorded value, the saved ``config.yaml`` replayed, and what changes (another seed) or
+stays (the data under ``repro=fast``). On the kit's fixture experiment and the classifier example, each
+run a ``python -m`` process.
+
+Elsewhere: each step setting's reruns (tests/e2e/test_step_options.py, test_step_options_examples.py),
+the regression example's (test_regress_example.py), the portable profile's across launch environments
+(test_portable.py), torchrun's (test_torchrun.py), and the guarantees a generated project carries
+(tests/experiment/test_guarantees.py: two fresh processes, loader workers 0 and 2)."""
 
 from __future__ import annotations
 
 import pytest
 import yaml
 
-from conftest import QUICK, run_main
+from conftest import QUICK, run_fixture, run_main
 
 pytestmark = pytest.mark.slow
 
 
-# Two fresh processes giving the same weights, fingerprints and metrics, and loader workers 0 and 2
-# giving the same bits: tests/experiment/test_guarantees.py (which a generated project carries too).
+def same_bits(a, b) -> None:
+    assert a.weights == b.weights
+    assert a.fingerprints() == b.fingerprints()
+    assert a.metrics() == b.metrics()
+
+
+def test_a_fixture_rerun_and_two_loader_workers_give_the_same_bits(default_fixture_run, tmp_path):
+    same_bits(default_fixture_run, run_fixture(tmp_path / "again"))
+    same_bits(default_fixture_run, run_fixture(tmp_path / "workers", "repro.num_workers=2"))
 
 
 def test_different_seeds_give_different_weights(run_train):
@@ -22,7 +37,7 @@ def test_different_seeds_give_different_weights(run_train):
 
 
 @pytest.mark.parametrize("workers", ["repro.num_workers=2 repro.persistent_workers=true"])
-def test_num_workers_do_not_change_the_bits(run_train, workers):
+def test_persistent_loader_workers_give_the_bits_of_none(run_train, workers):
     base = run_train("w0", *QUICK, "repro.num_workers=0")
     other = run_train("w", *QUICK, *workers.split())
     assert other.manifest["determinism"]["config"]["num_workers"] == 2

@@ -1,23 +1,134 @@
-"""Kill the main job with SIGKILL, resume it, and get the bits of an uninterrupted run.
+"""A run killed with SIGKILL and resumed gives the bits of an uninterrupted run, and says whether it did
+(the resume self-check); what resume refuses (a changed result, something that is not a run, a record
+file that is a planted link) and what it skips (a corrupt or junk checkpoint, stale partial files). On the kit's
+fixture experiment and the classifier example, each run a ``python -m`` process.
 
-The kit's fault injection ``REPRO_FAULT_KILL_AT_STEP=N`` makes the process SIGKILL
-itself right after step N is recorded (before any checkpoint of that step),
-as a preempted job dies. With the quick config an epoch is 8 steps and
-checkpoints are written every 5 steps and at each epoch end.
-"""
+The kit's fault injection ``REPRO_FAULT_KILL_AT_STEP=N`` makes the process SIGKILL itself right after
+step N is recorded (before any checkpoint of that step), as a preempted job dies. The fixture's config:
+3 epochs of 12 steps, a checkpoint every 5 steps. The classifier's quick config here: 3 epochs of 8
+steps, a checkpoint every 5 steps and at each epoch end.
+
+Resume with each step setting (accumulation windows, mixed precision, compile, best checkpoint and early
+stopping): tests/e2e/test_step_options.py and test_step_options_examples.py; of the regression example:
+test_regress_example.py; under torchrun: test_torchrun.py; with loggers: test_loggers.py; a locked run
+directory: test_run_directory.py."""
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+
 import pytest
 
-from conftest import QUICK, run_main
+from conftest import FIXTURE, QUICK, Run, run_fixture, run_main, run_module
 
 pytestmark = pytest.mark.slow
+KILL = "REPRO_FAULT_KILL_AT_STEP"
+
+
+def same_bits(a, b) -> None:
+    assert a.weights == b.weights
+    assert a.fingerprints() == b.fingerprints()
+    assert a.metrics() == b.metrics()
+
+
+# The fixture experiment.
+
+
+def test_sigkill_then_resume_gives_the_bits_and_checks_itself(default_fixture_run, tmp_path):
+    killed = run_fixture(tmp_path / "run", env={KILL: "8"}, check=False)
+    assert killed.proc.returncode == -9
+    assert [r["step"] for r in killed.fingerprints()][-1] == 8  # it died after recording steps 6..8
+    resumed = run_fixture(tmp_path / "run", "train.resume=auto")
+    assert resumed.proc.returncode == 0
+    run = killed  # the resume continues in the run's own directory
+    same_bits(default_fixture_run, run)
+    check = run.manifest["resumes"][-1]["self_check"]
+    assert check == {"exact": True, "steps_checked": 3, "steps_pending": 3}
+    assert run.manifest["resume_exact"] is True and run.manifest["status"] == "completed"
+
+
+def test_a_resume_of_too_little_state_is_reported_not_exact(tmp_path):
+    """The scheduler is left out of run.track on purpose: its step count restarts on resume, so the
+    learning rate of step 9 differs and the self-check names that step."""
+    run_dir = tmp_path / "run"
+    run_fixture(run_dir, "train.track_scheduler=false", env={KILL: "10"}, check=False)
+    resumed = run_fixture(run_dir, "train.resume=auto")
+    manifest = json.loads((run_dir / "run.json").read_text())
+    check = manifest["resumes"][-1]["self_check"]
+    assert (
+        check["exact"] is False and check["step"] == 9 and check["quantity"] in ("params", "loss")
+    )
+    assert manifest["resume_exact"] is False
+    assert "RESUME IS NOT EXACT: at step 9" in resumed.proc.stdout + resumed.proc.stderr
+
+
+def test_a_run_directory_with_non_ascii_characters_resumes_exactly(default_fixture_run, tmp_path):
+    run_dir = tmp_path / "rün-über_é"
+    # Hydra's grammar takes such a path quoted; the kit must keep it quoted when it points Hydra at the run
+    quoted = "'" + str(run_dir) + "'"
+    killed = run_module(
+        [sys.executable, "-m", FIXTURE, f"hydra.run.dir={quoted}"], cwd=tmp_path, env={KILL: "7"}
+    )
+    assert killed.returncode == -9, killed.stderr
+    proc = run_module([sys.executable, "-m", FIXTURE, f"train.resume={quoted}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((run_dir / "run.json").read_text())
+    assert (run_dir / "weights.pt").read_bytes() == default_fixture_run.weights and manifest[
+        "resume_exact"
+    ] is True
+
+
+def test_record_files_are_never_written_through_a_planted_link(tmp_path):
+    run_dir = tmp_path / "run"
+    run_fixture(run_dir, env={KILL: "7"}, check=False)
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep me")
+    kept = (run_dir / "fingerprints.jsonl").read_text()
+    (run_dir / "fingerprints.jsonl").unlink()
+    os.symlink(outside, run_dir / "fingerprints.jsonl")
+    out = run_fixture(run_dir, "train.resume=auto", check=False)
+    assert out.proc.returncode == 2 and "Traceback" not in out.proc.stderr
+    assert outside.read_text() == "keep me"
+    assert "symbolic link" in out.proc.stderr
+    assert kept  # the run had recorded steps before the link was planted
+
+
+def test_stale_partial_files_are_removed_on_resume(tmp_path):
+    run_dir = tmp_path / "run"
+    run_fixture(run_dir, env={KILL: "7"}, check=False)
+    stale = [
+        run_dir / ".run.json.abc123.tmp",
+        run_dir / "checkpoints" / ".step-000000010.ckpt.xyz.tmp",
+    ]
+    for path in stale:
+        path.write_bytes(b"half a file")
+    run_fixture(run_dir, "train.resume=auto")
+    assert not any(p.exists() for p in stale)
+
+
+def test_a_huge_junk_checkpoint_is_refused_without_reading_it(tmp_path):
+    """A 2 GB sparse file named like the newest checkpoint: refused after its first bytes, the older one used."""
+    run_dir = tmp_path / "run"
+    run_fixture(run_dir, env={KILL: "7"}, check=False)
+    junk = run_dir / "checkpoints" / "step-000000006.ckpt"
+    with open(junk, "wb") as f:
+        f.truncate(2 << 30)
+    out = run_fixture(run_dir, "train.resume=auto")
+    assert "skipping checkpoint step-000000006.ckpt" in out.proc.stdout + out.proc.stderr
+    assert [r["from_step"] for r in json.loads((run_dir / "run.json").read_text())["resumes"]] == [
+        5
+    ]
+
+
+# The classifier example (``python -m experiment.train``), against one uninterrupted run.
+
 RUN = [*QUICK, "train.epochs=3", "train.checkpoint_every=5"]
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def classifier_reference(tmp_path_factory):
     return run_main(tmp_path_factory.mktemp("ref") / "run", *RUN)
 
 
@@ -26,9 +137,6 @@ def assert_same_bits(run, reference):
     assert run.weights == reference.weights
     assert run.fingerprints() == reference.fingerprints()  # every step, once, in order
     assert run.metrics() == reference.metrics()
-
-
-KILL = "REPRO_FAULT_KILL_AT_STEP"
 
 
 def killed(run_dir, kill_at, *extra):
@@ -40,10 +148,6 @@ def killed(run_dir, kill_at, *extra):
 
 def resume(run_dir, *extra, args=None, env=None):
     """``train.resume=RUN_DIR``: no hydra.run.dir; the run continues in its own directory."""
-    import sys
-
-    from conftest import Run, run_module
-
     cmd = [sys.executable, "-m", "experiment.train", f"train.resume={run_dir}", *extra]
     return Run(run_dir, run_module(cmd, cwd=run_dir.parent, env=env))
 
@@ -58,13 +162,15 @@ def resume(run_dir, *extra, args=None, env=None):
         ),  # mid-epoch, persistent workers
     ],
 )
-def test_sigkill_then_resume_gives_identical_bits(tmp_path, reference, kill_at, workers):
+def test_classifier_sigkill_then_resume_gives_identical_bits(
+    tmp_path, classifier_reference, kill_at, workers
+):
     run_dir = tmp_path / "run"
     killed(run_dir, kill_at, *workers)
     hydra_files = {p.name: p.read_bytes() for p in (run_dir / ".hydra").iterdir() if p.is_file()}
     run = resume(run_dir, *workers)
     assert run.proc.returncode == 0, run.proc.stderr
-    assert_same_bits(run, reference)
+    assert_same_bits(run, classifier_reference)
     assert (
         run.manifest["resume_exact"] is True and run.manifest["resumes"][-1]["self_check"]["exact"]
     )
@@ -78,18 +184,18 @@ def test_sigkill_then_resume_gives_identical_bits(tmp_path, reference, kill_at, 
     )
 
 
-def test_killed_twice_and_resumed_with_other_workers(tmp_path, reference):
+def test_killed_twice_and_resumed_with_other_workers(tmp_path, classifier_reference):
     run_dir = tmp_path / "run"
     killed(run_dir, 6)
     second = resume(run_dir, "repro.num_workers=2", env={KILL: "17"})
     assert second.proc.returncode == -9
     run = resume(run_dir, "repro.num_workers=1")
     assert run.proc.returncode == 0, run.proc.stderr
-    assert_same_bits(run, reference)
+    assert_same_bits(run, classifier_reference)
     assert [r["from_step"] for r in run.manifest["resumes"]] == [5, 16]
 
 
-def test_auto_starts_fresh_then_resumes(tmp_path, reference):
+def test_auto_starts_fresh_then_resumes(tmp_path, classifier_reference):
     run_dir = tmp_path / "run"
     killed(run_dir, 3, "train.resume=auto")  # dies before its first checkpoint
     killed(
@@ -97,13 +203,13 @@ def test_auto_starts_fresh_then_resumes(tmp_path, reference):
     )  # the same command line: starts fresh, old attempt moved aside
     assert len(list((run_dir / ".abandoned").iterdir())) == 1
     run = run_main(run_dir, *RUN, "train.resume=auto")  # and again: resumes from step 10
-    assert_same_bits(run, reference)
+    assert_same_bits(run, classifier_reference)
     assert [r["from_step"] for r in run.manifest["resumes"]] == [10]
     again = run_main(run_dir, *RUN, "train.resume=auto")
     assert "already holds a completed run" in again.proc.stderr
 
 
-def test_auto_falls_back_from_a_corrupt_newest_checkpoint(tmp_path, reference):
+def test_auto_falls_back_from_a_corrupt_newest_checkpoint(tmp_path, classifier_reference):
     run_dir = tmp_path / "run"
     killed(run_dir, 12, "train.resume=auto")
     newest = sorted((run_dir / "checkpoints").iterdir())[-1]
@@ -114,7 +220,7 @@ def test_auto_falls_back_from_a_corrupt_newest_checkpoint(tmp_path, reference):
     run = run_main(run_dir, *RUN, "train.resume=auto")
     assert "skipping checkpoint step-000000010.ckpt" in run.proc.stdout + run.proc.stderr
     assert [r["from_step"] for r in run.manifest["resumes"]] == [8]
-    assert_same_bits(run, reference)
+    assert_same_bits(run, classifier_reference)
 
 
 def test_overrides_that_change_the_result_are_refused(tmp_path):

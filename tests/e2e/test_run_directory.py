@@ -1,19 +1,27 @@
-"""The run directory contract: what a run writes, and what it never overwrites."""
+"""The run directory contract: what a run writes (its files, its record, the epoch rows, who may read
+them), what it never overwrites, its lock (a second process is refused, naming the holder; a killed
+run's orphan does not hold it) and what it records when it is interrupted. On the classifier example
+and the kit's fixture experiment, each run a ``python -m`` process.
+
+Elsewhere: secrets in the run's files (tests/e2e/test_secrets.py), a sweep's directories
+(test_multirun.py), what the loggers write (test_loggers.py), a hostile run directory given to resume
+(test_resume.py) and to the tools (test_untrusted_runs.py)."""
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
+import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
 
 import pytest
 
-from conftest import QUICK, clean_env, run_main, run_module
+from conftest import QUICK, TIME_FIELDS, clean_env, run_fixture
 
 pytestmark = pytest.mark.slow
 
@@ -51,29 +59,6 @@ def test_run_directory_contract(run_train):
     assert re.search(r"epoch 1/2 .*loss .*acc .*samples/s", run.proc.stdout)
 
 
-def test_csv_and_tensorboard_loggers_at_once_write_the_metrics_rows(run_train):
-    run = run_train("r", "logger=[csv,tensorboard]", *QUICK)
-    assert set(run.manifest["loggers"]) == {"csv", "tensorboard"}
-    with open(run.dir / "logs" / "metrics.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    metrics = run.metrics(drop_time=False)
-    assert [(r["split"], int(r["step"])) for r in rows] == [
-        (m["split"], m["step"]) for m in metrics
-    ]
-    assert [float(r["val_acc"]) for r in rows if r["split"] == "epoch"] == [
-        m["val_acc"] for m in metrics if m["split"] == "epoch"
-    ]
-    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-
-    (events,) = (run.dir / "logs" / "tensorboard").glob("events.out.tfevents.*")
-    steps: dict[str, list[int]] = {}
-    for event in EventFileLoader(str(events)).Load():
-        for value in event.summary.value:
-            steps.setdefault(value.tag, []).append(event.step)
-    assert steps["epoch/val_acc"] == [8, 16]
-    assert steps["train/loss"] == [m["step"] for m in metrics if m["split"] == "train"]
-
-
 def test_existing_run_is_never_overwritten(run_train):
     first = run_train("r", *QUICK, "train.max_steps=2")
     before = {p.relative_to(first.dir): p.read_bytes() for p in first.dir.rglob("*") if p.is_file()}
@@ -82,34 +67,6 @@ def test_existing_run_is_never_overwritten(run_train):
     assert "already holds a run" in again.proc.stderr
     after = {p.relative_to(first.dir): p.read_bytes() for p in first.dir.rglob("*") if p.is_file()}
     assert before == after
-
-
-def test_multirun_gives_independent_complete_records(tmp_path):
-    sweep = tmp_path / "sweep"
-    proc = run_module(
-        [
-            sys.executable,
-            "-m",
-            "experiment.train",
-            "-m",
-            "repro.seed=0,1",
-            *QUICK,
-            "train.max_steps=3",
-            f"hydra.sweep.dir={sweep}",
-        ],
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr
-    output = proc.stdout + proc.stderr
-    # where the sweep stands, one plain line as each job starts and ends (no bar: not a terminal)
-    for line in ("sweep job 1/2 started: repro.seed=0", "sweep job 1/2 completed in"):
-        assert line in output, output
-    assert output.index("sweep job 1/2 completed") < output.index("sweep job 2/2 started")
-    assert "sweep job 2/2 completed in" in output and "%|" not in output
-    manifests = [json.loads((sweep / str(i) / "run.json").read_text()) for i in (0, 1)]
-    assert [m["seed"] for m in manifests] == [0, 1]
-    assert all(m["status"] == "completed" for m in manifests)
-    assert manifests[0]["weights_sha256"] != manifests[1]["weights_sha256"]
 
 
 @pytest.mark.parametrize(
@@ -156,72 +113,84 @@ def test_interrupted_run_is_recorded_as_failed(tmp_path, signum, exit_code, reas
     assert m["weights_sha256"] is None
 
 
-def test_a_secret_added_as_an_unknown_key_is_refused_and_never_echoed(run_train):
-    """Keys are never added on the command line (the schema has them); the refusal hides the value.
-    Secrets in keys the schema has are redacted in every file (tests/e2e/test_hostile_runs.py)."""
-    run = run_train("r", *QUICK, "train.max_steps=2", "+logger.api_key=s3cr3t-value", check=False)
-    assert run.proc.returncode == 2 and not run.dir.exists()
-    assert "+logger.api_key=<redacted>: unknown key" in run.proc.stderr
-    assert "s3cr3t-value" not in run.proc.stderr + run.proc.stdout
-
-
 def test_git_state_of_the_code_is_recorded(run_train):
     """Recorded even when the run is launched from outside the checkout (the tests run from a temp dir)."""
     git = run_train("r", *QUICK, "train.max_steps=1").manifest["environment"]["git"]
     assert re.fullmatch(r"[0-9a-f]{40}", git["commit"]) and isinstance(git["dirty"], bool)
 
 
-def test_sweep_job_equals_the_same_run_alone(tmp_path):
-    """Jobs of one -m sweep share a process: a pinned thread count must not leak into the next job."""
-    sweep = tmp_path / "sweep"
-    proc = run_module(
-        [
-            sys.executable,
-            "-m",
-            "experiment.train",
-            "-m",
-            "repro.threads=1,null",
-            *QUICK,
-            "train.max_steps=6",
-            f"hydra.sweep.dir={sweep}",
-        ],
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr
-    alone = run_main(tmp_path / "alone", *QUICK, "train.max_steps=6", "repro.threads=null")
-    second = json.loads((sweep / "1" / "run.json").read_text())
-    assert second["weights_sha256"] == alone.manifest["weights_sha256"]
-    assert (
-        second["determinism"]["settings"]["torch.num_threads"]["applied"]
-        == alone.manifest["determinism"]["settings"]["torch.num_threads"]["applied"]
-    )
+def test_the_epoch_rows_hold_the_users_metrics_and_the_record_the_result(default_fixture_run):
+    row = default_fixture_run.metrics()[-1]
+    # the user's metrics, nothing hard-wired
+    assert {"train_loss", "train_acc", "val_acc"} <= set(row)
+    assert default_fixture_run.manifest["result"]["val_acc"] == row["val_acc"]
 
 
-def test_a_failing_sweep_job_is_recorded_and_the_others_still_run(tmp_path):
-    sweep = tmp_path / "sweep"
-    proc = run_module(
-        [
-            sys.executable,
-            "-m",
-            "experiment.train",
-            "-m",
-            *QUICK,
-            "train.max_steps=2",
-            "train.device=cpu,cuda:7,cpu",
-            f"hydra.sweep.dir={sweep}",
-        ],
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 1  # the sweep says something failed
-    assert "Traceback" not in proc.stderr and "error: train.device='cuda:7'" in proc.stderr
-    statuses = [
-        json.loads((sweep / str(i) / "run.json").read_text())["status"]
-        if (sweep / str(i) / "run.json").exists()
-        else None
-        for i in range(3)
+def test_epoch_rows_carry_the_timing_fields_that_comparisons_leave_out(default_fixture_run):
+    rows = [
+        json.loads(x) for x in (default_fixture_run.dir / "metrics.jsonl").read_text().splitlines()
     ]
-    assert statuses == [
-        "completed",
-        None,
-        "completed",
-    ]  # refused before its record started: nothing written
+    assert {k for r in rows for k in r} & set(TIME_FIELDS) == set(TIME_FIELDS)
+
+
+def test_run_files_are_readable_by_the_group_under_the_default_umask(default_fixture_run):
+    umask = os.umask(0)
+    os.umask(umask)
+    run_dir = default_fixture_run.dir
+    for name in ("config.yaml", "run.json", "metrics.jsonl", "fingerprints.jsonl", "weights.pt"):
+        mode = stat.S_IMODE((run_dir / name).stat().st_mode)
+        assert mode == 0o666 & ~umask, (name, oct(mode))
+    for ckpt in (run_dir / "checkpoints").iterdir():
+        assert stat.S_IMODE(ckpt.stat().st_mode) == 0o666 & ~umask, ckpt.name
+
+
+def test_a_locked_run_directory_is_refused_naming_the_holder(tmp_path):
+    from repro.run.lock import RunLock
+
+    run_dir = tmp_path / "run"
+    run_fixture(run_dir, env={"REPRO_FAULT_KILL_AT_STEP": "8"}, check=False)
+    before = sorted(p.name for p in (run_dir / ".hydra").iterdir())
+    lock = RunLock.acquire(run_dir)
+    try:
+        out = run_fixture(run_dir, "train.resume=auto", check=False)
+    finally:
+        lock.release()
+    assert out.proc.returncode == 2
+    assert f"is in use by another process (pid {os.getpid()})" in out.proc.stderr
+    assert "Traceback" not in out.proc.stderr
+    # nothing half-written
+    assert sorted(p.name for p in (run_dir / ".hydra").iterdir()) == before
+    assert json.loads((run_dir / "run.json").read_text()).get("resumes") is None
+
+
+_FORK_AND_DIE = """
+import os, signal, sys, time
+from repro.run.lock import RunLock
+lock = RunLock.acquire(sys.argv[1])
+child = os.fork()
+if child == 0:  # a DataLoader worker that outlives its run by a few seconds
+    time.sleep(60)
+    os._exit(0)
+with open(sys.argv[2], "w") as f:
+    f.write(str(child))
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_forked_child_that_outlives_a_killed_run_does_not_hold_its_lock(tmp_path):
+    from repro.run.lock import RunLock
+
+    run_dir, pid_file = tmp_path / "run", tmp_path / "child.pid"
+    cmd = [sys.executable, "-c", _FORK_AND_DIE, str(run_dir), str(pid_file)]
+    # not a pipe: the orphan would keep it open
+    with open(tmp_path / "stderr", "w") as err:
+        died = subprocess.run(cmd, env=clean_env(), stdout=err, stderr=err, timeout=60)
+    assert died.returncode == -signal.SIGKILL, (tmp_path / "stderr").read_text()
+    orphan = int(pid_file.read_text())
+    try:
+        # still alive, sleeping
+        os.kill(orphan, 0)
+        # the run can be resumed at once all the same
+        RunLock.acquire(run_dir).release()
+    finally:
+        os.kill(orphan, signal.SIGKILL)

@@ -1,15 +1,17 @@
-"""How an optimizer step is taken (gradient accumulation, clipping, mixed precision, compile), on the kit's fixture experiment:
-reruns, worker counts, SIGKILL + resume in the middle of an epoch and `repro verify`, in separate processes."""
+"""What an optimizer step is, setting by setting (gradient accumulation, clipping, mixed precision,
+compile, the best checkpoint and early stopping), on the kit's fixture experiment: each setting is live
+(it changes the bits and is recorded), a bad value is one line naming the key, and each keeps the
+guarantees: a rerun and loader workers 0 and 2 give the same bits, ``repro verify`` says IDENTICAL, and a
+SIGKILL in the middle of an accumulation window or an epoch resumes to the same bits (each setting's
+reference run is shared by its checks here). Each run a ``python -m`` process. On the examples:
+tests/e2e/test_step_options_examples.py."""
 
 from __future__ import annotations
-
-import re
-import sys
 
 import pytest
 import torch
 
-from conftest import FIXTURE, run_fixture, run_on_terminal, verify_identical
+from conftest import FIXTURE, run_fixture, verify_identical
 from repro import load_checkpoint
 
 KILL = "REPRO_FAULT_KILL_AT_STEP"
@@ -118,18 +120,15 @@ def kill_and_resume(tmp_path, *overrides, at: int = 8):
     return killed
 
 
-@pytest.fixture(scope="module")
-def eager32(tmp_path_factory):
-    return run_fixture(tmp_path_factory.mktemp("fp32") / "run")
-
-
 # Each setting: workers 0 and 2 give the same bits, `repro verify` (a rerun in a new process, compared
 # step by step and by the final weights) says IDENTICAL, and a SIGKILL mid-epoch resumes to the same bits.
 @pytest.mark.slow
-def test_bf16_mixed_keeps_the_guarantees_and_differs_from_32_true(eager32, tmp_path):
+def test_bf16_mixed_keeps_the_guarantees_and_differs_from_32_true(default_fixture_run, tmp_path):
     bf16 = run_fixture(tmp_path / "bf16", "train.precision=bf16-mixed")
     assert bf16.manifest["training"]["precision"] == "bf16-mixed"
-    assert bf16.fingerprints()[0]["loss"] != eager32.fingerprints()[0]["loss"]  # autocast is live
+    assert (
+        bf16.fingerprints()[0]["loss"] != default_fixture_run.fingerprints()[0]["loss"]
+    )  # autocast is live
     same_bits(
         bf16, run_fixture(tmp_path / "w2", "train.precision=bf16-mixed", "repro.num_workers=2")
     )
@@ -156,7 +155,7 @@ def test_16_mixed_tracks_its_grad_scaler_and_keeps_the_guarantees(tmp_path):
 def test_compile_keeps_the_guarantees(tmp_path):
     """torch.compile on CPU (inductor, random ops left to the eager RNG that checkpoints save): a
     SIGKILL + resume gives the bits of the uninterrupted run. Loader workers 0/2 and ``repro verify``
-    of compiled runs: tests/e2e/test_precision.py, on both examples."""
+    of compiled runs: tests/e2e/test_step_options_examples.py, on both examples."""
     compiled = run_fixture(tmp_path / "compiled", "train.compile=true")
     assert compiled.manifest["training"]["compile"] is True
     same_bits(compiled, kill_and_resume(tmp_path, "train.compile=true"))
@@ -171,31 +170,6 @@ def test_a_compiler_that_does_not_work_is_one_line(tmp_path):
         "train.compile=True is not allowed: expected false: torch.compile does not work here"
         in (out.proc.stderr)
     )
-
-
-BAR_MARKS = ("\r", "%|", "step/s", "█")
-
-
-@pytest.mark.slow
-def test_no_bar_when_stderr_is_not_a_terminal(eager32):
-    output = eager32.proc.stdout + eager32.proc.stderr
-    assert "epoch 3/3  step 36" in output  # the plain per-epoch lines
-    assert not [mark for mark in BAR_MARKS if mark in output]
-
-
-@pytest.mark.slow
-def test_a_terminal_gets_a_live_bar_and_the_same_bits(eager32, tmp_path):
-    """stderr on a pseudo-terminal: the bar is drawn (steps, loss, samples/s, ETA); the run's bits do
-    not change, since the bar draws no random number."""
-    from conftest import FIXTURE as module
-
-    cmd = [sys.executable, "-m", module, f"hydra.run.dir={tmp_path / 'tty'}"]
-    code, screen, _ = run_on_terminal(cmd, tmp_path)
-    assert code == 0
-    assert "epoch 1/3" in screen and "%|" in screen and "samples/s" in screen and "loss " in screen
-    # steps done, elapsed<ETA, rate (tqdm writes s/step below one step a second, as on a busy machine)
-    assert re.search(r"\d+/12 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+(step/s|s/step)", screen)
-    assert (tmp_path / "tty" / "weights.pt").read_bytes() == eager32.weights
 
 
 #: Best by val_acc, patience 2: val_acc peaks at epoch 3 (steps 25..36) and the run stops after epoch 5.
