@@ -23,11 +23,11 @@ def repro(*args, cwd, env=None):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    base = tmp_path_factory.mktemp("runs")
-    clean = run_fixture(base / "clean")
-    noisy = run_fixture(base / "noisy", env=PERTURB)
-    return clean, noisy
+def runs(default_fixture_run, tmp_path_factory):
+    """The fixture's default run (shared with the other modules' tests, never written into) and the
+    same config with noise on one weight after step 12."""
+    noisy = run_fixture(tmp_path_factory.mktemp("runs") / "noisy", env=PERTURB)
+    return default_fixture_run, noisy
 
 
 def test_verify_of_a_normal_run_is_identical(runs, tmp_path):
