@@ -1,5 +1,5 @@
 """The job count behind a sweep's "sweep job i/N" lines (``repro.launch.sweep``); the lines themselves
-are checked on real sweeps (tests/e2e/test_run_directory.py, tests/tools/test_report.py)."""
+are checked on real sweeps (tests/e2e/test_multirun.py, tests/tools/test_report.py)."""
 
 from __future__ import annotations
 
