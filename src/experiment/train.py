@@ -8,17 +8,11 @@ run object (``repro.Run``).
 
 from __future__ import annotations
 
-from repro.base.hashseed import pin_hash_seed_early
+from pathlib import Path
+from typing import Any
 
-# First thing: when the shell set no PYTHONHASHSEED, start again with the kit's one now, before the
-# imports below (Hydra, the configs) would be done twice. Optional: the entry point does it anyway.
-pin_hash_seed_early()
-
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-from experiment.config import check_config, register_configs  # noqa: E402
-from repro import entrypoint  # noqa: E402
+from experiment.config import check_config, register_configs
+from repro import entrypoint
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 

@@ -1,5 +1,6 @@
-"""The example's ``train.py`` pins the hash seed first thing: the interpreter the shell started
-re-executes before importing Hydra, OmegaConf or torch, so nothing heavy is done twice."""
+"""The example's ``train.py`` is imports, the decorator and the task, yet the hash seed is pinned first
+thing: ``repro.entrypoint`` decorating the task in the program's own module re-executes the interpreter
+the shell started before Hydra, OmegaConf or torch are imported, so nothing heavy is done twice."""
 
 from __future__ import annotations
 
@@ -41,16 +42,17 @@ def test_the_first_interpreter_restarts_before_any_heavy_import(tmp_path):
 
 @pytest.mark.slow
 def test_a_flag_leaves_the_decision_to_the_entry_point(tmp_path):
-    """With a flag on the command line (here Hydra's --config-name) the early call does nothing: the
-    entry point parses the command line and re-executes after its imports, as without the call."""
+    """With a flag on the command line (here Hydra's --config-name) decorating restarts nothing: the
+    entry point's main() parses the command line and re-executes after its imports."""
     imports = _imports(tmp_path, "--config-name=config")
     assert ("omegaconf", "-") in imports and ("omegaconf", "0") in imports, imports
 
 
 @pytest.mark.slow
 def test_importing_the_experiment_module_restarts_nothing(tmp_path):
-    """Only the program's own module restarts early: a tool or a script that imports the experiment's
-    module (``repro verify`` reads its entry settings so) runs on in the interpreter it started in."""
+    """Only a task decorated in the program's own module restarts early: a tool or a script that imports
+    the experiment's module (``repro verify`` reads its entry settings so) runs on in the interpreter
+    it started in."""
     import subprocess
     import sys
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURE, FIXTURE_PATH, clean_env, run_fixture
+from conftest import FIXTURE, FIXTURE_PATH, clean_env, run_fixture, run_python
 
 # Appends one line per interpreter start (pid, hash seed in the environment) to $STARTS_FILE.
 _SITECUSTOMIZE = """
@@ -63,6 +63,54 @@ def test_the_hash_seed_costs_one_early_restart_and_holds(tmp_path):
         "note": "",
     }
     assert run.manifest["environment"]["env_at_start"].get("PYTHONHASHSEED") == "0"
+
+
+# A program whose task is decorated in its own module: says which heavy modules were imported and the
+# hash seed, before and after decorating (main() is never called: the restart needs no config).
+_DECORATED = """
+import os, sys
+from repro import entrypoint
+
+def seen(when):
+    heavy = [m for m in ("hydra", "omegaconf", "torch") if m in sys.modules]
+    print(when, os.environ.get("PYTHONHASHSEED", "-"), ",".join(heavy) or "none", flush=True)
+
+seen("before")
+
+@entrypoint(config_dir=".", config_name="config")
+def main(run):
+    pass
+
+seen("after")
+"""
+
+
+def test_decorating_the_task_restarts_before_any_heavy_import(tmp_path):
+    """``from repro import entrypoint`` imports no Hydra, OmegaConf or torch, and decorating the task in
+    the program's module re-executes at once with the kit's hash seed: the entry module needs no
+    start-up code of its own."""
+    out = run_python(tmp_path, _DECORATED)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.splitlines() == ["before - none", "before 0 none", "after 0 hydra,omegaconf"]
+
+
+def test_decorating_restarts_nothing_with_a_flag_or_when_imported(tmp_path):
+    """A flag leaves the decision to main(); a module that is not the program never restarts."""
+    out = run_python(tmp_path, _DECORATED, "--help")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert [line.split()[:2] for line in out.stdout.splitlines()] == [
+        ["before", "-"],
+        ["after", "-"],
+    ]
+    (tmp_path / "decorated.py").write_text(_DECORATED)
+    out = run_python(
+        tmp_path, "import os, sys\nsys.path.insert(0, os.getcwd())\nimport decorated\n"
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert [line.split()[:2] for line in out.stdout.splitlines()] == [
+        ["before", "-"],
+        ["after", "-"],
+    ]
 
 
 @pytest.mark.slow

@@ -20,18 +20,9 @@ import yaml
 
 from conftest import FIXTURE, run_module, run_tool
 from repro.tools.cli import main as repro_main
-from repro.tools.report import (
-    collect,
-    figure_title,
-    job_table,
-    panel_labels,
-    plot,
-    readable,
-    summarize,
-    t975,
-    to_latex,
-    to_markdown,
-)
+from repro.tools.report_figure import figure_title, panel_labels, plot, readable
+from repro.tools.report_sweep import collect, summarize, t975
+from repro.tools.report_tables import job_table, to_latex, to_markdown
 
 BASE = {"model": {"dropout": 0.1, "width": 16}, "train": {"lr": 0.02, "steps": 12}}
 
@@ -210,7 +201,8 @@ def test_tables_export_to_csv_markdown_and_latex(tmp_path):
 
 
 def test_mean_and_std_are_rounded_to_the_precision_of_the_std():
-    from repro.tools.report import Stat, mean_std
+    from repro.tools.report_sweep import Stat
+    from repro.tools.report_tables import mean_std
 
     assert mean_std(Stat(3, 0.66991, 0.008556, None, None)) == "0.6699 ± 0.0086"
     assert mean_std(Stat(3, 1234.5, 123.4, None, None)) == "1234 ± 123"
@@ -275,7 +267,7 @@ class Recorder:
 
 
 def draw(groups, curve):
-    from repro.tools.report import _draw_panel
+    from repro.tools.report_figure import _draw_panel
 
     ax = Recorder()
     _draw_panel(ax, curve, groups, ["C0", "C1"], (0, 12))
@@ -283,7 +275,7 @@ def draw(groups, curve):
 
 
 def test_bands_only_where_seeds_differ_and_never_for_identical_schedules(tmp_path):
-    from repro.tools.report import _curves
+    from repro.tools.report_figure import _curves
 
     rep = collect(make_sweep(tmp_path / "sw"))
     groups = {}

@@ -2,9 +2,9 @@
 
 ``PYTHONHASHSEED`` is read when the interpreter starts, so a run that pins it (every profile the kit
 ships) needs a second interpreter when the shell set none. The sooner the first one re-executes, the
-less it does twice: this module imports nothing but ``os`` and ``sys``, so a program can call
-:func:`pin_hash_seed_early` as its first statement, before importing Hydra, its configs or torch.
-The entry point (:func:`repro.entrypoint`) makes the same guess itself when the program did not.
+less it does twice: this module imports nothing but ``os`` and ``sys``, and :func:`repro.entrypoint`
+calls :func:`pin_hash_seed_early` when it decorates the task, before Hydra, the configs or torch are
+imported. The entry point's ``main()`` makes the same guess itself when that call did not.
 """
 
 from __future__ import annotations
@@ -21,21 +21,19 @@ GUESS_ENV = "REPRO_HASH_SEED_GUESSED"
 PLAN_ENV = "REPRO_LAUNCH_PLAN"
 
 
-def pin_hash_seed_early() -> None:
+def pin_hash_seed_early(program: str) -> None:
     """Re-execute now with the kit's default hash seed if the entry point would do it later anyway.
 
-    Call it first thing in the module that ``python -m pkg.train`` or ``python train.py`` runs (the
-    example's ``train.py`` does): the first interpreter then re-executes before importing anything
-    else, instead of after importing Hydra and registering the configs. Only a plain launch is
-    re-executed early (no ``-``-flag among the arguments but ``-m``/``--multirun``): ``--help``,
-    ``--cfg`` and the other flags are left to the entry point, which decides as before. Leaving the
-    call out costs time, never a guarantee.
-
-    It acts only when called from the module the interpreter runs as its program (``__main__``): a
-    tool that imports the experiment's module (``repro verify`` reading its entry settings, a test,
-    a notebook) is never restarted by the import.
+    ``program`` is the name of the module asking (the decorated task's ``__module__``): only the module
+    that ``python -m pkg.train`` or ``python train.py`` runs as its program (``__main__``) restarts, so a
+    tool that imports the experiment's module (``repro verify`` reading its entry settings, a test, a
+    notebook) is never restarted by the import. :func:`repro.entrypoint` calls it when it decorates the
+    task: the first interpreter then re-executes before importing Hydra, the configs or torch, instead
+    of after. Only a plain launch is re-executed early (no ``-``-flag among the arguments but
+    ``-m``/``--multirun``): ``--help``, ``--cfg`` and the other flags are left to the entry point's
+    ``main()``, which decides as before.
     """
-    if sys._getframe(1).f_globals.get("__name__") != "__main__":
+    if program != "__main__":
         return
     if PLAN_ENV in os.environ or GUESS_ENV in os.environ:
         return
@@ -49,7 +47,7 @@ def guess_hash_seed(argv: list[str], seed: int | None = DEFAULT_PYTHONHASHSEED) 
 
     Doing it before the config is composed makes the second start cost only the interpreter and the
     imports; the composed config then decides (a different pin, or none, re-executes once more: see
-    :func:`repro.launch.entry.relaunch_if_needed`).
+    :func:`repro.launch.relaunch.relaunch_if_needed`).
     """
     if "PYTHONHASHSEED" in os.environ or seed is None:
         return

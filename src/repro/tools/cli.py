@@ -28,11 +28,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from repro.base.errors import ReproError
-from repro.tools.table import paint, render
+from repro.tools.table import paint, print_diff, render
 
 EXIT_OK, EXIT_DIFFERENT, EXIT_USAGE, EXIT_CANNOT_REPLAY = 0, 1, 2, 3
 
@@ -42,14 +41,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
-
-
-def _print_diff(title: str, rows: list[tuple[str, Any, Any]], left: str, right: str) -> None:
-    if not rows:
-        print(f"{title}: no differences")
-        return
-    print(f"{title}: {len(rows)} difference{'s' if len(rows) != 1 else ''}")
-    print(render(["key", left, right], rows))
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -76,8 +67,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             "pinned from the record: "
             + ", ".join(f"{k}={v}" for k, v in sorted(verdict.pinned.items()))
         )
-    _print_diff("environment (recorded vs replay)", verdict.environment_diff, "recorded", "replay")
-    _print_diff("determinism flags (recorded vs replay)", verdict.flags_diff, "recorded", "replay")
+    print_diff("environment (recorded vs replay)", verdict.environment_diff, "recorded", "replay")
+    print_diff("determinism flags (recorded vs replay)", verdict.flags_diff, "recorded", "replay")
     if verdict.segments:
         print(
             render(
@@ -119,8 +110,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_dict(), indent=2, default=str))
         return EXIT_OK if same else EXIT_DIFFERENT
     print(f"A: {report.run_a}\nB: {report.run_b}")
-    _print_diff("config", report.config_diff, "A", "B")
-    _print_diff("environment", report.environment_diff, "A", "B")
+    print_diff("config", report.config_diff, "A", "B")
+    print_diff("environment", report.environment_diff, "A", "B")
     if report.divergence is None:
         print(paint(f"fingerprints: identical over {report.steps_compared} steps", "green"))
         return EXIT_OK if same else EXIT_DIFFERENT
@@ -156,38 +147,6 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return EXIT_DIFFERENT
 
 
-def cmd_env(args: argparse.Namespace) -> int:
-    from repro.base.config import diff_trees, flatten
-    from repro.core.environment import environment_fingerprint
-    from repro.tools.runs import VOLATILE_ENV_KEYS, load_run
-
-    if args.run_dir is None:
-        env = environment_fingerprint(_code_dir())
-        if args.json:
-            print(json.dumps(env, indent=2, default=str))
-        else:
-            print(render(["key", "value"], sorted(flatten(env).items())))
-        return EXIT_OK
-    run = load_run(args.run_dir, require_completed=False)
-    now = _environment_under_pins(run)
-    rows = diff_trees(run.manifest.get("environment") or {}, now, ignore=VOLATILE_ENV_KEYS)
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "run_dir": str(run.dir),
-                    "differences": [{"key": k, "recorded": a, "now": b} for k, a, b in rows],
-                },
-                indent=2,
-                default=str,
-            )
-        )
-    else:
-        print(f"run: {run.dir} (the current environment is read under the run's pins)")
-        _print_diff("environment (recorded vs now)", rows, "recorded", "now")
-    return EXIT_OK if not rows else EXIT_DIFFERENT
-
-
 def cmd_audit(args: argparse.Namespace) -> int:
     """Build the project's model and a batch from its config, and audit one strict step."""
     import importlib
@@ -209,7 +168,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
             cfg = compose(config_name="config", overrides=args.overrides)
     except Exception as exc:  # a bad override: the user's input
-        from repro.launch.entry import describe_compose_error
+        from repro.launch.preflight import describe_compose_error
 
         raise ReproError(describe_compose_error(exc)) from None
     model, batch, loss_fn = build(cfg)
@@ -224,65 +183,6 @@ def _default_entry() -> str:
 
     project = find_project()
     return project.entry if project is not None and project.entry else "experiment.train"
-
-
-def _code_dir() -> Path:
-    """The project's code directory (where its pyproject.toml with [tool.repro] is), else the cwd."""
-    from repro.core.environment import find_project
-
-    project = find_project()
-    return project.root if project is not None else Path.cwd()
-
-
-#: Run in a fresh interpreter that does not import from its working directory; arguments come in argv.
-_FINGERPRINT_CODE = """
-import json, sys, torch
-from repro.core.environment import environment_fingerprint
-threads, interop, code_dir = sys.argv[1:4]
-if threads:
-    torch.set_num_threads(int(threads))
-if interop:
-    torch.set_num_interop_threads(int(interop))
-print(json.dumps(environment_fingerprint(code_dir), default=str))
-"""
-
-
-def _environment_under_pins(run: Any) -> dict[str, Any]:
-    """This machine's fingerprint, read in a process started with the pins a replay of ``run`` would use.
-
-    The git state is the project's own code directory's, never a directory the record names.
-    """
-    import subprocess
-    import tempfile
-
-    from repro.tools.replay import replay_environment
-
-    env, _ = replay_environment(run)
-    repro_cfg = run.config.get("repro") or {}
-    threads, interop = repro_cfg.get("threads"), repro_cfg.get("interop_threads")
-    for key, value in (("repro.threads", threads), ("repro.interop_threads", interop)):
-        if value is not None and not 1 <= value <= 1 << 16:
-            raise ReproError(
-                f"{run.dir / 'config.yaml'}: {key} is {value}; expected an int in [1, 65536] or null"
-            )
-    argv = [str(threads or ""), str(interop or ""), str(_code_dir())]
-    with tempfile.TemporaryDirectory(prefix="repro-env-") as cwd:
-        out = subprocess.run(
-            [sys.executable, "-c", _FINGERPRINT_CODE, *argv],
-            env=env,
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            stdin=subprocess.DEVNULL,
-        )
-    if out.returncode != 0:
-        last = ([line for line in out.stderr.splitlines() if line.strip()] or ["no output"])[-1]
-        raise ReproError(
-            f"reading this environment under the pins of {run.dir} failed "
-            f"(exit status {out.returncode}): {last[:200]}"
-        )
-    return json.loads(out.stdout)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -341,15 +241,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_diff)
 
+    from repro.tools import env as env_cmd
+    from repro.tools import report as report_cmd
+    from repro.tools import selftest as selftest_cmd
+
     p = sub.add_parser(
         "env", help="print this environment's fingerprint, or compare it with a run's"
     )
-    p.add_argument("run_dir", nargs="?")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_env)
-
-    from repro.tools import report as report_cmd
-    from repro.tools import selftest as selftest_cmd
+    env_cmd.add_arguments(p)
+    p.set_defaults(func=env_cmd.run)
 
     p = sub.add_parser(
         "report", help="summarise a sweep: a figure, tables per swept key, statistics"

@@ -22,20 +22,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from repro.base.config import diff_trees
 from repro.base.errors import RunDirectoryError
+from repro.base.overrides import diff_trees
 from repro.tools.progress import ToolProgress
 from repro.tools.replay import (
-    EntrySettings,
     ReplayFailed,
     ReplaySpec,
-    entry_settings,
     make_replay_dir,
     prepare_replay,
     replay_fresh,
     replay_from_checkpoint,
-    resolve_entry,
 )
+from repro.tools.replay_entry import EntrySettings, entry_settings, resolve_entry
 from repro.tools.runs import FINGERPRINTS_FILE, VOLATILE_ENV_KEYS, first_divergence, load_run
 from repro.tools.verify import checkpoint_steps
 

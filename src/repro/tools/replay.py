@@ -4,13 +4,15 @@ What a replay runs comes from the project, never from the record alone:
 
 * the entry module is the project's (``[tool.repro] entry`` in the nearest
   ``pyproject.toml``) or the one the user names with ``--entry``; a record
-  naming another module is refused, with the flag that overrides;
+  naming another module is refused, with the flag that overrides
+  (:mod:`repro.tools.replay_entry`);
 * the config is a sanitised copy of the run's ``config.yaml``, written into
   the replay's own directory: a ``hydra:`` section and the loggers
   (``logger:``, so a replay never writes to the run's trackers) are dropped, and the
   replay is refused when the config holds interpolations, a ``defaults``
   list, or instantiation keys (``_target_`` and friends) that the project's
-  own composed config does not hold with the same value;
+  own composed config does not hold with the same value
+  (:mod:`repro.tools.replay_config`);
 * the process starts without the current directory on ``sys.path``
   (``PYTHONSAFEPATH``), so a module planted where the user stands is not
   imported, and with the environment pins the run recorded.
@@ -22,7 +24,6 @@ records a step raises :class:`ReplayFailed`: it is no verdict.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import re
 import shutil
@@ -30,34 +31,23 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from omegaconf import OmegaConf
 
-from repro.base.config import NUMERICS_ENV
+from repro.base.envvars import NUMERICS_ENV
 from repro.base.errors import ReproError, RunDirectoryError
-from repro.core.environment import find_project
-from repro.tools.runs import (
-    CONFIG_FILE,
-    FINGERPRINTS_FILE,
-    MODULE_NAME,
-    RUN_FILE,
-    Run,
-    read_fingerprints,
-)
+from repro.tools.replay_config import sanitise_config
+from repro.tools.replay_entry import EntrySettings
+from repro.tools.runs import CONFIG_FILE, FINGERPRINTS_FILE, RUN_FILE, Run, read_fingerprints
 
 #: Recorded variables a replay re-applies: they change numerics, not where things run.
-REPLAYED_ENV = NUMERICS_ENV  # one list, in repro.base.config
-#: Keys through which a config makes Hydra build objects; a record may hold them only as the project does.
-INSTANTIATE_KEYS = frozenset({"_target_", "_partial_", "_args_", "_recursive_", "_convert_"})
-#: The loggers' config node: dropped from every replay's config.
-LOGGER_NODE = "logger"
+# One list, in repro.base.envvars.
+REPLAYED_ENV = NUMERICS_ENV
 #: Where a replay keeps the sanitised config it runs (its --config-path), inside its own directory.
 REPLAY_CONFIG_DIR = ".replay-config"
-_MAX_NODES = 100_000
 #: What a recorded numerics variable may hold before a replay applies it.
 _PIN_VALUE = re.compile(r"[A-Za-z0-9_:.,=-]{0,64}")
 
@@ -82,17 +72,6 @@ class ReplayResult:
     last_error_line: str = ""
 
 
-@dataclass(frozen=True)
-class EntrySettings:
-    """How the project's entry module runs, read from the project's code (never from a record)."""
-
-    module: str
-    config_dir: Path | None
-    config_name: str
-    resume_key: str | None
-    safe_keys: tuple[str, ...]
-
-
 @dataclass
 class ReplaySpec:
     """Everything a replay of one run needs, checked before anything is written."""
@@ -101,201 +80,6 @@ class ReplaySpec:
     entry: EntrySettings
     config: dict[str, Any]
     dropped: list[str] = field(default_factory=list)
-
-
-# ---------------------------------------------------------------- which module replays
-
-
-def _module_name(name: str, what: str) -> str:
-    if not MODULE_NAME.fullmatch(name):
-        raise ReproError(
-            f"{what} {name!r}: not a module name (expected a dotted name like experiment.train)"
-        )
-    return name
-
-
-def resolve_entry(runs: list[Run], explicit: str | None = None) -> str:
-    """The module that replays ``runs``: ``explicit`` (the user's ``--entry``), else the project's.
-
-    Without ``--entry``, a run whose record names another module is refused with one line.
-    """
-    if explicit is not None:
-        return _module_name(explicit, "--entry")
-    project = find_project(not_inside=tuple(r.dir for r in runs))
-    if project is None or project.entry is None:
-        raise ReproError(
-            "no project found: no pyproject.toml with [tool.repro] entry in the current directory or "
-            "above it; run the command inside your project, or pass --entry MODULE"
-        )
-    entry = _module_name(project.entry, f"[tool.repro] entry in {project.pyproject}:")
-    for run in runs:
-        recorded = run.entry.get("module")
-        if recorded is not None and recorded != entry:
-            raise ReproError(
-                f"{run.dir}: the run was made by entry module {recorded!r}, but this project's entry "
-                f"is {entry!r} ({project.pyproject}); to replay it with {recorded!r} anyway, "
-                f"pass --entry {recorded}"
-            )
-    return entry
-
-
-@contextlib.contextmanager
-def _without_cwd_on_path() -> Any:
-    """Import from installed code only: the current directory (``python -m repro`` puts it first) is out."""
-    cwd = os.getcwd()
-    saved = list(sys.path)
-    sys.path[:] = [p for p in sys.path if p not in ("", ".", cwd)]
-    try:
-        yield
-    finally:
-        sys.path[:] = saved
-
-
-def entry_settings(module_name: str) -> EntrySettings:
-    """Import the project's entry module and read how its ``repro.entrypoint`` runs.
-
-    Read from the ``repro_entry`` attribute :func:`repro.entrypoint` sets on the function it returns;
-    ReproError when the module has no ``repro.entrypoint`` function.
-    """
-    with _without_cwd_on_path():
-        try:
-            module = importlib.import_module(module_name)
-        except (Exception, SystemExit) as exc:  # the project's own code failing to import: one line
-            first = (str(exc).strip().splitlines() or [""])[0]
-            raise ReproError(
-                f"entry module {module_name!r} cannot be imported ({type(exc).__name__}: "
-                f"{first[:160]})"
-            ) from None
-    for value in vars(module).values():
-        settings = getattr(value, "repro_entry", None)
-        if not isinstance(settings, dict):
-            continue
-        return EntrySettings(
-            module_name,
-            Path(settings["config_dir"]) if settings.get("config_dir") else None,
-            str(settings.get("config_name") or "config"),
-            settings.get("resume_key"),
-            tuple(settings.get("resume_safe_keys") or ()),
-        )
-    raise ReproError(
-        f"entry module {module_name!r} has no function decorated with repro.entrypoint; "
-        "pass --entry naming the module that runs your experiment"
-    )
-
-
-# ---------------------------------------------------------------- what config replays
-
-
-def _walk(tree: Any, path: str = "") -> Iterator[tuple[str, Any, Any]]:
-    """(dotted path, key, value) for every mapping entry in ``tree``, lists included ([i] in the path)."""
-    stack = [(path, tree)]
-    seen = 0
-    while stack:
-        prefix, node = stack.pop()
-        seen += 1
-        if seen > _MAX_NODES:
-            raise RunDirectoryError(
-                f"more than {_MAX_NODES} config nodes; a recorded config is never that large"
-            )
-        items = (
-            node.items()
-            if isinstance(node, dict)
-            else enumerate(node)
-            if isinstance(node, list)
-            else ()
-        )
-        for key, value in items:
-            here = (
-                f"{prefix}[{key}]"
-                if isinstance(node, list)
-                else (f"{prefix}.{key}" if prefix else str(key))
-            )
-            yield here, key, value
-            stack.append((here, value))
-
-
-def _instantiation_keys(tree: Any) -> dict[str, Any]:
-    return {path: value for path, key, value in _walk(tree) if key in INSTANTIATE_KEYS}
-
-
-def reference_config(entry: EntrySettings, run: Run) -> dict[str, Any]:
-    """The project's own config composed with the run's group choices (``experiment=quick``), unresolved.
-
-    Only group choices are applied (a plain ``name=option``): a value override from the record could
-    add any key. Empty when the project's config cannot be composed: then nothing is allowed.
-    """
-    if entry.config_dir is None:
-        return {}
-    from hydra import compose, initialize_config_dir
-
-    from repro.base.config import register_configs
-
-    register_configs()
-    overrides = [o for o in (run.manifest.get("overrides") or []) if isinstance(o, str)]
-    choices = [
-        o
-        for o in overrides
-        if MODULE_NAME.fullmatch(o.partition("=")[0])
-        and "." not in o.partition("=")[0]
-        and not o.startswith("hydra")
-        and MODULE_NAME.fullmatch(o.partition("=")[2].replace("-", "_"))
-    ]
-    for attempt in (choices, []):
-        try:
-            with initialize_config_dir(config_dir=str(entry.config_dir), version_base="1.3"):
-                cfg = compose(config_name=entry.config_name, overrides=attempt)
-            return OmegaConf.to_container(cfg, resolve=False)  # type: ignore[return-value]
-        except Exception:  # a choice the project no longer has: try the plain config
-            continue
-    return {}
-
-
-def sanitise_config(run: Run, entry: EntrySettings) -> tuple[dict[str, Any], list[str]]:
-    """The config a replay of ``run`` runs, and the top-level sections dropped from it.
-
-    RunDirectoryError naming the key when the record's config holds an interpolation, a
-    ``defaults`` list, or an instantiation key the project's own config does not hold as is.
-    """
-    where = run.dir / CONFIG_FILE
-    config = {k: v for k, v in run.config.items() if k != "hydra"}
-    dropped = ["hydra"] if "hydra" in run.config else []
-    if "defaults" in config:
-        raise RunDirectoryError(
-            f"{where}: has a top-level 'defaults' list; a recorded config is already composed "
-            "and never holds one"
-        )
-    try:
-        walked = list(_walk(config))
-    except RunDirectoryError as exc:
-        raise RunDirectoryError(f"{where}: {exc}") from None
-    for path, _, value in walked:
-        if isinstance(value, str) and "${" in value:
-            shown = value if len(value) <= 60 else value[:57] + "..."
-            raise RunDirectoryError(
-                f"{where}: {path} is {shown!r}, an interpolation; a recorded config holds "
-                "resolved values only"
-            )
-    wanted = _instantiation_keys(config)
-    if wanted:
-        allowed = _instantiation_keys(reference_config(entry, run))
-        for path, value in sorted(wanted.items()):
-            if path not in allowed or allowed[path] != value:
-                has = f"has {allowed[path]!r} there" if path in allowed else "has no such key"
-                raise RunDirectoryError(
-                    f"{where}: {path}={value!r} is refused: {', '.join(sorted(INSTANTIATE_KEYS))} are allowed only "
-                    f"where the project's own config ({entry.module}) holds the same key and value, and it {has}"
-                )
-    # A replay logs nowhere but its own metrics.jsonl: never to the user's trackers (an MLflow server,
-    # W&B), never into the logger runs of the run it checks. Loggers never change the bits.
-    config.pop(LOGGER_NODE, None)
-    if entry.resume_key:  # a fresh replay never continues another run, whatever the record says
-        node: Any = config
-        *parents, leaf = entry.resume_key.split(".")
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict) and node.get(leaf) is not None:
-            node[leaf] = None
-    return config, dropped
 
 
 def prepare_replay(run: Run, entry: EntrySettings) -> ReplaySpec:

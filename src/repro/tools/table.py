@@ -34,3 +34,12 @@ def render(headers: Sequence[str], rows: Sequence[Sequence[Any]], indent: str = 
     ]
     lines.insert(1, indent + "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def print_diff(title: str, rows: list[tuple[str, Any, Any]], left: str, right: str) -> None:
+    """Print ``title`` and a table of (key, left value, right value) rows, or that there are none."""
+    if not rows:
+        print(f"{title}: no differences")
+        return
+    print(f"{title}: {len(rows)} difference{'s' if len(rows) != 1 else ''}")
+    print(render(["key", left, right], rows))

@@ -20,13 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from repro.base.config import diff_trees
 from repro.base.errors import ReproError, RunDirectoryError
+from repro.base.overrides import diff_trees
 from repro.tools.progress import ToolProgress, steps_text
 from repro.tools.replay import (
     ReplayFailed,
     ReplaySpec,
-    entry_settings,
     make_replay_dir,
     override_value,
     prepare_replay,
@@ -34,8 +33,8 @@ from repro.tools.replay import (
     replay_fresh,
     replay_from_checkpoint,
     require_started,
-    resolve_entry,
 )
+from repro.tools.replay_entry import entry_settings, resolve_entry
 from repro.tools.runs import (
     FINGERPRINTS_FILE,
     RUN_FILE,
