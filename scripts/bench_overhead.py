@@ -405,10 +405,18 @@ def inner_micro(repeats: int, out: Path) -> None:
         save_checkpoint(tmp, counter[0], state, config_sha256="0" * 64, keep=3)
 
     background = "background" in inspect.signature(save_checkpoint).parameters
+    # Newer revisions write in the background through a writer object; older ones took a flag.
+    writer_class = getattr(
+        importlib.import_module("repro.run.checkpoint"), "CheckpointWriter", None
+    )
+    writer = writer_class() if writer_class is not None else None
 
     def checkpoint_background() -> None:
         counter[0] += 1
         state = {"model": model.state_dict(), "optimizer": opt.state_dict()}
+        if writer is not None:
+            writer.save(tmp, counter[0], state, config_sha256="0" * 64, keep=3)
+            return
         extra = {"background": True} if background else {}
         save_checkpoint(tmp, counter[0], state, config_sha256="0" * 64, keep=3, **extra)
 
@@ -456,7 +464,9 @@ def inner_micro(repeats: int, out: Path) -> None:
                 fn()
             blocks[name].append((time.perf_counter() - t0) / n)
     wait = getattr(importlib.import_module("repro.run.checkpoint"), "wait_for_checkpoints", None)
-    if wait is not None:
+    if writer is not None:
+        writer.wait()
+    elif wait is not None:
         wait()
     times = {name: statistics.median(b) for name, b in blocks.items()}
     out.write_text(json.dumps(times))

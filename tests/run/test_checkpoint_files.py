@@ -21,11 +21,11 @@ import torch
 from repro import CheckpointError, ReproConfig, load_checkpoint, setup_reproducibility
 from repro.run.checkpoint import (
     MAGIC,
+    CheckpointWriter,
     latest_valid_checkpoint,
     list_checkpoints,
     read_header,
     save_checkpoint,
-    wait_for_checkpoints,
 )
 
 
@@ -193,22 +193,20 @@ def test_retention_ignores_leftovers_from_later_steps(tmp_path):
 
 
 def test_background_write_is_a_snapshot_and_matches_a_foreground_one(tmp_path):
-    live = state()
-    path = save_checkpoint(
-        tmp_path / "bg", 1, live, config_sha256="c" * 64, keep=2, background=True
-    )
-    live["model"]["w"].add_(100.0)  # training goes on changing the state while the file is written
+    writer, live = CheckpointWriter(), state()
+    path = writer.save(tmp_path / "bg", 1, live, config_sha256="c" * 64, keep=2)
+    # Training goes on changing the state while the file is written.
+    live["model"]["w"].add_(100.0)
     live["step"] = 99
-    wait_for_checkpoints()
+    writer.wait()
     fg = save_checkpoint(tmp_path / "fg", 1, state(), config_sha256="c" * 64, keep=2)
     (_, got), (_, want) = load_checkpoint(path), load_checkpoint(fg)
     assert got["step"] == want["step"] == 3 and torch.equal(got["model"]["w"], want["model"]["w"])
     assert read_header(path).header["payload_sha256"] == read_header(fg).header["payload_sha256"]
-    for step in range(2, 6):  # each save waits for the previous one, so pruning sees them all
-        save_checkpoint(
-            tmp_path / "bg", step, state(), config_sha256="c" * 64, keep=2, background=True
-        )
-    wait_for_checkpoints()
+    # Each save waits for the previous one, so pruning sees them all.
+    for step in range(2, 6):
+        writer.save(tmp_path / "bg", step, state(), config_sha256="c" * 64, keep=2)
+    writer.wait()
     assert [p.name for p in list_checkpoints(tmp_path / "bg")] == [
         "step-000000004.ckpt",
         "step-000000005.ckpt",
@@ -217,21 +215,36 @@ def test_background_write_is_a_snapshot_and_matches_a_foreground_one(tmp_path):
 
 def test_background_write_error_is_raised_on_the_training_thread(tmp_path):
     (tmp_path / "checkpoints").write_text("a file where the folder should be")
-    save_checkpoint(tmp_path, 1, state(), config_sha256="c" * 64, background=True)
+    writer = CheckpointWriter()
+    writer.save(tmp_path, 1, state(), config_sha256="c" * 64)
     with pytest.raises(CheckpointError, match="background"):
-        wait_for_checkpoints()
-    wait_for_checkpoints()  # reported once
+        writer.wait()
+    # Reported once.
+    writer.wait()
+
+
+def test_each_writer_waits_for_its_own_write_only(tmp_path):
+    """The writer thread belongs to its writer: another writer's failed write is not reported here."""
+    (tmp_path / "a" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "checkpoints").write_text("a file where the folder should be")
+    good, bad = CheckpointWriter(), CheckpointWriter()
+    bad.save(tmp_path / "b", 1, state(), config_sha256="c" * 64)
+    path = good.save(tmp_path / "a", 1, state(), config_sha256="c" * 64)
+    good.wait()
+    assert load_checkpoint(path)[0].step == 1
+    with pytest.raises(CheckpointError, match="background"):
+        bad.wait()
 
 
 def test_kill_during_background_writes_leaves_old_or_new(tmp_path):
     # A child writes ever-newer checkpoints in the background and is SIGKILLed at some moment.
     code = textwrap.dedent(f"""
         import sys, torch
-        from repro.run.checkpoint import save_checkpoint
-        big = torch.arange(2_000_000, dtype=torch.float64)
+        from repro.run.checkpoint import CheckpointWriter
+        big, writer = torch.arange(2_000_000, dtype=torch.float64), CheckpointWriter()
         for step in range(1, 10_000):
-            save_checkpoint({str(tmp_path)!r}, step, {{"w": big + step}}, config_sha256="c" * 64, keep=2,
-                            background=True)
+            writer.save({str(tmp_path)!r}, step, {{"w": big + step}}, config_sha256="c" * 64, keep=2)
             if step == 2:
                 print("ready", flush=True)
     """)

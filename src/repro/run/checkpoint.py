@@ -11,9 +11,9 @@ the payload, config hash), so a truncated file, a flipped byte or a checkpoint
 from another config is refused before any byte is unpickled. The payload is
 then loaded with ``torch.load(weights_only=True)``, which refuses pickles
 that would run code. Files are written atomically (temp file, fsync, rename,
-fsync of the directory) and only the newest ``keep`` are kept. With
-``background=True`` the state is serialised on the caller's thread and the
-writing happens on a writer thread; :func:`wait_for_checkpoints` waits for it.
+fsync of the directory) and only the newest ``keep`` are kept. A
+:class:`CheckpointWriter` serialises the state on the caller's thread and
+writes it on its own writer thread; its :meth:`~CheckpointWriter.wait` waits for it.
 """
 
 from __future__ import annotations
@@ -46,40 +46,21 @@ from repro.base.layout import (
 __all__ = [
     "CheckpointError",
     "CheckpointInfo",
+    "CheckpointWriter",
     "latest_valid_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
     "read_header",
     "save_checkpoint",
-    "wait_for_checkpoints",
 ]
 
 log = logging.getLogger(__name__)
 
-_writer: threading.Thread | None = None  # the background write in flight, if any
-_writer_error: BaseException | None = None
 
-
-def save_checkpoint(
-    run_dir: str | Path,
-    step: int,
-    state: dict[str, Any],
-    *,
-    config_sha256: str,
-    keep: int | None = None,
-    meta: dict[str, Any] | None = None,
-    background: bool = False,
-) -> Path:
-    """Write ``state`` as the checkpoint of ``step``, atomically; then keep only the newest ``keep``.
-
-    ``state`` is serialised on the caller's thread before this returns, so the file holds the state
-    as it was at the call even if training goes on changing it. With ``background=True`` the rest
-    (sha256, write, fsync, rename, pruning) runs on a writer thread and the call returns at once;
-    the returned path exists once :func:`wait_for_checkpoints` returns. Either way a process killed
-    at any moment leaves the previous checkpoint or the new one complete, never a part of one: the
-    file appears by an atomic rename after its bytes are fsynced. One write is in flight at most:
-    each call first waits for the previous one (and raises its error, if it failed).
-    """
+def _envelope(
+    step: int, state: dict[str, Any], config_sha256: str, meta: dict[str, Any] | None
+) -> tuple[dict[str, Any], bytes]:
+    """The header (all but the payload's sha256) and the serialised payload of ``state``."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
     payload = buffer.getvalue()
@@ -92,44 +73,88 @@ def save_checkpoint(
         "torch": torch.__version__,
         **(meta or {}),
     }
+    return header, payload
+
+
+def save_checkpoint(
+    run_dir: str | Path,
+    step: int,
+    state: dict[str, Any],
+    *,
+    config_sha256: str,
+    keep: int | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``state`` as the checkpoint of ``step``, atomically; then keep only the newest ``keep``.
+
+    A process killed at any moment leaves the previous checkpoint or the new one complete, never a
+    part of one: the file appears by an atomic rename after its bytes are fsynced.
+    """
+    header, payload = _envelope(step, state, config_sha256, meta)
     path = checkpoint_path(run_dir, step)
-    wait_for_checkpoints()
-    if not background:
-        _write(run_dir, path, step, header, payload, keep)
-        return path
-    global _writer
-    _writer = threading.Thread(
-        target=_write_catching,
-        args=(run_dir, path, step, header, payload, keep),
-        name=f"repro-checkpoint-{step}",
-        daemon=False,  # the interpreter's exit waits for it
-    )
-    _writer.start()
+    _write(run_dir, path, step, header, payload, keep)
     return path
 
 
-def wait_for_checkpoints() -> None:
-    """Block until the background checkpoint write (if any) is on disk; raise its error if it failed.
+class CheckpointWriter:
+    """Writes checkpoints on a writer thread while training goes on; one write in flight at most.
 
-    A run calls it before it closes (completed or failed), so the record never says ``completed``
-    while its last checkpoint is still being written. Cheap when nothing is in flight.
+    :meth:`save` serialises the state on the caller's thread before it returns, so the file holds the
+    state as it was at the call even if training goes on changing it; the rest (sha256, write, fsync,
+    rename, pruning) runs on the writer thread. Each save first waits for the previous write and raises
+    its error, if it failed; :meth:`wait` does the same on its own.
     """
-    global _writer, _writer_error
-    writer = _writer
-    if writer is not None:
-        writer.join()
-        _writer = None
-    if _writer_error is not None:
-        error, _writer_error = _writer_error, None
-        raise CheckpointError(f"writing a checkpoint in the background failed: {error}") from error
 
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
 
-def _write_catching(*args: Any) -> None:
-    global _writer_error
-    try:
-        _write(*args)
-    except BaseException as exc:  # raised on the training thread by the next wait_for_checkpoints()
-        _writer_error = exc
+    def save(
+        self,
+        run_dir: str | Path,
+        step: int,
+        state: dict[str, Any],
+        *,
+        config_sha256: str,
+        keep: int | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Path:
+        """Start writing ``state`` as the checkpoint of ``step``; the path exists once :meth:`wait` returns."""
+        header, payload = _envelope(step, state, config_sha256, meta)
+        path = checkpoint_path(run_dir, step)
+        self.wait()
+        self._thread = threading.Thread(
+            target=self._write_catching,
+            args=(run_dir, path, step, header, payload, keep),
+            name=f"repro-checkpoint-{step}",
+            # The interpreter's exit waits for it.
+            daemon=False,
+        )
+        self._thread.start()
+        return path
+
+    def wait(self) -> None:
+        """Block until the write in flight (if any) is on disk; raise its error if it failed (once).
+
+        Cheap when nothing is in flight. A run calls it before it closes, so the record never says
+        ``completed`` while its last checkpoint is still being written.
+        """
+        thread = self._thread
+        if thread is not None:
+            thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise CheckpointError(
+                f"writing a checkpoint in the background failed: {error}"
+            ) from error
+
+    def _write_catching(self, *args: Any) -> None:
+        try:
+            _write(*args)
+        # Anything at all: raised on the training thread by the next wait().
+        except BaseException as exc:
+            self._error = exc
 
 
 def _write(
@@ -176,7 +201,6 @@ def load_checkpoint(
     Raises :class:`CheckpointError` for anything short of an intact checkpoint
     of this format written under the same config (when ``config_sha256`` is given).
     """
-    wait_for_checkpoints()  # a write of this process still in flight: read what it leaves
     path = Path(path)
     header, payload = _split(path)
     if config_sha256 is not None and header.get("config_sha256") != config_sha256:
@@ -200,7 +224,6 @@ def latest_valid_checkpoint(
     run_dir: str | Path, *, config_sha256: str | None = None
 ) -> tuple[CheckpointInfo, dict[str, Any]] | None:
     """The newest checkpoint in ``run_dir`` that loads; each one skipped is named in a warning."""
-    wait_for_checkpoints()
     for path in reversed(list_checkpoints(run_dir)):
         try:
             return load_checkpoint(path, config_sha256=config_sha256)

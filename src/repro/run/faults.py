@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,10 +86,9 @@ class Faults:
                 torch.randn(param.shape, generator=gen).to(param.device) * self.perturb_scale
             )
 
-    def after_record(self, step: int) -> None:
-        """Die here if asked to (the step's record rows are already flushed)."""
+    def after_record(self, step: int, wait_for_checkpoints: Callable[[], None]) -> None:
+        """Die here if asked to (the step's record rows are already flushed), once
+        ``wait_for_checkpoints()`` returns: the kill lands after the checkpoints taken before this step."""
         if self.kill_at_step is not None and step == self.kill_at_step:
-            from repro.run.checkpoint import wait_for_checkpoints
-
-            wait_for_checkpoints()  # the kill lands after the checkpoints taken before this step, as documented
+            wait_for_checkpoints()
             os.kill(os.getpid(), signal.SIGKILL)

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from repro.base.errors import ConfigValueError, ReproError
 from repro.base.files import sha256_file
 from repro.base.layout import CHECKPOINT_DIR, CONFIG_FILE, RUN_FILE, WEIGHTS_FILE
-from repro.run.run import BEST_FILE
+from repro.run.checkpointing import BEST_FILE
 
 #: ``which`` -> the weights file, relative to the run directory.
 WEIGHTS = {"final": WEIGHTS_FILE, "best": f"{CHECKPOINT_DIR}/{BEST_FILE}"}

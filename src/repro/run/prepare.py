@@ -1,0 +1,55 @@
+"""The run's device, and a model made ready to train on it (deterministic CUDA layers, torch.compile)."""
+
+from __future__ import annotations
+
+import torch
+
+from repro.base.errors import ConfigValueError
+
+
+def resolve_device(name: str, local_rank: int = 0, *, key: str = "train.device") -> torch.device:
+    """``auto``/``cpu``/``cuda``/``cuda:N`` as a device; under torchrun ``cuda`` means this rank's GPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and local_rank:
+        name = f"cuda:{local_rank}"
+    device = torch.device(name)
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigValueError(
+            key, name, f"auto, cpu, or a CUDA device of the {torch.cuda.device_count()} present"
+        )
+    return device
+
+
+def place(model: torch.nn.Module, device: torch.device, mode: str) -> None:
+    """Move ``model`` to ``device``; on CUDA under determinism ``mode`` strict/warn, swap layers without
+    a deterministic kernel for ``repro.ops`` replacements."""
+    model.to(device)
+    if device.type == "cuda" and mode != "off":
+        from repro.ops import make_deterministic
+
+        make_deterministic(model)
+
+
+def compile_model(
+    net: torch.nn.Module, device: torch.device, *, deterministic: bool, key: str
+) -> torch.nn.Module:
+    """``torch.compile(net)`` with random ops left to eager kernels, so dropout draws from the
+    checkpointed global RNG, and inductor's deterministic mode when ``deterministic``. A compiler that
+    does not work here is a :class:`ConfigValueError` on ``key``, before the first batch."""
+    import torch._inductor.config as inductor
+
+    inductor.fallback_random = True
+    inductor.deterministic = deterministic
+    # Compilation is lazy: try a tiny function now rather than fail at the first batch.
+    try:
+        torch.compile(lambda t: t * 2 + 1)(torch.zeros(2, device=device))
+    # Any failure of the compiler stack.
+    except Exception as exc:
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigValueError(
+            key,
+            True,
+            f"false: torch.compile does not work here ({why[:200]})",
+        ) from None
+    return torch.compile(net)

@@ -1,0 +1,85 @@
+"""A resume checks itself: each step the interrupted process recorded after its last checkpoint is
+compared, as the resumed run reaches it again, with what it records now (loss, parameters, batch)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+log = logging.getLogger("repro.run")
+
+#: The fingerprint fields compared, in this order; the first that differs is reported.
+COMPARED = ("loss", "params", "batch")
+
+
+class ResumeSelfCheck:
+    """Compares a resumed run's steps with the interrupted run's rows and records the outcome.
+
+    ``record``: the run record (rank 0 writes ``resumes[-1].self_check`` into run.json through its
+    ``manifest`` and ``update``). ``state`` is None on a run that is not a resume.
+    """
+
+    def __init__(
+        self,
+        record: Any,
+        interrupted_rows: list[dict[str, Any]] | None,
+        *,
+        resumed: bool,
+        is_main: bool = True,
+    ) -> None:
+        self.record = record
+        self.is_main = is_main
+        #: Step -> the row the interrupted process recorded for it, until the step is reached again.
+        self.pending = {
+            int(r["step"]): r for r in (interrupted_rows or []) if isinstance(r.get("step"), int)
+        }
+        self.state: dict[str, Any] | None = (
+            {"exact": True, "steps_checked": 0, "steps_pending": len(self.pending)}
+            if resumed
+            else None
+        )
+
+    @property
+    def exact(self) -> bool | None:
+        """False once a step differed, True otherwise; None when the run is not a resume."""
+        return None if self.state is None else bool(self.state["exact"])
+
+    def check(self, row: dict[str, Any]) -> None:
+        """Compare the step of fingerprint ``row`` with what the interrupted process recorded for it."""
+        expected = self.pending.pop(row["step"], None)
+        if expected is None or self.state is None:
+            return
+        self.state["steps_checked"] += 1
+        if not self.state["exact"]:
+            return
+        for key in COMPARED:
+            if key in expected and expected.get(key) != row.get(key):
+                self.state.update(
+                    exact=False,
+                    step=row["step"],
+                    quantity=key,
+                    recorded=expected[key],
+                    now=row.get(key),
+                )
+                log.error(
+                    "RESUME IS NOT EXACT: at step %d the %s fingerprint differs from what the interrupted run "
+                    "recorded (%s, now %s). Some state was probably not registered with run.track(...) or not "
+                    "restored; results after this resume differ from an uninterrupted run.",
+                    row["step"],
+                    key,
+                    expected[key],
+                    row.get(key),
+                )
+                self.save()
+                return
+        if not self.pending:
+            self.save()
+
+    def save(self) -> None:
+        """Write the outcome so far into the last resume's entry of run.json (rank 0)."""
+        if self.state is None or not self.is_main:
+            return
+        resumes = self.record.manifest.get("resumes") or []
+        if resumes:
+            resumes[-1]["self_check"] = dict(self.state)
+            self.record.update(resumes=resumes)

@@ -1,0 +1,80 @@
+"""The resume self-check: steps compared with the interrupted run's rows, and the outcome recorded."""
+
+from __future__ import annotations
+
+import logging
+
+from repro.run.self_check import ResumeSelfCheck
+
+
+class FakeRecord:
+    """What the self-check uses of a run record: ``manifest`` and ``update``."""
+
+    def __init__(self) -> None:
+        self.manifest = {"resumes": [{"from_step": 2}]}
+        self.updates = 0
+
+    def update(self, **fields) -> None:
+        self.manifest.update(fields)
+        self.updates += 1
+
+
+ROWS = [
+    {"step": 3, "loss": "a3", "params": "p3", "batch": "b3"},
+    {"step": 4, "loss": "a4", "params": "p4", "batch": "b4"},
+    {"step": "junk"},
+]
+
+
+def test_matching_steps_make_an_exact_resume():
+    record = FakeRecord()
+    check = ResumeSelfCheck(record, ROWS, resumed=True)
+    assert check.state == {"exact": True, "steps_checked": 0, "steps_pending": 2}
+    check.check({"step": 3, "loss": "a3", "params": "p3", "batch": "b3"})
+    assert record.updates == 0
+    check.check({"step": 4, "loss": "a4", "params": "p4", "batch": "b4"})
+    assert check.exact is True
+    assert record.manifest["resumes"][-1]["self_check"] == {
+        "exact": True,
+        "steps_checked": 2,
+        "steps_pending": 2,
+    }
+
+
+def test_the_first_difference_is_named_and_recorded(caplog):
+    record = FakeRecord()
+    check = ResumeSelfCheck(record, ROWS, resumed=True)
+    with caplog.at_level(logging.ERROR, logger="repro.run"):
+        check.check({"step": 3, "loss": "a3", "params": "XX", "batch": "YY"})
+    assert check.exact is False
+    assert record.manifest["resumes"][-1]["self_check"] == {
+        "exact": False,
+        "steps_checked": 1,
+        "steps_pending": 2,
+        "step": 3,
+        "quantity": "params",
+        "recorded": "p3",
+        "now": "XX",
+    }
+    assert "RESUME IS NOT EXACT: at step 3 the params fingerprint differs" in caplog.text
+    # Later steps are counted, not compared again.
+    check.check({"step": 4, "loss": "zz"})
+    assert check.state["steps_checked"] == 2 and check.state["step"] == 3
+
+
+def test_steps_the_interrupted_run_did_not_record_are_not_checked():
+    check = ResumeSelfCheck(FakeRecord(), ROWS, resumed=True)
+    check.check({"step": 9, "loss": "?"})
+    assert check.state["steps_checked"] == 0 and check.exact is True
+
+
+def test_a_fresh_run_has_no_self_check_and_other_ranks_write_nothing():
+    record = FakeRecord()
+    fresh = ResumeSelfCheck(record, [], resumed=False)
+    fresh.check({"step": 3, "loss": "x"})
+    fresh.save()
+    assert fresh.exact is None and record.updates == 0
+    other_rank = ResumeSelfCheck(record, ROWS, resumed=True, is_main=False)
+    other_rank.check({"step": 3, "loss": "a3", "params": "p3", "batch": "b3"})
+    other_rank.check({"step": 4, "loss": "a4", "params": "p4", "batch": "b4"})
+    assert record.updates == 0 and other_rank.exact is True
