@@ -15,14 +15,24 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from typing import Annotated
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
+from repro import Range
+
 Streams = Callable[[str], np.random.Generator]
 
 SHAPES = ("circle", "square", "triangle", "cross")
+#: Upper bounds for sizes: far above anything the example needs, low enough to fail fast.
+MAX_ITEMS = 10_000_000
+MAX_WIDTH = 65_536
+#: A number of samples.
+Items = Annotated[int, Range(1, MAX_ITEMS)]
+#: A noise's standard deviation.
+Std = Annotated[float, Range(0)]
 
 
 def draw_shapes(
@@ -93,13 +103,13 @@ class ShapesData:
 
     def __init__(
         self,
-        train_size: int = 2048,
-        val_size: int = 512,
-        image_size: int = 32,
-        num_classes: int = 4,
-        noise: float = 0.1,
-        augment_noise: float = 0.1,
-        max_shift: int = 2,
+        train_size: Items = 2048,
+        val_size: Items = 512,
+        image_size: Annotated[int, Range(4, 1024)] = 32,
+        num_classes: Annotated[int, Range(1, len(SHAPES))] = 4,
+        noise: Std = 0.1,
+        augment_noise: Std = 0.1,
+        max_shift: Annotated[int, Range(0, 64)] = 2,
     ) -> None:
         self.train_size, self.val_size, self.image_size = train_size, val_size, image_size
         self.num_classes, self.noise = num_classes, noise
@@ -128,7 +138,11 @@ class TabularData:
     """
 
     def __init__(
-        self, train_size: int = 2048, val_size: int = 512, features: int = 8, noise: float = 0.1
+        self,
+        train_size: Items = 2048,
+        val_size: Items = 512,
+        features: Annotated[int, Range(1, MAX_WIDTH)] = 8,
+        noise: Std = 0.1,
     ) -> None:
         self.train_size, self.val_size, self.features, self.noise = (
             train_size,

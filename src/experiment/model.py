@@ -1,16 +1,34 @@
-"""The example's models: a small CNN for the shapes, an MLP for the table (built from ``model`` by ``_target_``)."""
+"""The example's models: a small CNN for the shapes, an MLP for the table (built from ``model`` by ``_target_``).
+
+A model is a class and a YAML file in ``conf/model/`` naming it with ``_target_``. The entry point checks
+the YAML's values against ``__init__``'s annotations before anything is written: the types, and the
+ranges declared with ``Annotated[..., Range(...)]`` (``model.hidden=0`` is refused with one line).
+"""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import nn
+
+from repro import Range
+
+#: A layer's width: far above anything the example needs, low enough to fail fast.
+Width = Annotated[int, Range(1, 65_536)]
+#: The probability of zeroing an activation.
+DropoutP = Annotated[float, Range(0, lt=1)]
 
 
 class SmallCNN(nn.Module):
     """Two conv blocks, global average pooling, dropout, a linear classifier."""
 
     def __init__(
-        self, num_classes: int, channels1: int = 16, channels2: int = 32, dropout: float = 0.1
+        self,
+        num_classes: Width,
+        channels1: Width = 16,
+        channels2: Width = 32,
+        dropout: DropoutP = 0.1,
     ) -> None:
         super().__init__()
         self.features = nn.Sequential(
@@ -35,7 +53,11 @@ class MLP(nn.Module):
     """``depth`` hidden layers of ``hidden`` units (GELU, dropout), one output per sample."""
 
     def __init__(
-        self, in_features: int, hidden: int = 64, depth: int = 2, dropout: float = 0.0
+        self,
+        in_features: Width,
+        hidden: Width = 64,
+        depth: Annotated[int, Range(0, 64)] = 2,
+        dropout: DropoutP = 0.0,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []

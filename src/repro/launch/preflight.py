@@ -15,20 +15,17 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from repro.base.config import (
-    MULTI_OPTION_GROUPS,
-    override_key,
-    register_configs,
-    split_override,
-    to_repro_config,
-    validate,
-    wanted_environment,
-)
+from repro.base.config import register_configs, to_repro_config, validate
+from repro.base.envvars import wanted_environment
 from repro.base.errors import ReproError
 from repro.base.layout import CONFIG_FILE, RUN_FILE
+from repro.base.overrides import override_key, split_override
+from repro.launch.override_checks import LaunchError, check_job_overrides
+from repro.launch.targets import check_targets, check_typed_nodes, target_nodes
 from repro.run.resume import RunCompleted
 
 _MAX_SWEEP_CHECKS = 64
@@ -46,7 +43,8 @@ class LaunchPlan:
     ``pins``: the environment the process must have (a resume: the resumed run's own); ``extra``: the
     overrides to add (a resume runs in the resumed run's directory, Hydra's files in ``.hydra/resume-N``);
     ``run_dir`` and ``run_dir_existed``: what the check saw, so a failed start removes only what it made;
-    ``resume``: ``None`` (fresh), ``"resume"`` or ``"fresh-after-abandon"``.
+    ``resume``: ``None`` (fresh), ``"resume"`` or ``"fresh-after-abandon"``; ``targets``: the config
+    nodes with a ``_target_`` (``[key, node]``), for :func:`check_plan_targets` once the pins are set.
     """
 
     pins: dict[str, str] = field(default_factory=dict)
@@ -54,12 +52,13 @@ class LaunchPlan:
     run_dir: str | None = None
     run_dir_existed: bool | None = None
     resume: str | None = None
+    targets: list[list[Any]] = field(default_factory=list)
     #: The composed config of a single run (not a sweep), when the check composed it with the entry
     #: point's own Hydra session: the run reuses it instead of composing again. Never serialised.
     config: DictConfig | None = field(default=None, repr=False, compare=False)
 
     #: What travels to a re-executed process (``config`` does not: it would be composed again there).
-    _SERIALISED = ("pins", "extra", "run_dir", "run_dir_existed", "resume")
+    _SERIALISED = ("pins", "extra", "run_dir", "run_dir_existed", "resume", "targets")
 
     def to_json(self) -> str:
         return json.dumps({k: getattr(self, k) for k in self._SERIALISED})
@@ -68,10 +67,6 @@ class LaunchPlan:
     def from_json(cls, text: str) -> LaunchPlan:
         data = json.loads(text)
         return cls(**{k: data[k] for k in cls._SERIALISED if k in data})
-
-
-class LaunchError(ReproError):
-    """The command line cannot start a run."""
 
 
 def _one_line(text: str) -> str:
@@ -171,13 +166,15 @@ def preflight(
             cfg = (compose or _compose_in(config_dir, config_name))(job)
         except Exception as exc:  # Hydra and OmegaConf raise many types; all are the user's input
             raise LaunchError(describe_compose_error(exc)) from None
-        _check_job_overrides(cfg, job, config_dir, config_name)
+        check_job_overrides(cfg, job, config_dir, config_name)
         job_pins = {}
         try:
             if "repro" in cfg:
                 job_pins = wanted_environment(validate(to_repro_config(cfg.repro)))
             if check is not None:
                 check(cfg)
+            check_typed_nodes(cfg)
+            plan.targets += [t for t in target_nodes(cfg) if t not in plan.targets]
         except ReproError as exc:
             raise LaunchError(str(exc)) from None
         except (
@@ -229,6 +226,15 @@ def preflight(
     return plan
 
 
+def check_plan_targets(plan: LaunchPlan) -> None:
+    """Check the plan's ``_target_`` nodes against their targets' signatures (imports their modules, so
+    call it once the environment pins are in place); raises :class:`LaunchError` with one line."""
+    try:
+        check_targets(plan.targets)
+    except ReproError as exc:
+        raise LaunchError(str(exc)) from None
+
+
 def _compose_in(config_dir: str | Path, config_name: str) -> Callable[[list[str]], DictConfig]:
     def composed(job: list[str]) -> DictConfig:
         from hydra import compose, initialize_config_dir
@@ -237,95 +243,6 @@ def _compose_in(config_dir: str | Path, config_name: str) -> Callable[[list[str]
             return compose(config_name=config_name, overrides=job, return_hydra_config=True)
 
     return composed
-
-
-_BOOL_WORDS = ("true", "false")
-
-
-def _check_job_overrides(
-    cfg: DictConfig, job: list[str], config_dir: str | Path, config_name: str
-) -> None:
-    """What composing accepts but a careful tool refuses: several options of one config group at once
-    (except in the groups whose options each write their own key: ``logger=[csv,tensorboard]``), a bool
-    given as anything but true/false, and ``+key=value`` for a key the config does not have."""
-    from repro.base.secrets import redact_override
-
-    try:
-        choices = OmegaConf.to_container(cfg.hydra.runtime.choices, resolve=False)
-    except Exception:
-        choices = {}
-    for group, choice in (choices or {}).items():
-        if group.startswith("hydra") or choice is None or group in MULTI_OPTION_GROUPS:
-            continue
-        if isinstance(choice, list) or str(choice).startswith("["):
-            raise LaunchError(
-                f"{group}={choice}: selects several options of config group '{group}' at once "
-                "(their values would be merged silently); choose one"
-            )
-    added: list[str] = []
-    for override in job:
-        key, sep, value = override.partition("=")
-        bare = override_key(override)
-        if not sep or bare.startswith("hydra.") or bare.startswith("hydra/"):
-            continue
-        if (
-            value.strip().startswith("[")
-            and bare not in MULTI_OPTION_GROUPS
-            and _is_config_group(bare, config_dir)
-        ):
-            raise LaunchError(
-                f"{bare}={value}: selects several options of config group '{bare}' at once "
-                "(their values would be merged silently); choose one"
-            )
-        if key.startswith("+"):
-            added.append(override)
-            continue
-        current = OmegaConf.select(cfg, bare, default=None, throw_on_resolution_failure=False)
-        if isinstance(current, bool) and value.strip().lower() not in _BOOL_WORDS:
-            raise LaunchError(
-                f"{redact_override(override)}: {bare} is a bool; expected true or false"
-            )
-    if added:
-        _check_added_keys(cfg, job, added, config_dir, config_name)
-
-
-def _is_config_group(name: str, config_dir: str | Path) -> bool:
-    from hydra.core.config_store import ConfigStore
-
-    return (Path(config_dir) / name).is_dir() or isinstance(
-        ConfigStore.instance().repo.get(name), dict
-    )
-
-
-def _check_added_keys(
-    cfg: DictConfig, job: list[str], added: list[str], config_dir: str | Path, config_name: str
-) -> None:
-    """Refuse ``+key=value`` (or ``++``) for a key that the config without it does not have."""
-    from hydra import compose, initialize_config_dir
-
-    from repro.base.secrets import redact_override
-
-    base_job = [o for o in job if o not in added]
-    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-        base = compose(config_name=config_name, overrides=base_job, return_hydra_config=False)
-    groups = set(OmegaConf.to_container(cfg.hydra.runtime.choices, resolve=False) or {})
-    for override in added:
-        key = override_key(override)
-        if key in groups:  # +group=option: a config group Hydra resolved, not a value
-            continue
-        if (
-            OmegaConf.select(base, key, default="<absent>", throw_on_resolution_failure=False)
-            == "<absent>"
-        ):
-            parent, _, leaf = key.rpartition(".")
-            node = OmegaConf.select(base, parent, default=None) if parent else base
-            known = sorted(str(k) for k in node) if isinstance(node, DictConfig) else []
-            where = f"'{parent}'" if parent else "the config"
-            raise LaunchError(
-                f"{redact_override(override)}: unknown key ({where} has no key '{leaf}'"
-                + (f"; its keys are {', '.join(known)}" if known else "")
-                + "). Keys are never added on the command line; add it to the schema"
-            )
 
 
 def _plan_resume(
