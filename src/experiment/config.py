@@ -13,7 +13,7 @@ typed by it and checked against the ranges on its fields. ``train`` extends the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from repro import Range, RunConfig
