@@ -73,6 +73,11 @@ class ReproSampler(Sampler[tuple[int, int]]):
         """The epoch the next ``iter()`` yields."""
         return self._epoch
 
+    @property
+    def start(self) -> int:
+        """This rank's position in the epoch's order where the next ``iter()`` starts."""
+        return self._start
+
     def order(self, epoch: int) -> np.ndarray:
         """This rank's sample indices for ``epoch``, in order."""
         if self.shuffle:
@@ -242,7 +247,7 @@ class ReproDataLoader(DataLoader):
         else:
             epoch, batch = (
                 self.repro_sampler.epoch,
-                self.repro_sampler._start // (self.batch_size or 1),
+                self.repro_sampler.start // (self.batch_size or 1),
             )
         if batch >= len(self):  # the epoch is used up: the next pass starts the next one
             epoch, batch = epoch + 1, 0
@@ -271,7 +276,7 @@ class ReproDataLoader(DataLoader):
 
     def __iter__(self) -> Iterator[Any]:
         sampler = self.repro_sampler
-        epoch, start = sampler.epoch, sampler._start // (self.batch_size or 1)
+        epoch, start = sampler.epoch, sampler.start // (self.batch_size or 1)
         return self._follow(super().__iter__(), epoch, start)
 
     def _follow(self, inner: Iterator[Any], epoch: int, start: int) -> Iterator[Any]:
