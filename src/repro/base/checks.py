@@ -207,6 +207,10 @@ def _type_allows(base: Any, value: Any) -> bool:
         return True
     members = _members(base)
     if members is not None:
+        # A scalar is judged by the members a config can hold (float in float | Tensor) when any is.
+        known = [m for m in members if _holdable(m)]
+        if known and (value is None or isinstance(value, bool | int | float | str)):
+            members = known
         return any(allows(m, value) for m in members)
     if base is type(None) or base is None:
         return value is None
@@ -241,6 +245,16 @@ def _type_allows(base: Any, value: Any) -> bool:
         )
     # A class the config cannot hold (a tensor, a module): its constructor decides; null is refused.
     return value is not None
+
+
+def _holdable(annotation: Any) -> bool:
+    """Whether a config can hold a value of ``annotation`` (a scalar, a list, an enum), not only build it."""
+    base = _split(annotation)[0]
+    if base in _KIND or base is type(None) or _members(base) is not None:
+        return True
+    if typing.get_origin(base) in (Literal, list, tuple, dict, Sequence, Mapping):
+        return True
+    return isinstance(base, type) and issubclass(base, enum.Enum | PurePath)
 
 
 def check_value(key: str, value: Any, annotation: Any) -> None:
