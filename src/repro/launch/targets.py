@@ -32,15 +32,51 @@ def _children(cfg: DictConfig, prefix: str = "") -> list[tuple[str, Any]]:
 
 
 def check_typed_nodes(cfg: DictConfig, prefix: str = "") -> None:
-    """Check each node typed by a dataclass schema against the ranges and choices on its fields."""
+    """Check each node typed by a dataclass schema against the ranges and choices on its fields.
+
+    A node that names a ``_target_`` without being typed (a replayed ``config.yaml`` has no defaults
+    list) is checked against the schema stored in the ConfigStore for that same ``_target_``, if any.
+    """
+    by_target = stored_schemas() if not prefix else {}
+    _check_typed(cfg, prefix, by_target)
+
+
+def _check_typed(cfg: DictConfig, prefix: str, by_target: dict[str, type]) -> None:
     for key, node in _children(cfg, prefix):
         if not isinstance(node, DictConfig) or node._is_none() or node._is_missing():
             continue
         name = f"{prefix}{key}"
         kind = OmegaConf.get_type(node)
-        if dataclasses.is_dataclass(kind):
+        if not dataclasses.is_dataclass(kind):
+            target = node.get("_target_") if "_target_" in node else None
+            kind = by_target.get(target) if isinstance(target, str) else None
+        if kind is not None:
             check_fields(OmegaConf.to_container(node, resolve=True), kind, name)
-        check_typed_nodes(node, f"{name}.")
+        _check_typed(node, f"{name}.", by_target)
+
+
+def stored_schemas() -> dict[str, type]:
+    """``{_target_: schema}`` for the dataclass schemas in Hydra's ConfigStore that name a target."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    found: dict[str, type] = {}
+
+    def walk(path: str) -> None:
+        for entry in store.list(path):
+            full = f"{path}/{entry}" if path else entry
+            if not entry.endswith(".yaml"):
+                if full != "hydra":
+                    walk(full)
+                continue
+            node = store.load(full).node
+            kind = OmegaConf.get_type(node)
+            target = node.get("_target_") if isinstance(node, DictConfig) else None
+            if dataclasses.is_dataclass(kind) and isinstance(target, str):
+                found.setdefault(target, kind)
+
+    walk("")
+    return found
 
 
 def target_nodes(cfg: DictConfig) -> list[list[Any]]:
