@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 from repro.base import startup as _startup  # noqa: F401  (snapshot the environment before anything changes it)
 
 if TYPE_CHECKING:
+    from repro.base.checks import OneOf as OneOf
+    from repro.base.checks import Range as Range
     from repro.base.config import Determinism as Determinism
     from repro.base.config import ReproConfig as ReproConfig
     from repro.base.config import RunConfig as RunConfig
