@@ -32,10 +32,10 @@ from repro.launch.entry import TaskFn, remember_entry
 from repro.launch.helptext import register_help_resolvers
 from repro.launch.hydra_run import HydraSession, single_run_mode
 from repro.launch.job import guard
+from repro.launch.override_checks import LaunchError
 from repro.launch.preflight import (
     ConfigCheck,
     ExistingRunPolicy,
-    LaunchError,
     LaunchPlan,
     check_plan_targets,
     preflight,
