@@ -229,13 +229,15 @@ def test_every_kit_module_imports():
 
 #: Reaches into torch's or CPython's internals (docs/layout.md, "What we do not do"): a stand-in module
 #: put in ``sys.modules``, a frozen heap, a function's code object or closure, objects found through the
-#: garbage collector, a hook in the import system, a private attribute of torch's C module.
+#: garbage collector, a hook in the import system, a private attribute of torch's C module, a private torch
+#: module imported (``torch._inductor.config``: ``torch.compile(options=...)`` is the public way).
 _INTERNALS = {
     "a stand-in in sys.modules": r"sys\.modules\[[^]]+\]\s*=|sys\.modules\.(setdefault|update)\(",
     "gc.freeze": r"gc\.(freeze|get_objects|get_referrers)\b",
     "a code object or closure": r"\b(__code__|co_consts|co_code|__closure__|__globals__)\b",
     "the import system": r"\bmeta_path\b|\bpath_hooks\b",
     "torch's C module": r"torch\._C\b",
+    "a private torch module": r"\b(import|from)\s+torch\._\w+",
 }
 #: The one private call allowed (gated to tested torch releases, checked against the public call in
 #: tests/core/test_determinism.py).

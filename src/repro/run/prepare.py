@@ -34,16 +34,15 @@ def place(model: torch.nn.Module, device: torch.device, mode: str) -> None:
 def compile_model(
     net: torch.nn.Module, device: torch.device, *, deterministic: bool, key: str
 ) -> torch.nn.Module:
-    """``torch.compile(net)`` with random ops left to eager kernels, so dropout draws from the
-    checkpointed global RNG, and inductor's deterministic mode when ``deterministic``. A compiler that
-    does not work here is a :class:`ConfigValueError` on ``key``, before the first batch."""
-    import torch._inductor.config as inductor
-
-    inductor.fallback_random = True
-    inductor.deterministic = deterministic
+    """``torch.compile(net)`` with random ops left to eager kernels (inductor's ``fallback_random``), so
+    dropout draws from the checkpointed global RNG, and inductor's ``deterministic`` mode when
+    ``deterministic``: both through ``torch.compile``'s public ``options``, so no global compiler setting
+    changes. A compiler that does not work here is a :class:`ConfigValueError` on ``key``, before the
+    first batch."""
+    options = {"fallback_random": True, "deterministic": deterministic}
     # Compilation is lazy: try a tiny function now rather than fail at the first batch.
     try:
-        torch.compile(lambda t: t * 2 + 1)(torch.zeros(2, device=device))
+        torch.compile(lambda t: t * 2 + 1, options=options)(torch.zeros(2, device=device))
     # Any failure of the compiler stack.
     except Exception as exc:
         why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -52,4 +51,4 @@ def compile_model(
             True,
             f"false: torch.compile does not work here ({why[:200]})",
         ) from None
-    return torch.compile(net)
+    return torch.compile(net, options=options)
