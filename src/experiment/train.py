@@ -16,10 +16,8 @@ from repro import entrypoint
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
-register_configs()
 
-
-@entrypoint(config_dir=CONF_DIR, config_name="config", check=check_config)
+@entrypoint(config_dir=CONF_DIR, register=register_configs, check=check_config)
 def main(run: Any) -> Any:
     from experiment.loop import train
 

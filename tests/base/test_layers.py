@@ -206,7 +206,7 @@ def test_the_top_level_is_the_facade_and_the_layer_packages():
 
 
 def test_one_list_of_environment_variables():
-    from repro.base.config import ENV_PINS, NUMERICS_ENV, RECORDED_ENV
+    from repro.base.envvars import ENV_PINS, NUMERICS_ENV, RECORDED_ENV
     from repro.core.environment import RELEVANT_ENV
     from repro.tools.replay import REPLAYED_ENV
 

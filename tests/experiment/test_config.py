@@ -8,14 +8,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from repro.base.config import (
-    Determinism,
-    ReproConfig,
-    register_configs,
-    to_repro_config,
-    validate,
-    wanted_environment,
-)
+from repro.base.config import Determinism, ReproConfig, register_configs, to_repro_config, validate
+from repro.base.envvars import wanted_environment
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 

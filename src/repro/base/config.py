@@ -19,24 +19,9 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Annotated, Any
 
-from omegaconf import DictConfig, OmegaConf
-
 from repro.base.checks import OneOf, Range, check_fields, describe
-from repro.base.envvars import ENV_PINS as ENV_PINS
-from repro.base.envvars import NUMERICS_ENV as NUMERICS_ENV
-from repro.base.envvars import PLACEMENT_ENV as PLACEMENT_ENV
-from repro.base.envvars import RECORDED_ENV as RECORDED_ENV
-from repro.base.envvars import wanted_environment as wanted_environment
 from repro.base.errors import ConfigValueError, MissingPackageError
 from repro.base.hashseed import DEFAULT_PYTHONHASHSEED
-from repro.base.overrides import LOGGER_RESUME_SAFE_KEYS as LOGGER_RESUME_SAFE_KEYS
-from repro.base.overrides import REPRO_RESUME_SAFE_KEYS as REPRO_RESUME_SAFE_KEYS
-from repro.base.overrides import RUN_RESUME_SAFE_KEYS as RUN_RESUME_SAFE_KEYS
-from repro.base.overrides import diff_trees as diff_trees
-from repro.base.overrides import flatten as flatten
-from repro.base.overrides import override_key as override_key
-from repro.base.overrides import resume_safe_keys as resume_safe_keys
-from repro.base.overrides import split_override as split_override
 
 SEED_MAX = 2**32 - 1
 #: Values ATen reads from ATEN_CPU_CAPABILITY (x86: default/avx2/avx512; arm: sve256; power: vsx; s390: zvector).
@@ -271,6 +256,8 @@ def logger_configs(node: Any) -> dict[str, Any]:
     """The typed settings of each logger in the ``logger`` node (``{}``/null: none), in config order.
 
     Raises ConfigValueError naming the key for an unknown logger or a bad value."""
+    from omegaconf import DictConfig, OmegaConf
+
     if node is None:
         return {}
     plain = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
@@ -297,6 +284,8 @@ def logger_configs(node: Any) -> dict[str, Any]:
 
 def validate_run_config(node: Any, prefix: str = "train") -> RunConfig:
     """The kit's run settings from ``node`` (typed), with ranges checked; raises ConfigValueError."""
+    from omegaconf import DictConfig, OmegaConf
+
     known = {f.name for f in dataclasses.fields(RunConfig)}
     plain = (
         OmegaConf.to_container(node, resolve=True)
@@ -343,6 +332,8 @@ def to_repro_config(cfg: Any) -> ReproConfig:
 
     Type errors raise :class:`ConfigValueError` naming the key.
     """
+    from omegaconf import DictConfig, OmegaConf
+
     if isinstance(cfg, ReproConfig):  # re-check the types a dataclass does not enforce
         cfg = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(ReproConfig)}
         if isinstance(cfg["deterministic"], Determinism):

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 from repro.base import startup
-from repro.base.config import ENV_PINS, Determinism, ReproConfig, wanted_environment
+from repro.base.config import Determinism, ReproConfig
+from repro.base.envvars import ENV_PINS, wanted_environment
 from repro.base.errors import EnvironmentPinError
 
 

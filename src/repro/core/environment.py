@@ -21,7 +21,7 @@ from typing import Any
 
 from repro.base import secrets as _secrets
 from repro.base import startup
-from repro.base.config import RECORDED_ENV
+from repro.base.envvars import RECORDED_ENV
 
 #: Variables recorded when set: they change numerics, kernels or hashing.
 RELEVANT_ENV = RECORDED_ENV  # one list, in repro.base.config

@@ -59,6 +59,7 @@ def entrypoint(
     node: str = "train",
     safe_keys: tuple[str, ...] = (),
     check: ConfigCheck | None = None,
+    register: Callable[[], None] | None = None,
     existing_run_ok: ExistingRunPolicy | None = None,
 ) -> Callable[[TaskFn], Callable[[], Any]]:
     """Decorate an experiment ``task(run)`` like ``hydra.main``: it receives a :class:`repro.Run`.
@@ -74,7 +75,10 @@ def entrypoint(
     its own config, with Hydra's files for it in ``.hydra/resume-N``.
     ``safe_keys`` adds the project's keys that may differ on resume (speed and
     bookkeeping only). ``check`` validates the project's own config values at
-    preflight, before any directory is made. A ``ReproError`` raised before
+    preflight, before any directory is made. ``register`` stores the project's
+    schemas in Hydra's ConfigStore (only for groups that want one); it runs when
+    the task is decorated, after the restart below, so a module that imports
+    it does not pay for Hydra twice. A ``ReproError`` raised before
     ``run.json`` was written removes the run directory Hydra made for it, so a
     bad input leaves nothing behind.
 
@@ -88,6 +92,8 @@ def entrypoint(
     def decorate(task: TaskFn) -> Callable[[], Any]:
         # Before the imports below (Hydra, OmegaConf, the kit's configs) would be done twice.
         pin_hash_seed_early(task.__module__)
+        if register is not None:
+            register()
         from repro.launch.launcher import build_main
 
         return build_main(

@@ -20,7 +20,6 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from repro.base.config import flatten
 from repro.base.errors import ReproError, RunDirectoryError
 from repro.base.layout import (
     CHECKPOINT_DIR,
@@ -30,6 +29,7 @@ from repro.base.layout import (
     METRICS_FILE,
     RUN_FILE,
 )
+from repro.base.overrides import flatten
 
 AUTO = "auto"
 ABANDONED_DIR = ".abandoned"

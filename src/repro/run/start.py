@@ -16,7 +16,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from repro.base.config import check_logger_packages, logger_configs, override_key, resume_safe_keys
+from repro.base.config import check_logger_packages, logger_configs
+from repro.base.overrides import override_key, resume_safe_keys
 from repro.core.setup import setup_reproducibility
 from repro.run.lock import RunLock
 from repro.run.loggers import Loggers
