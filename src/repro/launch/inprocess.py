@@ -54,6 +54,7 @@ def start_run(
     """
     from hydra import compose, initialize_config_dir
 
+    from repro.launch.targets import check_targets, check_typed_nodes, target_nodes
     from repro.run.start import open_run
 
     register_configs()
@@ -68,6 +69,9 @@ def start_run(
     if check is not None:
         check(cfg)
     validate_run_config(OmegaConf.select(cfg, node, default=None) or {}, prefix=node)
+    # As the entry point does: typed nodes against their fields, each _target_ against its signature.
+    check_typed_nodes(cfg)
+    check_targets(target_nodes(cfg))
     resume = OmegaConf.select(cfg, f"{node}.resume", default=None)
     if resume not in (None, "auto"):
         run_dir = Path(str(resume))
