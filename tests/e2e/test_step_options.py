@@ -98,7 +98,7 @@ def test_verify_of_an_accumulating_run_is_identical(accumulated, tmp_path):
         ("train.accumulate_grad_batches=0", "an int in [1, 1000000]"),
         ("train.gradient_clip_val=0", "a finite float > 0 or null"),
         ("train.gradient_clip_val=-1.5", "a finite float > 0 or null"),
-        ("train.precision=bf16", "32-true, bf16-mixed, 16-mixed"),
+        ("train.precision=bf16", "32-true, bf16-mixed or 16-mixed"),
         ("train.monitor_mode=up", "min or max"),
         ("train.early_stopping_patience=3", "null while train.monitor is null"),
         ("train.monitor=nope", "a metric of the epoch rows (train_acc, train_loss, val_acc)"),
