@@ -1,0 +1,169 @@
+"""Bad input, as a table: each case is a real command in a fresh interpreter, in a sandbox folder.
+
+Every case asserts the same contract, whatever the kind of bad input (a secret on the command line, a
+path that leaves the run, a damaged record, an override a resume would ignore, a command line that does
+not parse):
+
+* the exit status the case names (2: bad input; 3: a run that cannot be replayed; 0 where the input is
+  accepted and only its secret or path handling is checked);
+* on failure, exactly one line on stderr, ``error: ...``, with the words the case names, no traceback;
+* no secret of the case in any file under the sandbox (run and sweep directories, Hydra's files, logs),
+  nor on stdout or stderr;
+* nothing written outside the places the case allows (by default: nothing new at all).
+
+The sandbox is ``tmp_path``: the command runs in ``tmp_path / "work"``; ``tmp_path / "outside"`` is a
+folder no case may write into. A case's ``setup`` prepares files (a copy of a real run, then damaged)
+before the snapshot that "nothing written" compares with.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from conftest import QUICK, run_main, run_module
+
+pytestmark = pytest.mark.slow
+
+#: A password and a token as a user would type them; neither may reach any file or stream.
+PASSWORD = "Pw-s3cr3t-4242"
+TOKEN = "tok-5ca1ab1e-7777"
+
+
+@dataclass
+class Case:
+    """One bad input. ``argv`` follows ``python``; ``{work}``, ``{run}`` (``work/run``), ``{base}`` (a
+    copy of a completed run, made by ``setup=copy_base``) and ``{outside}`` are filled in."""
+
+    id: str
+    argv: list[str]
+    code: int = 2
+    #: Words the one stderr line must hold (the key, the value, what to do).
+    says: tuple[str, ...] = ()
+    secrets: tuple[str, ...] = ()
+    #: Folders (relative to work) where new files are allowed; nothing else may appear.
+    writes_in: tuple[str, ...] = ()
+    setup: Callable[[Path, Path], None] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def train(*overrides: str) -> list[str]:
+    return ["-m", "experiment.train", *overrides]
+
+
+def tool(*args: str) -> list[str]:
+    return ["-m", "repro", *args]
+
+
+@pytest.fixture(scope="module")
+def completed_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A completed quick run (4 steps, checkpoints at 2 and 4), copied by cases that damage it."""
+    run = run_main(
+        tmp_path_factory.mktemp("table") / "run",
+        *QUICK,
+        "train.max_steps=4",
+        "train.checkpoint_every=2",
+    )
+    return run.dir
+
+
+def copy_base(completed: Path, work: Path) -> None:
+    shutil.copytree(completed, work / "base", symlinks=True)
+
+
+# The cases, by kind. Each list is one kind of the issue's table; add cases to the list of their kind.
+
+#: Values the schema refuses: the baseline the other kinds build on.
+VALUE_CASES = [
+    Case(
+        "a model width of the wrong type", train("model.channels1=abc"), says=("model.channels1",)
+    ),
+    Case("a seed out of range", train("repro.seed=-1"), says=("repro.seed", "-1")),
+]
+
+#: Secrets: by key and by URL userinfo, in any spelling Hydra writes (sweeps escape ``:`` as ``\\:``).
+SECRET_CASES: list[Case] = []
+
+#: Paths from the config that would leave the run directory; tools that would write through a link.
+PATH_CASES: list[Case] = []
+
+#: Damaged or hostile records read back (resume, load_run, evaluate, verify): one line, exit 2 or 3.
+DAMAGED_CASES: list[Case] = []
+
+#: Input that used to be accepted silently or ignored (a resume with overrides, an inexact resume).
+SILENT_CASES: list[Case] = []
+
+#: Command lines the entry points cannot parse: one line that says how to fix them.
+COMMAND_LINE_CASES: list[Case] = []
+
+CASES = [
+    *VALUE_CASES,
+    *SECRET_CASES,
+    *PATH_CASES,
+    *DAMAGED_CASES,
+    *SILENT_CASES,
+    *COMMAND_LINE_CASES,
+]
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file and link below ``root``: its path and (size, mtime_ns)."""
+    found = {}
+    for path in root.rglob("*"):
+        if path.is_file() or path.is_symlink():
+            st = path.lstat()
+            found[path.relative_to(root).as_posix()] = (st.st_size, st.st_mtime_ns)
+    return found
+
+
+def files_holding(root: Path, needle: str) -> list[str]:
+    hits = []
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue
+            # Hydra's sweep files escape ':' and '=' with a backslash: look for those spellings too.
+            spellings = {needle, needle.replace(":", "\\:"), needle.replace("=", "\\=")}
+            if any(s.encode() in data for s in spellings):
+                hits.append(path.relative_to(root).as_posix())
+    return hits
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, completed_run: Path, tmp_path: Path) -> None:
+    work, outside = tmp_path / "work", tmp_path / "outside"
+    work.mkdir()
+    outside.mkdir()
+    if case.setup is not None:
+        case.setup(completed_run, work)
+    names = {"work": work, "run": work / "run", "base": work / "base", "outside": outside}
+    argv = [a.format(**names) for a in case.argv]
+    before = snapshot(tmp_path)
+    proc = run_module([sys.executable, *argv], cwd=work, env=case.env, timeout=300)
+    out = proc.stdout + proc.stderr
+
+    assert proc.returncode == case.code, f"exit {proc.returncode}, wanted {case.code}\n{out}"
+    assert "Traceback" not in out, out
+    if case.code != 0:
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+        for words in case.says:
+            assert words in lines[0], f"{words!r} not in: {lines[0]}"
+    for secret in case.secrets:
+        assert secret not in out, f"the secret reached the output:\n{out}"
+        assert not files_holding(tmp_path, secret), files_holding(tmp_path, secret)
+    after = snapshot(tmp_path)
+    new = sorted(
+        p
+        for p, stat in after.items()
+        if before.get(p) != stat
+        and not any(p.startswith(f"work/{d.rstrip('/')}/") for d in case.writes_in)
+    )
+    assert not new, f"written outside what the case allows ({case.writes_in}): {new}"
