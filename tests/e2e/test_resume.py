@@ -54,7 +54,7 @@ def test_a_resume_of_too_little_state_is_reported_not_exact(tmp_path):
     learning rate of step 9 differs and the self-check names that step."""
     run_dir = tmp_path / "run"
     run_fixture(run_dir, "train.track_scheduler=false", env={KILL: "10"}, check=False)
-    resumed = run_fixture(run_dir, "train.resume=auto")
+    resumed = run_fixture(run_dir, "train.resume=auto", check=False)
     manifest = json.loads((run_dir / "run.json").read_text())
     check = manifest["resumes"][-1]["self_check"]
     assert (
@@ -62,6 +62,24 @@ def test_a_resume_of_too_little_state_is_reported_not_exact(tmp_path):
     )
     assert manifest["resume_exact"] is False
     assert "RESUME IS NOT EXACT: at step 9" in resumed.proc.stdout + resumed.proc.stderr
+    # The run completed and is recorded, but the command fails: a cluster script can tell.
+    assert manifest["status"] == "completed"
+    assert resumed.proc.returncode == 2, resumed.proc.stdout + resumed.proc.stderr
+    last = resumed.proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the resume is not exact: at step 9"), resumed.proc.stderr
+    assert "train.accept_inexact_resume=true" in last
+    assert "Traceback" not in resumed.proc.stdout + resumed.proc.stderr
+
+
+def test_an_inexact_resume_the_user_accepts_exits_0(tmp_path):
+    """``train.accept_inexact_resume=true`` on the resume's command line (a key allowed to change on
+    resume): the same inexact resume, recorded as such, and exit status 0."""
+    run_dir = tmp_path / "run"
+    run_fixture(run_dir, "train.track_scheduler=false", env={KILL: "10"}, check=False)
+    resumed = run_fixture(run_dir, "train.resume=auto", "train.accept_inexact_resume=true")
+    assert resumed.proc.returncode == 0
+    manifest = json.loads((run_dir / "run.json").read_text())
+    assert manifest["resume_exact"] is False and manifest["status"] == "completed"
 
 
 def test_a_run_directory_with_non_ascii_characters_resumes_exactly(default_fixture_run, tmp_path):

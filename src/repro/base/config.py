@@ -173,6 +173,9 @@ class RunConfig:
     monitor_mode: Annotated[str, OneOf("min", "max")] = "min"
     #: Stop after this many epochs in a row without an improvement of train.monitor (null: never).
     early_stopping_patience: Annotated[int | None, Range(1)] = None
+    #: Exit 0 when a resume's self-check finds it not exact (the run still completes and records
+    #: resume_exact: false); false: such a resume fails the command after the run is recorded.
+    accept_inexact_resume: bool = False
 
 
 @dataclass
@@ -367,9 +370,16 @@ _HINTS.update(typing.get_type_hints(ReproConfig, include_extras=True))
 
 
 def validate(rc: ReproConfig) -> ReproConfig:
-    """Check the ranges and choices declared on :class:`ReproConfig`'s fields, and the one rule that
-    joins two of them. Returns ``rc``; raises ConfigValueError."""
+    """Check the ranges and choices declared on :class:`ReproConfig`'s fields, and the rules that
+    join two of them. Returns ``rc``; raises ConfigValueError."""
     check_fields(rc, ReproConfig, "repro")
+    if rc.persistent_workers and rc.num_workers == 0:
+        raise ConfigValueError(
+            "repro.persistent_workers",
+            True,
+            "false while repro.num_workers=0 (there are no workers to keep alive); set "
+            "repro.num_workers to 1 or more, or repro.persistent_workers=false",
+        )
     if rc.cudnn_benchmark and rc.deterministic == Determinism.strict:
         raise ConfigValueError(
             "repro.cudnn_benchmark",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 #: RunConfig keys that may differ when a run is resumed: they change speed or bookkeeping, never the bits.
-RUN_RESUME_SAFE_KEYS = ("checkpoint_every", "keep_checkpoints", "resume")
+RUN_RESUME_SAFE_KEYS = ("checkpoint_every", "keep_checkpoints", "resume", "accept_inexact_resume")
 #: repro keys that may differ on resume.
 REPRO_RESUME_SAFE_KEYS = ("repro.num_workers", "repro.persistent_workers")
 #: The loggers may differ on resume (and are ignored by a config's hash): they copy metrics, never

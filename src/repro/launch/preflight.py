@@ -268,7 +268,20 @@ def _plan_resume(
         (split_override(o)[1] for o in job if override_key(o) == "hydra.run.dir"), None
     )
     run_dir = Path(str(cfg.hydra.run.dir) if value == AUTO else value).resolve()
-    state = decide(value, run_dir, key=resume_key, is_main=is_main)
+    keep = (resume_key, *safe_keys)
+    base_job = [o for o in job if override_key(o).startswith("hydra.") or override_key(o) in keep]
+    try:
+        state = decide(value, run_dir, key=resume_key, is_main=is_main)
+    except RunCompleted:
+        # A completed run resumes nothing: an override that asks for something else would be ignored.
+        ignored = _ignored_by_completed(cfg, job, resume_key, config_dir, config_name, run_dir)
+        if ignored:
+            raise LaunchError(
+                f"{resume_key}={value}: {run_dir} holds a completed run, so nothing is resumed and "
+                f"these overrides would be ignored: {', '.join(ignored)}; drop them, or start a new "
+                f"run without {resume_key} (a completed run is never extended)"
+            ) from None
+        raise
     if value != AUTO and given_dir is not None and Path(given_dir).resolve() != run_dir:
         raise LaunchError(
             f"{resume_key}={value} and hydra.run.dir={given_dir} disagree; a resumed run "
@@ -283,8 +296,6 @@ def _plan_resume(
         else [f"hydra.run.dir={quote_override_value(str(run_dir))}"]
     )
     saved = OmegaConf.load(run_dir / CONFIG_FILE)
-    keep = (resume_key, *safe_keys)
-    base_job = [o for o in job if override_key(o).startswith("hydra.") or override_key(o) in keep]
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
         base = compose(config_name=config_name, overrides=base_job, return_hydra_config=True)
     check_overrides(base, cfg, saved, keep)
@@ -294,6 +305,35 @@ def _plan_resume(
         *extra,
         f"hydra.output_subdir={next_resume_subdir(run_dir) if is_main else 'null'}",
     ], pins
+
+
+def _ignored_by_completed(
+    cfg: DictConfig,
+    job: list[str],
+    resume_key: str,
+    config_dir: str | Path,
+    config_name: str,
+    run_dir: Path,
+) -> list[str]:
+    """The keys this command line sets to a value the completed run in ``run_dir`` does not have (those
+    allowed to change on resume too: nothing runs that would use them)."""
+    from hydra import compose, initialize_config_dir
+
+    from repro.run.resume import overridden_keys
+
+    base_job = [
+        o for o in job if override_key(o).startswith("hydra.") or override_key(o) == resume_key
+    ]
+    given = [o for o in job if o not in base_job]
+    if not given:
+        return []
+    try:
+        saved = OmegaConf.load(run_dir / CONFIG_FILE)
+    except Exception:  # no readable config: every override is one a resume would not apply
+        return list(dict.fromkeys(override_key(o) for o in given))
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        base = compose(config_name=config_name, overrides=base_job, return_hydra_config=True)
+    return overridden_keys(base, cfg, saved)
 
 
 def _check_world_size(checkpoint: Path, resume_key: str, value: str) -> None:

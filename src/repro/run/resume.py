@@ -105,6 +105,23 @@ def check_overrides(base: Any, full: Any, saved: Any, safe_keys: Iterable[str]) 
         )
 
 
+def overridden_keys(base: Any, full: Any, saved: Any) -> list[str]:
+    """Keys the command line sets (``full`` vs ``base``) to a value other than the saved run's, by the
+    rules of :func:`check_overrides` (a ``seed: null`` matches any recorded seed)."""
+    saved_leaves = flatten({k: v for k, v in _container(saved).items() if k != "hydra"})
+    out = []
+    for key, value in changed_keys(base, full).items():
+        recorded = saved_leaves.get(key, "<absent>")
+        if value == "<deleted>" and recorded == "<absent>":
+            continue
+        if value == recorded or (
+            key.endswith("seed") and value is None and isinstance(recorded, int)
+        ):
+            continue
+        out.append(key)
+    return out
+
+
 def merged_config(
     saved: DictConfig,
     current: DictConfig,

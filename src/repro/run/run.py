@@ -386,6 +386,10 @@ class Run:
             print(f"run directory:  {self.dir}")
             if self.record.manifest.get("weights_sha256"):
                 print(f"weights sha256: {self.record.manifest['weights_sha256']}")
+        # Completed and recorded: a resume that was not exact still fails the command (exit non-zero).
+        self.self_check.require_exact(
+            f"{self.node}.accept_inexact_resume", self.settings.accept_inexact_resume
+        )
         return out
 
     def __enter__(self) -> Run:

@@ -6,10 +6,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from repro.base.errors import ReproError
+
 log = logging.getLogger("repro.run")
 
 #: The fingerprint fields compared, in this order; the first that differs is reported.
 COMPARED = ("loss", "params", "batch")
+
+
+class InexactResumeError(ReproError):
+    """A resumed run completed, but its self-check found a step that differs from the interrupted run."""
 
 
 class ResumeSelfCheck:
@@ -83,3 +89,16 @@ class ResumeSelfCheck:
         if resumes:
             resumes[-1]["self_check"] = dict(self.state)
             self.record.update(resumes=resumes)
+
+    def require_exact(self, accept_key: str, accepted: bool) -> None:
+        """Raise :class:`InexactResumeError` (one line) when a step differed and the user did not accept
+        it with ``accept_key=true``; call once the run is completed and recorded."""
+        if self.exact is not False or accepted:
+            return
+        state = self.state or {}
+        raise InexactResumeError(
+            f"the resume is not exact: at step {state.get('step')} the {state.get('quantity')} "
+            "fingerprint differs from the interrupted run (the run completed; run.json has "
+            "resume_exact: false). Register every piece of state with run.track(...), or accept an "
+            f"inexact resume with {accept_key}=true"
+        )
