@@ -96,10 +96,56 @@ PATH_CASES: list[Case] = []
 DAMAGED_CASES: list[Case] = []
 
 #: Input that used to be accepted silently or ignored (a resume with overrides, an inexact resume).
-SILENT_CASES: list[Case] = []
+SILENT_CASES: list[Case] = [
+    Case(
+        "a resume of a completed run with an override it would ignore",
+        train("train.resume={base}", "optimizer.lr=1"),
+        says=("optimizer.lr", "completed run", "would be ignored"),
+        setup=copy_base,
+    ),
+    Case(
+        "a resume of a completed run asking for more steps",
+        train("train.resume={base}", "train.max_steps=8"),
+        says=("train.max_steps", "completed run", "start a new run"),
+        setup=copy_base,
+    ),
+    Case(
+        "train.resume=auto on a completed run with a changed override",
+        train("train.resume=auto", "hydra.run.dir={base}", *QUICK, "repro.seed=7"),
+        says=("repro.seed", "would be ignored"),
+        setup=copy_base,
+    ),
+    Case(
+        "persistent loader workers without workers",
+        train(*QUICK, "repro.persistent_workers=true"),
+        says=("repro.persistent_workers", "repro.num_workers"),
+    ),
+]
 
 #: Command lines the entry points cannot parse: one line that says how to fix them.
-COMMAND_LINE_CASES: list[Case] = []
+COMMAND_LINE_CASES: list[Case] = [
+    Case(
+        "-m after the overrides",
+        train(*QUICK, "-m", "repro.seed=1,2"),
+        says=("-m goes before the overrides", "-m experiment=quick repro.seed=1,2"),
+    ),
+    Case("an unknown --flag", train("--bogus"), says=("unknown option --bogus", "--help")),
+    Case(
+        "an unquoted non-ASCII value",
+        train("train.monitor=vál_acc"),
+        says=("train.monitor=vál_acc", "quote the value", "train.monitor='\"vál_acc\"'"),
+    ),
+    Case(
+        "an unquoted value with a space (split by the shell)",
+        train("train.monitor=val", "acc"),
+        says=("'acc' is not an override", "quote"),
+    ),
+    Case(
+        "an override Hydra's grammar cannot parse",
+        train("train.monitor=val_acc)"),
+        says=("train.monitor=val_acc)", "quote the value"),
+    ),
+]
 
 CASES = [
     *VALUE_CASES,

@@ -52,12 +52,44 @@ def absolute_config_path(argv: list[str]) -> list[str]:
     return out
 
 
+#: Options that take no value: a misplaced one can be moved to the front as it is.
+_BARE_FLAGS = ("-m", "--multirun", "-r", "--run", "--resolve", "-h", "--help", "--hydra-help")
+
+
 def parse_args(argv: list[str]) -> Any:
-    """Hydra's own parse of ``argv``; None when it is not a valid command line (Hydra then says why)."""
+    """Hydra's own parse of ``argv``; a command line it cannot parse stops the program with one line
+    that says how to fix it (:func:`command_line_advice`), not argparse's usage."""
     from hydra._internal.utils import get_args_parser
 
-    try:
-        return get_args_parser().parse_args(argv)
-    except SystemExit:
-        # Let Hydra print its own usage error.
-        return None
+    parser = get_args_parser()
+
+    def error(message: str) -> None:
+        fail(command_line_advice(argv, message))
+
+    # argparse calls error() with its one-line reason; the default prints the usage, then exits.
+    parser.error = error  # type: ignore[method-assign]
+    return parser.parse_args(argv)
+
+
+def command_line_advice(argv: list[str], message: str) -> str:
+    """argparse's reason for refusing ``argv``, as one line that says how to fix the command."""
+    if not message.startswith("unrecognized arguments"):
+        return f"{message} (the options: --help)"
+    first_override = next(
+        (i for i, a in enumerate(argv) if not a.startswith("-") and "=" in a), len(argv)
+    )
+    late = [a for a in argv[first_override:] if a in _BARE_FLAGS]
+    if late:
+        rest = [a for a in argv if a not in late]
+        fixed = " ".join([*dict.fromkeys(late), *rest])
+        return (
+            f"{', '.join(dict.fromkeys(late))} goes before the overrides: options first, then "
+            f"key=value overrides ({fixed})"
+        )
+    unknown = [a for a in message.partition(":")[2].split() if a.startswith("-")]
+    if unknown:
+        return (
+            f"unknown option {', '.join(unknown)}: --help lists the options; overrides are "
+            "key=value, without dashes"
+        )
+    return f"{message}: overrides are key=value (a value with a space is quoted: key='\"a b\"')"

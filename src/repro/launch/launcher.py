@@ -74,7 +74,7 @@ def build_main(
         remember_entry(config_name=config_name, resume_key=resume_key)
         sys.argv = absolute_config_path(sys.argv)
         args = parse_args(sys.argv[1:])
-        remember_sweep(args.overrides if args is not None and args.multirun else None)
+        remember_sweep(args.overrides if args.multirun else None)
         rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
         inherited = os.environ.pop(PLAN_ENV, None)
         guessed = os.environ.pop(GUESS_ENV, None) is not None
@@ -87,7 +87,7 @@ def build_main(
             except LaunchError as exc:
                 fail(str(exc))
             return hydra_main()
-        if args is None or any(getattr(args, f, None) for f in SKIP_FLAGS):
+        if any(getattr(args, f, None) for f in SKIP_FLAGS):
             return hydra_main()
         if not guessed:
             guess_hash_seed(sys.argv)
