@@ -23,12 +23,20 @@ import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import PurePath
+from pathlib import PurePath, PurePosixPath
 from typing import Annotated, Any, Literal, Union
 
 from repro.base.errors import ConfigValueError, ReproError
 
-__all__ = ["MissingArgumentError", "OneOf", "Range", "check_arguments", "check_fields", "describe"]
+__all__ = [
+    "InsideRun",
+    "MissingArgumentError",
+    "OneOf",
+    "Range",
+    "check_arguments",
+    "check_fields",
+    "describe",
+]
 
 #: A bound: a number, or a function of no arguments that gives it when the check runs.
 Bound = float | Callable[[], float] | None
@@ -119,6 +127,34 @@ class OneOf:
         return f"{text} ({self.note})" if self.note else text
 
 
+@dataclass(frozen=True)
+class InsideRun:
+    """A path that names a file or folder inside the run directory: relative, no ``..`` part, no ``~``.
+
+    ``path: Annotated[str, InsideRun()] = "logs/metrics.csv"``: a logger's file stays in the run it
+    belongs to, so a config can never make a run write elsewhere.
+    """
+
+    note: str = ""
+
+    def allows(self, value: Any) -> bool:
+        if not isinstance(value, str | PurePath):
+            return False
+        text = str(value)
+        path = PurePosixPath(text.replace("\\", "/"))
+        return not (
+            path.is_absolute()
+            or ".." in path.parts
+            or text.startswith("~")
+            or re.match(r"[A-Za-z]:", text)
+        )
+
+    def describe(self, kind: str = "", nullable: bool = False) -> str:
+        text = "a relative path inside the run directory (no '..', not absolute)"
+        text = f"{text} ({self.note})" if self.note else text
+        return f"{text} or null" if nullable else text
+
+
 def _num(x: Any) -> str:
     return str(int(x)) if isinstance(x, float) and x.is_integer() and abs(x) < 1e15 else str(x)
 
@@ -136,7 +172,7 @@ def _split(annotation: Any) -> tuple[Any, list[Any]]:
     """``Annotated[T, m1, m2]`` -> (T, [m1, m2]); anything else -> (it, [])."""
     if typing.get_origin(annotation) is Annotated:
         base, *meta = typing.get_args(annotation)
-        return base, [m for m in meta if isinstance(m, Range | OneOf)]
+        return base, [m for m in meta if isinstance(m, Range | OneOf | InsideRun)]
     return annotation, []
 
 

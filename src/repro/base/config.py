@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Annotated, Any
 
-from repro.base.checks import OneOf, Range, check_fields, describe
+from repro.base.checks import InsideRun, OneOf, Range, check_fields, describe
 from repro.base.errors import ConfigValueError, MissingPackageError
 from repro.base.hashseed import DEFAULT_PYTHONHASHSEED
 
@@ -182,16 +182,16 @@ class RunConfig:
 class CsvLoggerConfig:
     """``logger=csv``: every metrics row as a line of a CSV file (no extra package)."""
 
-    #: The CSV file; a relative path is under the run directory.
-    path: str = "logs/metrics.csv"
+    #: The CSV file, inside the run directory (a relative path without '..').
+    path: Annotated[str, InsideRun()] = "logs/metrics.csv"
 
 
 @dataclass
 class TensorBoardLoggerConfig:
     """``logger=tensorboard``: scalars in TensorBoard event files (``pip install -e ".[tensorboard]"``)."""
 
-    #: The event files' directory; a relative path is under the run directory.
-    log_dir: str = "logs/tensorboard"
+    #: The event files' directory, inside the run directory (a relative path without '..').
+    log_dir: Annotated[str, InsideRun()] = "logs/tensorboard"
 
 
 @dataclass
@@ -219,8 +219,8 @@ class WandbLoggerConfig:
     entity: str | None = None
     #: The W&B run's name; null: the run directory's name.
     name: str | None = None
-    #: Where W&B writes its files; a relative path is under the run directory.
-    dir: str = "logs"
+    #: Where W&B writes its files, inside the run directory (a relative path without '..').
+    dir: Annotated[str, InsideRun()] = "logs"
 
 
 #: The loggers the kit has (``logger=NAME``), with their schemas.

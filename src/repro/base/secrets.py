@@ -4,22 +4,46 @@ A value is hidden when its key names a credential (``api_key``, ``wandb_key``,
 ``db_password``, ``token``, ...; a leading ``+``/``++``/``~`` and any parent
 keys ignored), and a URL's password is hidden whatever its key
 (``postgres://user:<redacted>@host/db``).
+
+:func:`redact_text` is the one pass every string the kit or Hydra writes goes through (a config copy,
+Hydra's own files, a log line, ``run.json`` with its error, stderr, a value handed to a logger). It knows
+the spellings Hydra produces: ``key=value`` and ``key\\=value``, a quoted value, and a URL written
+``scheme\\://user\\:password@host`` in a sweep's files. :func:`redact_tree` applies it to a config tree
+and also hides the value of every secret key.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
 REDACTED = "<redacted>"
-# Config keys are named by people ("key_dim" is no secret): match whole words at the end of the key.
-_SECRET_KEY = re.compile(
-    r"(^|[_.-])(token|secret|password|passwd|pwd|api[_-]?key|access[_-]?key|secret[_-]?key|private[_-]?key|"
-    r"wandb[_-]?key|auth[_-]?key|license[_-]?key|credentials?|auth[_-]?token|bearer)s?$",
-    re.I,
+#: The words that make a key a credential's, as the last word of the key.
+_WORDS = (
+    r"token|secret|password|passwd|pwd|api[_-]?key|access[_-]?key|secret[_-]?key|private[_-]?key|"
+    r"wandb[_-]?key|auth[_-]?key|license[_-]?key|credentials?|auth[_-]?token|bearer"
 )
-_URL_PASSWORD = re.compile(
-    r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)(?P<password>[^@/\s]+)(?P<tail>@)"
+# Config keys are named by people ("key_dim" is no secret): match whole words at the end of the key.
+_SECRET_KEY = re.compile(rf"(^|[_.-])({_WORDS})s?$", re.I)
+#: A key that names a credential, inside a text (``service.api_key``, ``+db_password``).
+_KEY_IN_TEXT = rf"(?<![\w.\\-])[+~]*(?:[\w-]+\.)*(?:[\w-]*[_-])?(?:{_WORDS})s?"
+#: How a secret is written inside a text; each pattern's ``secret`` group is what is hidden.
+_IN_TEXT = (
+    # A URL's password, also as a sweep's files escape it: scheme\://user\:password@host.
+    re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*\\?://[^:/@\s]*:)(?P<secret>[^/\s'\"]+)(?=@)"),
+    # key=value as a command line, Hydra's files or a log line write it (key\=value, 'quoted').
+    re.compile(
+        rf"(?P<head>{_KEY_IN_TEXT}\s*\\?=\s*)(?P<secret>'[^']*'|\"[^\"]*\"|[^\s'\"]+)", re.I
+    ),
+    # 'key': 'value' or "key": "value", as a Python or JSON mapping quoted by an error message.
+    re.compile(
+        rf"(?P<head>(?P<q>['\"])[+~]*(?:[\w-]+\.)*(?:[\w-]*[_-])?(?:{_WORDS})s?(?P=q)\s*:\s*)"
+        r"(?P<secret>'[^']*'|\"[^\"]*\"|[^\s,}]+)",
+        re.I,
+    ),
+    # An HTTP authorization header quoted by an error message.
+    re.compile(r"(?P<head>\bBearer\s+)(?P<secret>[\w.~+/-]+=*)"),
 )
 
 
@@ -29,12 +53,16 @@ def is_secret_key(name: str) -> bool:
 
 
 def redact_text(value: str) -> str:
-    """``value`` with the password of any URL in it hidden."""
-    return _URL_PASSWORD.sub(lambda m: f"{m['head']}{REDACTED}{m['tail']}", value)
+    """``value`` with every secret in it hidden: URL passwords and the values of secret keys, in any
+    spelling Hydra writes them. The one redaction pass: every other function here calls it."""
+    for pattern in _IN_TEXT:
+        value = pattern.sub(lambda m: f"{m['head']}{REDACTED}", value)
+    return value
 
 
 def redact_tree(tree: Any) -> Any:
-    """A copy of a plain config tree with secret values hidden (by key name, and URL passwords anywhere)."""
+    """A copy of a plain tree (a config, a record) with secret values hidden: the value of a secret key,
+    and every string through :func:`redact_text`."""
     if isinstance(tree, dict):
         return {
             k: REDACTED
@@ -42,44 +70,22 @@ def redact_tree(tree: Any) -> Any:
             else redact_tree(v)
             for k, v in tree.items()
         }
-    if isinstance(tree, list):
+    if isinstance(tree, list | tuple):
         return [redact_tree(v) for v in tree]
     if isinstance(tree, str):
         return redact_text(tree)
     return tree
 
 
-def redact_override(arg: str) -> str:
-    """One ``key=value`` argument with a secret value hidden."""
-    key, sep, value = arg.partition("=")
-    if sep and is_secret_key(key):
-        return f"{key}={REDACTED}"
-    return redact_text(arg)
-
-
 def redact_args(args: list[str]) -> list[str]:
     """Command-line arguments with every secret value hidden."""
-    return [redact_override(a) for a in args]
-
-
-def _redact_strings(tree: Any) -> Any:
-    if isinstance(tree, dict):
-        return {
-            k: REDACTED
-            if is_secret_key(str(k)) and v is not None and not isinstance(v, dict | list)
-            else _redact_strings(v)
-            for k, v in tree.items()
-        }
-    if isinstance(tree, list):
-        return [_redact_strings(v) for v in tree]
-    if isinstance(tree, str):
-        return redact_override(tree) if "=" in tree else redact_text(tree)
-    return tree
+    return [redact_text(str(a)) for a in args]
 
 
 def redact_yaml_files(folder: Any) -> None:
-    """Rewrite the YAML files Hydra wrote into ``folder`` (``.hydra/``) with every secret hidden:
-    values of secret keys, ``key=value`` overrides, URL passwords. Files without a secret stay untouched."""
+    """Rewrite the YAML files Hydra wrote into ``folder`` (a run's ``.hydra/``, a sweep's directory with
+    ``multirun.yaml``) with every secret hidden. Files without a secret stay untouched; a link is never
+    followed."""
     from pathlib import Path
 
     import yaml
@@ -87,16 +93,42 @@ def redact_yaml_files(folder: Any) -> None:
     from repro.base.files import atomic_write
 
     folder = Path(folder)
-    if not folder.is_dir():
+    if folder.is_symlink() or not folder.is_dir():
         return
     for path in sorted(folder.glob("*.yaml")):
         if path.is_symlink() or not path.is_file():
             continue
-        text = path.read_text(encoding="utf-8")
         try:
-            tree = yaml.safe_load(text)
-        except yaml.YAMLError:
+            tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
             continue
-        cleaned = _redact_strings(tree)
+        cleaned = redact_tree(tree)
         if cleaned != tree:
             atomic_write(path, yaml.safe_dump(cleaned, sort_keys=False, allow_unicode=True))
+
+
+class _RedactingRecords:
+    """A log record factory that passes every record's message through :func:`redact_text`."""
+
+    def __init__(self, make: Any) -> None:
+        self.make = make
+
+    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = self.make(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        # A malformed call: logging reports it when the record is formatted.
+        except Exception:
+            return record
+        clean = redact_text(message)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        return record
+
+
+def redact_logging() -> None:
+    """Hide secrets in every log record of this process (the kit's, Hydra's, a library's), whatever
+    handlers Hydra's logging config installs later: the record factory is replaced, not a handler."""
+    factory = logging.getLogRecordFactory()
+    if not isinstance(factory, _RedactingRecords):
+        logging.setLogRecordFactory(_RedactingRecords(factory))

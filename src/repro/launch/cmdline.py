@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from repro.base.overrides import split_override
+from repro.base.secrets import redact_text
 
 #: Hydra flags that run no job (help, printing the config, ...): the entry point hands them to Hydra.
 SKIP_FLAGS = ("help", "hydra_help", "cfg", "info", "shell_completion", "experimental_rerun")
@@ -16,7 +17,7 @@ SKIP_FLAGS = ("help", "hydra_help", "cfg", "info", "shell_completion", "experime
 
 def fail(message: str, code: int = 2) -> None:
     """Print ``error: message`` on one line to stderr and exit."""
-    print(f"error: {message}", file=sys.stderr)
+    print(f"error: {redact_text(message)}", file=sys.stderr)
     sys.exit(code)
 
 

@@ -58,11 +58,14 @@ def guard(
             _remove_unused_resume_subdir()
             # Let Hydra record this job as failed and go on with the others.
             if _in_multirun():
-                print(f"error: {exc}", file=sys.stderr)
                 from hydra.errors import CompactHydraException
 
+                from repro.base.secrets import redact_text
+
+                line = f"error: {redact_text(str(exc))}"
+                print(line, file=sys.stderr)
                 # A compact exception: at the end of the sweep Hydra prints its message, not a traceback.
-                raise CompactHydraException(f"error: {exc}") from None
+                raise CompactHydraException(line) from None
             fail(str(exc))
         except KeyboardInterrupt:
             fail(
@@ -111,8 +114,10 @@ def run_task(task: TaskFn, cfg: DictConfig, node: str, safe_keys: tuple[str, ...
     if hc.output_subdir is not None and int(os.environ.get("RANK", "0")) == 0:
         from repro.base.secrets import redact_yaml_files
 
-        # Hydra wrote the overrides as given.
+        # Hydra wrote the overrides as given (in a sweep escaped, and multirun.yaml in the sweep's folder).
         redact_yaml_files(run_dir / str(hc.output_subdir))
+        if _in_multirun():
+            redact_yaml_files(Path(hc.sweep.dir))
     try:
         run = open_run(
             cfg,

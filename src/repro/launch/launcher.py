@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from repro.base.config import register_configs
 from repro.base.hashseed import GUESS_ENV, PLAN_ENV, guess_hash_seed
 from repro.base.overrides import resume_safe_keys
+from repro.base.secrets import redact_logging
 from repro.launch.cmdline import (
     SKIP_FLAGS,
     absolute_config_path,
@@ -68,6 +69,8 @@ def build_main(
 
     @functools.wraps(task)
     def main() -> Any:
+        # Every log line of this process (the kit's, Hydra's) with its secrets hidden.
+        redact_logging()
         register_configs()
         # For --help (conf/hydra/help/repro.yaml).
         register_help_resolvers()

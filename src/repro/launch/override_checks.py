@@ -31,7 +31,7 @@ def check_job_overrides(
     """What composing accepts but a careful tool refuses: several options of one config group at once
     (except in the groups whose options each write their own key: ``logger=[csv,tensorboard]``), a bool
     given as anything but true/false, and ``+key=value`` for a key the config does not have."""
-    from repro.base.secrets import redact_override
+    from repro.base.secrets import redact_text
 
     try:
         choices = OmegaConf.to_container(cfg.hydra.runtime.choices, resolve=False)
@@ -65,9 +65,7 @@ def check_job_overrides(
             continue
         current = OmegaConf.select(cfg, bare, default=None, throw_on_resolution_failure=False)
         if isinstance(current, bool) and value.strip().lower() not in _BOOL_WORDS:
-            raise LaunchError(
-                f"{redact_override(override)}: {bare} is a bool; expected true or false"
-            )
+            raise LaunchError(f"{redact_text(override)}: {bare} is a bool; expected true or false")
     if added:
         _check_added_keys(cfg, job, added, config_dir, config_name)
 
@@ -86,7 +84,7 @@ def _check_added_keys(
     """Refuse ``+key=value`` (or ``++``) for a key that the config without it does not have."""
     from hydra import compose, initialize_config_dir
 
-    from repro.base.secrets import redact_override
+    from repro.base.secrets import redact_text
 
     base_job = [o for o in job if o not in added]
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
@@ -105,7 +103,7 @@ def _check_added_keys(
             known = sorted(str(k) for k in node) if isinstance(node, DictConfig) else []
             where = f"'{parent}'" if parent else "the config"
             raise LaunchError(
-                f"{redact_override(override)}: unknown key ({where} has no key '{leaf}'"
+                f"{redact_text(override)}: unknown key ({where} has no key '{leaf}'"
                 + (f"; its keys are {', '.join(known)}" if known else "")
                 + "). Keys are never added on the command line; add it to the schema"
             )

@@ -82,7 +82,23 @@ def scalars(row: dict[str, Any]) -> dict[str, float]:
 
 
 def _under(run_dir: Path, path: str) -> Path:
-    return Path(path) if Path(path).is_absolute() else run_dir / path
+    """``path`` under the run directory; the schema refuses one that leaves it (``InsideRun``)."""
+    if Path(path).is_absolute() or ".." in Path(path).parts:
+        raise LoggerError(f"{path!r}: a logger's path must be relative, inside the run directory")
+    return run_dir / path
+
+
+def _handed(cfg: Any) -> Any:
+    """A logger's settings as handed to its library (which writes them into its own files): every string
+    with its secrets hidden, except the tracking URI the client connects with (recorded redacted)."""
+    import dataclasses
+
+    hidden = {
+        f.name: redact_text(value)
+        for f in dataclasses.fields(cfg)
+        if f.name != "tracking_uri" and isinstance(value := getattr(cfg, f.name), str)
+    }
+    return dataclasses.replace(cfg, **hidden)
 
 
 class MetricLogger(Protocol):
@@ -348,14 +364,26 @@ class Loggers:
         """Open each logger of ``settings`` (``repro.base.config.logger_configs``): a new logger run, or on a
         resume (``from_step``) the one ``recorded`` (run.json's ``loggers``) names."""
         out = cls()
+        name = ""
         try:
             for name, cfg in settings.items():
-                backend = BACKENDS[name](cfg)
+                backend = BACKENDS[name](_handed(cfg))
                 with rng_untouched():
                     out.recorded[name] = backend.open(
                         run_dir, from_step, dict((recorded or {}).get(name) or {})
                     )
                 out.backends.append(backend)
+        except ReproError:
+            out.close("failed")
+            raise
+        # The library's own error (a server that does not answer): one line.
+        except Exception as exc:
+            out.close("failed")
+            why = redact_text(" ".join(str(exc).split())[:240])
+            raise LoggerError(
+                f"logger={name}: cannot open it ({type(exc).__name__}: {why}); check its settings "
+                f"(logger.{name}.*) or run with logger=none"
+            ) from None
         except BaseException:
             out.close("failed")
             raise

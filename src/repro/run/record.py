@@ -36,6 +36,12 @@ __all__ = ["RunRecord", "resolved_config_yaml"]
 RECORD_VERSION = 1
 
 
+def manifest_text(manifest: dict[str, Any]) -> str:
+    """``run.json``'s text: every secret hidden (the overrides, an error that quotes a URL, ...)."""
+    plain = json.loads(json.dumps(manifest, default=str))
+    return json.dumps(redact_tree(plain), indent=2) + "\n"
+
+
 def resolved_config_yaml(cfg: DictConfig, null_keys: tuple[str, ...] = ()) -> str:
     """The config with every interpolation resolved, as YAML (the replayable truth).
 
@@ -190,7 +196,7 @@ class RunRecord:
                 "environment": environment_fingerprint(),
                 **(extra or {}),
             }
-            atomic_write(run_dir / RUN_FILE, json.dumps(manifest, indent=2, default=str) + "\n")
+            atomic_write(run_dir / RUN_FILE, manifest_text(manifest))
         except BaseException:
             (run_dir / RUN_FILE).unlink(missing_ok=True)
             (run_dir / CONFIG_FILE).unlink(missing_ok=True)
@@ -248,7 +254,7 @@ class RunRecord:
         }
         manifest.setdefault("resumes", []).append(entry)
         manifest.update(status="running", finished_at=None, error=None)
-        atomic_write(run_dir / RUN_FILE, json.dumps(manifest, indent=2, default=str) + "\n")
+        atomic_write(run_dir / RUN_FILE, manifest_text(manifest))
         record = cls(run_dir, manifest, last_step=from_step, dist=dist)
         record.interrupted_rows = later
         return record
@@ -303,9 +309,7 @@ class RunRecord:
         if not self.writer:
             return
         self.manifest.update(fields)
-        atomic_write(
-            self.run_dir / RUN_FILE, json.dumps(self.manifest, indent=2, default=str) + "\n"
-        )
+        atomic_write(self.run_dir / RUN_FILE, manifest_text(self.manifest))
 
     def finish(
         self,

@@ -41,6 +41,12 @@ def run(args: argparse.Namespace) -> int:
 
     report = collect(args.sweep_dir)
     out_dir = Path(args.out) if args.out else report.sweep_dir / OUT_DIR
+    # A link in the sweep directory could point anywhere: the report writes only into a real folder.
+    if out_dir.is_symlink():
+        raise ReproError(
+            f"--out {out_dir}: is a symbolic link; the report never writes through a link. Give the "
+            "folder it should write into with --out"
+        )
     if out_dir.exists() and not out_dir.is_dir():
         raise ReproError(f"--out {out_dir}: exists and is not a directory; give a directory")
     out_dir.mkdir(parents=True, exist_ok=True)
