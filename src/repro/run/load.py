@@ -9,7 +9,6 @@ caller allows: a run directory never decides which code is imported.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from repro.base.errors import ConfigValueError, ReproError
 from repro.base.files import sha256_file
 from repro.base.layout import CHECKPOINT_DIR, CONFIG_FILE, RUN_FILE, WEIGHTS_FILE
+from repro.base.records import read_config, read_manifest
 from repro.run.checkpointing import BEST_FILE
 
 #: ``which`` -> the weights file, relative to the run directory.
@@ -64,7 +64,8 @@ def load_run(
     for name in (RUN_FILE, CONFIG_FILE):
         if not (run_dir / name).is_file():
             raise LoadRunError(f"{run_dir} holds no {name}: not a run directory")
-    manifest = json.loads((run_dir / RUN_FILE).read_text())
+    todo = "restore it from a copy of the run, or load another run"
+    manifest = read_manifest(run_dir, todo=todo)
     weights = run_dir / WEIGHTS[which]
     if which == "final" and manifest.get("status") != "completed":
         raise LoadRunError(
@@ -79,14 +80,46 @@ def load_run(
     recorded = manifest.get("weights_sha256") if which == "final" else None
     if recorded is not None and sha256_file(weights) != recorded:
         raise LoadRunError(f"{weights} is not the file run.json records (sha256 {recorded})")
-    cfg = OmegaConf.load(run_dir / CONFIG_FILE)
-    if not isinstance(cfg, DictConfig):
-        raise LoadRunError(f"{run_dir / CONFIG_FILE} is not a mapping")
+    cfg = read_config(run_dir, todo=todo)
     model = build(cfg) if build is not None else _instantiate(cfg, node, targets)
-    state = torch.load(weights, map_location=map_location, weights_only=True)
-    model.load_state_dict(state)
+    _load_weights(model, weights, map_location)
     model.eval()
     return LoadedRun(dir=run_dir, cfg=cfg, model=model, weights=weights, which=which)
+
+
+def _load_weights(model: torch.nn.Module, weights: Path, map_location: str | torch.device) -> None:
+    """``weights`` into ``model`` (weights-only: no pickled code runs); one line when they do not fit."""
+    todo = "load weights this run wrote, or restore the file from a copy of the run"
+    try:
+        state = torch.load(weights, map_location=map_location, weights_only=True)
+    # Truncated, not a torch file, or a pickle the weights-only loader refuses: torch's text is not shown
+    # (it suggests loading without weights_only, which would run the file's code).
+    except Exception as exc:
+        raise LoadRunError(
+            f"{weights} is damaged or not weights this kit wrote ({type(exc).__name__}); {todo}"
+        ) from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        raise LoadRunError(f"{weights} does not hold a model's state dict; {todo}")
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+        missing = sorted(set(model.state_dict()) - set(state))
+        unexpected = sorted(set(state) - set(model.state_dict()))
+        shapes = [
+            f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+            for k, v in model.state_dict().items()
+            if isinstance(state.get(k), torch.Tensor) and state[k].shape != v.shape
+        ]
+        what = (
+            f"other shapes ({', '.join(shapes[:3])})"
+            if shapes
+            else f"missing {missing[:3]}, unexpected {unexpected[:3]}"
+            if missing or unexpected
+            else (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        )
+        raise LoadRunError(
+            f"{weights} does not fit the model the run's config builds: {what}; {todo}"
+        ) from None
 
 
 def _instantiate(cfg: DictConfig, node: str, targets: tuple[str, ...]) -> torch.nn.Module:
@@ -96,7 +129,16 @@ def _instantiate(cfg: DictConfig, node: str, targets: tuple[str, ...]) -> torch.
     if not isinstance(target, str) or not target.startswith(targets or ("\0",)):
         allowed = ", ".join(f"{t}*" for t in targets) or "none (pass build=...)"
         raise ConfigValueError(f"{node}._target_", target, f"a target the caller allows: {allowed}")
-    model = instantiate(OmegaConf.select(cfg, node))
+    try:
+        model = instantiate(OmegaConf.select(cfg, node))
+    # The run's own arguments to its own class: whatever the class raises, the record is at fault.
+    except Exception as exc:
+        cause = exc.__cause__ or exc
+        first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        raise LoadRunError(
+            f"{node} of the run's {CONFIG_FILE} cannot be built ({first[:160]}); restore the file "
+            "from a copy of the run, or pass build=..."
+        ) from None
     if not isinstance(model, torch.nn.Module):
         raise LoadRunError(
             f"{node}._target_={target!r} built a {type(model).__name__}, not a torch.nn.Module"

@@ -26,8 +26,14 @@ from typing import Any
 from repro.base.errors import RunDirectoryError
 from repro.base.layout import CONFIG_FILE, FINGERPRINTS_FILE, RUN_FILE  # noqa: E402  (re-exported to the tools)
 
-#: Larger record files are refused rather than read into memory.
-MAX_RECORD_BYTES = 64 << 20
+# The shared reader of record files (re-exported to the tools).
+from repro.base.records import (  # noqa: F401
+    MAX_RECORD_BYTES,
+    parse_config,
+    parse_json_object,
+    read_record_file,
+)
+from repro.base.records import describe as _describe
 
 #: Environment keys that always differ between two processes and say nothing about the bits.
 VOLATILE_ENV_KEYS = (
@@ -99,11 +105,6 @@ class Run:
         return read_fingerprints(self.dir / FINGERPRINTS_FILE)
 
 
-def _describe(value: Any) -> str:
-    text = repr(value)
-    return f"{text[:57]}..." if len(text) > 60 else text
-
-
 def _fits(value: Any, kind: str) -> bool:
     if kind == _OBJECT:
         return isinstance(value, dict)
@@ -126,73 +127,9 @@ def check_shapes(tree: dict[str, Any], shapes: tuple[tuple[str, str], ...], wher
             raise RunDirectoryError(f"{where}: {key} is {_describe(node)}; expected {kind} or null")
 
 
-def read_record_file(path: Path, limit: int = MAX_RECORD_BYTES) -> str:
-    """The text of one record file; RunDirectoryError unless it is a readable regular UTF-8 file."""
-    try:
-        info = path.stat()
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise RunDirectoryError(f"{path}: a symlink loop, not a file") from None
-        raise RunDirectoryError(f"{path}: cannot be read ({exc.strerror})") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise RunDirectoryError(f"{path}: not a regular file; a run record holds plain files only")
-    if info.st_size > limit:
-        raise RunDirectoryError(
-            f"{path}: {info.st_size} bytes; record files over {limit} bytes are refused"
-        )
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(limit + 1)
-        return raw.decode("utf-8")
-    except OSError as exc:
-        raise RunDirectoryError(f"{path}: cannot be read ({exc.strerror})") from None
-    except UnicodeDecodeError as exc:
-        raise RunDirectoryError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-
-
-def parse_config(text: str, where: Path) -> dict[str, Any]:
-    """A ``config.yaml`` as plain data, read the way Hydra reads it, with interpolations left unresolved.
-
-    RunDirectoryError when it is not YAML, is not a mapping, or uses keys a config cannot have.
-    """
-    import yaml
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    try:
-        top = yaml.safe_load(text)  # the shape first: OmegaConf would turn a lone scalar into a key
-        if top is not None and not isinstance(top, dict):
-            raise RunDirectoryError(
-                f"{where}: holds {type(top).__name__}; expected a mapping of config keys"
-            )
-        plain = OmegaConf.to_container(OmegaConf.create(text if top else {}), resolve=False)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise RunDirectoryError(f"{where}: not valid YAML{at} ({problem})") from None
-    except (OmegaConfBaseException, ValueError, TypeError, AssertionError, RecursionError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise RunDirectoryError(f"{where}: not a config ({_describe(first)})") from None
-    if not isinstance(plain, dict):
-        raise RunDirectoryError(
-            f"{where}: holds {type(plain).__name__}; expected a mapping of config keys"
-        )
-    return plain
-
-
 def parse_manifest(text: str, where: Path) -> dict[str, Any]:
     """A ``run.json`` as a dict whose keys the tools read have the expected shapes."""
-    try:
-        manifest = json.loads(text)
-    except ValueError as exc:
-        raise RunDirectoryError(f"{where}: not valid JSON ({exc})") from None
-    except RecursionError:
-        raise RunDirectoryError(f"{where}: nested too deeply to be a run record") from None
-    if not isinstance(manifest, dict):
-        raise RunDirectoryError(
-            f"{where}: holds a JSON {type(manifest).__name__}; expected an object"
-        )
+    manifest = parse_json_object(text, where)
     check_shapes(manifest, MANIFEST_SHAPES, where)
     module = (manifest.get("entry") or {}).get("module")
     if module is not None and not MODULE_NAME.fullmatch(module):
