@@ -256,6 +256,27 @@ class Resumption:
         return found
 
 
+def check_records(state: RunDirectoryState, key: str) -> None:
+    """Before a resume writes anything: ``run.json`` and ``config.yaml`` parse and have their shapes
+    (``repro.base.records``), and one checkpoint's envelope is intact (nothing is unpickled)."""
+    from repro.base.layout import CheckpointError, read_header
+    from repro.base.records import read_config, read_manifest
+
+    todo = f"restore it from a copy of the run, or start a new run without {key}"
+    read_manifest(state.run_dir, todo=todo)
+    read_config(state.run_dir, todo=todo)
+    errors = []
+    for path in reversed(state.checkpoints):
+        try:
+            read_header(path)
+            return
+        except CheckpointError as exc:
+            errors.append(str(exc))
+    raise RunDirectoryError(
+        f"{key}={state.run_dir}: no checkpoint of the run is intact ({errors[0]}); {todo}"
+    )
+
+
 class RunCompleted(ReproError):
     """``auto`` found a completed run in its directory: nothing to do."""
 
@@ -276,6 +297,8 @@ def decide(
     state = inspect_run_dir(run_dir) if str(value) == AUTO else require_resumable(run_dir, key)
     if state.status == "completed":
         raise RunCompleted(f"{run_dir} already holds a completed run; nothing to resume")
+    if state.checkpoints:
+        check_records(state, key)
     if not state.checkpoints:
         if state.has_record and is_main:  # rank 0 alone moves files
             moved = abandon_attempt(run_dir)
