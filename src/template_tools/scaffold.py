@@ -20,6 +20,7 @@ the template's business (``copier.yml`` and ``scripts/copier_tasks.py``).
 from __future__ import annotations
 
 import argparse
+import errno
 import fnmatch
 import importlib.util
 import os
@@ -271,7 +272,23 @@ def create_project(
 
 def cmd_new(args: argparse.Namespace) -> int:
     """``repro new DEST --name NAME``: exit status 0, or a ScaffoldError for the CLI to print."""
-    create_project(Path(args.dest), args.name, Path(args.template) if args.template else None)
+    dest = Path(args.dest)
+    try:
+        create_project(dest, args.name, Path(args.template) if args.template else None)
+    # The disk or the destination refused a write (full, read-only, a name too long, no such folder):
+    # nothing is left behind (the staging folder is removed), and the error is one line.
+    except OSError as exc:
+        hint = {
+            errno.ENAMETOOLONG: "use a shorter --name or DEST",
+            errno.ENOSPC: "free some space or choose another DEST",
+            errno.EDQUOT: "free some space or choose another DEST",
+            errno.EROFS: "choose a DEST on a writable disk",
+        }.get(exc.errno, "choose a DEST you can write to")
+        where = exc.filename if exc.filename is not None else dest
+        raise ScaffoldError(
+            f"cannot create the project ({exc.strerror or type(exc).__name__}), "
+            f"{str(where)[:120]}, {hint}"
+        ) from None
     return 0
 
 

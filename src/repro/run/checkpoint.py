@@ -210,10 +210,13 @@ def load_checkpoint(
         )
     try:
         state = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
-    except Exception as exc:  # UnpicklingError for a payload that would run code, and friends
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    # UnpicklingError for a payload that would run code, and friends. Torch's text is not quoted: it
+    # advises loading with weights_only=False, which would run the file's code.
+    except Exception as exc:
         raise CheckpointError(
-            f"checkpoint {path} was refused by the weights-only loader: {first}"
+            f"checkpoint {path} is damaged or was not written by this kit: its payload is not plain "
+            f"tensors and values ({type(exc).__name__}); never load it another way: resume from "
+            "another checkpoint or a copy of the run"
         ) from None
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} does not hold a state dict")

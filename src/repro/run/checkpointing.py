@@ -216,7 +216,15 @@ class CheckpointManager:
             )
         # In the order they were tracked.
         for name, obj in self.tracked.items():
-            load_into(obj, state[OBJECTS][name])
+            try:
+                load_into(obj, state[OBJECTS][name])
+            # A checkpoint of another model (other shapes or names): one line, not torch's report.
+            except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise StateError(
+                    f"the checkpoint's state for {name!r} does not fit what this run tracks "
+                    f"({first[:200]}); resume with the model and config the run was started with"
+                ) from None
         mine = ranks[self.dist.rank]
         self.repro.load_state_dict(mine[RNG])
         for name, loader_state in (mine.get(LOADERS) or {}).items():

@@ -157,7 +157,19 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from repro.ops import audit
 
     register_configs()
-    module = importlib.import_module(args.entry)
+    from repro.tools.runs import MODULE_NAME
+
+    if not MODULE_NAME.fullmatch(args.entry):
+        raise ReproError(f"--entry {args.entry!r}: not a module name; name a dotted module")
+    try:
+        module = importlib.import_module(args.entry)
+    # The named module (or one it imports) is missing: one line naming it.
+    except ImportError as exc:
+        missing = getattr(exc, "name", None) or args.entry
+        raise ReproError(
+            f"--entry {args.entry}: cannot import it (no module named {missing}); name the "
+            "project's entry module (e.g. experiment.train), installed in this environment"
+        ) from None
     build = getattr(module, "audit_target", None)
     conf_dir = getattr(module, "CONF_DIR", None)
     if build is None or conf_dir is None:
