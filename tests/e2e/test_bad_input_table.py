@@ -86,11 +86,118 @@ VALUE_CASES = [
     Case("a seed out of range", train("repro.seed=-1"), says=("repro.seed", "-1")),
 ]
 
+#: A tracking server that refuses at once: its client gives up without retrying.
+NO_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+
+
+def fixture(*overrides: str) -> list[str]:
+    """The kit's fixture experiment: its schema has a secret key (``service.api_key``) and a URL."""
+    return ["-m", "repro_fixture.train", *overrides]
+
+
 #: Secrets: by key and by URL userinfo, in any spelling Hydra writes (sweeps escape ``:`` as ``\\:``).
-SECRET_CASES: list[Case] = []
+SECRET_CASES: list[Case] = [
+    Case(
+        "a URL password in a sweep's logger value (Hydra escapes ':')",
+        train(
+            "-m",
+            "hydra.sweep.dir={work}/multirun",
+            *QUICK,
+            "train.max_steps=2",
+            "logger=mlflow",
+            f"logger.mlflow.run_name=https://user:{PASSWORD}@host/x",
+        ),
+        code=0,
+        secrets=(PASSWORD,),
+        writes_in=("multirun",),
+    ),
+    Case(
+        "a secret key and a URL password in a sweep",
+        fixture(
+            "-m",
+            "hydra.sweep.dir={work}/multirun",
+            "train.max_steps=2",
+            f"service.api_key={TOKEN}",
+            f"service.url=postgres://user:{PASSWORD}@db/x",
+        ),
+        code=0,
+        secrets=(PASSWORD, TOKEN),
+        writes_in=("multirun",),
+    ),
+    Case(
+        "a secret key's value in a single run, after other overrides",
+        fixture(
+            "hydra.run.dir={run}", "data.size=96", "train.max_steps=2", f"service.api_key={TOKEN}"
+        ),
+        code=0,
+        secrets=(TOKEN,),
+        writes_in=("run",),
+    ),
+    Case(
+        "an unreachable tracking server's URL with a password, quoted by its error",
+        train(
+            "hydra.run.dir={run}",
+            *QUICK,
+            "train.max_steps=2",
+            "logger=mlflow",
+            f"logger.mlflow.tracking_uri=http://user:{PASSWORD}@127.0.0.1:9/",
+        ),
+        says=("logger=mlflow", "127.0.0.1"),
+        secrets=(PASSWORD,),
+        writes_in=("run",),
+        env=NO_RETRIES,
+    ),
+    Case(
+        "a logger run name holding a token, quoted",
+        train(
+            "hydra.run.dir={run}",
+            *QUICK,
+            "train.max_steps=2",
+            "logger=mlflow",
+            f"logger.mlflow.run_name='api_key={TOKEN}'",
+        ),
+        code=0,
+        secrets=(TOKEN,),
+        writes_in=("run",),
+    ),
+]
+
+
+def sweep_with_linked_report(completed: Path, work: Path) -> None:
+    """A sweep directory whose ``report`` folder is a link to the folder no case may write into."""
+    shutil.copytree(completed, work / "sweep" / "0", symlinks=True)
+    (work / "sweep" / "report").symlink_to(work.parent / "outside", target_is_directory=True)
+
 
 #: Paths from the config that would leave the run directory; tools that would write through a link.
-PATH_CASES: list[Case] = []
+PATH_CASES: list[Case] = [
+    Case(
+        "a CSV logger path that leaves the run",
+        train("hydra.run.dir={run}", *QUICK, "logger=csv", "logger.csv.path=../escape.csv"),
+        says=("logger.csv.path", "../escape.csv", "inside the run directory"),
+    ),
+    Case(
+        "an absolute CSV logger path",
+        train("hydra.run.dir={run}", *QUICK, "logger=csv", "logger.csv.path={outside}/m.csv"),
+        says=("logger.csv.path", "inside the run directory"),
+    ),
+    Case(
+        "a TensorBoard directory that leaves the run",
+        train(
+            "hydra.run.dir={run}",
+            *QUICK,
+            "logger=tensorboard",
+            "logger.tensorboard.log_dir=a/../../tb",
+        ),
+        says=("logger.tensorboard.log_dir", "inside the run directory"),
+    ),
+    Case(
+        "repro report through a linked output folder",
+        tool("report", "{work}/sweep", "--no-plot"),
+        says=("report", "link"),
+        setup=sweep_with_linked_report,
+    ),
+]
 
 #: Damaged or hostile records read back (resume, load_run, evaluate, verify): one line, exit 2 or 3.
 DAMAGED_CASES: list[Case] = []
