@@ -48,6 +48,15 @@ def test_every_spelling_of_a_secret_is_hidden(text):
     assert PW not in clean and REDACTED in clean
 
 
+def test_redacting_twice_changes_nothing_more():
+    once = redact_text(f"+logger.api_key={PW}: unknown key; see https://u:{PW}@h and 'token': 'x'")
+    assert (
+        once
+        == "+logger.api_key=<redacted>: unknown key; see https://u:<redacted>@h and 'token': <redacted>"
+    )
+    assert redact_text(once) == once
+
+
 def test_what_is_no_secret_is_left_as_it_is():
     text = "key_dim=5 mytoken=3 monkey=4 https://host/x user@host experiment=quick"
     assert redact_text(text) == text

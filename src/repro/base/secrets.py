@@ -34,12 +34,13 @@ _IN_TEXT = (
     re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*\\?://[^:/@\s]*:)(?P<secret>[^/\s'\"]+)(?=@)"),
     # key=value as a command line, Hydra's files or a log line write it (key\=value, 'quoted').
     re.compile(
-        rf"(?P<head>{_KEY_IN_TEXT}\s*\\?=\s*)(?P<secret>'[^']*'|\"[^\"]*\"|[^\s'\"]+)", re.I
+        rf"(?P<head>{_KEY_IN_TEXT}\s*\\?=\s*)(?!{REDACTED})(?P<secret>'[^']*'|\"[^\"]*\"|[^\s'\"]*[^\s'\":])",
+        re.I,
     ),
     # 'key': 'value' or "key": "value", as a Python or JSON mapping quoted by an error message.
     re.compile(
         rf"(?P<head>(?P<q>['\"])[+~]*(?:[\w-]+\.)*(?:[\w-]*[_-])?(?:{_WORDS})s?(?P=q)\s*:\s*)"
-        r"(?P<secret>'[^']*'|\"[^\"]*\"|[^\s,}]+)",
+        rf"(?!{REDACTED})(?P<secret>'[^']*'|\"[^\"]*\"|[^\s,}}]+)",
         re.I,
     ),
     # An HTTP authorization header quoted by an error message.
