@@ -66,6 +66,14 @@ def test_a_tree_hides_secret_keys_and_every_string():
     tree = {"service": {"api_key": PW, "url": f"postgres://u:{PW}@db/x"}, "over": [f"token={PW}"]}
     assert PW not in repr(redact_tree(tree))
     assert redact_tree({"key_dim": 5, "name": "a"}) == {"key_dim": 5, "name": "a"}
+    # A count of tokens is no credential; a number under a password key is.
+    assert redact_tree({"max_tokens": 1024, "pin_password": 1234}) == {
+        "max_tokens": 1024,
+        "pin_password": REDACTED,
+    }
+    assert redact_text("model.max_tokens=1024 max_tokens=abc") == (
+        "model.max_tokens=1024 max_tokens=<redacted>"
+    )
 
 
 def test_hydra_files_of_a_sweep_are_rewritten_redacted(tmp_path):

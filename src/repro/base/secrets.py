@@ -57,20 +57,31 @@ def redact_text(value: str) -> str:
     """``value`` with every secret in it hidden: URL passwords and the values of secret keys, in any
     spelling Hydra writes them. The one redaction pass: every other function here calls it."""
     for pattern in _IN_TEXT:
-        value = pattern.sub(lambda m: f"{m['head']}{REDACTED}", value)
+        value = pattern.sub(_hidden, value)
     return value
+
+
+def _hidden(match: re.Match[str]) -> str:
+    # A count of tokens (max_tokens=1024) is no credential.
+    key = match["head"].rstrip(" =\\:'\"").lower()
+    if key.endswith("tokens") and match["secret"].isdigit():
+        return match[0]
+    return f"{match['head']}{REDACTED}"
+
+
+def _hides(key: Any, value: Any) -> bool:
+    """Whether a tree hides ``value`` for its ``key``: a string or a number under a secret key (a count
+    such as ``max_tokens: 1024`` stays)."""
+    if value is None or isinstance(value, bool | dict | list) or not is_secret_key(str(key)):
+        return False
+    return isinstance(value, str) or not str(key).lower().endswith("tokens")
 
 
 def redact_tree(tree: Any) -> Any:
     """A copy of a plain tree (a config, a record) with secret values hidden: the value of a secret key,
     and every string through :func:`redact_text`."""
     if isinstance(tree, dict):
-        return {
-            k: REDACTED
-            if is_secret_key(str(k)) and v is not None and not isinstance(v, dict | list)
-            else redact_tree(v)
-            for k, v in tree.items()
-        }
+        return {k: REDACTED if _hides(k, v) else redact_tree(v) for k, v in tree.items()}
     if isinstance(tree, list | tuple):
         return [redact_tree(v) for v in tree]
     if isinstance(tree, str):
