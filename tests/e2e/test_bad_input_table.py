@@ -199,8 +199,223 @@ PATH_CASES: list[Case] = [
     ),
 ]
 
+def damaged(rel: str, content: str | bytes, *, status: str | None = None) -> Callable:
+    """A setup: the completed run, with ``rel`` (under ``base``) replaced by ``content``; ``status``
+    rewrites run.json's status (a completed run resumes nothing, so config damage needs another)."""
+
+    def setup(completed: Path, work: Path) -> None:
+        import json
+
+        copy_base(completed, work)
+        target = work / "base" / rel
+        target.write_bytes(content if isinstance(content, bytes) else content.encode())
+        if status is not None:
+            manifest = json.loads((work / "base/run.json").read_text())
+            (work / "base/run.json").write_text(json.dumps({**manifest, "status": status}))
+
+    return setup
+
+
+def config_edit(old: str, new: str, *, status: str | None = "failed") -> Callable:
+    """A setup: the completed run's config.yaml with ``old`` replaced by ``new``."""
+
+    def setup(completed: Path, work: Path) -> None:
+        text = (completed / "config.yaml").read_text()
+        assert old in text, old
+        damaged("config.yaml", text.replace(old, new), status=status)(completed, work)
+
+    return setup
+
+
+def rewritten_checkpoints(
+    payload: Callable[[], bytes] | None, *, size: int | None = None
+) -> Callable:
+    """A setup: a failed copy of the run whose every checkpoint is cut to ``size`` bytes, or keeps an
+    intact envelope (header, size, sha256) around ``payload()``: a file this kit did not write."""
+
+    def setup(completed: Path, work: Path) -> None:
+        import hashlib
+        import json
+
+        from repro.base.layout import MAGIC
+
+        damaged("run.json", (completed / "run.json").read_text(), status="failed")(completed, work)
+        for path in sorted((work / "base/checkpoints").glob("step-*.ckpt")):
+            raw = path.read_bytes()
+            if size is not None:
+                path.write_bytes(raw[:size])
+                continue
+            end = raw.index(b"\n", len(MAGIC))
+            header = json.loads(raw[len(MAGIC) : end])
+            data = payload()
+            header.update(payload_size=len(data), payload_sha256=hashlib.sha256(data).hexdigest())
+            path.write_bytes(MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + data)
+
+    return setup
+
+
+def _code_pickle() -> bytes:
+    """A pickle that would run a command when loaded without weights_only."""
+    import os
+    import pickle
+
+    class Hostile:
+        def __reduce__(self) -> tuple:
+            return (os.system, ("touch pwned",))
+
+    return pickle.dumps({"kit": Hostile()}, protocol=2)
+
+
+def foreign_weights(rel: str, *, drop_sha: bool = False) -> Callable:
+    """A setup: ``rel`` holds the weights of another model (a state dict with other names and shapes)."""
+
+    def setup(completed: Path, work: Path) -> None:
+        import io
+        import json
+
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save({"layer.weight": torch.zeros(3, 5)}, buffer)
+        damaged(rel, buffer.getvalue())(completed, work)
+        if drop_sha:
+            manifest = json.loads((work / "base/run.json").read_text())
+            manifest.pop("weights_sha256", None)
+            (work / "base/run.json").write_text(json.dumps(manifest))
+
+    return setup
+
+
+def evaluate(*args: str) -> list[str]:
+    return ["-m", "experiment.evaluate", "run={base}", *args]
+
+
+RESUME = train("train.resume={base}")
+
 #: Damaged or hostile records read back (resume, load_run, evaluate, verify): one line, exit 2 or 3.
-DAMAGED_CASES: list[Case] = []
+DAMAGED_CASES: list[Case] = [
+    Case(
+        "resume: run.json is not JSON",
+        RESUME,
+        says=("run.json", "not valid JSON", "restore"),
+        setup=damaged("run.json", "{oops"),
+    ),
+    Case(
+        "resume: run.json is a list",
+        RESUME,
+        says=("run.json", "list"),
+        setup=damaged("run.json", "[1, 2]"),
+    ),
+    Case(
+        "resume: run.json is null",
+        RESUME,
+        says=("run.json", "null"),
+        setup=damaged("run.json", "null"),
+    ),
+    Case(
+        "resume: config.yaml does not parse",
+        RESUME,
+        says=("config.yaml", "not valid YAML"),
+        setup=damaged("config.yaml", "a: [\n", status="failed"),
+    ),
+    Case(
+        "resume: config.yaml is a list",
+        RESUME,
+        says=("config.yaml", "list"),
+        setup=damaged("config.yaml", "- 1\n- 2\n", status="failed"),
+    ),
+    Case(
+        "resume: config.yaml has a failing interpolation",
+        RESUME,
+        says=("config.yaml", "oops"),
+        setup=config_edit("seed: 1234", "seed: ${oops}"),
+    ),
+    Case(
+        "resume: every checkpoint truncated",
+        RESUME,
+        says=("checkpoint", "truncated"),
+        setup=rewritten_checkpoints(None, size=1000),
+    ),
+    Case(
+        "resume: checkpoints whose payload would run code (never suggest weights_only=False)",
+        RESUME,
+        says=("no usable checkpoint",),
+        # Torch's advice to load without weights_only must reach no stream nor file.
+        secrets=("will likely succeed",),
+        # The attempt is recorded as failed in the run's own log.
+        writes_in=("base",),
+        setup=rewritten_checkpoints(_code_pickle),
+    ),
+    Case(
+        "evaluate: run.json is not JSON",
+        evaluate(),
+        says=("run.json", "not valid JSON"),
+        setup=damaged("run.json", "{oops"),
+    ),
+    Case(
+        "evaluate: run.json is null",
+        evaluate(),
+        says=("run.json", "null"),
+        setup=damaged("run.json", "null"),
+    ),
+    Case(
+        "evaluate: config.yaml does not parse",
+        evaluate(),
+        says=("config.yaml", "not valid YAML"),
+        setup=damaged("config.yaml", "a: [\n"),
+    ),
+    Case(
+        "evaluate: config.yaml is a list",
+        evaluate(),
+        says=("config.yaml", "list"),
+        setup=damaged("config.yaml", "- 1\n"),
+    ),
+    Case(
+        "evaluate: config.yaml has a failing interpolation",
+        evaluate(),
+        says=("config.yaml", "oops"),
+        setup=config_edit("seed: 1234", "seed: ${oops}", status=None),
+    ),
+    Case(
+        "evaluate: weights.pt of another model",
+        evaluate(),
+        says=("weights.pt", "does not fit"),
+        setup=foreign_weights("weights.pt", drop_sha=True),
+    ),
+    Case(
+        "evaluate: best.pt of another model",
+        evaluate("which=best"),
+        says=("best.pt", "does not fit"),
+        setup=foreign_weights("checkpoints/best.pt"),
+    ),
+    Case(
+        "evaluate: a truncated best.pt",
+        evaluate("which=best"),
+        says=("best.pt", "damaged"),
+        setup=damaged("checkpoints/best.pt", b"PK\x03\x04" + b"\0" * 100),
+    ),
+    Case(
+        "evaluate: the model's arguments in config.yaml do not fit its class",
+        evaluate(),
+        says=("model", "config.yaml"),
+        setup=config_edit("channels1: 16", "channels1: abc", status=None),
+    ),
+    Case(
+        "repro audit --entry naming a missing module",
+        tool("audit", "--entry", "no_such_module.train"),
+        says=("--entry", "no_such_module"),
+    ),
+    Case(
+        "repro new with a name too long for the file system",
+        tool("new", "{work}/proj", "--name", "a" * 300),
+        says=("too long", "--name"),
+    ),
+    Case(
+        "repro new with a destination that cannot be written (/proc)",
+        tool("new", "/proc/repro-new-project", "--name", "okname"),
+        says=("cannot create the project",),
+    ),
+]
 
 #: Input that used to be accepted silently or ignored (a resume with overrides, an inexact resume).
 SILENT_CASES: list[Case] = [
