@@ -199,6 +199,7 @@ PATH_CASES: list[Case] = [
     ),
 ]
 
+
 def damaged(rel: str, content: str | bytes, *, status: str | None = None) -> Callable:
     """A setup: the completed run, with ``rel`` (under ``base``) replaced by ``content``; ``status``
     rewrites run.json's status (a completed run resumes nothing, so config damage needs another)."""
