@@ -382,9 +382,33 @@ def _check_world_size(checkpoint: Path, resume_key: str, value: str) -> None:
 
 
 def _check_path_is_usable(key: str, path: Path) -> None:
+    """Refuse, before Hydra makes it, a directory that cannot be made: a file, a dangling link or a
+    link loop on the way, or a first existing folder that refuses a new entry (read-only, /proc)."""
+    import errno
+    import tempfile
+
     for p in (path, *path.parents):
         if p.exists() and not p.is_dir():
             raise LaunchError(f"{key}={path}: {p} is a file, not a directory")
+        if p.is_symlink() and not p.exists():
+            try:
+                p.stat()
+            except OSError as exc:
+                kind = "a symlink loop" if exc.errno == errno.ELOOP else "a dangling symlink"
+                raise LaunchError(
+                    f"{key}={path}: {p} is {kind}; name a directory that exists or can be made"
+                ) from None
+    first = next((p for p in (path, *path.parents) if p.is_dir()), None)
+    if first is None or (first == path and os.access(path, os.W_OK | os.X_OK)):
+        return
+    # Root may write where permission bits say no: only making a folder really tells.
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".repro-check-", dir=first))
+    except OSError as exc:
+        raise LaunchError(
+            f"{key}={path}: cannot make it in {first} ({exc.strerror}); name a directory on a "
+            "writable disk"
+        ) from None
 
 
 def _check_run_dir(
