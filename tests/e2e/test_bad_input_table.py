@@ -291,6 +291,16 @@ def evaluate(*args: str) -> list[str]:
     return ["-m", "experiment.evaluate", "run={base}", *args]
 
 
+def links(*pairs: tuple[str, str]) -> Callable:
+    """A setup: symbolic links ``name -> target`` in the work folder (the target may not exist)."""
+
+    def setup(completed: Path, work: Path) -> None:
+        for name, target in pairs:
+            (work / name).symlink_to(work / target)
+
+    return setup
+
+
 RESUME = train("train.resume={base}")
 
 #: Damaged or hostile records read back (resume, load_run, evaluate, verify): one line, exit 2 or 3.
@@ -415,6 +425,28 @@ DAMAGED_CASES: list[Case] = [
         "repro new with a destination that cannot be written (/proc)",
         tool("new", "/proc/repro-new-project", "--name", "okname"),
         says=("cannot create the project",),
+    ),
+    Case(
+        "hydra.run.dir under /proc",
+        train("hydra.run.dir=/proc/repro-table/run", *QUICK),
+        says=("hydra.run.dir", "/proc"),
+    ),
+    Case(
+        "hydra.run.dir through a dangling symlink",
+        train("hydra.run.dir={work}/dangling/run", *QUICK),
+        says=("hydra.run.dir", "dangling symlink"),
+        setup=links(("dangling", "nowhere")),
+    ),
+    Case(
+        "hydra.run.dir through a symlink loop",
+        train("hydra.run.dir={work}/loop-a/run", *QUICK),
+        says=("hydra.run.dir", "symlink loop"),
+        setup=links(("loop-a", "loop-b"), ("loop-b", "loop-a")),
+    ),
+    Case(
+        "hydra.sweep.dir under /proc",
+        train("-m", "hydra.sweep.dir=/proc/repro-table/sweep", *QUICK),
+        says=("hydra.sweep.dir", "/proc"),
     ),
 ]
 
