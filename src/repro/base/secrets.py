@@ -48,6 +48,15 @@ _IN_TEXT = (
 )
 
 
+#: An environment variable's name is written by programs, not people: any part of it counts.
+_SECRET_ENV = re.compile(r"TOKEN|SECRET|PASSW|KEY|CREDENTIAL|AUTH|COOKIE|SESSION|PRIVATE", re.I)
+
+
+def is_secret_env_name(name: str) -> bool:
+    """Whether an environment variable's name looks like it holds a credential (``WANDB_API_KEY``)."""
+    return bool(_SECRET_ENV.search(str(name)))
+
+
 def is_secret_key(name: str) -> bool:
     """Whether a config key's (last) name says it holds a credential."""
     return bool(_SECRET_KEY.search(str(name).lstrip("+~").rsplit(".", 1)[-1]))

@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import os
 import platform
-import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -25,13 +24,12 @@ from repro.base.envvars import RECORDED_ENV
 
 #: Variables recorded when set: they change numerics, kernels or hashing.
 RELEVANT_ENV = RECORDED_ENV  # one list, in repro.base.config
-_SECRET = re.compile(r"TOKEN|SECRET|PASSW|PASSWD|KEY|CREDENTIAL|AUTH|COOKIE|SESSION|PRIVATE", re.I)
 _PACKAGES = ("torch", "numpy", "hydra-core", "omegaconf")
 
 
 def is_secret_name(name: str) -> bool:
     """Whether an environment variable's name looks like it holds a credential."""
-    return bool(_SECRET.search(name))
+    return _secrets.is_secret_env_name(name)
 
 
 def relevant_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
