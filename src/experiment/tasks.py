@@ -11,11 +11,29 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from repro import ConfigValueError
+
+
+def _check_fit(task: object, fits: bool, needs: str, out: torch.Tensor, y: torch.Tensor) -> None:
+    """Refuse, in one line naming the groups, a task whose model and data give other shapes (checked on
+    each batch before the loss: shapes only, no device sync)."""
+    if not fits:
+        raise ConfigValueError(
+            "task",
+            type(task).__name__,
+            f"a task that fits the model and data: the model gives {tuple(out.shape)} "
+            f"{str(out.dtype).removeprefix('torch.')}, the data's targets are {tuple(y.shape)} "
+            f"{str(y.dtype).removeprefix('torch.')}, this task needs {needs}; choose task=, model= and "
+            "data= that go together (an experiment= sets all three)",
+        )
+
 
 class Classification:
     """Cross-entropy; accuracy."""
 
     def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        fits = out.dim() == 2 and y.dim() == 1 and not y.is_floating_point() and len(out) == len(y)
+        _check_fit(self, fits, "outputs (N, classes) and integer targets (N,)", out, y)
         return F.cross_entropy(out, y)
 
     def metrics(self, out: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -40,6 +58,8 @@ class Regression:
     """Mean squared error; R² (1 - SSE/SST over the whole evaluation set)."""
 
     def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        fits = out.shape == y.shape and y.is_floating_point()
+        _check_fit(self, fits, "outputs and float targets of one shape", out, y)
         return F.mse_loss(out, y)
 
     def metrics(self, out: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -448,6 +448,19 @@ DAMAGED_CASES: list[Case] = [
         train("-m", "hydra.sweep.dir=/proc/repro-table/sweep", *QUICK),
         says=("hydra.sweep.dir", "/proc"),
     ),
+    Case(
+        "a classification task on the regression experiment",
+        train("hydra.run.dir={run}", "experiment=regress", "task=classify", "train.max_steps=2"),
+        says=("task", "Classification", "experiment="),
+        # The run started: its record says how it failed.
+        writes_in=("run",),
+    ),
+    Case(
+        "a regression task on the classification data",
+        train("hydra.run.dir={run}", *QUICK, "task=regress", "train.max_steps=2"),
+        says=("task", "Regression", "experiment="),
+        writes_in=("run",),
+    ),
 ]
 
 #: Input that used to be accepted silently or ignored (a resume with overrides, an inexact resume).
