@@ -125,9 +125,12 @@ def test_code_execution_payload_is_refused_and_not_run(tmp_path):
     path.parent.mkdir()
     path.write_bytes(MAGIC + json.dumps(header).encode() + b"\n" + body)
     assert read_header(path).step == 1  # the envelope itself is intact
-    with pytest.raises(CheckpointError, match="weights-only"):
+    with pytest.raises(CheckpointError, match="not written by this kit") as refused:
         load_checkpoint(path)
     assert not marker.exists()
+    # One line, and never torch's advice to load the file without weights_only.
+    assert "\n" not in str(refused.value)
+    assert "weights_only" not in str(refused.value) and "succeed" not in str(refused.value)
     # A raw pickle file in place of a checkpoint is refused before unpickling too.
     path.write_bytes(payload)
     with pytest.raises(CheckpointError, match="not a checkpoint"):
