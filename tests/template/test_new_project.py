@@ -449,6 +449,23 @@ def test_a_failure_leaves_nothing_behind(tmp_path, monkeypatch, existing):
     assert not existing or list((tmp_path / "proj").iterdir()) == []
 
 
+def test_a_full_disk_is_one_line_from_the_command(tmp_path, monkeypatch, capsys):
+    copied = []
+
+    def flaky_copy(src, dst, **kwargs):
+        if len(copied) == 5:
+            raise OSError(28, "No space left on device", str(dst))
+        copied.append(dst)
+        return shutil.copyfile(src, dst)
+
+    monkeypatch.setattr(scaffold.shutil, "copy2", flaky_copy)
+    assert repro_main(["new", str(tmp_path / "proj"), "--name", "okname"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot create the project (No space left on device)"), err
+    assert err.count("\n") == 1 and "free some space" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_rename_is_idempotent_and_spares_the_projects_own_files(tmp_path):
     dest, _ = new_project(tmp_path / "proj")
     mine = dest / "notes.md"
