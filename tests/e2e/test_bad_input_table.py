@@ -449,6 +449,13 @@ DAMAGED_CASES: list[Case] = [
         says=("hydra.sweep.dir", "/proc"),
     ),
     Case(
+        "repro verify of a run whose config.yaml no longer passes its checks",
+        tool("verify", "{base}", "--out", "{work}/replay", "--quiet"),
+        code=3,
+        says=("cannot replay", "optimizer.lr=-1.0"),
+        setup=config_edit("lr: 0.02", "lr: -1.0", status=None),
+    ),
+    Case(
         "a classification task on the regression experiment",
         train("hydra.run.dir={run}", "experiment=regress", "task=classify", "train.max_steps=2"),
         says=("task", "Classification", "experiment="),

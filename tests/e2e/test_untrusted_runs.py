@@ -519,7 +519,9 @@ def test_a_replay_that_cannot_start_is_an_error_not_a_verdict(base, tmp_path):
     out = repro("verify", run, "--out", tmp_path / "replay", "--quiet", cwd=tmp_path)
     assert out.returncode == 3, out.stdout + out.stderr
     lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("cannot replay: the replay of "), out.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: cannot replay: the replay of "), (
+        out.stderr
+    )
     assert "before recording a step: error: optimizer.lr=-1.0 is not allowed" in lines[0]
     assert "DIVERGED" not in out.stdout and not (tmp_path / "replay").exists()
 
@@ -530,7 +532,7 @@ def test_a_refused_checkpoint_under_spot_is_an_error_not_a_verdict(base, tmp_pat
     out = repro("verify", run, "--spot", "1", "--out", tmp_path / "spot", "--quiet", cwd=tmp_path)
     assert out.returncode == 3, out.stdout + out.stderr
     assert (
-        out.stderr.startswith("cannot replay: the replay of ")
+        out.stderr.startswith("error: cannot replay: the replay of ")
         and "from step-000000004.ckpt" in out.stderr
     )
     assert len(out.stderr.strip().splitlines()) == 1 and "DIVERGED" not in out.stdout
@@ -587,9 +589,9 @@ def test_a_diff_whose_re_run_fails_is_an_error_not_a_verdict(base, tmp_path):
     out = repro("diff", other, base, "--quiet", cwd=tmp_path)
     assert out.returncode == 3, out.stdout + out.stderr
     lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("cannot replay: re-running step 6 of run A"), (
-        out.stderr
-    )
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: cannot replay: re-running step 6 of run A"
+    ), out.stderr
     assert "captured nothing (exit status 2): error: " in lines[0] and out.stdout == ""
 
 

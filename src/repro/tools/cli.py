@@ -14,7 +14,7 @@ Exit status:
   2  bad input: a bad argument, or a run directory that is missing, malformed or refused
      (one line "error: ..." on stderr naming the file, nothing written)
   3  cannot replay: the replay started but ended before recording its first step
-     (one line "cannot replay: ..." on stderr with the replay's last error line; no verdict)
+     (one line "error: cannot replay: ..." on stderr with the replay's last error line; no verdict)
 
 Run directories are data. The module a replay runs is the project's
 ([tool.repro] entry in the nearest pyproject.toml) or the one --entry names,
@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ReplayFailed as exc:
-        print(f"cannot replay: {exc}", file=sys.stderr)
+        print(f"error: cannot replay: {exc}", file=sys.stderr)
         return EXIT_CANNOT_REPLAY
     except ReproError as exc:
         print(f"error: {exc}", file=sys.stderr)
