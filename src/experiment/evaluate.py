@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ def evaluate(run_dir: str | Path, split: str = "val", which: str = "final") -> d
 
     from repro import (
         ConfigValueError,
+        ReproError,
         atomic_write,
         load_run,
         resolve_device,
@@ -44,10 +46,24 @@ def evaluate(run_dir: str | Path, split: str = "val", which: str = "final") -> d
         target = OmegaConf.select(cfg, f"{node}._target_", default=None)
         if not isinstance(target, str) or not target.startswith(TARGETS):
             raise ConfigValueError(f"{node}._target_", target, f"a target of the {PACKAGE} package")
-    repro = setup_reproducibility(cfg, in_process=True)  # the run's seed, flags and named streams
-    device = resolve_device(cfg.train.device)
-    data, task = instantiate(cfg.data), instantiate(cfg.task)
-    train_set, val_set = data.build(repro.numpy_rng)
+    # Warnings of the set-up are shown once the run's model and data are rebuilt: a refusal is one line.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        repro = setup_reproducibility(cfg, in_process=True)  # the run's seed, flags and streams
+    try:
+        device = resolve_device(cfg.train.device)
+        data, task = instantiate(cfg.data), instantiate(cfg.task)
+        train_set, val_set = data.build(repro.numpy_rng)
+    # The run's own values to its own classes: whatever they raise, the record is at fault (one line).
+    except Exception as exc:
+        cause = exc.__cause__ or exc
+        first = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:160]
+        raise ReproError(
+            f"the run's config.yaml cannot rebuild its device, data or task ({type(cause).__name__}: "
+            f"{first}), {Path(run_dir) / 'config.yaml'}, restore it from a copy of the run"
+        ) from None
+    for seen in caught:
+        warnings.showwarning(seen.message, seen.category, seen.filename, seen.lineno)
     dataset = val_set if split == "val" else train_set
     loader = repro.dataloader(dataset, 256, False, stream=f"loader.{split}", shard=False)
     metrics = task.evaluate(loaded.model.to(device), loader, device)

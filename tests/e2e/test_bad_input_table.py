@@ -412,6 +412,18 @@ DAMAGED_CASES: list[Case] = [
         setup=config_edit("channels1: 16", "channels1: abc", status=None),
     ),
     Case(
+        "evaluate: the data's arguments in config.yaml are of the wrong type",
+        evaluate(),
+        says=("config.yaml", "data"),
+        setup=config_edit("train_size: 256", "train_size: abc", status=None),
+    ),
+    Case(
+        "evaluate: config.yaml names a device that does not exist",
+        evaluate(),
+        says=("config.yaml", "tpu9"),
+        setup=config_edit("device: auto", "device: tpu9", status=None),
+    ),
+    Case(
         "repro audit --entry naming a missing module",
         tool("audit", "--entry", "no_such_module.train"),
         says=("--entry", "no_such_module"),
