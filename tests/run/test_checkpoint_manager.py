@@ -158,6 +158,21 @@ def test_restore_refuses_other_tracked_objects_world_size_or_loaders(tmp_path):
         make_parts(tmp_path / "d")[0].restore(two_ranks)
 
 
+def test_restore_refuses_a_model_of_other_shapes_in_one_line(tmp_path):
+    manager, *_ = make_parts(tmp_path / "a")
+    manager.save(1, 0, {}, {"n": 0.0})
+    manager.wait()
+    _, state = latest_valid_checkpoint(tmp_path / "a", config_sha256=CONFIG)
+    other = CheckpointManager(tmp_path / "b", make_repro(), config_sha256=CONFIG, keep=None)
+    model = torch.nn.Linear(5, 2)
+    other.track(
+        model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), counter={"seen": 0}
+    )
+    with pytest.raises(StateError, match="state for 'model' does not fit") as refused:
+        other.restore(state)
+    assert "\n" not in str(refused.value)
+
+
 def test_keep_prunes_older_checkpoints(tmp_path):
     manager, *_ = make_parts(tmp_path)
     for step in range(1, 5):
