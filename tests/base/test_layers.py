@@ -274,3 +274,12 @@ def test_the_public_api_is_the_type_checking_block_of_the_facade():
     listed = {(a.name, node.module) for node in block.body for a in node.names}
     assert listed == {(name, module) for name, module in repro._EXPORTS.items()}
     assert sorted(name for name, _ in listed) == repro.__all__
+
+
+def test_no_module_of_the_kit_holds_two_jobs_by_size():
+    """A file past 400 lines holds two jobs (docs/layout.md): split it where the jobs part."""
+    sizes = {
+        p.relative_to(KIT).as_posix(): len(p.read_text().splitlines()) for p in KIT.rglob("*.py")
+    }
+    long = {name: n for name, n in sizes.items() if n > 400}
+    assert not long, long

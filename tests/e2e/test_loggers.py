@@ -18,7 +18,8 @@ import pytest
 from conftest import FIXTURE, QUICK, clean_env, run_fixture, verify_identical
 from repro.base.config import check_logger_packages, logger_configs
 from repro.base.errors import ConfigValueError, MissingPackageError
-from repro.run.loggers import Loggers, rng_untouched
+from repro.run.logger_group import Loggers
+from repro.run.loggers import rng_untouched
 
 KILL = "REPRO_FAULT_KILL_AT_STEP"
 ALL = "logger=[csv,tensorboard,mlflow]"
@@ -240,7 +241,7 @@ import json, random, sys
 from pathlib import Path
 import numpy as np, torch
 from repro.base.config import logger_configs
-from repro.run.loggers import Loggers
+from repro.run.logger_group import Loggers
 random.seed(5); np.random.seed(5); torch.manual_seed(5)
 states = lambda: (random.getstate(), np.random.get_state()[1].tolist(), torch.random.get_rng_state().tolist())
 before = states()

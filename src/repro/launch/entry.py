@@ -39,7 +39,8 @@ from typing import TYPE_CHECKING, Any
 from repro.base.hashseed import pin_hash_seed_early
 
 if TYPE_CHECKING:
-    from repro.launch.preflight import ConfigCheck, ExistingRunPolicy
+    from repro.launch.preflight import ConfigCheck
+    from repro.launch.run_dirs import ExistingRunPolicy
 
 __all__ = ["ENTRY_ENV", "TaskFn", "current_entry", "entrypoint", "remember_entry"]
 

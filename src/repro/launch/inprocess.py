@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from repro.base.config import register_configs, validate_run_config
 from repro.base.errors import ReproError, RunDirectoryError
 from repro.base.layout import RUN_FILE
-from repro.launch.preflight import describe_compose_error
+from repro.launch.compose_errors import describe_compose_error
 
 if TYPE_CHECKING:
     from repro.run.run import Run

@@ -20,8 +20,9 @@ from omegaconf import DictConfig
 from repro.base.errors import ReproError, Terminated
 from repro.base.layout import RUN_FILE
 from repro.launch.cmdline import fail
+from repro.launch.compose_errors import one_line
 from repro.launch.entry import TaskFn, current_entry
-from repro.launch.preflight import LaunchPlan, _one_line
+from repro.launch.preflight import LaunchPlan
 from repro.launch.sweep import job_lines
 from repro.run.resume import RunCompleted
 
@@ -79,7 +80,7 @@ def guard(
                 and _looks_like_peer_loss(exc)
             ):
                 fail(
-                    f"lost contact with another rank ({_one_line(str(exc))[:160]}); it probably failed: see "
+                    f"lost contact with another rank ({one_line(str(exc))[:160]}); it probably failed: see "
                     "its output. The run is recorded as failed; resume it from its checkpoint",
                     code=1,
                 )

@@ -22,16 +22,17 @@ from omegaconf import DictConfig, OmegaConf
 from repro.base.config import register_configs, to_repro_config, validate
 from repro.base.envvars import wanted_environment
 from repro.base.errors import ReproError
-from repro.base.layout import CONFIG_FILE, RUN_FILE
+from repro.base.layout import CONFIG_FILE
 from repro.base.overrides import override_key, split_override
+from repro.launch.compose_errors import describe_compose_error, one_line, quote_override_value
 from repro.launch.override_checks import LaunchError, check_job_overrides
+from repro.launch.run_dirs import ExistingRunPolicy, check_run_dir, check_sweep_dir
 from repro.launch.targets import check_targets, check_typed_nodes, target_nodes
 from repro.run.resume import RunCompleted
 
 _MAX_SWEEP_CHECKS = 64
 #: Called with the composed config of a single run whose directory already holds a run:
 #: return True to let it proceed (a resume), False to refuse.
-ExistingRunPolicy = Callable[[DictConfig, Path], bool]
 #: Checks a composed config (values a type cannot express); raises ReproError. Must not import torch.
 ConfigCheck = Callable[[DictConfig], None]
 
@@ -69,67 +70,6 @@ class LaunchPlan:
         return cls(**{k: data[k] for k in cls._SERIALISED if k in data})
 
 
-def _one_line(text: str) -> str:
-    skip = (
-        "full_key:",
-        "object_type",
-        "reference_type",
-        "Config search path",
-        "provider=",
-        "Set the environment",
-    )
-    lines = [ln.strip().rstrip(".") for ln in str(text).splitlines()]
-    return "; ".join(ln for ln in lines if ln and not ln.startswith(skip))
-
-
-def describe_compose_error(exc: BaseException) -> str:
-    """Hydra/OmegaConf's multi-line message, reduced to one line that starts with the key."""
-    from hydra.errors import MissingConfigException, OverrideParseException
-
-    if isinstance(exc, OverrideParseException):
-        return describe_override_parse_error(exc.override, exc.message)
-    if isinstance(exc, MissingConfigException) and getattr(exc, "options", None) is not None:
-        group, _, wanted = (exc.missing_cfg_file or "?/?").rpartition("/")
-        options = ", ".join(o for o in sorted(exc.options) if o != "schema")
-        return f"{group}={wanted}: no such option in config group '{group}' (available: {options})"
-    cause = exc.__cause__ or exc
-    head = _one_line(str(exc)) if cause is not exc else ""
-    msg = _one_line(getattr(cause, "msg", None) or str(cause))
-    prefix = "Error merging override "
-    if head.startswith(prefix):  # "Error merging override k=v" -> "k=v: <why>"
-        return f"{head[len(prefix) :]}: {msg}"
-    key = getattr(cause, "full_key", None)
-    out = "; ".join(dict.fromkeys(p for p in (head, msg) if p))
-    return out if not key or key in out else f"{key}: {out}"
-
-
-def describe_override_parse_error(override: str, message: str) -> str:
-    """One line for an override Hydra's grammar cannot parse, saying how to quote it."""
-    key, eq, value = override.partition("=")
-    if not eq:
-        return (
-            f"{override!r} is not an override (key=value); if it belongs to the value before it (a "
-            "space), quote that whole value for Hydra: key='\"a b\"'"
-        )
-    if not value.isascii() or any(c.isspace() for c in value) or "Lexer" in message:
-        why = "characters outside ASCII" if not value.isascii() else "spaces or special characters"
-        return (
-            f"{override}: Hydra cannot parse a value with {why} unquoted; quote the value: "
-            f"{key}='\"{value}\"' (the single quotes for the shell, the double ones for Hydra)"
-        )
-    reason = _one_line(message).split("; See https://hydra.cc")[0]
-    reason = reason.replace(f"Error parsing override '{override}'; ", "")
-    return (
-        f"{override}: Hydra cannot parse this override ({reason}); quote the value: "
-        f"{key}='\"{value}\"'"
-    )
-
-
-def quote_override_value(text: str) -> str:
-    """``text`` as a quoted Hydra override value: any character (spaces, non-ASCII, ``=``, quotes) survives."""
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def _sweep_jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
     """The jobs to check: every value of every swept key once (not the whole product)."""
     if not multirun:
@@ -139,7 +79,7 @@ def _sweep_jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception as exc:  # OverrideParseException and friends: the user's input
-        raise LaunchError(_one_line(str(exc))) from None
+        raise LaunchError(one_line(str(exc))) from None
     options: list[list[str]] = []
     for o in parsed:
         if not o.is_sweep_override():
@@ -241,9 +181,9 @@ def preflight(
         if (
             not multirun and not resuming and is_main
         ):  # other ranks of a torchrun job share rank 0's directory
-            plan.run_dir, plan.run_dir_existed = _check_run_dir(cfg, existing_run_ok)
+            plan.run_dir, plan.run_dir_existed = check_run_dir(cfg, existing_run_ok)
     if multirun:
-        _check_sweep_dir(cfg)
+        check_sweep_dir(cfg)
     elif compose is not None:
         plan.config = cfg
     plan.pins = pins or {}
@@ -378,71 +318,4 @@ def _check_world_size(checkpoint: Path, resume_key: str, value: str) -> None:
         raise LaunchError(
             f"{resume_key}={value}: its checkpoints were written by {written} rank(s), this "
             f"launch has {world}; resume with {how}"
-        )
-
-
-def _check_path_is_usable(key: str, path: Path) -> None:
-    """Refuse, before Hydra makes it, a directory that cannot be made: a file, a dangling link or a
-    link loop on the way, or a first existing folder that refuses a new entry (read-only, /proc)."""
-    import errno
-    import tempfile
-
-    for p in (path, *path.parents):
-        if p.exists() and not p.is_dir():
-            raise LaunchError(f"{key}={path}: {p} is a file, not a directory")
-        if p.is_symlink() and not p.exists():
-            try:
-                p.stat()
-            except OSError as exc:
-                kind = "a symlink loop" if exc.errno == errno.ELOOP else "a dangling symlink"
-                raise LaunchError(
-                    f"{key}={path}: {p} is {kind}; name a directory that exists or can be made"
-                ) from None
-    first = next((p for p in (path, *path.parents) if p.is_dir()), None)
-    if first is None or (first == path and os.access(path, os.W_OK | os.X_OK)):
-        return
-    # Root may write where permission bits say no: only making a folder really tells.
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=".repro-check-", dir=first))
-    except OSError as exc:
-        raise LaunchError(
-            f"{key}={path}: cannot make it in {first} ({exc.strerror}); name a directory on a "
-            "writable disk"
-        ) from None
-
-
-def _check_run_dir(
-    cfg: DictConfig, existing_run_ok: ExistingRunPolicy | None
-) -> tuple[str | None, bool | None]:
-    """Refuse an unusable run directory or one that holds a run; return it and whether it existed."""
-    try:
-        text = str(cfg.hydra.run.dir)
-    except Exception:  # an interpolation only Hydra's runtime can resolve: it checks again later
-        return None, None
-    if not text.strip():
-        raise LaunchError(
-            "hydra.run.dir='' is not allowed: expected a directory for the run (an empty value "
-            "would write the run into the current directory)"
-        )
-    run_dir = Path(text)
-    _check_path_is_usable("hydra.run.dir", run_dir)
-    existed = run_dir.exists()
-    if (run_dir / RUN_FILE).exists() and not (existing_run_ok and existing_run_ok(cfg, run_dir)):
-        raise LaunchError(
-            f"hydra.run.dir={run_dir} already holds a run (run.json exists) and is never overwritten; "
-            "choose another hydra.run.dir"
-        )
-    return str(run_dir.resolve()), existed
-
-
-def _check_sweep_dir(cfg: DictConfig) -> None:
-    try:
-        sweep_dir = Path(str(cfg.hydra.sweep.dir))
-    except Exception:
-        return
-    _check_path_is_usable("hydra.sweep.dir", sweep_dir)
-    if sweep_dir.is_dir() and any(sweep_dir.glob("*/run.json")):
-        raise LaunchError(
-            f"hydra.sweep.dir={sweep_dir} already holds runs and they are never overwritten; "
-            "choose another hydra.sweep.dir"
         )

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
-from repro.base.config import RunConfig, validate_run_config
+from repro.base.config import RunConfig
 from repro.core.distributed import shutdown_distributed, wrap_model
 from repro.core.fingerprint import tensors_digest
 from repro.core.loader import ReproDataLoader
@@ -31,7 +31,7 @@ from repro.run.checkpoint import CheckpointError
 from repro.run.checkpointing import CheckpointManager, StateError
 from repro.run.epoch_metrics import EpochMetrics
 from repro.run.faults import Faults
-from repro.run.loggers import Loggers
+from repro.run.logger_group import Loggers
 from repro.run.passes import ActivePasses
 from repro.run.prepare import compile_model, place, resolve_device
 from repro.run.progress import EpochProgress, wants_bar
@@ -40,7 +40,7 @@ from repro.run.self_check import ResumeSelfCheck
 from repro.run.stepping import SCALER, TRAINING_KEYS, Stepping
 from repro.run.steps import StepRecorder, Window, measure
 
-__all__ = ["Run", "StateError", "resolve_device", "settings_of"]
+__all__ = ["Run", "StateError", "resolve_device"]
 
 log = logging.getLogger("repro.run")
 
@@ -397,8 +397,3 @@ class Run:
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         self.close(error=exc)
-
-
-def settings_of(cfg: DictConfig, node: str) -> RunConfig:
-    """The typed run settings at ``cfg[node]`` (ranges checked)."""
-    return validate_run_config(OmegaConf.select(cfg, node, default=None) or {}, prefix=node)

@@ -14,16 +14,16 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from repro.base.config import check_logger_packages, logger_configs
+from repro.base.config import RunConfig, check_logger_packages, logger_configs, validate_run_config
 from repro.base.overrides import override_key, resume_safe_keys
 from repro.core.setup import setup_reproducibility
 from repro.run.lock import RunLock
-from repro.run.loggers import Loggers
+from repro.run.logger_group import Loggers
 from repro.run.record import RunRecord
 from repro.run.resume import config_sha256, find_resumption, remove_stale_partials
-from repro.run.run import Run, resolve_device, settings_of
+from repro.run.run import Run, resolve_device
 
 log = logging.getLogger("repro.run")
 
@@ -118,3 +118,8 @@ def open_run(
         raise
     run.lock = lock
     return run
+
+
+def settings_of(cfg: DictConfig, node: str) -> RunConfig:
+    """The typed run settings at ``cfg[node]`` (ranges checked)."""
+    return validate_run_config(OmegaConf.select(cfg, node, default=None) or {}, prefix=node)

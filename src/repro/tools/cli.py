@@ -180,7 +180,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
             cfg = compose(config_name="config", overrides=args.overrides)
     except Exception as exc:  # a bad override: the user's input
-        from repro.launch.preflight import describe_compose_error
+        from repro.launch.compose_errors import describe_compose_error
 
         raise ReproError(describe_compose_error(exc)) from None
     model, batch, loss_fn = build(cfg)
