@@ -107,7 +107,7 @@ def test_sigkill_then_resume_under_torchrun_gives_identical_bits(two_ranks, tmp_
     assert [r["from_step"] for r in resumed.manifest["resumes"]] == [5]
     assert (
         resumed.manifest["resume_exact"] is True
-    )  # every rank checked the steps the dead job had recorded
+    )  # rank 0 checked the steps the dead job had recorded
 
 
 def test_the_regression_example_under_torchrun_reproduces_itself(tmp_path):

@@ -35,13 +35,15 @@ class ResumeSelfCheck:
     ) -> None:
         self.record = record
         self.is_main = is_main
+        # The rows are rank 0's (its loss is its own batches'): only rank 0 can compare with them. Another
+        # rank would compare its own loss with rank 0's, and may read the file before or after rank 0
+        # cut it back to the checkpoint.
+        rows = interrupted_rows if is_main else None
         #: Step -> the row the interrupted process recorded for it, until the step is reached again.
-        self.pending = {
-            int(r["step"]): r for r in (interrupted_rows or []) if isinstance(r.get("step"), int)
-        }
+        self.pending = {int(r["step"]): r for r in (rows or []) if isinstance(r.get("step"), int)}
         self.state: dict[str, Any] | None = (
             {"exact": True, "steps_checked": 0, "steps_pending": len(self.pending)}
-            if resumed
+            if resumed and is_main
             else None
         )
 
