@@ -283,3 +283,9 @@ def test_no_module_of_the_kit_holds_two_jobs_by_size():
     }
     long = {name: n for name, n in sizes.items() if n > 400}
     assert not long, long
+
+
+def test_every_test_file_has_a_name_of_its_own():
+    """pytest imports test files by their names (no packages): two of one name break collection."""
+    names = [p.name for p in TESTS.parent.rglob("*.py") if "fixture" not in p.parts]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
