@@ -9,7 +9,7 @@ from typing import Any
 
 from repro.base.errors import ReproError
 from repro.base.secrets import redact_text
-from repro.run.loggers import BACKENDS, LoggerError, MetricLogger, _handed, rng_untouched
+from repro.run.loggers import BACKENDS, LoggerError, MetricLogger, handed, rng_untouched
 
 log = logging.getLogger("repro.run")
 
@@ -37,7 +37,7 @@ class Loggers:
         name = ""
         try:
             for name, cfg in settings.items():
-                backend = BACKENDS[name](_handed(cfg))
+                backend = BACKENDS[name](handed(cfg))
                 with rng_untouched():
                     out.recorded[name] = backend.open(
                         run_dir, from_step, dict((recorded or {}).get(name) or {})

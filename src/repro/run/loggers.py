@@ -88,7 +88,7 @@ def _under(run_dir: Path, path: str) -> Path:
     return run_dir / path
 
 
-def _handed(cfg: Any) -> Any:
+def handed(cfg: Any) -> Any:
     """A logger's settings as handed to its library (which writes them into its own files): every string
     with its secrets hidden, except the tracking URI the client connects with (recorded redacted)."""
     import dataclasses
