@@ -129,6 +129,12 @@ class ReproConfig:
     ] = None
     #: ONEDNN_MAX_CPU_ISA: the newest instruction set oneDNN (CPU convolutions) may use (AVX2, ...).
     onednn_max_cpu_isa: Annotated[str | None, OneOf(*ONEDNN_ISAS, normalize=str.upper)] = None
+    #: torch.backends.mkldnn.enabled: oneDNN's CPU convolutions (and reduced-precision matmuls);
+    #: false runs ATen's own (im2col + BLAS GEMM). ``None``: as torch has it (on).
+    mkldnn: bool | None = None
+    #: NNPACK's CPU convolutions (forward passes on batches of 16 or more; tiles sized from the
+    #: CPU's caches); false runs ATen's own. ``None``: as torch has it (on where built).
+    nnpack: bool | None = None
     #: Process-group backend under torchrun: auto (nccl with CUDA, else gloo), gloo or nccl.
     dist_backend: Annotated[str, OneOf("auto", "gloo", "nccl")] = "auto"
 

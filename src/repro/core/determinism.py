@@ -151,6 +151,43 @@ def apply_environment(rc: ReproConfig, report: DeterminismReport) -> None:
 
 
 _INITIAL_THREADS = torch.get_num_threads()
+#: torch's CPU convolution backends as the process started: a null pin restores them, so a
+#: previous job of a sweep cannot leak its setting.
+_INITIAL_MKLDNN = bool(torch.backends.mkldnn.enabled)
+
+
+def _nnpack_enabled(value: bool) -> bool:
+    """Set NNPACK's switch to ``value`` and read it back (``set_flags`` returns what was set before)."""
+    torch.backends.nnpack.set_flags(value)
+    return bool(torch.backends.nnpack.set_flags(value)[0])
+
+
+_INITIAL_NNPACK = bool(torch.backends.nnpack.set_flags(True)[0])
+torch.backends.nnpack.set_flags(_INITIAL_NNPACK)
+
+
+def apply_cpu_backends(rc: ReproConfig, report: DeterminismReport) -> None:
+    """Switch oneDNN and NNPACK (CPU kernels that pick their blocking from the CPU) on or off.
+
+    Both are runtime switches: they hold from here on in this process, and each is read back.
+    """
+    mkldnn = rc.mkldnn if rc.mkldnn is not None else _INITIAL_MKLDNN
+    torch.backends.mkldnn.enabled = mkldnn
+    applied = bool(torch.backends.mkldnn.enabled)
+    report.add(
+        "torch.backends.mkldnn.enabled",
+        rc.mkldnn,
+        applied,
+        applied == mkldnn,
+        "" if rc.mkldnn is not None else "not pinned: as torch starts",
+    )
+    nnpack = rc.nnpack if rc.nnpack is not None else _INITIAL_NNPACK
+    applied = _nnpack_enabled(nnpack)
+    note = "" if rc.nnpack is not None else "not pinned: as torch starts"
+    if not torch.backends.nnpack.is_available():
+        note = (note + "; " if note else "") + "NNPACK is not in this build or CPU: never used"
+    report.add("torch.backends.nnpack.enabled", rc.nnpack, applied, applied == nnpack, note)
+
 
 #: The reduced-precision fp32 switches of torch >= 2.9, by backend and operation.
 _FP32_PRECISION = (
@@ -285,6 +322,7 @@ def apply_flags(rc: ReproConfig, report: DeterminismReport) -> None:
     report.add("torch.backends.cudnn.deterministic", on, torch.backends.cudnn.deterministic)
     report.add("torch.backends.cudnn.benchmark", rc.cudnn_benchmark, torch.backends.cudnn.benchmark)
     _apply_fp32_precision(rc.tf32, report)
+    apply_cpu_backends(rc, report)
 
     # null means "as the process started": a previous job of a sweep must not leak its pin.
     torch.set_num_threads(rc.threads if rc.threads is not None else _INITIAL_THREADS)
