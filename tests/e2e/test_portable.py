@@ -7,6 +7,7 @@ different machine or cluster node would launch it.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -49,6 +50,14 @@ def launch_cases() -> list[tuple[str, dict, tuple, list]]:
         ("shell OMP_NUM_THREADS=2", {"OMP_NUM_THREADS": "2"}, (), []),
         ("repro.threads=2", {}, (), ["repro.threads=2", "repro.interop_threads=2"]),
         ("PYTHONHASHSEED=1", {"PYTHONHASHSEED": "1"}, (), []),
+        # what another CPU's libraries would dispatch on, narrowed on this one
+        ("MKL_ENABLE_INSTRUCTIONS=SSE4_2", {"MKL_ENABLE_INSTRUCTIONS": "SSE4_2"}, (), []),
+        (
+            "glibc without AVX2 and FMA",
+            {"GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX2_Usable,-FMA_Usable,-AVX2,-FMA"},
+            (),
+            [],
+        ),
     ]
     cases += [
         (f"ATEN_CPU_CAPABILITY={c}", {"ATEN_CPU_CAPABILITY": c}, (), []) for c in capabilities()
@@ -106,6 +115,8 @@ def test_portable_records_every_pin_as_in_effect(portable_reference):
         "env.PYTHONHASHSEED": "0",
         "torch.num_threads": 1,
         "torch.num_interop_threads": 1,
+        "torch.backends.mkldnn.enabled": False,
+        "torch.backends.nnpack.enabled": False,
     }
     for key, value in expected.items():
         assert settings[key]["applied"] == value and settings[key]["took_effect"], key
@@ -173,3 +184,30 @@ def test_a_pin_set_after_kernels_ran_is_refused():
         and "a CPU kernel ran before it was set" in out
     )
     assert "`" in out  # says how to launch so the pin is in place from the start
+
+
+def recorded_portable_weights() -> dict[str, tuple[str, str]]:
+    """docs/portable.md's table: torch build -> (weights sha256 of the example under repro=portable,
+    the CPU models that gave it)."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "portable.md").read_text()
+    rows = re.findall(r"^\| `([^`]+)` \| `([0-9a-f]{64})` \| (.+?) \|$", text, re.MULTILINE)
+    return {torch_version: (sha, cpus) for torch_version, sha, cpus in rows}
+
+
+def test_the_example_gives_the_recorded_portable_weights_on_any_cpu(tmp_path):
+    """`python -m experiment.train repro=portable` (the README's command) gives the weights sha256
+    docs/portable.md records for this torch build, whichever x86-64 CPU with AVX2 runs it."""
+    import torch
+
+    recorded = recorded_portable_weights()
+    assert recorded, "docs/portable.md has no table of recorded weights"
+    if torch.__version__ not in recorded:
+        pytest.skip(f"no recorded portable weights for torch {torch.__version__}")
+    if "avx2" not in cpu_flags():
+        pytest.skip("the portable profile promises its bits on x86-64 CPUs with AVX2")
+    sha, cpus = recorded[torch.__version__]
+    run = launch(tmp_path / "run", ["repro=portable"])
+    assert run.manifest["weights_sha256"] == sha, (
+        f"this CPU gives other weights than those recorded on {cpus}: a finding to explain, see "
+        "docs/portable.md 'When the selftest differs' (and run `repro selftest`)"
+    )

@@ -23,7 +23,7 @@ def composed(*overrides: str):
         return compose("config", overrides=list(overrides))
 
 
-@pytest.mark.parametrize("profile", ["default", "fast", "portable"])
+@pytest.mark.parametrize("profile", ["default", "fast", "portable", "portable_same_model"])
 def test_every_profile_is_a_valid_typed_repro_config(profile):
     cfg = composed(f"repro={profile}")
     rc = validate(to_repro_config(cfg))
@@ -39,6 +39,22 @@ def test_profiles_differ_as_documented():
     assert fast.deterministic == Determinism.off and fast.tf32 and fast.cudnn_benchmark
     assert portable.deterministic == Determinism.strict and portable.threads == 1
     assert wanted_environment(portable)["ATEN_CPU_CAPABILITY"] and portable.mkl_cbwr
+    assert default.mkldnn is None and default.nnpack is None
+
+
+def test_the_selftest_workload_runs_under_the_portable_profiles_pins():
+    """`repro selftest` checks the bits this profile promises: same environment pins, same switches."""
+    from repro.tools.selftest_workload import FLAGS, PINS
+
+    portable = to_repro_config(composed("repro=portable"))
+    env = wanted_environment(portable)
+    for var in ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "PYTHONHASHSEED"):
+        assert env[var] == PINS[var], var
+    assert str(portable.threads) == PINS["OMP_NUM_THREADS"] and portable.interop_threads == 1
+    assert {"mkldnn": portable.mkldnn, "nnpack": portable.nnpack} == FLAGS
+    same_model = to_repro_config(composed("repro=portable_same_model"))
+    assert same_model.mkldnn is None and same_model.nnpack is None
+    assert wanted_environment(same_model) == env
 
 
 @pytest.mark.parametrize(
