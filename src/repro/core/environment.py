@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import platform
 import subprocess
@@ -88,14 +89,53 @@ def _git(args: list[str], cwd: Path) -> str | None:
     return out.stdout.decode(errors="replace") if out.returncode == 0 else None
 
 
-def git_state(cwd: str | Path = ".") -> dict[str, Any] | None:
-    """Commit, dirty flag and a sha256 of the diff (tracked changes) of the checkout at ``cwd``.
+#: Names listed per group in the warning line about uncommitted code; the rest are counted.
+_SHOWN_NAMES = 3
 
-    Call it only on the project's own code directory, never on a directory a run record names:
-    git is hardened against commands named in a repository's config (fsmonitor, hooks, external
-    diff, text conversion, pager), but clean filters of a checkout's attributes still run. Git's
-    own ``safe.directory`` check (a repository owned by another user is ignored) is kept.
-    """
+
+@dataclass(frozen=True)
+class GitState:
+    """What ``git status`` says about a checkout: its commit, changed tracked paths, untracked paths."""
+
+    commit: str
+    #: Tracked paths with uncommitted changes (modified, added, deleted, renamed), as git prints them.
+    changed: tuple[str, ...]
+    untracked: tuple[str, ...]
+    diff_sha256: str | None
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self.changed or self.untracked)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``environment.git`` section of ``run.json``."""
+        return {
+            "commit": self.commit,
+            "dirty": self.dirty,
+            "untracked_files": len(self.untracked),
+            "diff_sha256": self.diff_sha256,
+        }
+
+    def dirty_line(self) -> str | None:
+        """One line naming what is uncommitted (None for a clean checkout)."""
+        if not self.dirty:
+            return None
+
+        def group(names: tuple[str, ...], word: str) -> str:
+            shown = ", ".join(names[:_SHOWN_NAMES])
+            more = f", +{len(names) - _SHOWN_NAMES} more" if len(names) > _SHOWN_NAMES else ""
+            return f"{len(names)} {word} ({shown}{more})"
+
+        parts = [
+            group(names, word)
+            for names, word in ((self.changed, "modified"), (self.untracked, "untracked"))
+            if names
+        ]
+        return f"uncommitted code: {', '.join(parts)}; the record keeps the diff's sha256, not the diff"
+
+
+def read_git(cwd: str | Path = ".") -> GitState | None:
+    """The git state of the checkout at ``cwd`` (None outside git); see :func:`git_state`."""
     cwd = Path(cwd)
     head = (_git(["rev-parse", "--show-toplevel", "HEAD"], cwd) or "").splitlines()
     if len(head) != 2:
@@ -108,20 +148,35 @@ def git_state(cwd: str | Path = ".") -> dict[str, Any] | None:
         if status.strip()
         else ""
     )
-    untracked = sorted(line[3:] for line in status.splitlines() if line.startswith("??"))
+    lines = [line for line in status.splitlines() if len(line) > 3]
+    untracked = sorted(line[3:] for line in lines if line.startswith("??"))
+    # A rename reads "R  old -> new": the new name is the one in the checkout.
+    changed = [line[3:].split(" -> ")[-1] for line in lines if not line.startswith(("??", "!!"))]
     h = hashlib.sha256(diff.encode())
-    for name in untracked:  # a new module the run imports changes the code as much as an edit
+    # A new module the run imports changes the code as much as an edit.
+    for name in untracked:
         h.update(name.encode())
-        with contextlib.suppress(
-            OSError
-        ):  # porcelain paths are relative to the top of the checkout
+        # porcelain paths are relative to the top of the checkout
+        with contextlib.suppress(OSError):
             h.update((top / name).read_bytes() if (top / name).is_file() else b"")
-    return {
-        "commit": commit.strip(),
-        "dirty": bool(status.strip()),
-        "untracked_files": len(untracked),
-        "diff_sha256": h.hexdigest() if diff or untracked else None,
-    }
+    return GitState(
+        commit=commit.strip(),
+        changed=tuple(changed),
+        untracked=tuple(untracked),
+        diff_sha256=h.hexdigest() if diff or untracked else None,
+    )
+
+
+def git_state(cwd: str | Path = ".") -> dict[str, Any] | None:
+    """Commit, dirty flag and a sha256 of the diff (tracked changes) of the checkout at ``cwd``.
+
+    Call it only on the project's own code directory, never on a directory a run record names:
+    git is hardened against commands named in a repository's config (fsmonitor, hooks, external
+    diff, text conversion, pager), but clean filters of a checkout's attributes still run. Git's
+    own ``safe.directory`` check (a repository owned by another user is ignored) is kept.
+    """
+    state = read_git(cwd)
+    return None if state is None else state.to_dict()
 
 
 @dataclass(frozen=True)
@@ -189,15 +244,22 @@ def _code_dir() -> Path:
     return folder
 
 
-def environment_fingerprint(cwd: str | Path | None = None) -> dict[str, Any]:
+def environment_fingerprint(
+    cwd: str | Path | None = None, *, warn_dirty: bool = False
+) -> dict[str, Any]:
     """Everything about this process and machine that can change a run's bits.
 
     The git state is read from ``cwd``, by default the running program's project (the directory of
     the nearest ``pyproject.toml`` with a ``[tool.repro]`` table above its code), else its code's folder.
+    ``warn_dirty``: log one warning line naming what is uncommitted (from the same ``git status``).
     """
     import torch  # here, not at import: the tools read records and fail fast without it
 
     cwd = _code_dir() if cwd is None else cwd
+    git = read_git(cwd)
+    line = git.dirty_line() if git is not None and warn_dirty else None
+    if line is not None:
+        logging.getLogger("repro.run").warning("%s", line)
     cuda = torch.cuda.is_available()
     return {
         "python": platform.python_version(),
@@ -234,6 +296,6 @@ def environment_fingerprint(cwd: str | Path | None = None) -> dict[str, Any]:
         "env": relevant_environment(),
         "env_at_start": relevant_environment(startup.ENVIRON),
         "code_dir": str(Path(cwd).resolve()),
-        "git": git_state(cwd),
+        "git": None if git is None else git.to_dict(),
         "argv": _secrets.redact_args(sys.argv),
     }

@@ -193,7 +193,7 @@ class RunRecord:
                 "distributed": {"world_size": dist.world_size, "backend": dist.backend},
                 "process": {"pid": os.getpid(), "host": socket.gethostname()},
                 "determinism": repro.to_dict(),
-                "environment": environment_fingerprint(),
+                "environment": environment_fingerprint(warn_dirty=True),
                 **(extra or {}),
             }
             atomic_write(run_dir / RUN_FILE, manifest_text(manifest))
@@ -250,7 +250,7 @@ class RunRecord:
             "previous_status": manifest.get("status"),
             "overrides": redact_args(list(overrides or [])),
             "determinism": repro.to_dict(),
-            "environment": environment_fingerprint(),
+            "environment": environment_fingerprint(warn_dirty=True),
         }
         manifest.setdefault("resumes", []).append(entry)
         manifest.update(status="running", finished_at=None, error=None)
