@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ import torch
 from repro import ConfigValueError
 from repro.base.config import RunConfig
 from repro.core.distributed import DistInfo
-from repro.run.epoch_metrics import EpochMetrics
+from repro.run.epoch_metrics import DerivedMetricError, EpochMetrics, is_time_field
 
 
 def metrics(**kw):
@@ -115,3 +116,145 @@ def test_a_monitor_the_rows_do_not_have_names_the_metrics():
         ConfigValueError, match=r"train.monitor.*a metric of the epoch rows \(train_loss\)"
     ):
         m.watch(0, row, lambda: True)
+
+
+# Derived metrics: declared once, computed at each epoch's end from the row's metrics.
+
+
+def one_epoch(m, logged=None, epoch=0):
+    m.start_epoch()
+    m.add(2, {"loss": 1.0})
+    m.add(2, {"loss": 3.0})
+    m.log(**(logged or {"val_loss": 0.5}))
+    return m.end_epoch(epoch=epoch, step=4, elapsed=2.0, seen=4)
+
+
+def test_derived_metrics_follow_the_means_and_logged_values_in_the_row_and_line(caplog):
+    m, rows = metrics()
+    m.derive(
+        train_ppl=lambda means: math.exp(means["train_loss"]),
+        val_ppl=lambda means: torch.tensor(means["val_loss"]).exp(),
+        # A later one sees the earlier ones.
+        ppl_gap=lambda means: means["train_ppl"] - means["val_ppl"],
+    )
+    with caplog.at_level(logging.INFO, logger="repro.run"):
+        row = one_epoch(m)
+    assert list(row) == [
+        "split",
+        "epoch",
+        "step",
+        "train_loss",
+        "val_loss",
+        "train_ppl",
+        "val_ppl",
+        "ppl_gap",
+        "time_s",
+        "samples_per_s",
+    ]
+    assert row["train_ppl"] == math.exp(2.0) and type(row["val_ppl"]) is float
+    assert row["ppl_gap"] == row["train_ppl"] - row["val_ppl"]
+    assert rows == [row] and "train_ppl" in m.result()
+    assert f"val_loss 0.5000  train_ppl {math.exp(2.0):.4f}  val_ppl" in caplog.text
+
+
+def test_a_derived_metric_can_be_the_monitor():
+    m, _ = metrics(monitor="train_ppl", early_stopping_patience=1)
+    m.derive(train_ppl=lambda means: math.exp(means["train_loss"]))
+    saved = []
+    for epoch in range(2):
+        m.watch(epoch, one_epoch(m, epoch=epoch), lambda e=epoch: saved.append(e) or True)
+    assert saved == [0] and m.best["value"] == math.exp(2.0) and m.stopped
+
+
+def test_a_resume_inside_an_epoch_derives_the_values_of_an_uninterrupted_one():
+    whole, _ = metrics()
+    whole.derive(train_ppl=lambda means: math.exp(means["train_loss"]))
+    expected = one_epoch(whole)
+    # The checkpoint after the first batch holds the sums; derived values are not state.
+    resumed, _ = metrics()
+    resumed.derive(train_ppl=lambda means: math.exp(means["train_loss"]))
+    resumed.restore({"n": 2.0, "loss": 2.0}, {}, mid_epoch=True)
+    resumed.start_epoch()
+    resumed.add(2, {"loss": 3.0})
+    resumed.log(val_loss=0.5)
+    row = resumed.end_epoch(epoch=0, step=4, elapsed=1.0, seen=2)
+    assert {k: v for k, v in row.items() if not is_time_field(k)} == {
+        k: v for k, v in expected.items() if not is_time_field(k)
+    }
+
+
+@pytest.mark.parametrize(
+    ("function", "message"),
+    [
+        (
+            lambda means: means["val_acc"],
+            r"run.derive\(bad=...\) at the end of epoch 1 raised KeyError: 'val_acc' "
+            r"\(the epoch's metrics: train_loss, val_loss\)",
+        ),
+        (
+            lambda means: math.exp(1e6),
+            r"run.derive\(bad=...\) at the end of epoch 1 raised OverflowError",
+        ),
+        (
+            lambda means: "high",
+            r"run.derive\(bad=...\) at the end of epoch 1 returned 'high' \(str\): expected a number",
+        ),
+        (lambda means: None, r"run.derive\(bad=...\) .* returned None \(NoneType\)"),
+        (lambda means: True, r"run.derive\(bad=...\) .* returned True \(bool\)"),
+    ],
+)
+def test_a_derived_metric_that_raises_or_is_no_number_is_one_error_naming_it(function, message):
+    m, rows = metrics()
+    m.derive(bad=function)
+    with pytest.raises(DerivedMetricError, match=message):
+        one_epoch(m)
+    # No row half-written.
+    assert rows == []
+
+
+def test_derived_names_are_declared_once_and_never_a_row_field():
+    m, _ = metrics()
+    m.derive(train_ppl=math.exp)
+    for name in ("train_ppl", "step", "time_s", "samples_per_s", "tokens_per_s"):
+        with pytest.raises(DerivedMetricError, match=rf"run.derive\({name}=...\): {name} "):
+            m.derive(**{name: math.exp})
+    with pytest.raises(DerivedMetricError, match=r"expected a function .* got float"):
+        m.derive(other=1.0)
+    # A name the row already has from run.step or run.log is found when the row is made.
+    m, _ = metrics()
+    m.derive(val_loss=lambda means: 0.0)
+    with pytest.raises(DerivedMetricError, match="the epoch row has val_loss already"):
+        one_epoch(m)
+
+
+def test_derived_metrics_are_computed_on_rank_0_only():
+    """Evaluation runs on rank 0 (other ranks have no logged values), which writes and monitors rows."""
+    m = EpochMetrics(RunConfig(epochs=5), DistInfo(rank=1, world_size=1), log_row=print)
+    m.derive(val_ppl=lambda means: math.exp(means["val_loss"]))
+    row = one_epoch(m, logged={})
+    assert "val_ppl" not in row
+
+
+# The unit of throughput.
+
+
+def test_the_unit_names_the_lines_rate_and_the_rows_key(caplog):
+    m, rows = metrics()
+    m.set_unit("tokens")
+    m.start_epoch()
+    m.add(512, {"loss": 1.0})
+    with caplog.at_level(logging.INFO, logger="repro.run"):
+        row = m.end_epoch(epoch=0, step=1, elapsed=2.0, seen=512)
+    assert list(row) == ["split", "epoch", "step", "train_loss", "time_s", "tokens_per_s"]
+    assert row["tokens_per_s"] == 256.0 and rows == [row]
+    assert "train_loss 1.0000  256 tokens/s" in caplog.text
+    assert m.result() == {"train_loss": 1.0}
+    assert is_time_field("tokens_per_s") and is_time_field("time_s")
+    assert not is_time_field("train_loss")
+
+
+@pytest.mark.parametrize("unit", ["Tokens", "tokens/s", "", "2x", 3])
+def test_a_unit_that_cannot_name_a_key_is_refused(unit):
+    m, _ = metrics()
+    with pytest.raises(ValueError, match=r"run.set_unit\(.*\): expected one lowercase word"):
+        m.set_unit(unit)

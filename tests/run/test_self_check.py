@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from repro.run.self_check import ResumeSelfCheck
+import pytest
+
+from repro.run.self_check import InexactResumeError, ResumeSelfCheck
 
 
 class FakeRecord:
@@ -45,7 +47,7 @@ def test_the_first_difference_is_named_and_recorded(caplog):
     record = FakeRecord()
     check = ResumeSelfCheck(record, ROWS, resumed=True)
     with caplog.at_level(logging.ERROR, logger="repro.run"):
-        check.check({"step": 3, "loss": "a3", "params": "XX", "batch": "YY"})
+        check.check({"step": 3, "loss": "a3", "params": "XX", "batch": "b3"})
     assert check.exact is False
     assert record.manifest["resumes"][-1]["self_check"] == {
         "exact": False,
@@ -56,7 +58,7 @@ def test_the_first_difference_is_named_and_recorded(caplog):
         "recorded": "p3",
         "now": "XX",
     }
-    assert "RESUME IS NOT EXACT: at step 3 the params fingerprint differs" in caplog.text
+    assert "RESUME IS NOT EXACT: at step 3 the parameters differ" in caplog.text
     # Later steps are counted, not compared again.
     check.check({"step": 4, "loss": "zz"})
     assert check.state["steps_checked"] == 2 and check.state["step"] == 3
@@ -81,3 +83,67 @@ def test_a_fresh_run_has_no_self_check_and_other_ranks_write_nothing():
     other_rank.check({"step": 4, "loss": "a4", "params": "p4", "batch": "b4"})
     other_rank.require_exact("train.accept_inexact_resume", False)
     assert record.updates == 0 and other_rank.exact is None
+
+
+NOW = {"step": 3, "loss": "a3", "params": "p3", "batch": "b3"}
+
+
+@pytest.mark.parametrize(
+    ("changed", "field", "said", "context", "causes"),
+    [
+        (
+            {"batch": "YY", "loss": "XX", "params": "ZZ"},
+            "batch",
+            "the batch differs",
+            "batch fingerprint b3, now YY; the loss and the parameters differ too",
+            ["loader's position not restored", "outside run.dataloader"],
+        ),
+        (
+            {"loss": "XX", "params": "ZZ"},
+            "loss",
+            "the loss differs",
+            "loss fingerprint a3, now XX; the parameters differ too; the batch matches",
+            ["hidden state", "reset in the wrong place", "dropout", "not a run stream"],
+        ),
+        (
+            {"params": "ZZ"},
+            "params",
+            "the parameters differ",
+            "params fingerprint p3, now ZZ; the batch and the loss match",
+            ["optimizer, scheduler", "run.track(...)", "reset at the top of an epoch"],
+        ),
+    ],
+)
+def test_the_message_names_the_first_field_that_differs_and_its_usual_causes(
+    caplog, changed, field, said, context, causes
+):
+    """Cause before effect: another batch changes the loss and the update, another loss the update. The
+    message lists the usual causes for that field and claims none of them."""
+    record = FakeRecord()
+    check = ResumeSelfCheck(record, ROWS, resumed=True)
+    with caplog.at_level(logging.ERROR, logger="repro.run"):
+        check.check({**NOW, **changed})
+    assert check.state["quantity"] == field
+    line = caplog.records[-1].getMessage()
+    assert line.startswith(f"RESUME IS NOT EXACT: at step 3 {said} from what the interrupted run")
+    assert f"({context}). Usual causes: " in line
+    assert all(cause in line for cause in causes), line
+    with pytest.raises(InexactResumeError) as raised:
+        check.require_exact("train.accept_inexact_resume", False)
+    message = str(raised.value)
+    assert message.startswith(f"the resume is not exact: at step 3 {said} from the interrupted run")
+    assert all(cause in message for cause in causes), message
+    assert message.endswith("accept an inexact resume with train.accept_inexact_resume=true")
+    assert "\n" not in message
+    # Accepted: recorded as not exact, no error.
+    check.require_exact("train.accept_inexact_resume", True)
+    assert record.manifest["resumes"][-1]["self_check"]["exact"] is False
+
+
+def test_fields_the_interrupted_run_did_not_record_are_not_compared(caplog):
+    """A loop that passes no batch to run.step has no batch digest: the loss and parameters decide."""
+    check = ResumeSelfCheck(FakeRecord(), [{"step": 3, "loss": "a3", "params": "p3"}], resumed=True)
+    with caplog.at_level(logging.ERROR, logger="repro.run"):
+        check.check({"step": 3, "loss": "a3", "params": "ZZ"})
+    assert check.state["quantity"] == "params"
+    assert "now ZZ; the loss matches)" in caplog.text

@@ -1,7 +1,7 @@
 """Progress within an epoch: a live bar on a terminal, nothing extra elsewhere.
 
 When rank 0's stderr is a terminal, each epoch draws a tqdm bar over its optimizer steps (steps done,
-loss, samples/s, ETA), removed when the epoch ends so the epoch's log line stays the lasting record.
+loss, samples/s or the task's unit per second, ETA), removed when the epoch ends so the epoch's log line stays the lasting record.
 When stderr is not a terminal (a file, a pipe, a batch job), nothing is drawn: the epoch lines are
 the progress. The bar reads counters only; it never draws a random number, so the bits of a run do
 not depend on where its output goes.
@@ -23,16 +23,19 @@ def wants_bar(stream: TextIO | None = None, *, is_main: bool = True) -> bool:
 class EpochProgress:
     """One bar per epoch, opened at the epoch's first optimizer step (when its length is known)."""
 
-    def __init__(self, enabled: bool, stream: TextIO | None = None) -> None:
+    def __init__(self, enabled: bool, stream: TextIO | None = None, unit: str = "samples") -> None:
         self.enabled = enabled
         self._stream = stream
+        #: What the counts given to :meth:`update` are (``samples``, ``tokens``, ...).
+        self.unit = unit
         self._bar: Any = None
-        self._samples = 0.0
+        self._count = 0.0
 
     def update(
-        self, epoch: int, epochs: int, done: int, total: int, loss: float, samples: float
+        self, epoch: int, epochs: int, done: int, total: int, loss: float, count: float
     ) -> None:
-        """After an optimizer step: ``done`` of ``total`` steps of this epoch, the step's loss and samples."""
+        """After an optimizer step: ``done`` of ``total`` steps of this epoch, the step's loss and its
+        count of the unit."""
         if not self.enabled:
             return
         if self._bar is None:
@@ -47,16 +50,16 @@ class EpochProgress:
                 dynamic_ncols=True,
                 file=self._stream if self._stream is not None else sys.stderr,
             )
-            self._samples = 0.0
-        self._samples += samples
+            self._count = 0.0
+        self._count += count
         elapsed = self._bar.format_dict.get("elapsed") or 0.0
-        rate = self._samples / elapsed if elapsed > 0 else 0.0
+        rate = self._count / elapsed if elapsed > 0 else 0.0
         first = self._bar.n == self._bar.initial
         self._bar.update(done - self._bar.n)
         # Drawn at least on the epoch's first and last step, however short the epoch (tqdm's own
         # redraws wait for mininterval).
         self._bar.set_postfix_str(
-            f"loss {loss:.4f}  {rate:.0f} samples/s", refresh=first or done >= total
+            f"loss {loss:.4f}  {rate:.0f} {self.unit}/s", refresh=first or done >= total
         )
 
     def close(self) -> None:

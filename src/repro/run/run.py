@@ -4,8 +4,9 @@ One :class:`Run` per process owns everything a guarantee depends on, so an exper
 only its own logic. It is a façade over parts with one job each: :class:`CheckpointManager` (tracked
 objects, checkpoint content, save and restore, best weights, the writer thread), :class:`Stepping`
 (backward, accumulation windows, clipping, scaler, autocast), :class:`StepRecorder` (each optimizer
-step's fingerprint and metrics rows), :class:`EpochMetrics` (epoch rows, monitor, early stopping),
-:class:`ResumeSelfCheck` (a resume against the steps the interrupted process recorded), the record.
+step's fingerprint and metrics rows), :class:`EpochMetrics` (epoch rows, derived metrics, the unit of
+throughput, monitor, early stopping), :class:`ResumeSelfCheck` (a resume against the steps the
+interrupted process recorded), the record, and :func:`close_run` (how the record ends).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,11 @@ from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
 from repro.base.config import RunConfig
-from repro.core.distributed import shutdown_distributed, wrap_model
-from repro.core.fingerprint import tensors_digest
+from repro.core.distributed import wrap_model
 from repro.core.loader import ReproDataLoader
 from repro.core.setup import Repro
-from repro.run.checkpoint import CheckpointError
 from repro.run.checkpointing import CheckpointManager, StateError
+from repro.run.closing import close_run
 from repro.run.epoch_metrics import EpochMetrics
 from repro.run.faults import Faults
 from repro.run.logger_group import Loggers
@@ -195,12 +195,25 @@ class Run:
         """Register what has state (anything with ``state_dict``/``load_state_dict``, or a dict of plain
         values such as counters and running sums). Checkpoints save it; a resume restores it before the
         first step. Call before :meth:`epochs`."""
-        if self._begun:
-            raise StateError(
-                f"run.track({', '.join(objects)}) after training started: track everything "
-                "before the first run.epochs()"
-            )
+        self._before_training(f"run.track({', '.join(objects)})", "track everything")
         self.checkpoints.track(**objects)
+
+    def derive(self, **functions: Callable[[dict[str, Any]], float]) -> None:
+        """Metrics computed at each epoch's end from the epoch's metrics (a dict of its means,
+        ``train_<name>``, and what :meth:`log` received): ``run.derive(train_ppl=lambda m:
+        math.exp(m["train_loss"]))``. Each number is added to the row after them (in the epoch line,
+        the metrics files, usable as ``train.monitor``), on rank 0. A resume recomputes them from the
+        checkpointed sums. Declare each once, before :meth:`epochs`."""
+        self._before_training(f"run.derive({', '.join(functions)})", "declare them")
+        self.metrics.derive(**functions)
+
+    def set_unit(self, unit: str) -> None:
+        """What :meth:`step`'s ``n`` counts: ``"samples"`` (the default) or, say, ``"tokens"``. The epoch
+        line says ``<unit>/s``, the rows carry ``<unit>_per_s``, the bar shows it. Call before
+        :meth:`epochs`."""
+        self._before_training(f"run.set_unit({unit!r})", "set it")
+        self.metrics.set_unit(unit)
+        self.progress.unit = unit
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return self.checkpoints.modules()
@@ -275,7 +288,9 @@ class Run:
         bits, parameter digest, digest of all its batches), the step's metrics (averaged over the epoch,
         a row every ``log_every`` steps), a checkpoint every ``checkpoint_every`` steps. Every rank calls
         it once per batch, after :meth:`optimizer_step`. ``batch``: the batch's input tensors
-        (sample-major); ``n``: samples in the batch (default: the batch's first dimension)."""
+        (sample-major); ``n``: units in the batch (:meth:`set_unit`; default: the batch's first
+        dimension, its samples), the weight of its metrics in the epoch means and what the throughput
+        counts."""
         if not self._begun:
             raise StateError(
                 "run.step() outside run.epochs(): iterate `for epoch in run.epochs():` first"
@@ -320,6 +335,10 @@ class Run:
             epochs, loss = self.settings.epochs, float(window.loss())
             self.progress.update(self.epoch, epochs, *counts, loss, window.n)
 
+    def _before_training(self, call: str, fix: str) -> None:
+        if self._begun:
+            raise StateError(f"{call} after training started: {fix} before the first run.epochs()")
+
     def _checkpoint(self) -> None:
         metrics = self.metrics
         self.checkpoints.save(self.global_step, self.epoch, metrics.best, metrics.sums)
@@ -349,48 +368,10 @@ class Run:
         self._closed = True
         self.progress.close()
         try:
-            return self._close(result, error)
+            return close_run(self, result, error)
         finally:
             if self.lock is not None:
                 self.lock.release()
-
-    def _close(self, result: dict[str, Any] | None, error: BaseException | None) -> dict[str, Any]:
-        # The last checkpoint is on disk before the record says how the run ended; one that could not
-        # be written fails the run.
-        try:
-            self.checkpoints.wait()
-        except CheckpointError as exc:
-            if error is None:
-                error = exc
-        self.loggers.close("failed" if error is not None else "completed")
-        if error is not None:
-            self.self_check.save()
-            self.record.finish("failed", error=f"{type(error).__name__}: {error}")
-            return {}
-        out: dict[str, Any] = {"steps": self.global_step, **self.metrics.result()}
-        weights = None
-        if self.modules():
-            out["params_digest"] = tensors_digest(self.checkpoints.named_parameters())
-            weights = self.checkpoints.save_final()
-        out.update(result or {})
-        self.self_check.save()
-        extra: dict[str, Any] = {}
-        if self.self_check.exact is not None:
-            extra["resume_exact"] = self.self_check.exact
-        if self.settings.monitor:
-            extra["best"] = self.metrics.best_summary()
-        self.record.finish("completed", weights_path=weights, result=out, **extra)
-        # Every rank done: leave the process group together.
-        shutdown_distributed(self.dist)
-        if self.dist.is_main:
-            print(f"run directory:  {self.dir}")
-            if self.record.manifest.get("weights_sha256"):
-                print(f"weights sha256: {self.record.manifest['weights_sha256']}")
-        # Completed and recorded: a resume that was not exact still fails the command (exit non-zero).
-        self.self_check.require_exact(
-            f"{self.node}.accept_inexact_resume", self.settings.accept_inexact_resume
-        )
-        return out
 
     def __enter__(self) -> Run:
         return self

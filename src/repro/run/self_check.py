@@ -1,5 +1,6 @@
 """A resume checks itself: each step the interrupted process recorded after its last checkpoint is
-compared, as the resumed run reaches it again, with what it records now (loss, parameters, batch)."""
+compared, as the resumed run reaches it again, with what it records now (batch, loss, parameters). A
+difference names the field and the usual causes of a difference there, without claiming which."""
 
 from __future__ import annotations
 
@@ -10,8 +11,43 @@ from repro.base.errors import ReproError
 
 log = logging.getLogger("repro.run")
 
-#: The fingerprint fields compared, in this order; the first that differs is reported.
-COMPARED = ("loss", "params", "batch")
+#: The fingerprint fields compared, from cause to effect: another batch gives another loss, and another
+#: loss another update. The first that differs at a step is reported.
+COMPARED = ("batch", "loss", "params")
+#: Each field in words.
+FIELD_NAMES = {"batch": "batch", "loss": "loss", "params": "parameters"}
+_SINGULAR = {"differ": "differs", "match": "matches"}
+#: The usual causes of a difference in each field: candidates for the user to check, not a verdict.
+CAUSES = {
+    "batch": (
+        "the data order or a loader's position not restored: a sampler, a shuffle or a loader made "
+        "outside run.dataloader, or a dataset that keeps its own position or random state"
+    ),
+    "loss": (
+        "state the forward pass carries not tracked, or reset in the wrong place (an RNN's hidden "
+        "state carried across batches: reset it where the data restarts, not at the top of every "
+        "epoch); randomness drawn outside the run (dropout or noise from a generator that is not a "
+        "run stream); a module that is not tracked"
+    ),
+    "params": (
+        "an optimizer, scheduler, gradient scaler or other state the update reads not tracked with "
+        "run.track(...) or not restored; state reset at the top of an epoch (a resume may start in "
+        "the middle of one)"
+    ),
+}
+
+
+def said(fields: list[str], verb: str) -> str:
+    """``fields`` and ``verb`` (``differ`` or ``match``) in agreement: 'the batch differs', 'the loss and
+    the parameters match'."""
+    names = [FIELD_NAMES.get(f, f) for f in fields]
+    singular = len(names) == 1 and names[0] != "parameters"
+    return f"{' and '.join(f'the {n}' for n in names)} {_SINGULAR[verb] if singular else verb}"
+
+
+def differs(field: str) -> str:
+    """'the parameters differ', 'the batch differs'."""
+    return said([field], "differ")
 
 
 class InexactResumeError(ReproError):
@@ -60,28 +96,31 @@ class ResumeSelfCheck:
         self.state["steps_checked"] += 1
         if not self.state["exact"]:
             return
-        for key in COMPARED:
-            if key in expected and expected.get(key) != row.get(key):
-                self.state.update(
-                    exact=False,
-                    step=row["step"],
-                    quantity=key,
-                    recorded=expected[key],
-                    now=row.get(key),
-                )
-                log.error(
-                    "RESUME IS NOT EXACT: at step %d the %s fingerprint differs from what the interrupted run "
-                    "recorded (%s, now %s). Some state was probably not registered with run.track(...) or not "
-                    "restored; results after this resume differ from an uninterrupted run.",
-                    row["step"],
-                    key,
-                    expected[key],
-                    row.get(key),
-                )
+        fields = [k for k in COMPARED if k in expected]
+        different = [k for k in fields if expected[k] != row.get(k)]
+        if not different:
+            if not self.pending:
                 self.save()
-                return
-        if not self.pending:
-            self.save()
+            return
+        key, same = different[0], [k for k in fields if k not in different]
+        self.state.update(
+            exact=False, step=row["step"], quantity=key, recorded=expected[key], now=row.get(key)
+        )
+        others = [f"{said(different[1:], 'differ')} too"] if different[1:] else []
+        others += [said(same, "match")] if same else []
+        log.error(
+            "RESUME IS NOT EXACT: at step %d %s from what the interrupted run recorded (%s fingerprint "
+            "%s, now %s%s). Usual causes: %s. Results after this resume differ from an uninterrupted "
+            "run.",
+            row["step"],
+            differs(key),
+            key,
+            expected[key],
+            row.get(key),
+            "".join(f"; {part}" for part in others),
+            CAUSES[key],
+        )
+        self.save()
 
     def save(self) -> None:
         """Write the outcome so far into the last resume's entry of run.json (rank 0)."""
@@ -98,9 +137,10 @@ class ResumeSelfCheck:
         if self.exact is not False or accepted:
             return
         state = self.state or {}
+        key = str(state.get("quantity"))
         raise InexactResumeError(
-            f"the resume is not exact: at step {state.get('step')} the {state.get('quantity')} "
-            "fingerprint differs from the interrupted run (the run completed; run.json has "
-            "resume_exact: false). Register every piece of state with run.track(...), or accept an "
+            f"the resume is not exact: at step {state.get('step')} {differs(key)} from the "
+            "interrupted run (the run completed; run.json has resume_exact: false). Usual causes: "
+            f"{CAUSES.get(key, 'state not tracked or not restored')}. Fix the cause, or accept an "
             f"inexact resume with {accept_key}=true"
         )

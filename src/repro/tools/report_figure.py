@@ -18,14 +18,13 @@ from repro.tools.report_sweep import (
     OUT_DIR,
     Job,
     SweepReport,
-    finite_numbers,
+    metrics_in,
     read_text,
     summarize,
     varying,
 )
 
 FIGURE_FORMATS = ("png", "pdf", "svg")
-_NOT_CURVES = {"step", "epoch", "time_s", "samples_per_s"}
 # fmt: off
 # Words for metric names: a first word that names a split, the rest, and a last word naming a unit.
 _SPLITS = {"train": "training", "training": "training", "val": "validation", "valid": "validation",
@@ -75,7 +74,8 @@ def _panel_order(curve: str) -> tuple[bool, str, str]:
 
 
 def _curves(job: Job) -> dict[str, dict[int, float]]:
-    """(split/metric) -> {step: value} from a job's metrics.jsonl; rows it cannot read are skipped."""
+    """(split/metric) -> {step: value} from a job's metrics.jsonl, metrics only (``is_metric``); rows
+    it cannot read are skipped."""
     out: dict[str, dict[int, float]] = {}
     path = job.dir / METRICS_FILE
     if not path.exists():
@@ -92,9 +92,8 @@ def _curves(job: Job) -> dict[str, dict[int, float]]:
         if not isinstance(row, dict) or not isinstance(row.get("step"), int):
             continue
         split = str(row.get("split", ""))
-        for key, value in finite_numbers(row).items():
-            if key not in _NOT_CURVES:
-                out.setdefault(f"{split}/{key}" if split else key, {})[row["step"]] = value
+        for key, value in metrics_in(row).items():
+            out.setdefault(f"{split}/{key}" if split else key, {})[row["step"]] = value
     return out
 
 
@@ -119,7 +118,7 @@ def _draw_panel(
             continue
         per_step = [[s[x] for s in series] for x in steps]
         mean = [sum(v) / len(v) for v in per_step]
-        # Identical bits: no band (schedules)
+        # The same bits from every seed at every step (a schedule, a constant): one line, no band.
         varies = any(len(set(v)) > 1 for v in per_step)
         std = [(summarize(v).std or 0.0) if varies else 0.0 for v in per_step]
         low = [m - s for m, s in zip(mean, std, strict=True)]
