@@ -21,7 +21,7 @@ from pathlib import Path
 
 from repro.base.errors import ReproError
 from repro.tools.report_figure import plot
-from repro.tools.report_sweep import OUT_DIR, collect
+from repro.tools.report_sweep import OUT_DIR, Stat, collect
 from repro.tools.report_tables import fmt, job_table, write_tables
 
 
@@ -33,6 +33,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--no-plot", action="store_true", help="write the tables only, no figure")
+
+
+def _interval(stat: Stat) -> str:
+    """The 95% interval column: the interval, or why there is none."""
+    if stat.constant:
+        return "none: does not vary with the seed"
+    if stat.low is None:
+        return "needs 2 seeds"
+    return f"[{fmt(stat.low)}, {fmt(stat.high)}]"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,18 +84,7 @@ def run(args: argparse.Namespace) -> int:
             print(
                 render(
                     ["metric", "n", "mean", "std", "95% interval"],
-                    [
-                        (
-                            k,
-                            s.n,
-                            fmt(s.mean),
-                            fmt(s.std),
-                            f"[{fmt(s.low)}, {fmt(s.high)}]"
-                            if s.low is not None
-                            else "needs 2 seeds",
-                        )
-                        for k, s in stats.items()
-                    ],
+                    [(k, s.n, fmt(s.mean), fmt(s.std), _interval(s)) for k, s in stats.items()],
                 )
             )
     print(f"tables: {out_dir}/{{jobs,summary}}.{{csv,md,tex}}")

@@ -29,6 +29,17 @@ _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 
          2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 # fmt: on
 SEED_KEY = "repro.seed"
+#: Names that say where a run or row is (split, step and epoch counters, seed, id) or when:
+#: bookkeeping, never a metric, whatever the value (``steps`` is the count the kit adds to every
+#: result).
+# fmt: off
+BOOKKEEPING = frozenset({"split", "step", "steps", "global_step", "epoch", "epochs", "seed", "id",
+                         "time"})
+# fmt: on
+#: Name endings of the same kinds: counters (``best_epoch``), ids (``run_id``), and times and rates
+#: in seconds (the rows' ``time_s`` and ``samples_per_s``, ``tokens_per_s``, ``eval_time``), which
+#: differ run to run.
+BOOKKEEPING_ENDINGS = ("_step", "_steps", "_epoch", "_epochs", "_id", "_s", "_ms", "_sec", "_time")
 #: The report's folder inside the sweep directory (``--out`` to change).
 OUT_DIR = "report"
 
@@ -65,13 +76,15 @@ class Job:
 
 @dataclass
 class Stat:
-    """A metric over a group's completed jobs; std and the 95% interval need two of them."""
+    """A metric over a group's completed jobs; std and the 95% interval need two of them, and are
+    None when every job has the same value (``constant``: it does not vary with the seed)."""
 
     n: int
     mean: float
     std: float | None
     low: float | None
     high: float | None
+    constant: bool = False
 
 
 @dataclass
@@ -114,8 +127,12 @@ class SweepReport:
 
 
 def summarize(values: list[float]) -> Stat:
-    """Mean, sample std and a Student-t 95% interval for the mean (std and interval need n >= 2)."""
+    """Mean, sample std and a Student-t 95% interval for the mean (std and interval need n >= 2 and
+    values that differ; equal values give that value, ``constant``, no std)."""
     n = len(values)
+    # The same value from every seed (a schedule, a constant): that value, and no std to show.
+    if n >= 2 and all(v == values[0] for v in values):
+        return Stat(n, values[0], None, None, None, constant=True)
     mean = sum(values) / n
     if n < 2:
         return Stat(n, mean, None, None, None)
@@ -124,15 +141,21 @@ def summarize(values: list[float]) -> Stat:
     return Stat(n, mean, std, mean - half, mean + half)
 
 
-def finite_numbers(tree: Any) -> dict[str, float]:
-    """The finite numbers (not bools) among the values of a mapping; empty for anything else."""
+def is_metric(key: str, value: Any) -> bool:
+    """Whether a result or metrics-row entry is a metric: a finite number (not a bool) under a name
+    that is not bookkeeping (see ``BOOKKEEPING``). Strings (paths, digests), bools, lists, mappings
+    and None never are."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return False
+    name = key.lower()
+    return name not in BOOKKEEPING and not name.endswith(BOOKKEEPING_ENDINGS)
+
+
+def metrics_in(tree: Any) -> dict[str, float]:
+    """The metrics (see ``is_metric``) among the entries of a mapping; empty for anything else."""
     if not isinstance(tree, dict):
         return {}
-    return {
-        str(k): float(v)
-        for k, v in tree.items()
-        if not isinstance(v, bool) and isinstance(v, int | float) and math.isfinite(v)
-    }
+    return {str(k): float(v) for k, v in tree.items() if is_metric(str(k), v)}
 
 
 def _text(value: Any) -> str:
@@ -198,7 +221,7 @@ def collect(sweep_dir: str | Path) -> SweepReport:
         status = str(m.get("status", "?"))
         seed = m.get("seed") if isinstance(m.get("seed"), int) else None
         status = "running or killed" if status == "running" else status
-        job = Job(d.name, d, status, seed, "", finite_numbers(m.get("result")), m.get("error"))
+        job = Job(d.name, d, status, seed, "", metrics_in(m.get("result")), m.get("error"))
         job.settings, job.config = _settings(d, m)
         jobs.append(job)
         readable.append(job)

@@ -28,8 +28,15 @@ def fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+#: A summary cell's note for a metric every seed of the group gave the same value.
+SAME_FOR_ALL_SEEDS = "(same for all seeds)"
+
+
 def mean_std(stat: Stat) -> str:
-    """'0.6699 ± 0.0086': the std to two significant digits, the mean to the same decimal place."""
+    """'0.6699 ± 0.0086': the std to two significant digits, the mean to the same decimal place;
+    '0.02 (same for all seeds)' for a value that does not vary with the seed (no std to show)."""
+    if stat.constant:
+        return f"{fmt(stat.mean)} {SAME_FOR_ALL_SEEDS}"
     if stat.std is None:
         return fmt(stat.mean)
     if stat.std == 0 or not math.isfinite(stat.std):
@@ -56,7 +63,8 @@ def job_table(report: SweepReport, raw: bool = False) -> tuple[list[str], list[l
 
 def summary_table(report: SweepReport, raw: bool = False) -> tuple[list[str], list[list[Any]]]:
     """Headers and rows: a row per group; columns each swept key, n, then per metric mean ± std
-    (``raw``: separate mean, std, ci95_low, ci95_high columns)."""
+    (``raw``: separate mean, std, ci95_low, ci95_high columns). A metric every seed gave the same
+    value shows that value and says so (``raw``: the value as its mean, no std or interval)."""
     metrics = report.metrics
     rows = []
     for group, stats in report.stats.items():
@@ -89,8 +97,9 @@ def to_csv(headers: list[str], rows: list[list[Any]]) -> str:
 
 
 def _numeric(rows: list[list[Any]], column: int) -> bool:
-    """Whether a column holds numbers only ('-' for none, 'a ± b' counts): it is right-aligned."""
-    cells = [str(r[column]) for r in rows]
+    """Whether a column holds numbers only ('-' for none, 'a ± b' and 'a (same for all seeds)'
+    count): it is right-aligned."""
+    cells = [str(r[column]).removesuffix(f" {SAME_FOR_ALL_SEEDS}") for r in rows]
     numbers = [all(_NUMBER.fullmatch(p) for p in c.split(" ± ")) for c in cells if c != "-"]
     return bool(numbers) and all(numbers)
 
