@@ -1,6 +1,8 @@
-"""Which module replays a recorded run, and how it runs: the project's entry module (``[tool.repro]
-entry`` in the nearest ``pyproject.toml``) or the one ``--entry`` names, never the record's alone; its
-settings are read from the ``repro.entrypoint`` function it holds, imported from installed code only."""
+"""Which module replays a recorded run, and how it runs: the one ``--entry`` names, else the entry module
+the record names when it is the project's own code (``[tool.repro] packages``, else the package of
+``[tool.repro] entry``, in the nearest ``pyproject.toml``), else the project's entry module; never a
+module the project does not own because a record says so. Its settings are read from the
+``repro.entrypoint`` function it holds, imported from installed code only."""
 
 from __future__ import annotations
 
@@ -13,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from repro.base.errors import ReproError
-from repro.core.environment import find_project
-from repro.tools.runs import MODULE_NAME, Run
+from repro.base.project import MODULE_NAME, find_project
+from repro.tools.runs import Run
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,7 @@ class EntrySettings:
 
 
 def _module_name(name: str, what: str) -> str:
-    if not MODULE_NAME.fullmatch(name):
+    if not isinstance(name, str) or not MODULE_NAME.fullmatch(name):
         raise ReproError(
             f"{what} {name!r}: not a module name (expected a dotted name like experiment.train)"
         )
@@ -37,28 +39,47 @@ def _module_name(name: str, what: str) -> str:
 
 
 def resolve_entry(runs: list[Run], explicit: str | None = None) -> str:
-    """The module that replays ``runs``: ``explicit`` (the user's ``--entry``), else the project's.
+    """The module that replays ``runs``: ``explicit`` (the user's ``--entry``), else the entry module
+    their records name when it belongs to the project's own packages, else the project's entry.
 
-    Without ``--entry``, a run whose record names another module is refused with one line.
+    Without ``--entry``, a record naming a module outside the project's own packages, or runs made
+    by different modules, are refused with one line, before anything is imported.
     """
     if explicit is not None:
         return _module_name(explicit, "--entry")
     project = find_project(not_inside=tuple(r.dir for r in runs))
-    if project is None or project.entry is None:
+    if project is None:
         raise ReproError(
-            "no project found: no pyproject.toml with [tool.repro] entry in the current directory or "
-            "above it; run the command inside your project, or pass --entry MODULE"
+            "no project found: no pyproject.toml with a [tool.repro] table in the current directory "
+            "or above it; run the command inside your project, or pass --entry MODULE"
         )
-    entry = _module_name(project.entry, f"[tool.repro] entry in {project.pyproject}:")
+    recorded: dict[str, None] = {}
     for run in runs:
-        recorded = run.entry.get("module")
-        if recorded is not None and recorded != entry:
+        module = run.entry.get("module")
+        if module is None:
+            continue
+        # The record is data: a name checked before it is compared with anything, never imported.
+        _module_name(module, f"{run.dir}: run.json entry.module")
+        if not project.owns(module):
             raise ReproError(
-                f"{run.dir}: the run was made by entry module {recorded!r}, but this project's entry "
-                f"is {entry!r} ({project.pyproject}); to replay it with {recorded!r} anyway, "
-                f"pass --entry {recorded}"
+                f"{run.dir}: the run was made by entry module {module!r}, which is not in this "
+                f"project's own packages: {project.describe_packages()}; to replay it with "
+                f"{module!r} anyway, pass --entry {module}"
             )
-    return entry
+        recorded[module] = None
+    if len(recorded) > 1:
+        raise ReproError(
+            f"the runs were made by different entry modules ({', '.join(map(repr, recorded))}); "
+            "pass --entry MODULE to replay both with one"
+        )
+    if recorded:
+        return next(iter(recorded))
+    if project.entry is None:
+        raise ReproError(
+            f"no entry module: the run records none and {project.pyproject} sets no [tool.repro] "
+            "entry; set it, or pass --entry MODULE"
+        )
+    return project.entry
 
 
 @contextlib.contextmanager

@@ -17,7 +17,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,9 @@ from typing import Any
 
 from repro.base.errors import RunDirectoryError
 from repro.base.layout import CONFIG_FILE, FINGERPRINTS_FILE, RUN_FILE  # noqa: E402  (re-exported to the tools)
+
+# A dotted Python module name, as a record or a user may name an entry module (re-exported to the tools).
+from repro.base.project import MODULE_NAME
 
 # The shared reader of record files (re-exported to the tools).
 from repro.base.records import (  # noqa: F401
@@ -46,9 +48,6 @@ VOLATILE_ENV_KEYS = (
     "env_at_start.LOCAL_RANK",
     "env_at_start.WORLD_SIZE",
 )
-
-#: A dotted Python module name, as a record or a user may name an entry module.
-MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 _OBJECT, _TEXT, _INT, _NUMBER, _LIST = "an object", "a string", "an int", "a number", "a list"
 #: (dotted key in run.json, what it must be when present and not null). Keys not listed are not read.
