@@ -12,16 +12,20 @@ import re
 
 import pytest
 
-from conftest import run_fixture
+from conftest import FIXTURE_PATH, run_fixture, run_python
 from repro.run.epoch_metrics import is_time_field
 
 KILL = "REPRO_FAULT_KILL_AT_STEP"
 DERIVED = ["train.derived_metrics=true", "train.monitor=train_ppl"]
 
 
+def rows_of(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
 def rows(run, split: str = "epoch") -> list[dict]:
     """The run's metrics rows of ``split``, without their timing."""
-    out = [json.loads(line) for line in (run.dir / "metrics.jsonl").read_text().splitlines()]
+    out = rows_of(run.dir)
     return [
         {k: v for k, v in r.items() if not is_time_field(k)} for r in out if r["split"] == split
     ]
@@ -34,10 +38,7 @@ def derived_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_derived_metrics_and_the_unit_reach_rows_lines_and_the_monitor(derived_run):
-    lines = [
-        json.loads(line) for line in (derived_run.dir / "metrics.jsonl").read_text().splitlines()
-    ]
-    epochs = [r for r in lines if r["split"] == "epoch"]
+    epochs = [r for r in rows_of(derived_run.dir) if r["split"] == "epoch"]
     assert len(epochs) == 3
     for row in epochs:
         assert list(row) == [
@@ -79,3 +80,44 @@ def test_a_sigkill_inside_an_epoch_then_resume_gives_the_same_derived_rows(deriv
     assert manifest["resumes"][-1]["from_step"] == 15
     assert manifest["resume_exact"] is True
     assert manifest["best"] == derived_run.manifest["best"]
+
+
+PROGRAM = """
+import sys
+from repro import StateError, start_run
+from repro_fixture.loop import train
+from repro_fixture.train import register
+
+with start_run(sys.argv[1], overrides=["train.epochs=1"], run_dir=sys.argv[2], register=register) as run:
+    run.derive(val_pct=lambda m: 100 * m["val_acc"], bad=lambda m: m["val_loss"])
+    try:
+        train(run)
+    except Exception as exc:
+        print(f"FAILED {type(exc).__name__}: {exc}")
+    for late in (lambda: run.derive(other=len), lambda: run.set_unit("tokens")):
+        try:
+            late()
+        except StateError as exc:
+            print(f"LATE {exc}")
+"""
+
+
+@pytest.mark.slow
+def test_a_derived_metric_that_raises_is_one_error_naming_it_and_declaring_late_is_refused(
+    tmp_path,
+):
+    conf = FIXTURE_PATH / "repro_fixture" / "conf"
+    done = run_python(tmp_path, PROGRAM, str(conf), str(tmp_path / "run"))
+    out = done.stdout.splitlines()
+    assert out[0] == (
+        "FAILED DerivedMetricError: run.derive(bad=...) at the end of epoch 1 raised KeyError: "
+        "'val_loss' (the epoch's metrics: train_loss, train_acc, val_acc, val_pct)"
+    ), done.stdout + done.stderr
+    assert out[1] == (
+        "LATE run.derive(other) after training started: declare them before the first run.epochs()"
+    )
+    assert out[2] == (
+        "LATE run.set_unit('tokens') after training started: set it before the first run.epochs()"
+    )
+    # The row of the epoch whose derived metric failed is not written.
+    assert not [r for r in rows_of(tmp_path / "run") if r["split"] == "epoch"]
