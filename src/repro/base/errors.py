@@ -32,6 +32,10 @@ class EnvironmentPinError(ReproError, RuntimeError):
     """A process-environment pin cannot take effect in this process."""
 
 
+class DataError(ReproError, ValueError):
+    """Data a task declared cannot be fingerprinted, or differs from what its run recorded."""
+
+
 class Terminated(BaseException):
     """SIGTERM arrived (a scheduler preempting the job): raised so the run is recorded as failed.
 

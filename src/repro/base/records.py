@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -105,13 +106,55 @@ def parse_json_object(text: str, where: Path) -> dict[str, Any]:
     return value
 
 
+#: ``run.json``'s section of data fingerprints (``run.fingerprint_data``): ``{name: {"sha256", "what"}}``.
+DATA_KEY = "data"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+#: The longest dataset name and description a record may hold.
+MAX_DATA_TEXT = 200
+
+
+def data_fingerprints(manifest: dict[str, Any], where: Path) -> dict[str, dict[str, str]]:
+    """``manifest``'s data fingerprints, ``{name: {"sha256": 64 hex digits, "what": text}}`` (empty when
+    the record has none); RunDirectoryError naming the entry that does not have that shape."""
+    section = manifest.get(DATA_KEY)
+    if section is None:
+        return {}
+    if not isinstance(section, dict):
+        raise RunDirectoryError(
+            f"{where}: {DATA_KEY} is {describe(section)}; expected an object of data fingerprints"
+        )
+    out = {}
+    for name, entry in section.items():
+        sha = entry.get("sha256") if isinstance(entry, dict) else None
+        what = entry.get("what") if isinstance(entry, dict) else None
+        if not name or len(name) > MAX_DATA_TEXT or not name.isprintable():
+            raise RunDirectoryError(
+                f"{where}: {DATA_KEY} has the name {describe(name)}; expected printable text"
+            )
+        if not isinstance(sha, str) or not _SHA256.fullmatch(sha):
+            raise RunDirectoryError(
+                f"{where}: {DATA_KEY}.{name}.sha256 is {describe(sha)}; expected 64 hex digits"
+            )
+        if not isinstance(what, str) or len(what) > MAX_DATA_TEXT:
+            raise RunDirectoryError(
+                f"{where}: {DATA_KEY}.{name}.what is {describe(what)}; expected a short text"
+            )
+        out[name] = {"sha256": sha, "what": what}
+    return out
+
+
 def read_manifest(run_dir: str | Path, *, todo: str = RESTORE) -> dict[str, Any]:
-    """``run_dir``'s ``run.json`` as a dict, or one line naming the file, what is wrong and ``todo``."""
+    """``run_dir``'s ``run.json`` as a dict, or one line naming the file, what is wrong and ``todo``.
+
+    The sections a run reads back (:func:`data_fingerprints`) are checked for their shape too.
+    """
     path = Path(run_dir) / RUN_FILE
     try:
-        return parse_json_object(read_record_file(path), path)
+        manifest = parse_json_object(read_record_file(path), path)
+        data_fingerprints(manifest, path)
     except RunDirectoryError as exc:
         raise RunDirectoryError(f"{exc}; {todo}") from None
+    return manifest
 
 
 def read_config(run_dir: str | Path, *, todo: str = RESTORE) -> Any:

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from repro.base.errors import RunDirectoryError, Terminated
 from repro.base.files import atomic_write, jsonl_text, read_jsonl, sha256_file
 from repro.base.layout import CONFIG_FILE, FINGERPRINTS_FILE, METRICS_FILE, RUN_FILE
+from repro.base.records import data_fingerprints
 from repro.base.secrets import redact_args, redact_tree
 from repro.core.distributed import DistInfo, check_same, gather_objects
 from repro.core.environment import environment_fingerprint
@@ -143,6 +144,8 @@ class RunRecord:
         self.last_row: dict[str, Any] | None = None
         #: On a resume: the fingerprint rows the interrupted process recorded after the checkpoint.
         self.interrupted_rows: list[dict[str, Any]] = []
+        #: On a resume (rank 0): the data fingerprints the interrupted process recorded (``run.json``'s ``data``).
+        self.interrupted_data: dict[str, dict[str, str]] = {}
         self._capture: StepCapture | None = None
         self._t0 = time.perf_counter()
         self._metrics = _open_append(run_dir / METRICS_FILE) if self.writer else None
@@ -236,6 +239,8 @@ class RunRecord:
             record.interrupted_rows = later
             return record
         manifest = json.loads((run_dir / RUN_FILE).read_text())
+        # Checked before anything is rewritten (the resume's pre-run check read it the same way).
+        data = data_fingerprints(manifest, run_dir / RUN_FILE)
         if (run_dir / FINGERPRINTS_FILE).exists():
             atomic_write(run_dir / FINGERPRINTS_FILE, jsonl_text(kept))
         if (run_dir / METRICS_FILE).exists():
@@ -257,6 +262,7 @@ class RunRecord:
         atomic_write(run_dir / RUN_FILE, manifest_text(manifest))
         record = cls(run_dir, manifest, last_step=from_step, dist=dist)
         record.interrupted_rows = later
+        record.interrupted_data = data
         return record
 
     def watch(self, model: Any) -> None:

@@ -29,6 +29,7 @@ from repro.core.loader import ReproDataLoader
 from repro.core.setup import Repro
 from repro.run.checkpointing import CheckpointManager, StateError
 from repro.run.closing import close_run
+from repro.run.data_record import fingerprint_data
 from repro.run.epoch_metrics import EpochMetrics
 from repro.run.faults import Faults
 from repro.run.logger_group import Loggers
@@ -214,6 +215,8 @@ class Run:
         self._before_training(f"run.set_unit({unit!r})", "set it")
         self.metrics.set_unit(unit)
         self.progress.unit = unit
+
+    fingerprint_data = fingerprint_data
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return self.checkpoints.modules()
