@@ -2,13 +2,16 @@
 
 The run directory is untrusted data: ``config.yaml`` is parsed as YAML, the weights are loaded with
 ``torch.load(weights_only=True)`` (no pickled code runs) after their sha256 is checked against
-``run.json`` where it records one, and the model is built either by the caller's ``build`` function
-or through the config's ``_target_``, only when that target starts with one of the prefixes the
-caller allows: a run directory never decides which code is imported.
+``run.json`` where it records one, and the model is built by the caller's ``build`` function, else by
+the function the project declares once in its ``pyproject.toml`` (``[tool.repro] build``, only inside
+the project's own packages: :mod:`repro.base.project`), else through the config's ``_target_``, only
+when that target starts with one of the prefixes the caller allows: a run directory never decides
+which code is imported.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from repro.base.errors import ConfigValueError, ReproError
 from repro.base.files import sha256_file
 from repro.base.layout import CHECKPOINT_DIR, CONFIG_FILE, RUN_FILE, WEIGHTS_FILE
+from repro.base.project import find_project
 from repro.base.records import read_config, read_manifest
 from repro.run.checkpointing import BEST_FILE
 
@@ -54,7 +58,9 @@ def load_run(
     """Load the model of the run in ``run_dir`` with its ``final`` (``weights.pt``, a completed run
     only) or ``best`` (``checkpoints/best.pt``, from ``train.monitor``) weights.
 
-    ``build(cfg)`` makes the model from the run's config; without it the config's ``node`` is
+    The model is made from the run's config by ``build(cfg)``; without it, by the project's
+    ``[tool.repro] build = "package.module:function"`` when the nearest ``pyproject.toml`` (from the
+    current directory up, never inside ``run_dir``) declares one; else the config's ``node`` is
     instantiated through its ``_target_``, which must start with one of ``targets`` (e.g.
     ``("experiment.model.",)``). The weights must match the model's parameters exactly.
     """
@@ -81,7 +87,13 @@ def load_run(
     if recorded is not None and sha256_file(weights) != recorded:
         raise LoadRunError(f"{weights} is not the file run.json records (sha256 {recorded})")
     cfg = read_config(run_dir, todo=todo)
-    model = build(cfg) if build is not None else _instantiate(cfg, node, targets)
+    if build is not None:
+        model = build(cfg)
+    else:
+        hook = _project_build(run_dir)
+        model = (
+            _instantiate(cfg, node, targets) if hook is None else _build_with(hook, cfg, run_dir)
+        )
     _load_weights(model, weights, map_location)
     model.eval()
     return LoadedRun(dir=run_dir, cfg=cfg, model=model, weights=weights, which=which)
@@ -122,12 +134,60 @@ def _load_weights(model: torch.nn.Module, weights: Path, map_location: str | tor
         ) from None
 
 
+def _project_build(run_dir: Path) -> tuple[str, Callable[[DictConfig], object]] | None:
+    """The project's ``[tool.repro] build`` function and its name, imported; None when none is declared.
+
+    The name comes from the project's own ``pyproject.toml``, checked there to lie in its own packages;
+    one in ``run_dir`` is data and never read.
+    """
+    project = find_project(not_inside=(run_dir,))
+    if project is None or project.build is None:
+        return None
+    where = f"[tool.repro] build={project.build!r} in {project.pyproject}"
+    module_name, _, function = project.build.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    # The project's own module failing to import: one line naming the key that named it.
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:160]
+        raise LoadRunError(
+            f"{where}: {module_name} cannot be imported ({type(exc).__name__}: {first})"
+        ) from None
+    fn = getattr(module, function, None)
+    if not callable(fn):
+        raise LoadRunError(f"{where}: {module_name} has no function {function}")
+    return project.build, fn
+
+
+def _build_with(
+    hook: tuple[str, Callable[[DictConfig], object]], cfg: DictConfig, run_dir: Path
+) -> torch.nn.Module:
+    name, fn = hook
+    try:
+        model = fn(cfg)
+    # The project's own function on the run's values: one line, the cause kept for a debugger.
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:160]
+        raise LoadRunError(
+            f"[tool.repro] build {name!r} cannot build the model of {run_dir / CONFIG_FILE} "
+            f"({type(exc).__name__}: {first}); fix the function, or restore the file from a copy "
+            "of the run"
+        ) from exc
+    if not isinstance(model, torch.nn.Module):
+        raise LoadRunError(
+            f"[tool.repro] build {name!r} returned a {type(model).__name__}, not a torch.nn.Module"
+        )
+    return model
+
+
 def _instantiate(cfg: DictConfig, node: str, targets: tuple[str, ...]) -> torch.nn.Module:
     from hydra.utils import instantiate
 
     target = OmegaConf.select(cfg, f"{node}._target_", default=None)
     if not isinstance(target, str) or not target.startswith(targets or ("\0",)):
-        allowed = ", ".join(f"{t}*" for t in targets) or "none (pass build=...)"
+        allowed = ", ".join(f"{t}*" for t in targets) or (
+            "none (pass build=..., or declare [tool.repro] build in pyproject.toml)"
+        )
         raise ConfigValueError(f"{node}._target_", target, f"a target the caller allows: {allowed}")
     try:
         model = instantiate(OmegaConf.select(cfg, node))
