@@ -4,7 +4,9 @@ Rebuilds the run's data from its own ``config.yaml`` and seed (the same named st
 loads its ``final`` or ``best`` weights with :func:`repro.load_run`, evaluates on ``split`` (val or
 train) with the run's task, and writes ``eval-<split>.json`` (``eval-<split>-best.json`` for the best
 weights) next to the run. ``run.json`` and ``metrics.jsonl`` are never touched. Only targets of this
-package are built from the run's config.
+package are built from the run's config. A model sized from its data (a vocabulary, say) is rebuilt by
+the function ``pyproject.toml`` names once as ``[tool.repro] build`` (see :func:`repro.load_run`);
+nothing here changes for it.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def evaluate(run_dir: str | Path, split: str = "val", which: str = "final") -> d
 
     if split not in SPLITS:
         raise ConfigValueError("split", split, " or ".join(SPLITS))
+    # The project's [tool.repro] build when it declares one, else the model's _target_ in this package.
     loaded = load_run(run_dir, which, targets=TARGETS)
     cfg = loaded.cfg
     for node in ("data", "task"):
