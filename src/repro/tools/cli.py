@@ -16,9 +16,11 @@ Exit status:
   3  cannot replay: the replay started but ended before recording its first step
      (one line "error: cannot replay: ..." on stderr with the replay's last error line; no verdict)
 
-Run directories are data. The module a replay runs is the project's
-([tool.repro] entry in the nearest pyproject.toml) or the one --entry names,
-never the record's alone; a replay runs a sanitised copy of the run's config
+Run directories are data. The module a replay runs is the one --entry names,
+else the one run.json records when it belongs to the project's own packages
+([tool.repro] packages, else the package of [tool.repro] entry, in the nearest
+pyproject.toml), else the project's entry; never another because a record
+says so; a replay runs a sanitised copy of the run's config
 (no hydra: section, no instantiation keys the project does not have); git
 runs only in the project's own code directory.
 """
@@ -215,8 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--entry",
         metavar="MODULE",
-        help="replay with this module (default: [tool.repro] entry in "
-        "the project's pyproject.toml; a run made by another module is refused without this flag)",
+        help="replay with this module (default: the recorded one when it belongs to the "
+        "project's own packages, else [tool.repro] entry in the project's pyproject.toml; a run "
+        "made by a module outside them is refused without this flag)",
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument(
@@ -242,8 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--entry",
         metavar="MODULE",
-        help="replay with this module (default: [tool.repro] entry in "
-        "the project's pyproject.toml; a run made by another module is refused without this flag)",
+        help="replay with this module (default: the recorded one when it belongs to the "
+        "project's own packages, else [tool.repro] entry in the project's pyproject.toml; a run "
+        "made by a module outside them is refused without this flag)",
     )
     p.add_argument("--json", action="store_true")
     p.add_argument(

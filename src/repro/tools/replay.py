@@ -2,10 +2,11 @@
 
 What a replay runs comes from the project, never from the record alone:
 
-* the entry module is the project's (``[tool.repro] entry`` in the nearest
-  ``pyproject.toml``) or the one the user names with ``--entry``; a record
-  naming another module is refused, with the flag that overrides
-  (:mod:`repro.tools.replay_entry`);
+* the entry module is the one the user names with ``--entry``, else the one
+  the record names when it belongs to the project's own packages
+  (:mod:`repro.base.project`), else the project's (``[tool.repro] entry`` in
+  the nearest ``pyproject.toml``); a record naming a module outside them is
+  refused, with the flag that overrides (:mod:`repro.tools.replay_entry`);
 * the config is a sanitised copy of the run's ``config.yaml``, written into
   the replay's own directory: a ``hydra:`` section and the loggers
   (``logger:``, so a replay never writes to the run's trackers) are dropped, and the
