@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 
@@ -12,6 +13,7 @@ from repro import ConfigValueError
 from repro.base.config import RunConfig
 from repro.core.distributed import DistInfo
 from repro.run.epoch_metrics import DerivedMetricError, EpochMetrics, is_time_field
+from repro.run.progress import EpochProgress
 
 
 def metrics(**kw):
@@ -258,3 +260,12 @@ def test_a_unit_that_cannot_name_a_key_is_refused(unit):
     m, _ = metrics()
     with pytest.raises(ValueError, match=r"run.set_unit\(.*\): expected one lowercase word"):
         m.set_unit(unit)
+
+
+def test_the_progress_bar_shows_the_unit():
+    stream = io.StringIO()
+    bar = EpochProgress(True, stream, unit="tokens")
+    bar.update(0, 2, 1, 2, 1.5, 512)
+    bar.update(0, 2, 2, 2, 1.25, 512)
+    bar.close()
+    assert "tokens/s" in stream.getvalue() and "samples/s" not in stream.getvalue()
