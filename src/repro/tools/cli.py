@@ -107,11 +107,13 @@ def cmd_diff(args: argparse.Namespace) -> int:
         entry=args.entry,
         log=None if args.quiet else ToolProgress(sys.stderr),
     )
-    same = report.divergence is None and not report.config_diff
+    same = report.divergence is None and not report.config_diff and not report.data_diff
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, default=str))
         return EXIT_OK if same else EXIT_DIFFERENT
     print(f"A: {report.run_a}\nB: {report.run_b}")
+    for line in report.data_lines():
+        print(paint(line, "red"))
     print_diff("config", report.config_diff, "A", "B")
     print_diff("environment", report.environment_diff, "A", "B")
     if report.divergence is None:

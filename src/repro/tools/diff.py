@@ -1,6 +1,7 @@
 """``repro diff``: where two runs part, and the first tensor that differs.
 
-Compares the resolved configs key by key, the environment fingerprints and
+Compares the data fingerprints the tasks declared (``run.fingerprint_data``)
+first, then the resolved configs key by key, the environment fingerprints and
 the per-step fingerprints. Then it localises: from each run's nearest
 checkpoint before the first differing step (or from the start), it re-runs
 that step with hooks that capture the parameters, the inputs, every module's
@@ -8,7 +9,7 @@ output and every parameter's gradient, and the updated parameters, and names
 the first tensor that differs. Everything comes from the two run
 directories; the re-runs happen on this machine.
 
-When the configs differ in a key that changes results (anything but the
+When the data differs, or the configs differ in a key that changes results (anything but the
 keys the kit and the project declare result-neutral), that difference
 explains the divergence: diff says so and stops, unless asked to dig
 (``deep``). Re-runs go through ``repro.tools.replay`` (the project's entry module,
@@ -24,6 +25,7 @@ from typing import Any, TextIO
 
 from repro.base.errors import RunDirectoryError
 from repro.base.overrides import diff_trees
+from repro.base.records import data_fingerprints
 from repro.tools.progress import ToolProgress
 from repro.tools.replay import (
     ReplayFailed,
@@ -34,7 +36,14 @@ from repro.tools.replay import (
     replay_from_checkpoint,
 )
 from repro.tools.replay_entry import EntrySettings, entry_settings, resolve_entry
-from repro.tools.runs import FINGERPRINTS_FILE, VOLATILE_ENV_KEYS, first_divergence, load_run
+from repro.tools.runs import (
+    FINGERPRINTS_FILE,
+    RUN_FILE,
+    VOLATILE_ENV_KEYS,
+    Run,
+    first_divergence,
+    load_run,
+)
 from repro.tools.verify import checkpoint_steps
 
 #: Config keys the kit promises never change the bits (results must not depend on the worker count).
@@ -71,6 +80,10 @@ class TensorDifference:
 class DiffReport:
     run_a: str
     run_b: str
+    #: Datasets whose fingerprints differ or are recorded in one run only: (name, entry in A, in B).
+    data_diff: list[tuple[str, dict[str, str] | None, dict[str, str] | None]] = field(
+        default_factory=list
+    )
     config_diff: list[tuple[str, Any, Any]] = field(default_factory=list)
     environment_diff: list[tuple[str, Any, Any]] = field(default_factory=list)
     divergence: dict[str, Any] | None = None
@@ -78,20 +91,48 @@ class DiffReport:
     localisation: dict[str, Any] | None = None
     #: Result-changing config keys that differ: they explain a divergence, so it was not localised.
     explained_by: list[str] = field(default_factory=list)
+    #: Datasets that differ, when they explain a divergence (so it was not localised).
+    explained_by_data: list[str] = field(default_factory=list)
 
     @property
     def explanation(self) -> str | None:
-        if not self.explained_by:
+        reasons = []
+        if self.explained_by_data:
+            reasons.append(f"the data differs ({', '.join(map(repr, self.explained_by_data))})")
+        if self.explained_by:
+            keys = ", ".join(self.explained_by[:5]) + (
+                f" (+{len(self.explained_by) - 5} more)" if len(self.explained_by) > 5 else ""
+            )
+            reasons.append(f"the configs differ in {keys}")
+        if not reasons:
             return None
-        keys = ", ".join(self.explained_by[:5]) + (
-            f" (+{len(self.explained_by) - 5} more)" if len(self.explained_by) > 5 else ""
+        return (
+            f"{' and '.join(reasons)}; that explains the divergence (use --deep to localise anyway)"
         )
-        return f"the configs differ in {keys}; that explains the divergence (use --deep to localise anyway)"
+
+    def data_lines(self) -> list[str]:
+        """One line per dataset in :attr:`data_diff`."""
+        lines = []
+        for name, a, b in self.data_diff:
+            if a is not None and b is not None:
+                lines.append(
+                    f"data {name!r} differs: sha256 {a['sha256'][:16]}... vs {b['sha256'][:16]}... "
+                    f"({a['what']} vs {b['what']})"
+                )
+            else:
+                side, entry = ("A", a) if a is not None else ("B", b)
+                assert entry is not None
+                lines.append(
+                    f"data {name!r} is recorded in {side} only "
+                    f"(sha256 {entry['sha256'][:16]}..., {entry['what']})"
+                )
+        return lines
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "run_a": self.run_a,
             "run_b": self.run_b,
+            "data_diff": [{"name": n, "a": a, "b": b} for n, a, b in self.data_diff],
             "config_diff": [{"key": k, "a": a, "b": b} for k, a, b in self.config_diff],
             "environment_diff": [{"key": k, "a": a, "b": b} for k, a, b in self.environment_diff],
             "steps_compared": self.steps_compared,
@@ -193,6 +234,17 @@ def _capture_step(
         ) from None
 
 
+def diff_data(a: Run, b: Run) -> list[tuple[str, dict[str, str] | None, dict[str, str] | None]]:
+    """The datasets whose fingerprints differ between two runs, or that one run alone recorded."""
+    in_a = data_fingerprints(a.manifest, a.dir / RUN_FILE)
+    in_b = data_fingerprints(b.manifest, b.dir / RUN_FILE)
+    return [
+        (name, in_a.get(name), in_b.get(name))
+        for name in sorted(set(in_a) | set(in_b))
+        if (in_a.get(name) or {}).get("sha256") != (in_b.get(name) or {}).get("sha256")
+    ]
+
+
 def explaining_keys(config_diff: list[tuple[str, Any, Any]], neutral: tuple[str, ...]) -> list[str]:
     """The differing config keys that change results: all but ``neutral`` ones (and keys below them)."""
     return [
@@ -224,6 +276,7 @@ def diff_runs(
             f"{path_a} and {path_b} are runs of different experiments ({mod_a} vs {mod_b})"
         )
     report = DiffReport(str(a.dir), str(b.dir))
+    report.data_diff = diff_data(a, b)
     report.config_diff = diff_trees(a.config, b.config)
     report.environment_diff = diff_trees(
         a.manifest.get("environment") or {},
@@ -254,7 +307,8 @@ def diff_runs(
         report.explained_by = explaining_keys(
             report.config_diff, (*RESULT_NEUTRAL_KEYS, *settings.safe_keys)
         )
-        if report.explained_by:
+        report.explained_by_data = [name for name, _, _ in report.data_diff]
+        if report.explained_by or report.explained_by_data:
             return report
     spec_a, spec_b = prepare_replay(a, settings), prepare_replay(b, settings)
     progress = ToolProgress.of(log)
