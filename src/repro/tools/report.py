@@ -10,7 +10,9 @@ Written to ``SWEEP_DIR/report/`` (``--out`` to change): ``curves.png``/``.pdf``/
 matplotlib: a panel per logged metric, the mean over each group's seeds, a band of one standard
 deviation only where the seeds differ), ``jobs.csv``/``.md``/``.tex`` (a row per job, a column
 per swept key and the seed) and ``summary.csv``/``.md``/``.tex`` (per group: n, mean, std, 95%
-interval). The PDF and SVG carry no date, so the same runs give the same bytes.
+interval; a metric every seed gives the same value shows that value and no std). Only metrics are
+plotted and tabled (``report_sweep.is_metric``). The PDF and SVG carry no date, so the same runs
+give the same bytes.
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ Student-t 95% interval).
 Jobs are the sub-directories holding a ``run.json``. A *swept key* is an override whose value
 differs between jobs (the resolved value from the job's ``config.yaml``, else the override text);
 the seed comes from ``run.json``. Jobs with the same swept values form a group; its statistics are
-over its completed jobs. Failed or unfinished jobs are kept with their status and error.
+over its completed jobs. Failed or unfinished jobs are kept with their status and error. Only
+metrics (``is_metric``: numbers under names that are not counters, ids or times) are kept from a
+result or a metrics row; a metric every seed gives the same value is that value (``constant``).
 """
 
 from __future__ import annotations
