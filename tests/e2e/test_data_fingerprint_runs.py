@@ -146,3 +146,14 @@ def test_a_damaged_data_section_is_bad_input(short_runs, tmp_path, section, mess
     out = run_tool("diff", done, other, "--quiet", cwd=tmp_path)
     assert out.returncode == 2, out.stdout + out.stderr
     assert message in one_error_line(out)
+
+
+def test_differing_data_explains_a_divergence_as_a_config_key_does():
+    from repro.tools.diff import DiffReport
+
+    report = DiffReport("a", "b", explained_by_data=["corpus"], explained_by=["optimizer.lr"])
+    assert report.explanation == (
+        "the data differs ('corpus') and the configs differ in optimizer.lr; that explains the "
+        "divergence (use --deep to localise anyway)"
+    )
+    assert DiffReport("a", "b").explanation is None
