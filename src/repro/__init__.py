@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from repro.core.fingerprint import tensors_digest as tensors_digest
     from repro.core.loader import ReproDataLoader as ReproDataLoader
     from repro.core.loader import make_dataloader as make_dataloader
+    from repro.core.windows import TokenWindows as TokenWindows
     from repro.core.setup import Repro as Repro
     from repro.core.setup import setup_reproducibility as setup_reproducibility
     from repro.launch.entry import entrypoint as entrypoint

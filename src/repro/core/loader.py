@@ -270,6 +270,12 @@ class ReproDataLoader(DataLoader):
         self._hooks = hooks
 
     @property
+    def at_epoch_start(self) -> bool:
+        """True when the next pass starts an epoch at its first batch; False when it continues one (a run
+        resumed mid-epoch). The place to reset state carried across batches, such as a hidden state."""
+        return self.state_dict()["batch"] == 0
+
+    @property
     def position(self) -> tuple[int, int] | None:
         """``(epoch, batches handed out)`` while a pass is under way, else None."""
         return None if self._position is None else (self._position[0], self._position[1])
