@@ -104,3 +104,48 @@ def test_a_build_declared_inside_the_run_directory_is_never_used(
     # The project found is the one above the run (no build declared): the model's _target_ is refused.
     with pytest.raises(ConfigValueError, match=r"model\._target_=None"):
         load_run(run)
+
+
+def with_config(default_fixture_run, tmp_path, extra: str):
+    run = shutil.copytree(default_fixture_run.dir, tmp_path / "run")
+    with (run / "config.yaml").open("a") as f:
+        f.write(extra)
+    return run
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "value"),
+    [
+        (
+            "service2:\n  _target_: os.system\n  command: touch x\n",
+            "service2._target_",
+            "os.system",
+        ),
+        ("nested:\n  - a: {_target_: builtins.exec}\n", "nested.0.a._target_", "builtins.exec"),
+        ("odd:\n  _target_: 5\n", "odd._target_", 5),
+    ],
+)
+def test_a_target_the_run_chose_is_refused_before_the_build_function_runs(
+    default_fixture_run, project, tmp_path, extra, key, value
+):
+    """The declared function gets the run's config, which is data: a target outside the project's
+    own packages in it is refused first, so a function that instantiates a node never follows it."""
+    project("repro_fixture.rebuild:broken")
+    run = with_config(default_fixture_run, tmp_path, extra)
+    with pytest.raises(ConfigValueError) as refused:
+        load_run(run)
+    assert str(refused.value) == (
+        f"{key}={value!r} is not allowed: expected a target of the project's own packages "
+        "(repro_fixture.*) before [tool.repro] build 'repro_fixture.rebuild:broken' runs"
+    )
+    assert not (tmp_path / "x").exists()
+
+
+def test_targets_the_caller_allows_pass_to_the_build_function(
+    default_fixture_run, project, tmp_path
+):
+    project(HOOK)
+    run = with_config(default_fixture_run, tmp_path, "head:\n  _target_: torch.nn.Identity\n")
+    with pytest.raises(ConfigValueError, match=r"head\._target_='torch\.nn\.Identity'"):
+        load_run(run)
+    assert isinstance(load_run(run, targets=("torch.nn.",)).model, torch.nn.Sequential)

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from repro.base.errors import ConfigValueError, ReproError
 from repro.base.files import sha256_file
 from repro.base.layout import CHECKPOINT_DIR, CONFIG_FILE, RUN_FILE, WEIGHTS_FILE
-from repro.base.project import find_project
+from repro.base.project import Project, find_project
 from repro.base.records import read_config, read_manifest
 from repro.run.checkpointing import BEST_FILE
 
@@ -60,7 +60,8 @@ def load_run(
 
     The model is made from the run's config by ``build(cfg)``; without it, by the project's
     ``[tool.repro] build = "package.module:function"`` when the nearest ``pyproject.toml`` (from the
-    current directory up, never inside ``run_dir``) declares one; else the config's ``node`` is
+    current directory up, never inside ``run_dir``) declares one (every ``_target_`` of the run's
+    config must then name the project's own code or start with one of ``targets``); else the config's ``node`` is
     instantiated through its ``_target_``, which must start with one of ``targets`` (e.g.
     ``("experiment.model.",)``). The weights must match the model's parameters exactly.
     """
@@ -87,13 +88,13 @@ def load_run(
     if recorded is not None and sha256_file(weights) != recorded:
         raise LoadRunError(f"{weights} is not the file run.json records (sha256 {recorded})")
     cfg = read_config(run_dir, todo=todo)
+    project = find_project(not_inside=(run_dir,)) if build is None else None
     if build is not None:
         model = build(cfg)
+    elif project is not None and project.build is not None:
+        model = _build_with(project, cfg, run_dir, targets)
     else:
-        hook = _project_build(run_dir)
-        model = (
-            _instantiate(cfg, node, targets) if hook is None else _build_with(hook, cfg, run_dir)
-        )
+        model = _instantiate(cfg, node, targets)
     _load_weights(model, weights, map_location)
     model.eval()
     return LoadedRun(dir=run_dir, cfg=cfg, model=model, weights=weights, which=which)
@@ -134,17 +135,41 @@ def _load_weights(model: torch.nn.Module, weights: Path, map_location: str | tor
         ) from None
 
 
-def _project_build(run_dir: Path) -> tuple[str, Callable[[DictConfig], object]] | None:
-    """The project's ``[tool.repro] build`` function and its name, imported; None when none is declared.
+def _targets(value: object, path: str = "") -> list[tuple[str, object]]:
+    """Every ``_target_`` in a plain config container: (its dotted key, its value)."""
+    if isinstance(value, dict):
+        found = [(f"{path}_target_", value["_target_"])] if "_target_" in value else []
+        for key, sub in value.items():
+            found += _targets(sub, f"{path}{key}.")
+        return found
+    if isinstance(value, list):
+        return [hit for i, sub in enumerate(value) for hit in _targets(sub, f"{path}{i}.")]
+    return []
 
-    The name comes from the project's own ``pyproject.toml``, checked there to lie in its own packages;
-    one in ``run_dir`` is data and never read.
+
+def _build_with(
+    project: Project, cfg: DictConfig, run_dir: Path, targets: tuple[str, ...]
+) -> torch.nn.Module:
+    """The model from the project's ``[tool.repro] build`` function (its name checked, where it was
+    read, to lie in the project's own packages).
+
+    The function gets the run's config, which is data: before it runs, every ``_target_`` in it must
+    name code of the project's own packages or start with one of ``targets``, so a function that
+    instantiates a node never follows a target the run chose.
     """
-    project = find_project(not_inside=(run_dir,))
-    if project is None or project.build is None:
-        return None
-    where = f"[tool.repro] build={project.build!r} in {project.pyproject}"
-    module_name, _, function = project.build.partition(":")
+    name = project.build
+    allowed = (*targets, *(f"{p}." for p in project.packages))
+    for key, target in _targets(OmegaConf.to_container(cfg, resolve=True)):
+        if not isinstance(target, str) or not target.startswith(allowed or ("\0",)):
+            own = ", ".join(f"{t}*" for t in allowed) or "none"
+            raise ConfigValueError(
+                key,
+                target,
+                f"a target of the project's own packages ({own}) before [tool.repro] build "
+                f"{name!r} runs",
+            )
+    where = f"[tool.repro] build={name!r} in {project.pyproject}"
+    module_name, _, function = str(name).partition(":")
     try:
         module = importlib.import_module(module_name)
     # The project's own module failing to import: one line naming the key that named it.
@@ -156,13 +181,6 @@ def _project_build(run_dir: Path) -> tuple[str, Callable[[DictConfig], object]] 
     fn = getattr(module, function, None)
     if not callable(fn):
         raise LoadRunError(f"{where}: {module_name} has no function {function}")
-    return project.build, fn
-
-
-def _build_with(
-    hook: tuple[str, Callable[[DictConfig], object]], cfg: DictConfig, run_dir: Path
-) -> torch.nn.Module:
-    name, fn = hook
     try:
         model = fn(cfg)
     # The project's own function on the run's values: one line, the cause kept for a debugger.
