@@ -39,6 +39,8 @@ class TrainConfig(RunConfig):
     #: Samples per batch (the global batch under torchrun); an optimizer step takes
     #: ``accumulate_grad_batches`` batches.
     batch_size: Annotated[int, Range(1, MAX_ITEMS)] = 64
+    #: Optimizer steps of linear warmup before the cosine decay (0: cosine from the first step).
+    warmup_steps: Annotated[int, Range(0, MAX_ITEMS)] = 0
 
 
 def check_config(cfg: Any) -> None:

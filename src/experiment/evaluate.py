@@ -24,6 +24,8 @@ from omegaconf import OmegaConf
 PACKAGE = __package__ or Path(__file__).resolve().parent.name
 #: What this entry builds from a run's config: the package's own classes, nothing else.
 TARGETS = (f"{PACKAGE}.",)
+#: What a run's config may name besides: its optimizer (torch's; never built here, only allowed).
+ALSO_NAMED = ("torch.optim.",)
 SPLITS = ("val", "train")
 
 
@@ -43,7 +45,7 @@ def evaluate(run_dir: str | Path, split: str = "val", which: str = "final") -> d
     if split not in SPLITS:
         raise ConfigValueError("split", split, " or ".join(SPLITS))
     # The project's [tool.repro] build when it declares one, else the model's _target_ in this package.
-    loaded = load_run(run_dir, which, targets=TARGETS)
+    loaded = load_run(run_dir, which, targets=TARGETS + ALSO_NAMED)
     cfg = loaded.cfg
     for node in ("data", "task"):
         target = OmegaConf.select(cfg, f"{node}._target_", default=None)

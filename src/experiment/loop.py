@@ -11,18 +11,24 @@ writes the record.
 
 from __future__ import annotations
 
+import logging
+import math
 from typing import Any
 
 import torch
 from hydra.utils import instantiate
 
+from experiment.model import build_model
 from repro import ConfigValueError, Run
+
+log = logging.getLogger(__name__)
 
 
 def train(run: Run) -> dict[str, Any]:
     cfg = run.cfg
     data, task = instantiate(cfg.data), instantiate(cfg.task)
-    train_set, val_set = data.build(run.numpy_rng)  # drawn from named streams of the seed
+    # drawn from named streams of the seed
+    train_set, val_set = data.build(run.numpy_rng)
 
     # Under torchrun each rank takes its share of every epoch by global sample index.
     world = run.dist.world_size
@@ -37,33 +43,58 @@ def train(run: Run) -> dict[str, Any]:
     )
     val_loader = run.dataloader(val_set, 256, stream="val", shard=False)
 
-    with run.scope("model"):  # initial weights from their own stream: the same on every rank
-        model = instantiate(cfg.model)
-    net = run.prepare(
-        model
-    )  # device, deterministic CUDA layers, DDP, torch.compile (train.compile)
+    # initial weights from their own stream: the same on every rank
+    with run.scope("model"):
+        model = build_model(cfg, data)
+    # device, deterministic CUDA layers, DDP, torch.compile (train.compile)
+    net = run.prepare(model)
     optimizer = instantiate(cfg.optimizer)(params=model.parameters())
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=run.total_steps(train_loader)
-    )
-    run.track(optimizer=optimizer, scheduler=scheduler)  # saved in checkpoints, restored on resume
+    scheduler = schedule(optimizer, run.total_steps(train_loader), cfg.train.warmup_steps)
+    # saved in checkpoints, restored on resume
+    run.track(optimizer=optimizer, scheduler=scheduler)
+    # what the throughput counts (samples, tokens) and metrics computed from the epoch's means
+    unit = getattr(task, "unit", "samples")
+    run.set_unit(unit)
+    run.derive(**(task.derived() if hasattr(task, "derived") else {}))
 
-    for _epoch in run.epochs():  # a resumed run starts at its epoch...
+    # a resumed run starts at its epoch...
+    for _epoch in run.epochs():
         net.train()
-        for x, y in train_loader:  # ...and its batch, with no replay
+        # ...and its batch, with no replay
+        for x, y in train_loader:
             x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
-            with run.autocast():  # train.precision: bf16-mixed / 16-mixed autocast, else nothing
+            # train.precision: bf16-mixed / 16-mixed autocast, else nothing
+            with run.autocast():
                 out = net(x)
                 loss = task.loss(out, y)
-            run.backward(loss)  # divided by the accumulation window (train.accumulate_grad_batches)
-            if run.optimizer_step(
-                optimizer
-            ):  # a window's last batch: clip, step, zero the gradients
+            # divided by the accumulation window (train.accumulate_grad_batches)
+            run.backward(loss)
+            # a window's last batch: clip, step, zero the gradients
+            if run.optimizer_step(optimizer):
                 scheduler.step()
-            run.step(loss, batch=(x, y), **task.metrics(out.detach(), y))
-        if run.dist.is_main:  # evaluation on one rank, over the whole validation set
+            count = task.count(y) if hasattr(task, "count") else None
+            run.step(loss, batch=(x, y), n=count, **task.metrics(out.detach(), y))
+        # evaluation on one rank, over the whole validation set
+        if run.dist.is_main:
             run.log(**task.evaluate(model, val_loader, run.device))
+    if hasattr(task, "sample") and run.dist.is_main:
+        from experiment.sample import sample_text
+
+        log.info("sampled text (seed 0):\n%s", sample_text(model, data, task, device=run.device))
     return {}
+
+
+def schedule(optimizer: torch.optim.Optimizer, total: int, warmup: int) -> Any:
+    """Cosine decay to zero over ``total`` steps; with ``warmup`` > 0 a linear warmup first."""
+    if warmup == 0:
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def audit_target(cfg: Any) -> tuple[torch.nn.Module, torch.Tensor, Any]:
@@ -81,6 +112,6 @@ def audit_target(cfg: Any) -> tuple[torch.nn.Module, torch.Tensor, Any]:
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = instantiate(cfg.model)
+        model = build_model(cfg, data)
     x, y = x.to(device), y.to(device)
     return model.to(device), x, (lambda out: task.loss(out, y))

@@ -1,13 +1,19 @@
-"""The example's models: a small CNN for the shapes, an MLP for the table (built from ``model`` by ``_target_``).
+"""The example's models: a small CNN for the shapes, an MLP for the table, a small GPT for text (built from
+``model`` by ``_target_``).
 
 A model is a class and a YAML file in ``conf/model/`` naming it with ``_target_``. The entry point checks
 the YAML's values against ``__init__``'s annotations before anything is written: the types, and the
 ranges declared with ``Annotated[..., Range(...)]`` (``model.hidden=0`` is refused with one line).
+
+A size that comes from the data (a vocabulary) is not in the YAML: the YAML says ``_partial_: true`` and
+:func:`build_model` completes the call with the data's ``model_kwargs()``. The loop, ``repro.load_run``
+(through ``[tool.repro] build`` in pyproject.toml) and the sampler all build the model that way.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+import functools
+from typing import Annotated, Any
 
 import torch
 from torch import nn
@@ -70,3 +76,96 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x)).squeeze(-1)
+
+
+class Block(nn.Module):
+    """Pre-norm Transformer block: causal self-attention, then a GELU MLP; dropout on both branches' outputs
+    (not on the attention weights: that would take SDPA off its fused CPU kernel onto the slow math path)."""
+
+    def __init__(self, width: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.qkv, self.proj = nn.Linear(width, 3 * width), nn.Linear(width, width)
+        self.mlp = nn.Sequential(
+            nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width), nn.Dropout(dropout)
+        )
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, width = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(batch, length, 3, self.heads, -1).unbind(2)
+        att = nn.functional.scaled_dot_product_attention(
+            q.transpose(1, 2),
+            k.transpose(1, 2),
+            v.transpose(1, 2),
+            is_causal=True,
+        )
+        x = x + self.drop(self.proj(att.transpose(1, 2).reshape(batch, length, width)))
+        return x + self.mlp(self.norm2(x))
+
+
+class TinyGPT(nn.Module):
+    """A decoder-only Transformer: token and position embeddings, ``depth`` causal blocks, and an
+    output layer that shares the token embedding's weights. Input (N, T) token ids, output (N, T, V)
+    logits. ``vocab_size`` comes from the data (see :func:`build_model`)."""
+
+    def __init__(
+        self,
+        vocab_size: Width,
+        context: Width,
+        width: Width = 64,
+        depth: Annotated[int, Range(1, 64)] = 2,
+        heads: Annotated[int, Range(1, 64)] = 4,
+        dropout: DropoutP = 0.1,
+    ) -> None:
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"model.width={width} must be a multiple of model.heads={heads}")
+        self.context = context
+        self.tokens, self.positions = nn.Embedding(vocab_size, width), nn.Embedding(context, width)
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(Block(width, heads, dropout) for _ in range(depth))
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, vocab_size, bias=False)
+        # weight tying: one matrix for reading and writing tokens
+        self.head.weight = self.tokens.weight
+        # small initial weights (GPT-2's): tied embeddings of norm ~1 would start with huge logits
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, std=0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(idx.shape[1], device=idx.device)
+        x = self.drop(self.tokens(idx) + self.positions(positions))
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x))
+
+
+def build_model(cfg: Any, data: Any) -> nn.Module:
+    """The ``model`` node instantiated; a ``_partial_`` one completed with ``data.model_kwargs()``."""
+    from hydra.utils import instantiate
+
+    made = instantiate(cfg.model)
+    if isinstance(made, functools.partial):
+        return made(**data.model_kwargs())
+    return made
+
+
+def build(cfg: Any) -> nn.Module:
+    """``[tool.repro] build``: a run's model from its config alone (its data's settings, not its data).
+
+    The config comes from a run directory, which is data: the kit checked the model's ``_target_``;
+    the data node's is checked here before it is instantiated."""
+    from hydra.utils import instantiate
+
+    from repro import ConfigValueError
+
+    package = __name__.rpartition(".")[0]
+    target = cfg.data.get("_target_") if hasattr(cfg.data, "get") else None
+    if not isinstance(target, str) or not target.startswith(f"{package}."):
+        raise ConfigValueError("data._target_", target, f"a target of the {package} package")
+    return build_model(cfg, instantiate(cfg.data))

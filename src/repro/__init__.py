@@ -47,9 +47,9 @@ if TYPE_CHECKING:
     from repro.core.fingerprint import tensors_digest as tensors_digest
     from repro.core.loader import ReproDataLoader as ReproDataLoader
     from repro.core.loader import make_dataloader as make_dataloader
-    from repro.core.windows import TokenWindows as TokenWindows
     from repro.core.setup import Repro as Repro
     from repro.core.setup import setup_reproducibility as setup_reproducibility
+    from repro.core.windows import TokenWindows as TokenWindows
     from repro.launch.entry import entrypoint as entrypoint
     from repro.launch.inprocess import start_run as start_run
     from repro.ops import audit as audit

@@ -92,7 +92,7 @@ def load_run(
     if build is not None:
         model = build(cfg)
     elif project is not None and project.build is not None:
-        model = _build_with(project, cfg, run_dir, targets)
+        model = _build_with(project, cfg, run_dir, targets, node)
     else:
         model = _instantiate(cfg, node, targets)
     _load_weights(model, weights, map_location)
@@ -148,18 +148,21 @@ def _targets(value: object, path: str = "") -> list[tuple[str, object]]:
 
 
 def _build_with(
-    project: Project, cfg: DictConfig, run_dir: Path, targets: tuple[str, ...]
+    project: Project, cfg: DictConfig, run_dir: Path, targets: tuple[str, ...], node: str
 ) -> torch.nn.Module:
     """The model from the project's ``[tool.repro] build`` function (its name checked, where it was
     read, to lie in the project's own packages).
 
-    The function gets the run's config, which is data: before it runs, every ``_target_`` in it must
-    name code of the project's own packages or start with one of ``targets``, so a function that
-    instantiates a node never follows a target the run chose.
+    The function gets the run's config, which is data: before it runs, every ``_target_`` of the
+    model's ``node`` must name code of the project's own packages or start with one of ``targets``,
+    so instantiating the model never follows a target the run chose. Any other node the function
+    instantiates (the data's settings, say) is the function's to check, as the example's does.
     """
     name = project.build
     allowed = (*targets, *(f"{p}." for p in project.packages))
-    for key, target in _targets(OmegaConf.to_container(cfg, resolve=True)):
+    model_node = OmegaConf.select(cfg, node, default=None)
+    plain = OmegaConf.to_container(model_node, resolve=True) if model_node is not None else None
+    for key, target in _targets(plain, f"{node}."):
         if not isinstance(target, str) or not target.startswith(allowed or ("\0",)):
             own = ", ".join(f"{t}*" for t in allowed) or "none"
             raise ConfigValueError(
