@@ -29,6 +29,10 @@ def train(run: Run) -> dict[str, Any]:
     data, task = instantiate(cfg.data), instantiate(cfg.task)
     # drawn from named streams of the seed
     train_set, val_set = data.build(run.numpy_rng)
+    # what the data holds, in the record: `repro diff` names a dataset that differs
+    if hasattr(data, "contents"):
+        for name, content in data.contents().items():
+            run.fingerprint_data(name, content)
 
     # Under torchrun each rank takes its share of every epoch by global sample index.
     world = run.dist.world_size
@@ -53,9 +57,8 @@ def train(run: Run) -> dict[str, Any]:
     # saved in checkpoints, restored on resume
     run.track(optimizer=optimizer, scheduler=scheduler)
     # what the throughput counts (samples, tokens) and metrics computed from the epoch's means
-    unit = getattr(task, "unit", "samples")
-    run.set_unit(unit)
-    run.derive(**(task.derived() if hasattr(task, "derived") else {}))
+    run.set_unit(task.unit)
+    run.derive(**task.derived())
 
     # a resumed run starts at its epoch...
     for _epoch in run.epochs():
@@ -72,29 +75,16 @@ def train(run: Run) -> dict[str, Any]:
             # a window's last batch: clip, step, zero the gradients
             if run.optimizer_step(optimizer):
                 scheduler.step()
-            count = task.count(y) if hasattr(task, "count") else None
-            run.step(loss, batch=(x, y), n=count, **task.metrics(out.detach(), y))
+            run.step(loss, batch=(x, y), n=task.count(y), **task.metrics(out.detach(), y))
         # evaluation on one rank, over the whole validation set
         if run.dist.is_main:
             run.log(**task.evaluate(model, val_loader, run.device))
+    # a language model writes a few lines with a seeded generator of its own
     if hasattr(task, "sample") and run.dist.is_main:
         from experiment.sample import sample_text
 
         log.info("sampled text (seed 0):\n%s", sample_text(model, data, task, device=run.device))
     return {}
-
-
-def schedule(optimizer: torch.optim.Optimizer, total: int, warmup: int) -> Any:
-    """Cosine decay to zero over ``total`` steps; with ``warmup`` > 0 a linear warmup first."""
-    if warmup == 0:
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def audit_target(cfg: Any) -> tuple[torch.nn.Module, torch.Tensor, Any]:
@@ -115,3 +105,16 @@ def audit_target(cfg: Any) -> tuple[torch.nn.Module, torch.Tensor, Any]:
         model = build_model(cfg, data)
     x, y = x.to(device), y.to(device)
     return model.to(device), x, (lambda out: task.loss(out, y))
+
+
+def schedule(optimizer: torch.optim.Optimizer, total: int, warmup: int) -> Any:
+    """Cosine decay to zero over ``total`` steps; with ``warmup`` > 0 a linear warmup first."""
+    if warmup == 0:
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -30,7 +30,20 @@ def _check_fit(task: object, fits: bool, needs: str, out: torch.Tensor, y: torch
         )
 
 
-class Classification:
+class Task:
+    """What every task tells the loop besides its loss and metrics: the unit its throughput counts,
+    how many of them a batch holds (None: its samples), and metrics derived from the epoch's means."""
+
+    unit = "samples"
+
+    def count(self, y: torch.Tensor) -> int | None:
+        return None
+
+    def derived(self) -> dict[str, Any]:
+        return {}
+
+
+class Classification(Task):
     """Cross-entropy; accuracy."""
 
     def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -56,7 +69,7 @@ class Classification:
         return {"val_loss": float(loss_sum) / max(seen, 1), "val_acc": correct / max(seen, 1)}
 
 
-class Regression:
+class Regression(Task):
     """Mean squared error; R² (1 - SSE/SST over the whole evaluation set)."""
 
     def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -88,7 +101,7 @@ class Regression:
         }
 
 
-class LanguageModeling:
+class LanguageModeling(Task):
     """Next-token cross-entropy; accuracy of the most likely token; perplexity (exp of the mean loss) on
     validation, and for training from the epoch's mean loss (:meth:`derived`). Throughput in tokens."""
 

@@ -94,4 +94,9 @@ class TextData:
 
     def build(self, rng: Streams) -> tuple[Dataset, Dataset]:
         train, val = self.tokens(rng)
+        self._contents = {"train": train, "val": val}
         return TokenWindows(train, self.context), TokenWindows(val, self.context)
+
+    def contents(self) -> dict[str, np.ndarray]:
+        """The token sequences :meth:`build` made, by name: the run records their sha256."""
+        return self._contents
