@@ -27,7 +27,8 @@ export PYTHONPATH="$PWD/src:$PWD/tests/fixture:${PYTHONPATH:-}"
   $PY -c "import torch; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())"; } \
   > "$OUT/device.txt" 2>&1
 
-# The example on CUDA (GPU_CHECK_DEVICE=cpu tries it here): rerun, workers 0/2, SIGKILL + resume, strict vs off (about 2 minutes).
+# The examples on CUDA (GPU_CHECK_DEVICE=cpu tries it here): rerun, workers 0/2, SIGKILL + resume (the classifier,
+# the regression and the language model), strict vs off (about 3 minutes).
 timeout 420 $PY - > "$OUT/summary.txt" 2> "$OUT/runs.log" <<'EOF'
 import json, os, subprocess, sys, tempfile
 from pathlib import Path
@@ -52,8 +53,11 @@ def fps(d):
 def check(label, ok, detail=""):
     print(f"{'PASS' if ok else 'FAIL'}  {label}  {detail}".rstrip(), flush=True)
 
-for exp in ("quick", "regress"):
-    base = [f"experiment={exp}", "train.epochs=2"] + (["data.train_size=512"] if exp == "regress" else [])
+SMALL = {"quick": [], "regress": ["data.train_size=512"],
+         # the language model: embedding backward and causal attention on CUDA under strict
+         "lm": ["data.train_chars=40000", "data.val_chars=4000"]}
+for exp in ("quick", "regress", "lm"):
+    base = [f"experiment={exp}", "train.epochs=2"] + SMALL[exp]
     a, _ = run(f"{exp}-a", *base)
     b, _ = run(f"{exp}-b", *base)
     w, _ = run(f"{exp}-workers2", *base, "repro.num_workers=2")
