@@ -19,6 +19,7 @@ from repro.base import startup
 from repro.base.config import Determinism, ReproConfig
 from repro.base.envvars import ENV_PINS, wanted_environment
 from repro.base.errors import EnvironmentPinError
+from repro.core.threads import intra_op_threads
 
 
 @dataclass
@@ -324,15 +325,11 @@ def apply_flags(rc: ReproConfig, report: DeterminismReport) -> None:
     _apply_fp32_precision(rc.tf32, report)
     apply_cpu_backends(rc, report)
 
-    # null means "as the process started": a previous job of a sweep must not leak its pin.
-    torch.set_num_threads(rc.threads if rc.threads is not None else _INITIAL_THREADS)
-    report.add(
-        "torch.num_threads",
-        rc.threads,
-        torch.get_num_threads(),
-        rc.threads is None or torch.get_num_threads() == rc.threads,
-        "" if rc.threads is not None else "not pinned: left as is",
-    )
+    # null: as the process started (a sweep's previous job must not leak its pin); torchrun: see threads.py
+    threads, note = intra_op_threads(rc.threads, _INITIAL_THREADS, startup.ENVIRON)
+    torch.set_num_threads(threads)
+    applied = torch.get_num_threads()
+    report.add("torch.num_threads", rc.threads, applied, applied == threads, note)
     if rc.interop_threads is not None and torch.get_num_interop_threads() != rc.interop_threads:
         try:
             torch.set_num_interop_threads(rc.interop_threads)
