@@ -76,14 +76,17 @@ def train(run: Run) -> dict[str, Any]:
             if run.optimizer_step(optimizer):
                 scheduler.step()
             run.step(loss, batch=(x, y), n=task.count(y), **task.metrics(out.detach(), y))
-        # evaluation on one rank, over the whole validation set
-        if run.dist.is_main:
+        # evaluation over the whole validation set: on rank 0, or on every rank when the model is
+        # sharded (its forward needs them all); rank 0 writes the row
+        if run.dist.is_main or run.sharded:
             run.log(**task.evaluate(model, val_loader, run.device))
     # a language model writes a few lines with a seeded generator of its own
-    if hasattr(task, "sample") and run.dist.is_main:
+    if hasattr(task, "sample") and (run.dist.is_main or run.sharded):
         from experiment.sample import sample_text
 
-        log.info("sampled text (seed 0):\n%s", sample_text(model, data, task, device=run.device))
+        text = sample_text(model, data, task, device=run.device)
+        if run.dist.is_main:
+            log.info("sampled text (seed 0):\n%s", text)
     return {}
 
 

@@ -7,32 +7,10 @@ import sys
 
 import pytest
 
-from conftest import QUICK, Run, run_main, run_module, run_tool
+from conftest import QUICK, run_main, run_module, run_tool, torchrun
 
 pytestmark = pytest.mark.slow
 RUN = [*QUICK, "train.epochs=3", "train.checkpoint_every=5"]
-
-
-def torchrun(run_dir, *overrides, nproc=2, check=True, env=None):
-    """torchrun on the example, as a user starts it: the launcher and every rank fresh interpreters."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={nproc}",
-        "-m",
-        "experiment.train",
-        *overrides,
-    ]
-    if not any(o.startswith("train.resume=") and o != "train.resume=auto" for o in overrides):
-        cmd.append(f"hydra.run.dir={run_dir}")
-    proc = run_module(cmd, cwd=run_dir.parent, env=env)
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"torchrun failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        )
-    return Run(run_dir, proc)
 
 
 @pytest.fixture(scope="module")

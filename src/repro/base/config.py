@@ -172,6 +172,9 @@ class RunConfig:
     precision: Annotated[str, OneOf(*PRECISIONS)] = "32-true"
     #: torch.compile the model in run.prepare (inductor, eager random ops; deterministic under strict/warn).
     compile: bool = False
+    #: ddp (whole replicas) or fsdp (FSDP2: parameters, gradients and optimizer state sharded across
+    #: ranks, checkpoints written by every rank through DCP); one process runs unsharded either way.
+    strategy: Annotated[str, OneOf("ddp", "fsdp")] = "ddp"
     #: A metric of the epoch rows (e.g. val_acc, train_loss) to keep the best weights by
     #: (checkpoints/best.pt); null: none.
     monitor: str | None = None

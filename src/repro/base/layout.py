@@ -55,6 +55,13 @@ def checkpoint_path(run_dir: str | Path, step: int) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / f"step-{step:09d}.ckpt"
 
 
+def shards_path(checkpoint: Path) -> Path:
+    """The folder of a sharded checkpoint's shards (``train.strategy=fsdp``), next to its file:
+    ``step-000000050.ckpt`` -> ``step-000000050.shards``. Derived from the file's own name, never read
+    from a file, so a run directory cannot point the kit elsewhere."""
+    return checkpoint.with_suffix(".shards")
+
+
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
     """Checkpoint files in ``run_dir``, oldest step first (by name; nothing is read)."""
     folder = Path(run_dir) / CHECKPOINT_DIR

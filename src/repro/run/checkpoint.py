@@ -24,6 +24,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from repro.base.layout import (
     checkpoint_path,
     list_checkpoints,
     read_header,
+    shards_path,
 )
 
 __all__ = [
@@ -175,6 +177,7 @@ def _write(
         older = [p for p in list_checkpoints(run_dir) if int(_NAME.match(p.name).group(1)) <= step]
         for old in older[:-keep]:
             old.unlink(missing_ok=True)
+            shutil.rmtree(shards_path(old), ignore_errors=True)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -220,6 +223,12 @@ def load_checkpoint(
         ) from None
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} does not hold a state dict")
+    # A sharded checkpoint (train.strategy=fsdp) is whole only with every rank's shards.
+    if header.get("sharded") and not (shards_path(path) / ".metadata").is_file():
+        raise CheckpointError(
+            f"checkpoint {path} is sharded and its shards ({shards_path(path).name}) are missing or "
+            "incomplete"
+        )
     return CheckpointInfo(path, int(header["step"]), header), state
 
 

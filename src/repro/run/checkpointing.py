@@ -17,10 +17,18 @@ import torch
 
 from repro.base.errors import ConfigValueError, ReproError
 from repro.base.files import atomic_write, sha256_file
-from repro.base.layout import CHECKPOINT_DIR, WEIGHTS_FILE
+from repro.base.layout import CHECKPOINT_DIR, WEIGHTS_FILE, checkpoint_path, shards_path
 from repro.core.distributed import gather_objects
 from repro.core.loader import ReproDataLoader
 from repro.core.setup import Repro
+from repro.core.sharding import (
+    full,
+    full_model_state,
+    load_shards,
+    module_is_sharded,
+    optimizer_is_sharded,
+    save_shards,
+)
 from repro.run.checkpoint import CheckpointWriter
 
 log = logging.getLogger("repro.run")
@@ -29,6 +37,8 @@ log = logging.getLogger("repro.run")
 KIT, OBJECTS, RANKS = "kit", "objects", "ranks"
 STEP, EPOCH, BEST = "step", "epoch", "best"
 RNG, SUMS, LOADERS = "rng", "sums", "loaders"
+#: The tracked objects a sharded checkpoint keeps in its shards, not in its file.
+SHARDED = "sharded"
 #: The best weights by ``train.monitor``, next to the rolling checkpoints.
 BEST_FILE = "best.pt"
 
@@ -115,11 +125,30 @@ class CheckpointManager:
         return {k: v for k, v in self.tracked.items() if isinstance(v, torch.nn.Module)}
 
     def named_parameters(self) -> list[tuple[str, torch.Tensor]]:
-        """The tracked models' parameters; prefixed by the model's name when there are several."""
+        """The tracked models' parameters, whole (a sharded one gathered from every rank: collective);
+        prefixed by the model's name when there are several."""
         mods = self.modules()
         if len(mods) == 1:
-            return list(next(iter(mods.values())).named_parameters())
-        return [(f"{m}.{n}", p) for m, mod in mods.items() for n, p in mod.named_parameters()]
+            return [(n, full(p)) for n, p in next(iter(mods.values())).named_parameters()]
+        return [(f"{m}.{n}", full(p)) for m, mod in mods.items() for n, p in mod.named_parameters()]
+
+    def sharded(self) -> tuple[torch.nn.Module, dict[str, Any]] | None:
+        """The sharded model (``train.strategy=fsdp``) and the tracked optimizers over its shards."""
+        models = [m for m in self.modules().values() if module_is_sharded(m)]
+        if not models:
+            return None
+        if len(models) > 1:
+            raise StateError(
+                "train.strategy=fsdp shards one tracked model; this run tracks several"
+            )
+        optimizers = {n: o for n, o in self.tracked.items() if optimizer_is_sharded(o)}
+        for name, optimizer in optimizers.items():
+            if not isinstance(optimizer, torch.optim.Optimizer):
+                raise StateError(
+                    f"run.track({name}=...): a {type(optimizer).__name__} over sharded parameters; "
+                    "under train.strategy=fsdp track a torch.optim optimizer (its state is saved in shards)"
+                )
+        return models[0], optimizers
 
     def learning_rate(self) -> float | None:
         """The first parameter group's ``lr`` of the first tracked optimizer, if any."""
@@ -132,34 +161,43 @@ class CheckpointManager:
 
     # -- weights -----------------------------------------------------------------------------------
 
-    def weights_bytes(self) -> bytes:
-        """The tracked model's state dict (a dict of them when several are tracked), serialized."""
+    def weights_bytes(self) -> bytes | None:
+        """The tracked model's whole state dict (a dict of them when several are tracked), serialized
+        on rank 0 (None on the others). Every rank calls it: a sharded model is gathered."""
         mods = self.modules()
-        state = (
-            next(iter(mods.values())).state_dict()
-            if len(mods) == 1
-            else {k: m.state_dict() for k, m in mods.items()}
-        )
+        sharded = self.sharded()
+        if sharded is not None:
+            state = full_model_state(sharded[0], self.dist.is_main)
+        elif not self.dist.is_main:
+            return None
+        elif len(mods) == 1:
+            state = next(iter(mods.values())).state_dict()
+        else:
+            state = {k: m.state_dict() for k, m in mods.items()}
+        if not self.dist.is_main:
+            return None
         buffer = io.BytesIO()
         torch.save(state, buffer)
         return buffer.getvalue()
 
     def save_best(self) -> bool:
-        """Write the weights to ``checkpoints/best.pt`` atomically (rank 0, when a model is tracked).
-
-        Returns whether this rank wrote them."""
-        if not (self.dist.is_main and self.modules()):
+        """Write the weights to ``checkpoints/best.pt`` atomically (rank 0, when a model is tracked;
+        every rank calls it). Returns whether this rank wrote them."""
+        data = self.weights_bytes() if self.modules() else None
+        if data is None:
             return False
         (self.dir / CHECKPOINT_DIR).mkdir(exist_ok=True)
-        atomic_write(self.dir / CHECKPOINT_DIR / BEST_FILE, self.weights_bytes())
+        atomic_write(self.dir / CHECKPOINT_DIR / BEST_FILE, data)
         return True
 
     def save_final(self) -> Path | None:
-        """Write the final weights to ``weights.pt`` atomically and log their sha256 (rank 0; None elsewhere)."""
-        if not self.dist.is_main:
+        """Write the final weights to ``weights.pt`` atomically and log their sha256 (rank 0; None
+        elsewhere; every rank calls it)."""
+        data = self.weights_bytes()
+        if data is None:
             return None
         weights = self.dir / WEIGHTS_FILE
-        atomic_write(weights, self.weights_bytes())
+        atomic_write(weights, data)
         log.info("final weights: %s", sha256_file(weights))
         return weights
 
@@ -172,12 +210,20 @@ class CheckpointManager:
             SUMS: dict(sums),
             LOADERS: {name: loader.state_dict() for name, loader in self.loaders.items()},
         }
+        sharded = self.sharded()
+        in_shards: list[str] = []
+        if sharded is not None:
+            # every rank writes its shards first; the file below makes the checkpoint count
+            model, optimizers = sharded
+            self.writer.wait()
+            save_shards(shards_path(checkpoint_path(self.dir, step)), model, optimizers, self.dist)
+            in_shards = [n for n, o in self.tracked.items() if o is model or n in optimizers]
         ranks = gather_objects(mine, self.dist)
         if not self.dist.is_main:
             return
         state = {
-            KIT: {STEP: step, EPOCH: epoch, BEST: dict(best)},
-            OBJECTS: {name: state_of(obj) for name, obj in self.tracked.items()},
+            KIT: {STEP: step, EPOCH: epoch, BEST: dict(best), SHARDED: in_shards},
+            OBJECTS: {n: state_of(o) for n, o in self.tracked.items() if n not in in_shards},
             RANKS: ranks,
         }
         # Serialised here (a snapshot); hashed, written, fsynced and renamed on the writer thread while
@@ -192,6 +238,7 @@ class CheckpointManager:
                 "epoch": epoch,
                 "world_size": self.dist.world_size,
                 "tracked": sorted(self.tracked),
+                "sharded": bool(in_shards),
             },
         )
 
@@ -200,7 +247,8 @@ class CheckpointManager:
         self.writer.wait()
 
     def restore(self, state: dict[str, Any]) -> Restored:
-        """Load a checkpoint's state into the tracked objects, the RNGs and the loaders (in that order)."""
+        """Load a checkpoint's state into the tracked objects, the RNGs and the loaders (in that order);
+        a sharded checkpoint's model and optimizers from the shards next to its file (collective)."""
         ranks = state.get(RANKS) or []
         if len(ranks) != self.dist.world_size:
             raise ConfigValueError(
@@ -208,14 +256,26 @@ class CheckpointManager:
                 self.dist.world_size,
                 f"{len(ranks)} ranks, as the checkpoint was written with",
             )
-        saved, tracked = set(state.get(OBJECTS) or {}), set(self.tracked)
+        in_shards = [str(n) for n in (state.get(KIT) or {}).get(SHARDED) or []]
+        saved, tracked = set(state.get(OBJECTS) or {}) | set(in_shards), set(self.tracked)
         if saved != tracked:
             raise StateError(
                 f"the checkpoint holds state for {sorted(saved)}, this run tracks {sorted(tracked)}: resume "
                 "with the same run.track(...) calls as the run that wrote it"
             )
+        sharded = self.sharded()
+        if in_shards and sharded is None:
+            raise StateError(
+                "the checkpoint is sharded (train.strategy=fsdp): resume with the strategy and the "
+                "model the run was started with"
+            )
+        if sharded is not None and in_shards:
+            step = int(state[KIT][STEP])
+            load_shards(shards_path(checkpoint_path(self.dir, step)), *sharded)
         # In the order they were tracked.
         for name, obj in self.tracked.items():
+            if name in in_shards:
+                continue
             try:
                 load_into(obj, state[OBJECTS][name])
             # A checkpoint of another model (other shapes or names): one line, not torch's report.

@@ -1,10 +1,18 @@
-"""The run's device, and a model made ready to train on it (deterministic CUDA layers, torch.compile)."""
+"""The run's device, and a model made ready to train on it (deterministic CUDA layers, DDP or FSDP2,
+torch.compile)."""
 
 from __future__ import annotations
+
+import logging
+from typing import Any
 
 import torch
 
 from repro.base.errors import ConfigValueError
+from repro.core.distributed import DistInfo, wrap_model
+from repro.core.sharding import shard_model
+
+log = logging.getLogger("repro.run")
 
 
 def resolve_device(name: str, local_rank: int = 0, *, key: str = "train.device") -> torch.device:
@@ -52,3 +60,24 @@ def compile_model(
             f"false: torch.compile does not work here ({why[:200]})",
         ) from None
     return torch.compile(net, options=options)
+
+
+def prepare_strategy(
+    model: torch.nn.Module, settings: Any, dist: DistInfo, device: torch.device, node: str
+) -> torch.nn.Module:
+    """What to call under ``<node>.strategy``: ``ddp`` wraps the model in DistributedDataParallel under
+    several ranks; ``fsdp`` shards it in place with FSDP2 (its parameters become DTensor shards, mixed
+    precision through FSDP2's policy under ``bf16-mixed``). One process: the model itself either way."""
+    if settings.strategy != "fsdp":
+        return wrap_model(model, dist)
+    if settings.precision == "16-mixed":
+        raise ConfigValueError(
+            f"{node}.precision",
+            settings.precision,
+            f"32-true or bf16-mixed under {node}.strategy=fsdp (no sharded gradient scaler here)",
+        )
+    if not dist.enabled:
+        log.info("%s.strategy=fsdp with one process: nothing to shard, the model runs whole", node)
+        return model
+    param_dtype = torch.bfloat16 if settings.precision == "bf16-mixed" else None
+    return shard_model(model, dist, device, param_dtype)

@@ -220,6 +220,11 @@ def remove_stale_partials(run_dir: Path) -> list[Path]:
             if path.is_file() and not path.is_symlink():
                 path.unlink(missing_ok=True)
                 removed.append(path)
+        # the shards of a sharded checkpoint that was being written (train.strategy=fsdp)
+        for path in folder.glob(".step-*.shards.partial"):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
     return removed
 
 

@@ -24,7 +24,6 @@ from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
 from repro.base.config import RunConfig
-from repro.core.distributed import wrap_model
 from repro.core.loader import ReproDataLoader
 from repro.core.setup import Repro
 from repro.run.checkpointing import CheckpointManager, StateError
@@ -34,7 +33,7 @@ from repro.run.epoch_metrics import EpochMetrics
 from repro.run.faults import Faults
 from repro.run.logger_group import Loggers
 from repro.run.passes import ActivePasses
-from repro.run.prepare import compile_model, place, resolve_device
+from repro.run.prepare import compile_model, place, prepare_strategy, resolve_device
 from repro.run.progress import EpochProgress, wants_bar
 from repro.run.record import RunRecord, raise_pending_signal
 from repro.run.self_check import ResumeSelfCheck
@@ -180,7 +179,7 @@ class Run:
         self.faults.check_model(model)
         self.record.watch(model)
         self.track(**{name: model})
-        net = wrap_model(model, self.dist)
+        net = prepare_strategy(model, self.settings, self.dist, self.device, self.node)
         if not self.settings.compile:
             return net
         return compile_model(
@@ -222,6 +221,12 @@ class Run:
         return self.checkpoints.modules()
 
     # -- the loop --------------------------------------------------------------------------------
+
+    @property
+    def sharded(self) -> bool:
+        """True when the model is sharded across ranks (``train.strategy=fsdp`` under torchrun): its
+        forward needs every rank, so evaluate on every rank (and log on rank 0)."""
+        return self.settings.strategy == "fsdp" and self.dist.enabled
 
     @property
     def finished(self) -> bool:

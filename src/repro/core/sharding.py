@@ -1,0 +1,149 @@
+"""A model sharded across ranks with FSDP2 (``train.strategy=fsdp``), its full tensors, and its shards on disk.
+
+Everything here is torch's public API: ``torch.distributed.fsdp.fully_shard`` (FSDP2: parameters
+become ``DTensor`` shards), ``torch.distributed.checkpoint`` (DCP: each rank writes its own shards)
+and ``torch.distributed.checkpoint.state_dict`` (sharded or full state dicts of a model and its
+optimizers). Functions that gather (``full``, :func:`full_model_state`) or write shards are
+collective: every rank calls them, in the same order.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from repro.core.distributed import DistInfo
+
+#: The file DCP writes last, once every rank's shards are on disk: a folder without it is incomplete.
+METADATA_FILE = ".metadata"
+
+
+def is_sharded(tensor: Any) -> bool:
+    """Whether ``tensor`` is a ``DTensor`` (a shard of a tensor spread over ranks)."""
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(tensor, DTensor)
+
+
+def full(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole tensor (gathered from every rank: collective) for a shard; the tensor itself otherwise."""
+    return tensor.full_tensor() if is_sharded(tensor) else tensor
+
+
+def module_is_sharded(module: torch.nn.Module) -> bool:
+    return any(is_sharded(p) for p in module.parameters())
+
+
+def optimizer_is_sharded(optimizer: Any) -> bool:
+    groups = getattr(optimizer, "param_groups", None) or []
+    return any(is_sharded(p) for group in groups for p in group.get("params", []))
+
+
+def shard_units(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The wrapping policy: ``model.fsdp_units()`` where the model declares it (a Transformer's blocks),
+    else each direct child that holds parameters. Each unit gathers its parameters only for its own
+    forward and backward; the root holds what is left."""
+    declared = getattr(model, "fsdp_units", None)
+    if callable(declared):
+        return list(declared())
+    return [child for child in model.children() if any(True for _ in child.parameters())]
+
+
+def shard_model(
+    model: torch.nn.Module, info: DistInfo, device: torch.device, param_dtype: Any = None
+) -> torch.nn.Module:
+    """Shard ``model`` in place with FSDP2 over all ranks: each unit of :func:`shard_units`, then the
+    root. ``param_dtype`` (bfloat16 under ``bf16-mixed``) is the dtype of the gathered parameters in
+    forward and backward; gradients are reduced and the optimizer steps in float32."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    mesh = init_device_mesh(device.type, (info.world_size,))
+    policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
+    for unit in shard_units(model):
+        fully_shard(unit, mesh=mesh, mp_policy=policy)
+    fully_shard(model, mesh=mesh, mp_policy=policy)
+    return model
+
+
+def full_model_state(model: torch.nn.Module, is_main: bool) -> dict[str, torch.Tensor]:
+    """The model's whole state dict, on the CPU, on rank 0 (``{}`` on the others); collective."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    state = get_model_state_dict(model, options=options)
+    return state if is_main else {}
+
+
+def _sharded_state(model: torch.nn.Module, optimizers: Mapping[str, Any]) -> dict[str, Any]:
+    from torch.distributed.checkpoint.state_dict import (
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    state: dict[str, Any] = {"model": get_model_state_dict(model)}
+    for name, optimizer in optimizers.items():
+        state[f"optimizer.{name}"] = get_optimizer_state_dict(model, optimizer)
+    return state
+
+
+def save_shards(
+    folder: Path, model: torch.nn.Module, optimizers: Mapping[str, Any], info: DistInfo
+) -> None:
+    """Every rank writes its shards of ``model`` and ``optimizers`` into ``folder`` (DCP), atomically:
+    into a temporary folder, then, once every rank is done, rank 0 renames it. A SIGKILL at any moment
+    leaves the previous checkpoints intact and at most a temporary folder, which is never read."""
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+
+    partial = folder.with_name(f".{folder.name}.partial")
+    if info.is_main:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+    dist.barrier()
+    dcp.save(_sharded_state(model, optimizers), checkpoint_id=str(partial))
+    dist.barrier()
+    if info.is_main:
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(partial, folder)
+        _fsync(folder.parent)
+    dist.barrier()
+
+
+def load_shards(folder: Path, model: torch.nn.Module, optimizers: Mapping[str, Any]) -> None:
+    """Load what :func:`save_shards` wrote into ``model`` and ``optimizers`` (every rank; DCP reshards
+    when the world size differs from the writer's)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    state = _sharded_state(model, optimizers)
+    dcp.load(state, checkpoint_id=str(folder))
+    set_model_state_dict(model, state["model"])
+    for name, optimizer in optimizers.items():
+        set_optimizer_state_dict(model, optimizer, state[f"optimizer.{name}"])
+
+
+def shards_complete(folder: Path) -> bool:
+    """Whether ``folder`` holds a finished DCP save (its metadata file is written last)."""
+    return (folder / METADATA_FILE).is_file()
+
+
+def _fsync(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
