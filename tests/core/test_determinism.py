@@ -112,6 +112,22 @@ def test_null_threads_restore_the_process_default_after_a_pinned_job():
     )
 
 
+def test_null_threads_under_torchrun_run_one_per_rank_and_say_so(monkeypatch):
+    """Whatever the node layout (repro.core.threads); an explicit pin still wins."""
+    from repro.core.determinism import DeterminismReport, apply_flags
+    from repro.core.threads import TORCHRUN_NOTE
+
+    for var, value in {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(var, value)
+    report = DeterminismReport(mode="strict")
+    apply_flags(quiet(threads=None), report)
+    s = report.get("torch.num_threads")
+    assert torch.get_num_threads() == 1
+    assert (s.requested, s.applied, s.took_effect, s.note) == (None, 1, True, TORCHRUN_NOTE)
+    apply_flags(quiet(threads=2), report)
+    assert torch.get_num_threads() == 2 == report.settings[-2].applied
+
+
 def test_strict_raises_on_a_nondeterministic_op_and_warn_only_warns():
     def nondeterministic_op():  # put_ without accumulate has no deterministic kernel, on any device
         torch.zeros(4).put_(torch.tensor([0, 0]), torch.tensor([1.0, 2.0]), accumulate=False)
