@@ -8,7 +8,7 @@
 #                    no longer refuses strict mode), the OpInfo samples on CUDA run twice and compared
 #   opinfo_cuda.md   the measured agreement table of repro.ops on CUDA
 #   runs.log         the example runs behind summary.txt (rerun, workers, SIGKILL + resume, strict vs off;
-#                    bf16-mixed, 16-mixed and compile reruns, 16-mixed SIGKILL + resume)
+#                    bf16-mixed, 16-mixed and compile reruns, 16-mixed SIGKILL + resume; FSDP2 on 2 GPUs)
 #   bench_ops.txt    repro.ops vs stock on CUDA: time and peak-memory ratios
 # The device image has torch. hydra-core, omegaconf and expecttest may be missing: carry their wheels
 # in .whl (see the device tool's README) and they are installed to /tmp/site.
@@ -120,6 +120,45 @@ for name, overrides in (("bf16-mixed", ["train.precision=bf16-mixed"]),
         _, rc2 = run(f"{name}-killed", *overrides, "train.resume=auto")
         check(f"{name}: SIGKILL + resume identical", rc == -9 and rc2 == 0 and result(k) == (wa, fa),
               f"kill rc={rc}, resume rc={rc2}")
+EOF
+
+# FSDP2 on NCCL when the machine has 2 GPUs (skipped with one): train.strategy=fsdp reruns to the same bits,
+# and a SIGKILL + resume from its DCP shards gives them too. GPU_CHECK_FSDP_DEVICE=cpu tries it with gloo.
+timeout 300 $PY - >> "$OUT/summary.txt" 2>> "$OUT/runs.log" <<'EOF'
+import json, os, subprocess, sys, tempfile
+from pathlib import Path
+
+import torch
+
+device = os.environ.get("GPU_CHECK_FSDP_DEVICE", "cuda")
+if device == "cuda" and torch.cuda.device_count() < 2:
+    print(f"SKIP  fsdp on NCCL: {torch.cuda.device_count()} GPU(s), it needs 2", flush=True)
+    sys.exit(0)
+root = Path(tempfile.mkdtemp(prefix="gpu-check-fsdp-"))
+env = {k: v for k, v in os.environ.items() if not k.startswith("REPRO_")}
+base = ["experiment=quick", "train.epochs=2", "train.checkpoint_every=5", "train.strategy=fsdp",
+        f"train.device={device}"]
+
+def run(name, *overrides, extra_env=None):
+    d = root / name
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        "-m", "experiment.train", f"hydra.run.dir={d}", *base, *overrides],
+                       env={**env, **(extra_env or {})}, capture_output=True, text=True)
+    sys.stderr.write(f"== fsdp {name} rc={p.returncode}\n{p.stdout[-2000:]}{p.stderr[-2000:]}\n")
+    try:
+        m = json.loads((d / "run.json").read_text())
+        return m.get("weights_sha256"), (d / "fingerprints.jsonl").read_text(), m.get("resume_exact")
+    except OSError:
+        return None, None, None
+
+def check(label, ok, detail=""):
+    print(f"{'PASS' if ok else 'FAIL'}  {label}  {detail}".rstrip(), flush=True)
+
+a, b = run("a"), run("b")
+check("fsdp (2 ranks): rerun identical under strict", a[0] is not None and a[:2] == b[:2], (a[0] or "")[:16])
+run("killed", extra_env={"REPRO_FAULT_KILL_AT_STEP": "7"})
+k = run("killed", "train.resume=auto")
+check("fsdp (2 ranks): SIGKILL + resume identical", k[:2] == a[:2] and k[2] is True, f"resume_exact={k[2]}")
 EOF
 cat "$OUT/summary.txt"
 

@@ -137,6 +137,11 @@ class TinyGPT(nn.Module):
             if isinstance(module, nn.Linear) and module.bias is not None:
                 nn.init.zeros_(module.bias)
 
+    def fsdp_units(self) -> list[nn.Module]:
+        """Under ``train.strategy=fsdp``: one unit per block (each gathers its weights only for its own
+        forward and backward); the embeddings, the tied head and the last norm stay with the root."""
+        return list(self.blocks)
+
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         positions = torch.arange(idx.shape[1], device=idx.device)
         x = self.drop(self.tokens(idx) + self.positions(positions))

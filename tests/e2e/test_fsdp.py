@@ -111,3 +111,12 @@ def test_evaluate_loads_the_whole_weights_of_an_fsdp_run(fsdp, tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["val_acc"] == fsdp.manifest["result"]["val_acc"]
+
+
+def test_the_language_model_sharded_one_unit_per_block_reruns_identically(tmp_path):
+    """TinyGPT declares ``fsdp_units()`` (its blocks): each block is its own FSDP2 unit."""
+    lm = ["experiment=lm", "train.epochs=1", "data.train_chars=16000", "data.val_chars=2000"]
+    a = torchrun(tmp_path / "a", *lm, "train.strategy=fsdp")
+    b = torchrun(tmp_path / "b", *lm, "train.strategy=fsdp")
+    same_bits(a, b)
+    assert "val_ppl" in a.manifest["result"]
