@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Run, clean_env
+from conftest import Run, clean_env, run_tool
 from repro.core.threads import TORCHRUN_NOTE
 
 pytestmark = pytest.mark.slow
@@ -161,3 +161,11 @@ def test_the_thread_count_does_move_these_bits(two, tmp_path):
     pinned, _ = two_nodes(tmp_path / "two", *LM, "repro.threads=2")
     assert threads(pinned) == (2, 2, "")
     assert pinned.weights != two[0].weights
+
+
+def test_repro_verify_replays_a_two_node_run_on_one_node(two, tmp_path):
+    """The replay runs 1 node x 2 processes here: the same bits, by the thread rule."""
+    run = two[0]
+    out = run_tool("verify", run.dir, "--steps", 3, "--out", tmp_path / "replay", cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "IDENTICAL"
