@@ -112,7 +112,7 @@ class ReproConfig:
     num_workers: Annotated[int, Range(0, max_parallelism, note=_PER_CPU)] = 0
     #: Keep DataLoader workers alive between epochs. Results never depend on it.
     persistent_workers: bool = False
-    #: torch intra-op threads (CPU float results depend on it); ``None``: leave as is.
+    #: torch intra-op threads (CPU float results depend on it); ``None``: leave as is (torchrun: 1 per rank).
     threads: Annotated[int | None, Range(1, max_parallelism, note=_PER_CPU)] = None
     #: torch inter-op threads; ``None``: leave as is.
     interop_threads: Annotated[int | None, Range(1, max_parallelism, note=_PER_CPU)] = None
