@@ -1,0 +1,1 @@
+"""The kit's Hydra sweeper for hyperparameter searches (``hydra/sweeper=search``)."""
