@@ -23,6 +23,8 @@ from repro.base.errors import ConfigValueError, RunDirectoryError
 SEARCH_FILE = "search.json"
 STUDY_FILE = "study.db"
 STUDY_NAME = "search"
+#: The sweeper class ``hydra/sweeper=search`` names (in the ``hydra_plugins`` namespace package).
+SEARCH_SWEEPER = "hydra_plugins.repro_search.search_sweeper.SearchSweeper"
 #: The stream name the sampler's seed derives from (under ``repro.seed``).
 SAMPLER_STREAM = "hparams_search"
 #: ``pip install`` line for the search's optional packages.

@@ -7,9 +7,10 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from repro.base.layout import RUN_FILE
+from repro.base.search_record import SEARCH_FILE, SEARCH_SWEEPER
 from repro.launch.override_checks import LaunchError
 
 #: ``existing_run_ok(cfg, run_dir)``: may this command line run in a directory that holds a run?
@@ -76,6 +77,10 @@ def check_sweep_dir(cfg: DictConfig) -> None:
     except Exception:
         return
     check_path_is_usable("hydra.sweep.dir", sweep_dir)
+    # A hyperparameter search resumes in its own sweep directory (repro.launch.search checks its record).
+    search = OmegaConf.select(cfg, "hydra.sweeper._target_", default=None) == SEARCH_SWEEPER
+    if search and (sweep_dir / SEARCH_FILE).is_file():
+        return
     if sweep_dir.is_dir() and any(sweep_dir.glob("*/run.json")):
         raise LaunchError(
             f"hydra.sweep.dir={sweep_dir} already holds runs and they are never overwritten; "
