@@ -83,7 +83,9 @@ def parse_param(key: str, spec: Any) -> Param:
     """``hydra.sweeper.params.<key>`` as a :class:`Param`; ConfigValueError naming what is wrong."""
     where = f"hydra.sweeper.params.{key}"
     if not isinstance(spec, dict):
-        raise ConfigValueError(where, spec, "a mapping: {low, high[, log, step]} or {choices: [...]}")
+        raise ConfigValueError(
+            where, spec, "a mapping: {low, high[, log, step]} or {choices: [...]}"
+        )
     unknown = set(spec) - {"low", "high", "log", "step", "choices", "type"}
     if unknown:
         raise ConfigValueError(
@@ -97,7 +99,12 @@ def parse_param(key: str, spec: Any) -> Param:
         if not all(c is None or isinstance(c, bool | int | float | str) for c in choices):
             raise ConfigValueError(where, spec, "choices that are numbers, strings, bools or null")
         return Param(key, "choice", choices=tuple(choices))
-    low, high, log, step = spec.get("low"), spec.get("high"), spec.get("log", False), spec.get("step")
+    low, high, log, step = (
+        spec.get("low"),
+        spec.get("high"),
+        spec.get("log", False),
+        spec.get("step"),
+    )
     if not (_number(low) and _number(high) and low < high):
         raise ConfigValueError(where, spec, "numbers low < high")
     if not isinstance(log, bool) or (step is not None and not (_number(step) and step > 0)):
@@ -220,6 +227,8 @@ def check_record(record: dict[str, Any], where: Path) -> dict[str, Any]:
         run_dir = Path(t["run_dir"])
         if run_dir.is_absolute() or ".." in run_dir.parts:
             raise _bad(where, f"trials[{i}].run_dir leaves the sweep directory")
+        if not isinstance(t.get("error"), str | None):
+            raise _bad(where, f"trials[{i}].error is not a string")
         if not isinstance(t.get("resumed", False), bool):
             raise _bad(where, f"trials[{i}].resumed is not a bool")
     return record

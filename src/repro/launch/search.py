@@ -83,7 +83,7 @@ class Search:
         self.launcher = launcher
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
         self.raw = sweeper
-        for key in (sweeper.get("params") or {}):
+        for key in sweeper.get("params") or {}:
             if OmegaConf.select(config, str(key), default=_MISSING) is _MISSING:
                 parent = str(key).rpartition(".")[0]
                 node = OmegaConf.select(config, parent) if parent else config
@@ -266,7 +266,11 @@ class Search:
                 f"train.monitor (train.monitor={name})"
             )
         value = best.get("value")
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
             raise SearchError(f"error: {path}: best.value of {name} is {value!r}, not a number")
         return float(value)
 

@@ -1,5 +1,9 @@
 """``repro report SWEEP_DIR``: a sweep's jobs, statistics across seeds, and a figure and tables for a paper.
 
+A hyperparameter search's sweep directory (its ``search.json``) gets the search's report instead
+(:mod:`repro.tools.report_search`): the best trial, the trials by objective, the objective against
+each searched parameter.
+
 Jobs are the sub-directories holding a ``run.json``. A *swept key* is an override whose value
 differs between jobs (the resolved value from the job's ``config.yaml``, else the override text),
 so settings shared by every job never clutter a label; the seed comes from ``run.json``. Jobs
@@ -23,6 +27,13 @@ from pathlib import Path
 
 from repro.base.errors import ReproError
 from repro.tools.report_figure import plot
+from repro.tools.report_search import (
+    collect_search,
+    is_search,
+    plot_search,
+    print_search,
+    write_search_tables,
+)
 from repro.tools.report_sweep import OUT_DIR, Stat, collect
 from repro.tools.report_tables import fmt, job_table, write_tables
 
@@ -46,12 +57,9 @@ def _interval(stat: Stat) -> str:
     return f"[{fmt(stat.low)}, {fmt(stat.high)}]"
 
 
-def run(args: argparse.Namespace) -> int:
-    """Report a sweep; 0 when every job completed, 1 when any did not."""
-    from repro.tools.table import paint, render, short
-
-    report = collect(args.sweep_dir)
-    out_dir = Path(args.out) if args.out else report.sweep_dir / OUT_DIR
+def _out_dir(args: argparse.Namespace, sweep_dir: Path) -> Path:
+    """The folder the report writes into (made here): ``--out``, else ``SWEEP_DIR/report``."""
+    out_dir = Path(args.out) if args.out else sweep_dir / OUT_DIR
     # A link in the sweep directory could point anywhere: the report writes only into a real folder.
     if out_dir.is_symlink():
         raise ReproError(
@@ -61,6 +69,23 @@ def run(args: argparse.Namespace) -> int:
     if out_dir.exists() and not out_dir.is_dir():
         raise ReproError(f"--out {out_dir}: exists and is not a directory; give a directory")
     out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir
+
+
+def run(args: argparse.Namespace) -> int:
+    """Report a sweep; 0 when every job completed, 1 when any did not."""
+    from repro.tools.table import paint, render, short
+
+    # A hyperparameter search (its search.json): the best trial, the trials by objective, a figure.
+    if is_search(args.sweep_dir):
+        search = collect_search(args.sweep_dir)
+        out_dir = _out_dir(args, search.sweep_dir)
+        write_search_tables(search, out_dir)
+        if not args.no_plot:
+            plot_search(search, out_dir)
+        return print_search(search, out_dir, args.json)
+    report = collect(args.sweep_dir)
+    out_dir = _out_dir(args, report.sweep_dir)
     write_tables(report, out_dir)
     if not args.no_plot:
         plot(report, out_dir)
