@@ -10,14 +10,14 @@ from typing import Any
 
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 
 class SearchSweeper(Sweeper):
     """Runs ``n_trials`` trials of a TPE search over ``params`` (see :mod:`repro.launch.search`)."""
 
     def __init__(self, **settings: Any) -> None:
-        self.settings = settings
+        # The settings are read from the full config in setup(), where ${train.monitor} resolves.
         self.search: Any = None
 
     def setup(
@@ -30,9 +30,7 @@ class SearchSweeper(Sweeper):
         launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
-        # The full config's node: its interpolations (${train.monitor}) resolve against the task's keys.
-        plain = OmegaConf.to_container(config.hydra.sweeper, resolve=True)
-        self.search = Search(plain, config, launcher)
+        self.search = Search(config, launcher)
 
     def sweep(self, arguments: list[str]) -> Any:
         return self.search.run(arguments)

@@ -27,6 +27,7 @@ from repro.base.overrides import override_key, split_override
 from repro.launch.compose_errors import describe_compose_error, one_line, quote_override_value
 from repro.launch.override_checks import LaunchError, check_job_overrides
 from repro.launch.run_dirs import ExistingRunPolicy, check_run_dir, check_sweep_dir
+from repro.launch.search_check import check_search, is_search
 from repro.launch.targets import check_targets, check_typed_nodes, target_nodes
 from repro.run.resume import RunCompleted
 
@@ -184,6 +185,12 @@ def preflight(
             plan.run_dir, plan.run_dir_existed = check_run_dir(cfg, existing_run_ok)
     if multirun:
         check_sweep_dir(cfg)
+        # hparams_search=<name>: the extra, the searched keys and the settings, before Hydra starts.
+        if is_search(cfg):
+            try:
+                check_search(cfg, overrides)
+            except ReproError as exc:
+                raise LaunchError(str(exc)) from None
     elif compose is not None:
         plan.config = cfg
     plan.pins = pins or {}

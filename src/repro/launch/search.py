@@ -36,9 +36,9 @@ from repro.base.search_record import (
     STUDY_NAME,
     SearchSettings,
     check_record,
-    parse_settings,
     trial_seed,
 )
+from repro.launch.search_check import check_search
 
 log = logging.getLogger("repro.search")
 RUN_FILE = "run.json"
@@ -77,32 +77,27 @@ def _override(key: str, value: Any) -> str:
 class Search:
     """One search: built by the sweeper's ``setup``, run by its ``sweep``."""
 
-    def __init__(self, sweeper: dict[str, Any], config: DictConfig, launcher: Any) -> None:
+    def __init__(self, config: DictConfig, launcher: Any) -> None:
         self.optuna = require_optuna()
         self.config = config
         self.launcher = launcher
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
-        self.raw = sweeper
-        for key in sweeper.get("params") or {}:
-            if OmegaConf.select(config, str(key), default=_MISSING) is _MISSING:
-                parent = str(key).rpartition(".")[0]
-                node = OmegaConf.select(config, parent) if parent else config
-                has = sorted(node.keys()) if isinstance(node, DictConfig) else []
-                raise SearchError(
-                    f"error: hydra.sweeper.params names {key}, which the config does not have"
-                    + (f" ({parent} has: {', '.join(map(str, has))})" if has else "")
-                )
+        self.arguments: list[str] = []
 
     def _settings(self, record: dict[str, Any] | None) -> SearchSettings:
+        """The checked settings; a resumed search keeps its recorded seed and must match its record."""
         seed = record["settings"]["sampler_seed"] if record else None
-        repro_seed = OmegaConf.select(self.config, "repro.seed", default=None)
         try:
-            settings = parse_settings(self.raw, repro_seed, seed)
+            settings = check_search(self.config, self.arguments, seed)
         except ReproError as exc:
             raise SearchError(f"error: {exc}") from None
         if record is not None:
             old, new = record["settings"], settings.signature()
             differ = [k for k in new if old.get(k) != new[k]]
+            if record.get("repro_seed") != OmegaConf.select(
+                self.config, "repro.seed", default=None
+            ):
+                differ.append("repro.seed")
             if record.get("overrides") != self.arguments:
                 differ.append("command-line overrides")
             if differ:
@@ -128,18 +123,6 @@ class Search:
         """Run (or resume) the search; the jobs' returns, in trial order."""
         optuna = self.optuna
         self.arguments = list(arguments)
-        searched = {p for p in (self.raw.get("params") or {})}
-        for a in arguments:
-            key = a.split("=", 1)[0].lstrip("+~")
-            if key in searched:
-                raise SearchError(
-                    f"error: {key} is searched (hydra.sweeper.params); remove {a} from the command line"
-                )
-            if "," in a.split("=", 1)[-1] or "(" in a.split("=", 1)[-1]:
-                raise SearchError(
-                    f"error: {a} sweeps values, and a search proposes its own; run one search per "
-                    "value (hydra.sweep.dir differs)"
-                )
         record = self._read_record()
         self.settings = settings = self._settings(record)
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -321,6 +304,3 @@ class Search:
         import json
 
         atomic_write(self.sweep_dir / SEARCH_FILE, json.dumps(record, indent=2) + "\n")
-
-
-_MISSING = object()
