@@ -38,6 +38,7 @@ from repro.base.search_record import (
     check_record,
     trial_seed,
 )
+from repro.launch.compose_errors import one_line
 from repro.launch.search_check import check_search
 
 log = logging.getLogger("repro.search")
@@ -166,6 +167,7 @@ class Search:
             batch = [self._ask(study) for _ in range(min(left, settings.batch))]
             returns += self._launch(study, batch, False)
         self._write_record(study)
+        complete = self.optuna.trial.TrialState.COMPLETE
         best = self._best(study)
         if best is not None:
             log.info(
@@ -174,6 +176,13 @@ class Search:
                 settings.objective,
                 best.value,
                 " ".join(_override(k, v) for k, v in best.params.items()),
+            )
+        failed = [t.number for t in study.get_trials(deepcopy=False) if t.state != complete]
+        if failed:
+            # As for any sweep of the kit: every trial is kept, and the exit status says some failed.
+            raise SearchError(
+                f"error: the search ended with {len(failed)} failed trial(s) ({failed}): their "
+                f"errors are in {self.sweep_dir / SEARCH_FILE} (repro report {self.sweep_dir})"
             )
         return returns
 
@@ -222,7 +231,7 @@ class Search:
                 try:
                     ret.return_value  # noqa: B018
                 except Exception as exc:
-                    note["error"] = str(exc).removeprefix("error: ")[:300]
+                    note["error"] = one_line(str(exc)).removeprefix("error: ")[:300]
             if value is None:
                 study.tell(number, state=state.FAIL)
             else:
