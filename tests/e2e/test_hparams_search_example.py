@@ -122,6 +122,23 @@ def test_a_killed_search_resumes_without_rerunning_finished_trials(reference, tm
     assert again.returncode == 0 and "Launching" not in again.stderr + again.stdout
 
 
+def test_parallel_searches_propose_the_same_trials_with_the_same_bits(reference, tmp_path) -> None:
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="the joblib extra")
+    # Two jobs at a time (batch = n_jobs), one thread each: joblib's own count would differ.
+    parallel = ["hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "repro.threads=1"]
+    for name in ("p1", "p2"):
+        done = run_search(tmp_path / name, *parallel)
+        assert done.returncode == 0, done.stderr[-3000:]
+    first, second = trials(tmp_path / "p1"), trials(tmp_path / "p2")
+    assert first == second and len(first) == 4
+    assert json.loads((tmp_path / "p1" / "search.json").read_text())["settings"]["batch"] == 2
+    # The random startup trials depend only on the seed and their number: the sequential search's.
+    sequential = trials(reference)
+    assert [t[2] for t in first[:3]] == [t[2] for t in sequential[:3]]
+    # Trial 3 is proposed knowing trials 0-1 only (2 still runs), sequentially knowing 0-2.
+    assert first[3][2] != sequential[3][2]
+
+
 def _one_line_error(done: subprocess.CompletedProcess) -> str:
     lines = [ln for ln in done.stderr.splitlines() if ln.startswith("error: ")]
     assert done.returncode != 0 and len(lines) == 1, done.stderr[-2000:]

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from repro.base.errors import ConfigValueError, RunDirectoryError
 
@@ -41,6 +40,8 @@ def _name_key(name: str) -> int:
 def sampler_seed(repro_seed: int) -> int:
     """The sampler's seed under master ``repro_seed``: a 32-bit draw of the named stream
     ``hparams_search`` (``numpy.random.SeedSequence``, as every stream of the kit)."""
+    import numpy as np
+
     seq = np.random.SeedSequence(repro_seed, spawn_key=(_name_key(SAMPLER_STREAM),))
     return int(seq.generate_state(1, dtype=np.uint32)[0])
 
@@ -48,6 +49,8 @@ def sampler_seed(repro_seed: int) -> int:
 def trial_seed(seed: int, number: int) -> int:
     """The sampler's seed when it proposes trial ``number``: a function of the search's seed and the
     trial's number only, so a resumed search proposes what an uninterrupted one would have."""
+    import numpy as np
+
     seq = np.random.SeedSequence(seed, spawn_key=(number,))
     return int(seq.generate_state(1, dtype=np.uint32)[0])
 
@@ -178,7 +181,8 @@ def parse_settings(sweeper: dict[str, Any], repro_seed: Any, seed: int | None) -
         elif isinstance(repro_seed, int) and not isinstance(repro_seed, bool):
             seed = sampler_seed(repro_seed)
         else:
-            seed = int(np.random.SeedSequence().generate_state(1, dtype=np.uint32)[0])
+            # repro.seed null: a seed from OS entropy, recorded in search.json.
+            seed = secrets.randbits(32)
     if not 0 <= seed <= SEED_MAX:
         raise ConfigValueError("hydra.sweeper.seed", seed, f"an integer in [0, {SEED_MAX}]")
     return SearchSettings(

@@ -20,6 +20,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from repro.base.search_record import SEARCH_SWEEPER
+
 #: The sweep's own command-line overrides (JSON list), set by the entry point for its jobs (a launcher
 #: plugin may run them in other processes).
 SWEEP_ENV = "REPRO_SWEEP_OVERRIDES"
@@ -58,8 +60,9 @@ def remember_sweep(overrides: list[str] | None) -> None:
         os.environ[SWEEP_ENV] = json.dumps(list(overrides))
 
 
-def _this_job() -> tuple[int, int | None, str] | None:
-    """(job number from 1, job count or None, the job's overrides) inside a sweep; None otherwise."""
+def _this_job() -> tuple[int, int | None, str, str] | None:
+    """(job number from 1, job count or None, the job's overrides, what a job is called) inside a
+    sweep; None otherwise."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
     from omegaconf import OmegaConf
@@ -81,12 +84,16 @@ def _this_job() -> tuple[int, int | None, str] | None:
     except ValueError:
         overrides = None
     basic = isinstance(sweeper, dict) and sweeper.get("_target_") == BASIC_SWEEPER
+    # A hyperparameter search: its trials count from 0 (the run directory's name), n_trials in all.
+    if isinstance(sweeper, dict) and sweeper.get("_target_") == SEARCH_SWEEPER:
+        trials = sweeper.get("n_trials")
+        return number - 1, trials if isinstance(trials, int) else None, task, "search trial"
     if basic and isinstance(overrides, list):
         params = sweeper.get("params")  # type: ignore[union-attr]
         total = sweep_size(
             [str(o) for o in overrides], params if isinstance(params, dict) else None
         )
-    return number, total, task
+    return number, total, task, "sweep job"
 
 
 @contextlib.contextmanager
@@ -96,8 +103,8 @@ def job_lines() -> Iterator[None]:
     if job is None:
         yield
         return
-    number, total, task = job
-    name = f"sweep job {number}/{total}" if total else f"sweep job {number}"
+    number, total, task, kind = job
+    name = f"{kind} {number}/{total}" if total else f"{kind} {number}"
     log.info("%s started%s", name, f": {task}" if task else "")
     t0 = time.perf_counter()
     outcome = "failed after"
