@@ -87,7 +87,7 @@ def test_checkpoint_holds_the_documented_keys(tmp_path):
     assert header["tracked"] == ["counter", "model", "optimizer"]
     _, state = latest_valid_checkpoint(tmp_path, config_sha256=CONFIG)
     assert list(state) == [KIT, OBJECTS, RANKS]
-    assert state[KIT] == {"step": 2, "epoch": 0, "best": {"value": None}}
+    assert state[KIT] == {"step": 2, "epoch": 0, "best": {"value": None}, "sharded": []}
     assert list(state[OBJECTS]) == ["model", "optimizer", "counter"]
     assert state[OBJECTS]["counter"] == {"seen": 2}
     [mine] = state[RANKS]
