@@ -106,7 +106,9 @@ def test_a_killed_search_resumes_without_rerunning_finished_trials(reference, tm
 
     done = run_search(sweep)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "trial 2 resumes from its checkpoint" in done.stdout + done.stderr
+    said = done.stdout + done.stderr
+    assert "trial 2 resumes from its checkpoint" in said
+    assert "search trial 3/4 started" in said and "search trial 1/4" not in said
     # Finished trials were reused: their records are untouched.
     for n, text in finished.items():
         assert (sweep / str(n) / "run.json").read_text() == text
@@ -137,6 +139,19 @@ def test_parallel_searches_propose_the_same_trials_with_the_same_bits(reference,
     assert [t[2] for t in first[:3]] == [t[2] for t in sequential[:3]]
     # Trial 3 is proposed knowing trials 0-1 only (2 still runs), sequentially knowing 0-2.
     assert first[3][2] != sequential[3][2]
+
+
+def test_the_regression_search_reproduces(tmp_path) -> None:
+    cmd = [sys.executable, "-m", "experiment.train", "-m", "hparams_search=regress"]
+    short = ["hydra.sweeper.n_trials=3", "hydra.sweeper.n_startup_trials=2", "train.epochs=2"]
+    for name in ("r1", "r2"):
+        done = run_module([*cmd, *short, f"hydra.sweep.dir={tmp_path / name}"], cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+    first = trials(tmp_path / "r1")
+    assert first == trials(tmp_path / "r2") and len(first) == 3
+    assert json.loads((tmp_path / "r1" / "search.json").read_text())["settings"]["direction"] == (
+        "maximize"
+    )
 
 
 def _one_line_error(done: subprocess.CompletedProcess) -> str:
