@@ -22,6 +22,9 @@ from typing import Any
 from repro.base import secrets as _secrets
 from repro.base import startup
 from repro.base.envvars import RECORDED_ENV
+from repro.base.errors import ReproError
+from repro.base.project import Project, read_project
+from repro.base.project import find_project as _find_project
 
 #: Variables recorded when set: they change numerics, kernels or hashing.
 RELEVANT_ENV = RECORDED_ENV  # one list, in repro.base.config
@@ -179,56 +182,23 @@ def git_state(cwd: str | Path = ".") -> dict[str, Any] | None:
     return None if state is None else state.to_dict()
 
 
-@dataclass(frozen=True)
-class Project:
-    """The project the tools work for: the directory of a ``pyproject.toml`` with a ``[tool.repro]`` table."""
-
-    root: Path
-    #: ``[tool.repro] entry``: the module that runs the project's experiment (None when not set).
-    entry: str | None
-
-    @property
-    def pyproject(self) -> Path:
-        return self.root / "pyproject.toml"
+def find_project(
+    start: str | Path | None = None, *, not_inside: tuple[Path, ...] = ()
+) -> Project | None:
+    """:func:`repro.base.project.find_project`, leniently: a ``[tool.repro]`` table with a bad value
+    counts as no project (what the environment record and the tools' defaults need; the strict reader
+    refuses it where its values are used: replaying a run, building a model)."""
+    try:
+        return _find_project(start, not_inside=not_inside)
+    except ReproError:
+        return None
 
 
 def _read_project(folder: Path) -> Project | None:
     try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10: no TOML reader in the standard library
+        return read_project(folder)
+    except ReproError:
         return None
-    path = folder / "pyproject.toml"
-    try:
-        if not path.is_file():
-            return None
-        table = tomllib.loads(path.read_text(encoding="utf-8")).get("tool", {}).get("repro")
-    except (OSError, ValueError):
-        return None
-    if not isinstance(table, dict):
-        return None
-    entry = table.get("entry")
-    return Project(folder.resolve(), entry if isinstance(entry, str) else None)
-
-
-def find_project(
-    start: str | Path | None = None, *, not_inside: tuple[Path, ...] = ()
-) -> Project | None:
-    """The nearest project at or above ``start`` (default: the current directory), else the one holding
-    this kit's own source (a project made from the template carries the kit in its ``src/``), else None.
-
-    A ``pyproject.toml`` at or below a directory of ``not_inside`` (the run directories being checked:
-    their files are data) is never taken.
-    """
-    untrusted = [p.resolve() for p in not_inside]
-    here = Path(__file__).resolve().parent
-    for begin in (Path.cwd() if start is None else Path(start), here):
-        for folder in [begin.resolve(), *begin.resolve().parents]:
-            if any(folder == u or u in folder.parents for u in untrusted):
-                continue
-            project = _read_project(folder)
-            if project is not None:
-                return project
-    return None
 
 
 def _code_dir() -> Path:

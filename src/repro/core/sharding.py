@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from repro.base.files import fsync_dir
 from repro.core.distributed import DistInfo
 
 #: The file DCP writes last, once every rank's shards are on disk: a folder without it is incomplete.
@@ -111,7 +112,7 @@ def save_shards(
     if info.is_main:
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(partial, folder)
-        _fsync(folder.parent)
+        fsync_dir(folder.parent)
     dist.barrier()
 
 
@@ -134,16 +135,3 @@ def load_shards(folder: Path, model: torch.nn.Module, optimizers: Mapping[str, A
 def shards_complete(folder: Path) -> bool:
     """Whether ``folder`` holds a finished DCP save (its metadata file is written last)."""
     return (folder / METADATA_FILE).is_file()
-
-
-def _fsync(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -23,7 +23,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import shutil
 import threading
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Any
 
 import torch
 
-from repro.base.files import atomic_write
+from repro.base.files import atomic_write, fsync_dir
 from repro.base.layout import (
     _NAME,
     FORMAT_VERSION,
@@ -170,7 +169,7 @@ def _write(
     header = {**header, "payload_sha256": hashlib.sha256(payload).hexdigest()}
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + payload)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     if keep is not None and keep > 0:
         # Only older steps count: a file with a later step is a leftover of an attempt this run resumed
         # past (often the corrupt one it skipped); it must not push out the checkpoints that work.
@@ -178,19 +177,6 @@ def _write(
         for old in older[:-keep]:
             old.unlink(missing_ok=True)
             shutil.rmtree(shards_path(old), ignore_errors=True)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def load_checkpoint(
