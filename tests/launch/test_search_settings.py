@@ -164,3 +164,37 @@ def test_a_bad_record_is_refused_with_one_line(trial, says) -> None:
         check_record(_record(**trial), where)
     assert says in str(exc.value) and str(exc.value).startswith("sweep/search.json: ")
     check_record(_record(), where)
+
+
+def test_a_stored_trial_outside_the_space_is_refused_before_it_runs(tmp_path) -> None:
+    # study.db comes from the sweep directory: a trial it holds becomes overrides only if it fits.
+    optuna = pytest.importorskip("optuna", reason="the hparams extra is not installed")
+    import json
+
+    from repro.launch.search import Search, SearchError
+
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    cfg = _cfg({"optimizer.lr": {"low": 1e-4, "high": 1e-2, "log": True}})
+    cfg.hydra.sweep = {"dir": str(sweep)}
+    settings = check_search(cfg, [])
+    record = {
+        "kind": "hparams_search",
+        "repro_seed": 3,
+        "settings": settings.signature(),
+        "overrides": [],
+        "trials": [],
+    }
+    (sweep / "search.json").write_text(json.dumps(record))
+    study = optuna.create_study(study_name="search", storage=f"sqlite:///{sweep / 'study.db'}")
+    trial = study.ask()
+    trial.suggest_float("optimizer.lr", 5.0, 10.0)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    class NoLauncher:
+        def launch(self, *args, **kwargs):
+            raise AssertionError("a trial outside the space was launched")
+
+    with pytest.raises(SearchError) as exc:
+        Search(cfg, NoLauncher()).run([])
+    assert "trial 0's parameters" in str(exc.value) and "not this search's" in str(exc.value)

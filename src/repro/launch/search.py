@@ -126,6 +126,11 @@ class Search:
         self.arguments = list(arguments)
         record = self._read_record()
         self.settings = settings = self._settings(record)
+        if record is not None and record["trials"] and not (self.sweep_dir / STUDY_FILE).is_file():
+            raise SearchError(
+                f"error: {self.sweep_dir / SEARCH_FILE} lists trials but {STUDY_FILE} is missing; "
+                "the study cannot be resumed: choose another hydra.sweep.dir"
+            )
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         storage = f"sqlite:///{(self.sweep_dir / STUDY_FILE).resolve()}"
@@ -154,6 +159,8 @@ class Search:
         running = self.optuna.trial.TrialState.RUNNING
         # Trials a killed search left unfinished: resumed from their checkpoints, in trial order.
         unfinished = [t for t in study.get_trials(deepcopy=False) if t.state == running]
+        for t in unfinished:
+            self._check_params(t.number, t.params)
         for start in range(0, len(unfinished), settings.batch):
             batch = unfinished[start : start + settings.batch]
             for t in batch:
@@ -185,6 +192,24 @@ class Search:
                 f"errors are in {self.sweep_dir / SEARCH_FILE} (repro report {self.sweep_dir})"
             )
         return returns
+
+    def _check_params(self, number: int, params: dict[str, Any]) -> None:
+        """A stored trial's parameters become overrides: the searched keys only, values in range
+        (``study.db`` is data from the sweep directory, never trusted)."""
+        d = self.optuna.distributions
+        ok = set(params) == set(self.space)
+        for key, value in params.items() if ok else ():
+            dist = self.space[key]
+            if isinstance(dist, d.CategoricalDistribution):
+                ok = ok and value in dist.choices
+            else:
+                real = isinstance(value, int | float) and not isinstance(value, bool)
+                ok = ok and real and dist.low <= value <= dist.high
+        if not ok:
+            raise SearchError(
+                f"error: {self.sweep_dir / STUDY_FILE}: trial {number}'s parameters {params} are "
+                "not this search's; choose another hydra.sweep.dir"
+            )
 
     def _ask(self, study: Any) -> tuple[int, dict[str, Any]]:
         optuna = self.optuna
