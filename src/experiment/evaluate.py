@@ -17,15 +17,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
 #: This package's name, read from the module itself, so that a project's renamed copy allows its own
 #: classes (``python -m`` sets ``__package__``; a run of this file by path falls back to its directory).
 PACKAGE = __package__ or Path(__file__).resolve().parent.name
 #: What this entry builds from a run's config: the package's own classes, nothing else.
 TARGETS = (f"{PACKAGE}.",)
-#: What a run's config may name besides: its optimizer (torch's; never built here, only allowed).
-ALSO_NAMED = ("torch.optim.",)
 SPLITS = ("val", "train")
 
 
@@ -33,6 +29,7 @@ def evaluate(run_dir: str | Path, split: str = "val", which: str = "final") -> d
     """The metrics of the run's model on ``split``, also written to the run's ``eval-*.json``."""
     from hydra.utils import instantiate
 
+    from experiment.model import check_own_targets
     from repro import (
         ConfigValueError,
         ReproError,
@@ -45,12 +42,10 @@ def evaluate(run_dir: str | Path, split: str = "val", which: str = "final") -> d
     if split not in SPLITS:
         raise ConfigValueError("split", split, " or ".join(SPLITS))
     # The project's [tool.repro] build when it declares one, else the model's _target_ in this package.
-    loaded = load_run(run_dir, which, targets=TARGETS + ALSO_NAMED)
+    loaded = load_run(run_dir, which, targets=TARGETS)
     cfg = loaded.cfg
-    for node in ("data", "task"):
-        target = OmegaConf.select(cfg, f"{node}._target_", default=None)
-        if not isinstance(target, str) or not target.startswith(TARGETS):
-            raise ConfigValueError(f"{node}._target_", target, f"a target of the {PACKAGE} package")
+    # the run directory is data: its data and task must be this package's own code, nested targets too
+    check_own_targets(cfg, "data", "task")
     # Warnings of the set-up are shown once the run's model and data are rebuilt: a refusal is one line.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")

@@ -160,17 +160,29 @@ def build_model(cfg: Any, data: Any) -> nn.Module:
     return made
 
 
+def check_own_targets(cfg: Any, *nodes: str) -> None:
+    """Refuse (one line naming the key) a run's config whose ``nodes`` hold a ``_target_``, nested ones
+    included, that does not resolve to this package's own code: the config comes from a run
+    directory, which is data, and ``instantiate`` would follow it."""
+    from omegaconf import OmegaConf
+
+    from repro import ConfigValueError, check_targets
+
+    package = __name__.rpartition(".")[0]
+    for node in nodes:
+        value = OmegaConf.select(cfg, node, default=None)
+        plain = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+        if not isinstance(plain, dict) or "_target_" not in plain:
+            raise ConfigValueError(f"{node}._target_", None, f"a target of the {package} package")
+        check_targets(plain, f"{node}.", (f"{package}.",), f"a target of the {package} package")
+
+
 def build(cfg: Any) -> nn.Module:
     """``[tool.repro] build``: a run's model from its config alone (its data's settings, not its data).
 
-    The config comes from a run directory, which is data: the kit checked the model's ``_target_``;
-    the data node's is checked here before it is instantiated."""
+    The kit checked the model node's targets; the data node's are checked here before it is
+    instantiated."""
     from hydra.utils import instantiate
 
-    from repro import ConfigValueError
-
-    package = __name__.rpartition(".")[0]
-    target = cfg.data.get("_target_") if hasattr(cfg.data, "get") else None
-    if not isinstance(target, str) or not target.startswith(f"{package}."):
-        raise ConfigValueError("data._target_", target, f"a target of the {package} package")
+    check_own_targets(cfg, "data")
     return build_model(cfg, instantiate(cfg.data))

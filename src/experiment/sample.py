@@ -42,9 +42,9 @@ def sample_text(
 
 def main(argv: list[str] | None = None) -> int:
     from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
-    from experiment.evaluate import ALSO_NAMED, TARGETS
+    from experiment.evaluate import TARGETS
+    from experiment.model import check_own_targets
     from repro import ConfigValueError, ReproError, load_run
 
     args = dict(a.split("=", 1) for a in (sys.argv[1:] if argv is None else argv) if "=" in a)
@@ -60,12 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         for key, low in (("tokens", 1), ("seed", 0)):
             if key in args and not (args[key].isdigit() and int(args[key]) >= low):
                 raise ConfigValueError(key, args[key], f"an int >= {low}")
-        loaded = load_run(args["run"], args.get("which", "final"), targets=TARGETS + ALSO_NAMED)
-        # the run directory is untrusted: only this package's classes are built from it
-        for node in ("data", "task"):
-            target = OmegaConf.select(loaded.cfg, f"{node}._target_", default=None)
-            if not isinstance(target, str) or not target.startswith(TARGETS):
-                raise ConfigValueError(f"{node}._target_", target, f"a target of {TARGETS[0]}*")
+        loaded = load_run(args["run"], args.get("which", "final"), targets=TARGETS)
+        # the run directory is data: only this package's own code is built from it
+        check_own_targets(loaded.cfg, "data", "task")
         data, task = instantiate(loaded.cfg.data), instantiate(loaded.cfg.task)
         if not hasattr(task, "sample") or not hasattr(data, "decode"):
             raise ConfigValueError(

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from repro.base.errors import RunDirectoryError as RunDirectoryError
     from repro.base.files import atomic_write as atomic_write
     from repro.base.files import sha256_file as sha256_file
+    from repro.base.trusted import check_targets as check_targets
     from repro.core.determinism import DeterminismReport as DeterminismReport
     from repro.core.distributed import DistInfo as DistInfo
     from repro.core.distributed import RankMismatchError as RankMismatchError

@@ -106,3 +106,34 @@ def test_load_run_refuses_what_is_not_there(tmp_path):
         load_run(run_dir, "best", build=lambda cfg: torch.nn.Identity())
     with pytest.raises(ConfigValueError, match="expected final or best"):
         load_run(run_dir, "last")
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    return run_main(tmp_path_factory.mktemp("quick") / "run", *QUICK, "train.epochs=1")
+
+
+@pytest.mark.parametrize(
+    ("node", "target"),
+    [
+        # starts with the package's name, and yet is numpy's load: Hydra walks attributes
+        ("data", "experiment.data.np.load"),
+        ("task", "experiment.tasks.torch.load"),
+    ],
+)
+def test_a_run_whose_config_names_foreign_code_through_the_package_is_refused(
+    quick_run, tmp_path, node, target
+):
+    """evaluate (and load_run's [tool.repro] build) resolve every target of the run's config before
+    instantiating anything: a target that leaves the package is one line, exit 2, nothing runs."""
+    import shutil
+
+    run_dir = shutil.copytree(quick_run.dir, tmp_path / "run")
+    text = (run_dir / "config.yaml").read_text()
+    marker = "experiment.data.ShapesData" if node == "data" else "experiment.tasks.Classification"
+    assert marker in text
+    (run_dir / "config.yaml").write_text(text.replace(marker, target))
+    out = evaluate(f"run={run_dir}", cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1].startswith(f"error: {node}._target_={target!r}")
+    assert not list(run_dir.glob("eval-*.json"))

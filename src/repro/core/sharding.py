@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,11 @@ METADATA_FILE = ".metadata"
 
 
 def is_sharded(tensor: Any) -> bool:
-    """Whether ``tensor`` is a ``DTensor`` (a shard of a tensor spread over ranks)."""
-    from torch.distributed.tensor import DTensor
-
-    return isinstance(tensor, DTensor)
+    """Whether ``tensor`` is a ``DTensor`` (a shard of a tensor spread over ranks). Without FSDP nothing
+    has imported the DTensor module, and no tensor can be one: importing it here would cost every
+    single-process run about a second."""
+    module = sys.modules.get("torch.distributed.tensor")
+    return module is not None and isinstance(tensor, module.DTensor)
 
 
 def full(tensor: torch.Tensor) -> torch.Tensor:

@@ -24,6 +24,7 @@ from repro.base.files import sha256_file
 from repro.base.layout import CHECKPOINT_DIR, CONFIG_FILE, RUN_FILE, WEIGHTS_FILE
 from repro.base.project import Project, find_project
 from repro.base.records import read_config, read_manifest
+from repro.base.trusted import check_targets
 from repro.run.checkpointing import BEST_FILE
 
 #: ``which`` -> the weights file, relative to the run directory.
@@ -135,18 +136,6 @@ def _load_weights(model: torch.nn.Module, weights: Path, map_location: str | tor
         ) from None
 
 
-def _targets(value: object, path: str = "") -> list[tuple[str, object]]:
-    """Every ``_target_`` in a plain config container: (its dotted key, its value)."""
-    if isinstance(value, dict):
-        found = [(f"{path}_target_", value["_target_"])] if "_target_" in value else []
-        for key, sub in value.items():
-            found += _targets(sub, f"{path}{key}.")
-        return found
-    if isinstance(value, list):
-        return [hit for i, sub in enumerate(value) for hit in _targets(sub, f"{path}{i}.")]
-    return []
-
-
 def _build_with(
     project: Project, cfg: DictConfig, run_dir: Path, targets: tuple[str, ...], node: str
 ) -> torch.nn.Module:
@@ -162,15 +151,13 @@ def _build_with(
     allowed = (*targets, *(f"{p}." for p in project.packages))
     model_node = OmegaConf.select(cfg, node, default=None)
     plain = OmegaConf.to_container(model_node, resolve=True) if model_node is not None else None
-    for key, target in _targets(plain, f"{node}."):
-        if not isinstance(target, str) or not target.startswith(allowed or ("\0",)):
-            own = ", ".join(f"{t}*" for t in allowed) or "none"
-            raise ConfigValueError(
-                key,
-                target,
-                f"a target of the project's own packages ({own}) before [tool.repro] build "
-                f"{name!r} runs",
-            )
+    own = ", ".join(f"{t}*" for t in allowed) or "none"
+    check_targets(
+        plain,
+        f"{node}.",
+        allowed,
+        f"a target of the project's own packages ({own}) before [tool.repro] build {name!r} runs",
+    )
     where = f"[tool.repro] build={name!r} in {project.pyproject}"
     module_name, _, function = str(name).partition(":")
     try:
@@ -186,6 +173,9 @@ def _build_with(
         raise LoadRunError(f"{where}: {module_name} has no function {function}")
     try:
         model = fn(cfg)
+    # The function's own refusal of a value (a ConfigValueError naming the key) is already one line.
+    except ReproError:
+        raise
     # The project's own function on the run's values: one line, the cause kept for a debugger.
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [""])[0][:160]
@@ -205,11 +195,14 @@ def _instantiate(cfg: DictConfig, node: str, targets: tuple[str, ...]) -> torch.
     from hydra.utils import instantiate
 
     target = OmegaConf.select(cfg, f"{node}._target_", default=None)
-    if not isinstance(target, str) or not target.startswith(targets or ("\0",)):
-        allowed = ", ".join(f"{t}*" for t in targets) or (
-            "none (pass build=..., or declare [tool.repro] build in pyproject.toml)"
-        )
+    allowed = ", ".join(f"{t}*" for t in targets) or (
+        "none (pass build=..., or declare [tool.repro] build in pyproject.toml)"
+    )
+    if not isinstance(target, str):
         raise ConfigValueError(f"{node}._target_", target, f"a target the caller allows: {allowed}")
+    model_node = OmegaConf.select(cfg, node)
+    plain = OmegaConf.to_container(model_node, resolve=True) if model_node is not None else None
+    check_targets(plain, f"{node}.", targets, f"a target the caller allows: {allowed}")
     try:
         model = instantiate(OmegaConf.select(cfg, node))
     # The run's own arguments to its own class: whatever the class raises, the record is at fault.
