@@ -64,6 +64,24 @@ def test_a_checkpoint_with_incomplete_shards_is_skipped(fsdp, tmp_path):
     same_bits(fsdp, resumed)
 
 
+def test_a_checkpoint_whose_shards_changed_is_skipped(fsdp, tmp_path):
+    """One byte of one rank's shard file flipped after the checkpoint was written: it no longer matches
+    the sha256 the checkpoint recorded, so the resume takes the checkpoint before it, exactly."""
+    run_dir = shutil.copytree(fsdp.dir, tmp_path / "run")
+    manifest = json.loads((run_dir / "run.json").read_text())
+    manifest["status"] = "running"
+    (run_dir / "run.json").write_text(json.dumps(manifest))
+    (run_dir / "weights.pt").unlink()
+    shard = next((run_dir / "checkpoints" / "step-000000016.shards").glob("*.distcp"))
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    resumed = torchrun(run_dir, *RUN, "train.resume=auto")
+    assert resumed.manifest["resumes"][-1]["from_step"] == 15
+    assert "not the files it recorded" in resumed.proc.stdout + resumed.proc.stderr
+    same_bits(fsdp, resumed)
+
+
 def test_verify_says_identical(fsdp, tmp_path):
     verify_identical(fsdp.dir, tmp_path / "replay")
 

@@ -9,7 +9,9 @@ collective: every rank calls them, in the same order.
 
 from __future__ import annotations
 
+import io
 import os
+import pickle
 import shutil
 import sys
 from collections.abc import Mapping
@@ -18,7 +20,7 @@ from typing import Any
 
 import torch
 
-from repro.base.files import fsync_dir
+from repro.base.files import fsync_dir, sha256_file
 from repro.core.distributed import DistInfo
 
 #: The file DCP writes last, once every rank's shards are on disk: a folder without it is incomplete.
@@ -118,9 +120,86 @@ def save_shards(
     dist.barrier()
 
 
+#: What DCP's metadata file may hold (it is a pickle, and a run directory is data): its own record
+#: classes, paths, sizes, dtypes and layouts, nothing that runs code.
+_METADATA_CLASSES = {
+    ("pathlib", "PosixPath"),
+    ("pathlib", "WindowsPath"),
+    ("pathlib", "PurePosixPath"),
+    ("torch", "Size"),
+    ("torch.serialization", "_get_layout"),
+    ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
+    *(
+        ("torch.distributed.checkpoint.metadata", name)
+        for name in (
+            "BytesStorageMetadata",
+            "ChunkStorageMetadata",
+            "Metadata",
+            "MetadataIndex",
+            "StorageMeta",
+            "TensorProperties",
+            "TensorStorageMetadata",
+            "_MEM_FORMAT_ENCODING",
+        )
+    ),
+}
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _METADATA_CLASSES:
+            return super().find_class(module, name)
+        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        raise pickle.UnpicklingError(f"{module}.{name} has no place in a checkpoint's metadata")
+
+
+def _safe_reader(folder: Path) -> Any:
+    """DCP's file reader, reading the metadata with :class:`_MetadataUnpickler` (DCP's own reader
+    unpickles it with no restriction)."""
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
+
+    class Reader(FileSystemReader):
+        def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
+            with open(folder / METADATA_FILE, "rb") as f:
+                metadata = _MetadataUnpickler(f).load()
+            if not isinstance(metadata, Metadata):
+                raise pickle.UnpicklingError("the metadata file holds no DCP metadata")
+            if getattr(metadata, "storage_meta", None) is None:
+                metadata.storage_meta = StorageMeta()
+            metadata.storage_meta.load_id = getattr(self, "load_id", None)
+            return metadata
+
+    return Reader(str(folder))
+
+
+def _safe_planner() -> Any:
+    """DCP's load planner, loading the non-tensor items (an optimizer's param groups) with
+    ``torch.load(weights_only=True)``: plain values only (DCP's own planner allows any pickle)."""
+    from torch.distributed.checkpoint import DefaultLoadPlanner
+
+    class Planner(DefaultLoadPlanner):
+        def load_bytes(self, read_item: Any, value: io.BytesIO) -> None:
+            plain = torch.load(value, weights_only=True)
+            # handed on re-serialized: only the plain values just loaded
+            buffer = io.BytesIO()
+            torch.save(plain, buffer)
+            buffer.seek(0)
+            super().load_bytes(read_item, buffer)
+
+    return Planner()
+
+
+def shard_hashes(folder: Path) -> dict[str, str]:
+    """sha256 of every file of a shards folder, by name (recorded with the checkpoint)."""
+    return {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file()}
+
+
 def load_shards(folder: Path, model: torch.nn.Module, optimizers: Mapping[str, Any]) -> None:
     """Load what :func:`save_shards` wrote into ``model`` and ``optimizers`` (every rank; DCP reshards
-    when the world size differs from the writer's)."""
+    when the world size differs from the writer's). The files are data: the metadata is unpickled
+    with an allow-list and the other values with ``weights_only``."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import (
         set_model_state_dict,
@@ -128,7 +207,7 @@ def load_shards(folder: Path, model: torch.nn.Module, optimizers: Mapping[str, A
     )
 
     state = _sharded_state(model, optimizers)
-    dcp.load(state, checkpoint_id=str(folder))
+    dcp.load(state, storage_reader=_safe_reader(folder), planner=_safe_planner())
     set_model_state_dict(model, state["model"])
     for name, optimizer in optimizers.items():
         set_optimizer_state_dict(model, optimizer, state[f"optimizer.{name}"])

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from repro.base.files import atomic_write, fsync_dir
+from repro.base.files import atomic_write, fsync_dir, sha256_file
 from repro.base.layout import (
     _NAME,
     FORMAT_VERSION,
@@ -209,12 +209,9 @@ def load_checkpoint(
         ) from None
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} does not hold a state dict")
-    # A sharded checkpoint (train.strategy=fsdp) is whole only with every rank's shards.
-    if header.get("sharded") and not (shards_path(path) / ".metadata").is_file():
-        raise CheckpointError(
-            f"checkpoint {path} is sharded and its shards ({shards_path(path).name}) are missing or "
-            "incomplete"
-        )
+    # A sharded checkpoint (train.strategy=fsdp) is whole only with every rank's shards, as recorded.
+    if header.get("sharded"):
+        _check_shards(path, header.get("shards_sha256"))
     return CheckpointInfo(path, int(header["step"]), header), state
 
 
@@ -228,3 +225,25 @@ def latest_valid_checkpoint(
         except CheckpointError as exc:
             log.warning("skipping checkpoint %s: %s", path.name, exc)
     return None
+
+
+def _check_shards(path: Path, recorded: Any) -> None:
+    """The shards next to checkpoint ``path`` are complete and are the files its header records."""
+    folder = shards_path(path)
+    if not (folder / ".metadata").is_file():
+        raise CheckpointError(
+            f"checkpoint {path} is sharded and its shards ({folder.name}) are missing or incomplete"
+        )
+    if not (
+        isinstance(recorded, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in recorded.items())
+    ):
+        raise CheckpointError(f"checkpoint {path} is sharded but records no sha256 of its shards")
+    present = {p.name: p for p in folder.iterdir() if p.is_file()}
+    if set(present) != set(recorded) or any(
+        sha256_file(present[n]) != recorded[n] for n in recorded
+    ):
+        raise CheckpointError(
+            f"the shards of checkpoint {path} ({folder.name}) are not the files it recorded "
+            "(changed, missing or added since)"
+        )

@@ -28,6 +28,7 @@ from repro.core.sharding import (
     module_is_sharded,
     optimizer_is_sharded,
     save_shards,
+    shard_hashes,
 )
 from repro.run.checkpoint import CheckpointWriter
 
@@ -218,6 +219,7 @@ class CheckpointManager:
             self.writer.wait()
             save_shards(shards_path(checkpoint_path(self.dir, step)), model, optimizers, self.dist)
             in_shards = [n for n, o in self.tracked.items() if o is model or n in optimizers]
+            shards = shards_path(checkpoint_path(self.dir, step))
         ranks = gather_objects(mine, self.dist)
         if not self.dist.is_main:
             return
@@ -239,6 +241,7 @@ class CheckpointManager:
                 "world_size": self.dist.world_size,
                 "tracked": sorted(self.tracked),
                 "sharded": bool(in_shards),
+                **({"shards_sha256": shard_hashes(shards)} if in_shards else {}),
             },
         )
 
@@ -270,8 +273,17 @@ class CheckpointManager:
                 "model the run was started with"
             )
         if sharded is not None and in_shards:
-            step = int(state[KIT][STEP])
-            load_shards(shards_path(checkpoint_path(self.dir, step)), *sharded)
+            folder = shards_path(checkpoint_path(self.dir, int(state[KIT][STEP])))
+            try:
+                load_shards(folder, *sharded)
+            # DCP's errors are many lines; the files are data: one line, and what to do
+            except Exception as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise StateError(
+                    f"the shards in {folder} do not load into this run's model and optimizer "
+                    f"({type(exc).__name__}: {first[:200]}); resume with the model and config the "
+                    "run was started with, or from a copy of the run"
+                ) from None
         # In the order they were tracked.
         for name, obj in self.tracked.items():
             if name in in_shards:
