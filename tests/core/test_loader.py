@@ -387,3 +387,22 @@ def test_the_kit_loader_factory_passes_global_rngs_through():
     chosen = repro.dataloader(Augmenting(), 4, stream="all", global_rngs="all")
     assert chosen.dataset.global_rngs == "all" and chosen.dataset._watched == ()
     assert repro.dataloader(Augmenting(), 4, stream="default").dataset.global_rngs == "used"
+
+
+def test_an_ordered_loader_over_bptt_streams_must_keep_each_rank_on_its_streams():
+    """TokenWindows(streams=B) read in order: batch_size * world_size must be B, or a carried hidden
+    state would move between streams (refused, naming the key)."""
+    import numpy as np
+
+    from repro import ConfigValueError, ReproConfig, TokenWindows, setup_reproducibility
+
+    repro = setup_reproducibility(ReproConfig(pythonhashseed=None), in_process=True)
+    windows = TokenWindows(np.arange(1000), 10, streams=4)
+    loader = repro.dataloader(windows, 4, shuffle=False, stream="bptt")
+    x, y = next(iter(loader))
+    # batch 0: window 0 of each of the 4 streams, in stream order
+    assert x[:, 0].tolist() == [0, 250, 500, 750] and torch.equal(y[:, :-1], x[:, 1:])
+    with pytest.raises(ConfigValueError, match=r"batch_size=3 is not allowed"):
+        repro.dataloader(windows, 3, shuffle=False, stream="bptt3")
+    # shuffled windows are not streams: any batch size
+    repro.dataloader(windows, 3, shuffle=True, stream="shuffled")

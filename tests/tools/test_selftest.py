@@ -200,3 +200,12 @@ def test_an_unusable_reference_file_is_one_line_naming_it(tmp_path, content):
 
     # refused before the workload runs
     assert main(["selftest", "--reference", str(path)]) == 2
+
+
+def test_record_refuses_bits_computed_without_the_pins(shipped, tmp_path):
+    measured = {**shipped[1]["measured"], "cpu_capability": "DEFAULT", "threads": 2}
+    path = tmp_path / "reference.json"
+    path.write_text(json.dumps({"entries": []}))
+    with pytest.raises(SelftestError, match=r"did not run under the portable pins \(threads=2"):
+        record(compare(measured, load_reference(path)), path)
+    assert json.loads(path.read_text()) == {"entries": []}

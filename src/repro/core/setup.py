@@ -180,6 +180,7 @@ class Repro:
         if shard:
             kwargs.setdefault("rank", self.dist.rank)
             kwargs.setdefault("world_size", self.dist.world_size)
+        _check_streams(dataset, batch_size, shuffle, kwargs.get("world_size", 1))
         return make_dataloader(
             dataset,
             seed=self.seed_for(stream),
@@ -247,3 +248,22 @@ def _write_back_seed(cfg: Any, seed: int) -> None:
     with open_dict(node):
         node.seed = seed
     OmegaConf.set_readonly(node, readonly)
+
+
+def _check_streams(dataset: Any, batch_size: int, shuffle: bool, world: int) -> None:
+    """An ordered loader over BPTT streams (``TokenWindows(..., streams=B)``) must hand each rank the
+    same streams every batch: ``batch_size * world_size == B``; otherwise a carried state would
+    silently move from one stream to another."""
+    from repro.core.windows import TokenWindows
+
+    streams = getattr(dataset, "streams", None) if isinstance(dataset, TokenWindows) else None
+    if streams is None or shuffle or batch_size * world == streams:
+        return
+    from repro.base.errors import ConfigValueError
+
+    raise ConfigValueError(
+        "batch_size",
+        batch_size,
+        f"{streams} // {world} (the TokenWindows' streams over the ranks), with streams a multiple "
+        f"of the world size ({world}): each rank must read the same streams in every batch",
+    )

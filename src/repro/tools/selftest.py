@@ -34,7 +34,7 @@ from typing import Any
 
 from repro.base.errors import ReproError
 from repro.base.files import atomic_write
-from repro.tools.selftest_workload import PINS, STAGES, UNSET
+from repro.tools.selftest_workload import FLAGS, PINS, STAGES, UNSET
 
 REFERENCE_FILE = Path(__file__).with_name("selftest_reference.json")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -200,8 +200,28 @@ def new_entry(measured: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def pins_held(measured: dict[str, Any]) -> list[str]:
+    """What the workload process read back that is not the portable pins (empty when all held)."""
+    wrong = [f"{k}={v!r}" for k, v in (measured.get("pins") or {}).items() if PINS.get(k) != v]
+    wrong += [f"{k}={v!r}" for k, v in (measured.get("flags") or {}).items() if FLAGS.get(k) != v]
+    if measured.get("threads") != 1:
+        wrong.append(f"threads={measured.get('threads')!r}")
+    if measured.get("deterministic") is not True:
+        wrong.append("deterministic algorithms off")
+    if "avx2" in measured.get("features", []) and measured.get("cpu_capability") != "AVX2":
+        wrong.append(f"ATen kernels {measured.get('cpu_capability')!r}")
+    return wrong
+
+
 def record(verdict: Verdict, path: str | Path) -> str:
-    """Write this machine into the reference file (see the module docstring); what was done."""
+    """Write this machine into the reference file (see the module docstring); what was done. The
+    file is read and compared again first: it may have changed while the workload ran."""
+    wrong = pins_held(verdict.measured)
+    if wrong:
+        raise SelftestError(
+            f"not recorded: the workload did not run under the portable pins ({', '.join(wrong)})"
+        )
+    verdict = compare(verdict.measured, load_reference(path))
     if verdict.status == "mismatch":
         raise SelftestError(
             "not recorded: this machine gives other bits than the reference for its build, and a "
@@ -298,5 +318,9 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
-        print(record(verdict, args.reference), file=sys.stderr)
+        try:
+            print(record(verdict, args.reference), file=sys.stderr)
+        except SelftestError as exc:
+            print(exc, file=sys.stderr)
+            return 1
     return verdict.exit_code
