@@ -129,11 +129,11 @@ def damaged_copy(run_dir: Path, to: Path, section) -> Path:
     [
         ("not an object", "data is 'not an object'; expected an object of data fingerprints"),
         ({"corpus": {"sha256": "abc", "what": "x"}}, "data.corpus.sha256 is 'abc'"),
-        ({"corpus": {"sha256": "0" * 64, "what": 7}}, "data.corpus.what is 7"),
-        ({"corpus": ["0" * 64]}, "data.corpus.sha256 is None"),
     ],
 )
 def test_a_damaged_data_section_is_bad_input(short_runs, tmp_path, section, message):
+    """Two damaged shapes end to end (each costs a resume and a diff); every shape the reader
+    refuses is checked in tests/core/test_data_fingerprint.py."""
     data, done, killed = short_runs
     target = damaged_copy(killed, tmp_path / "killed", section)
     resumed = run(target, data, "train.resume=auto", check=False)

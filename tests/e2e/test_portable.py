@@ -50,14 +50,6 @@ def launch_cases() -> list[tuple[str, dict, tuple, list]]:
         ("shell OMP_NUM_THREADS=2", {"OMP_NUM_THREADS": "2"}, (), []),
         ("repro.threads=2", {}, (), ["repro.threads=2", "repro.interop_threads=2"]),
         ("PYTHONHASHSEED=1", {"PYTHONHASHSEED": "1"}, (), []),
-        # what another CPU's libraries would dispatch on, narrowed on this one
-        ("MKL_ENABLE_INSTRUCTIONS=SSE4_2", {"MKL_ENABLE_INSTRUCTIONS": "SSE4_2"}, (), []),
-        (
-            "glibc without AVX2 and FMA",
-            {"GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX2_Usable,-FMA_Usable,-AVX2,-FMA"},
-            (),
-            [],
-        ),
     ]
     cases += [
         (f"ATEN_CPU_CAPABILITY={c}", {"ATEN_CPU_CAPABILITY": c}, (), []) for c in capabilities()
