@@ -95,13 +95,6 @@ def test_the_regression_example_under_torchrun_reproduces_itself(tmp_path):
     assert {"val_mse", "val_r2"} <= set(a.manifest["result"])
 
 
-def test_the_language_model_example_under_torchrun_reproduces_itself(tmp_path):
-    lm = ["experiment=lm", "train.epochs=1", "data.train_chars=16000", "data.val_chars=2000"]
-    a, b = torchrun(tmp_path / "a", *lm), torchrun(tmp_path / "b", *lm)
-    assert a.weights == b.weights and a.fingerprints() == b.fingerprints()
-    assert {"val_loss", "val_ppl", "train_ppl"} <= set(a.manifest["result"])
-
-
 def test_ranks_that_drift_apart_fail_the_run_naming_the_step(tmp_path):
     """perturb adds OS-entropy noise on each rank: different on each, so the replicas disagree."""
     run = torchrun(
