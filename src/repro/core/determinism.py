@@ -157,7 +157,7 @@ _INITIAL_THREADS = torch.get_num_threads()
 _INITIAL_MKLDNN = bool(torch.backends.mkldnn.enabled)
 
 
-def _nnpack_enabled(value: bool) -> bool:
+def nnpack_enabled(value: bool) -> bool:
     """Set NNPACK's switch to ``value`` and read it back (``set_flags`` returns what was set before)."""
     torch.backends.nnpack.set_flags(value)
     return bool(torch.backends.nnpack.set_flags(value)[0])
@@ -183,7 +183,7 @@ def apply_cpu_backends(rc: ReproConfig, report: DeterminismReport) -> None:
         "" if rc.mkldnn is not None else "not pinned: as torch starts",
     )
     nnpack = rc.nnpack if rc.nnpack is not None else _INITIAL_NNPACK
-    applied = _nnpack_enabled(nnpack)
+    applied = nnpack_enabled(nnpack)
     note = "" if rc.nnpack is not None else "not pinned: as torch starts"
     if not torch.backends.nnpack.is_available():
         note = (note + "; " if note else "") + "NNPACK is not in this build or CPU: never used"

@@ -43,6 +43,7 @@ from repro.base.layout import (
     read_header,
     shards_path,
 )
+from repro.core.sharding import shards_complete
 
 __all__ = [
     "CheckpointError",
@@ -230,7 +231,7 @@ def latest_valid_checkpoint(
 def _check_shards(path: Path, recorded: Any) -> None:
     """The shards next to checkpoint ``path`` are complete and are the files its header records."""
     folder = shards_path(path)
-    if not (folder / ".metadata").is_file():
+    if not shards_complete(folder):
         raise CheckpointError(
             f"checkpoint {path} is sharded and its shards ({folder.name}) are missing or incomplete"
         )

@@ -216,10 +216,10 @@ class CheckpointManager:
         if sharded is not None:
             # every rank writes its shards first; the file below makes the checkpoint count
             model, optimizers = sharded
-            self.writer.wait()
-            save_shards(shards_path(checkpoint_path(self.dir, step)), model, optimizers, self.dist)
-            in_shards = [n for n, o in self.tracked.items() if o is model or n in optimizers]
             shards = shards_path(checkpoint_path(self.dir, step))
+            self.writer.wait()
+            save_shards(shards, model, optimizers, self.dist)
+            in_shards = [n for n, o in self.tracked.items() if o is model or n in optimizers]
         ranks = gather_objects(mine, self.dist)
         if not self.dist.is_main:
             return

@@ -136,6 +136,12 @@ def _load_weights(model: torch.nn.Module, weights: Path, map_location: str | tor
         ) from None
 
 
+def _plain(cfg: DictConfig, node: str) -> object:
+    """The run config's ``node`` as plain containers (what :func:`check_targets` walks), or None."""
+    value = OmegaConf.select(cfg, node, default=None)
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
 def _build_with(
     project: Project, cfg: DictConfig, run_dir: Path, targets: tuple[str, ...], node: str
 ) -> torch.nn.Module:
@@ -149,8 +155,7 @@ def _build_with(
     """
     name = project.build
     allowed = (*targets, *(f"{p}." for p in project.packages))
-    model_node = OmegaConf.select(cfg, node, default=None)
-    plain = OmegaConf.to_container(model_node, resolve=True) if model_node is not None else None
+    plain = _plain(cfg, node)
     own = ", ".join(f"{t}*" for t in allowed) or "none"
     check_targets(
         plain,
@@ -200,9 +205,7 @@ def _instantiate(cfg: DictConfig, node: str, targets: tuple[str, ...]) -> torch.
     )
     if not isinstance(target, str):
         raise ConfigValueError(f"{node}._target_", target, f"a target the caller allows: {allowed}")
-    model_node = OmegaConf.select(cfg, node)
-    plain = OmegaConf.to_container(model_node, resolve=True) if model_node is not None else None
-    check_targets(plain, f"{node}.", targets, f"a target the caller allows: {allowed}")
+    check_targets(_plain(cfg, node), f"{node}.", targets, f"a target the caller allows: {allowed}")
     try:
         model = instantiate(OmegaConf.select(cfg, node))
     # The run's own arguments to its own class: whatever the class raises, the record is at fault.

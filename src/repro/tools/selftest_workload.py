@@ -211,6 +211,8 @@ def worker() -> None:
     """The workload process: run it and print what it computed, and where, as one JSON line."""
     import torch
 
+    from repro.core.determinism import nnpack_enabled
+
     start = time.perf_counter()
     hashes = workload()
     cuda, hip = torch.version.cuda, getattr(torch.version, "hip", None)
@@ -227,7 +229,7 @@ def worker() -> None:
                 "pins": {k: os.environ.get(k) for k in PINS},
                 "flags": {
                     "mkldnn": bool(torch.backends.mkldnn.enabled),
-                    "nnpack": bool(torch.backends.nnpack.set_flags(FLAGS["nnpack"])[0]),
+                    "nnpack": nnpack_enabled(FLAGS["nnpack"]),
                 },
                 "python": platform.python_version(),
                 "workload": WORKLOAD_VERSION,
